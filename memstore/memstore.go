@@ -1,0 +1,178 @@
+// Package memstore is an in-process msalcache.Store: a map guarded by a
+// mutex, with versions for compare-and-set and per-key expiry.
+//
+// It suits a single-instance application that does not need tokens to
+// survive a restart, and tests. It is also the reference implementation of
+// the Store contract: read it first when writing a backend of your own.
+//
+//	store := memstore.New()
+//	defer store.Close()
+//	adapter, err := msalcache.New(store, msalcache.WithPlaintext())
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/msalcache/msalcache"
+)
+
+// Store is an in-process msalcache.Store. The zero value is not usable; call
+// New.
+type Store struct {
+	now func() time.Time
+
+	mu      sync.Mutex
+	items   map[string]item
+	counter msalcache.Version
+	closed  bool
+}
+
+type item struct {
+	value   []byte
+	version msalcache.Version
+	expires time.Time // zero: never
+}
+
+func (it item) live(now time.Time) bool {
+	return it.expires.IsZero() || now.Before(it.expires)
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock makes the store read time from now instead of time.Now, so
+// tests can step through expiry without sleeping.
+func WithClock(now func() time.Time) Option {
+	return func(s *Store) { s.now = now }
+}
+
+// New returns an empty Store.
+func New(opts ...Option) *Store {
+	s := &Store{now: time.Now, items: make(map[string]item)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// lock takes the mutex after checking ctx and that the store is open; on
+// success the caller must unlock.
+func (s *Store) lock(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("memstore: %w", msalcache.ErrClosed)
+	}
+	return nil
+}
+
+// Load implements msalcache.Store.
+func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, msalcache.NoVersion, err
+	}
+	defer s.mu.Unlock()
+	it, ok := s.items[key]
+	if !ok || !it.live(s.now()) {
+		return nil, msalcache.NoVersion, msalcache.ErrNotFound
+	}
+	return slices.Clone(it.value), it.version, nil
+}
+
+// Save implements msalcache.Store.
+func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+	if err := s.lock(ctx); err != nil {
+		return msalcache.NoVersion, err
+	}
+	defer s.mu.Unlock()
+	now := s.now()
+	cur := msalcache.NoVersion
+	if it, ok := s.items[key]; ok && it.live(now) {
+		cur = it.version
+	}
+	if cur != ifVersion {
+		return msalcache.NoVersion, msalcache.ErrConflict
+	}
+	s.counter++
+	it := item{value: slices.Clone(value), version: s.counter}
+	if ttl > 0 {
+		it.expires = now.Add(ttl)
+	}
+	s.items[key] = it
+	s.sweepLocked(now)
+	return it.version, nil
+}
+
+// sweepLocked drops expired items every 1024th write, so a long-running
+// process does not keep every partition it ever saw while Save stays O(1)
+// amortised.
+func (s *Store) sweepLocked(now time.Time) {
+	if s.counter%1024 != 0 {
+		return
+	}
+	for k, it := range s.items {
+		if !it.live(now) {
+			delete(s.items, k)
+		}
+	}
+}
+
+// Delete implements msalcache.Store.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	delete(s.items, key)
+	return nil
+}
+
+// List implements msalcache.Lister.
+func (s *Store) List(ctx context.Context, prefix string, fn func(key string) error) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	now := s.now()
+	var keys []string
+	for k, it := range s.items {
+		if strings.HasPrefix(k, prefix) && it.live(now) {
+			keys = append(keys, k)
+		}
+	}
+	s.mu.Unlock() // fn may call back into the store
+	for _, k := range keys {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ping implements msalcache.Pinger.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Close implements msalcache.Store. It drops every item.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	s.items = nil
+	return nil
+}

@@ -1,0 +1,93 @@
+package msalcache
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Version identifies one stored value of a key, for compare-and-set. A store
+// hands out a new Version every time it writes a key, and never hands out
+// NoVersion. Versions are opaque: compare them for equality only.
+type Version uint64
+
+// NoVersion is the version of a key that does not exist. Passing it to
+// Store.Save means "create: fail with ErrConflict if the key exists".
+const NoVersion Version = 0
+
+// Sentinel errors shared by every Store and by the Adapter. Stores wrap them
+// with context (never with the key's partition, which names a user), so test
+// them with errors.Is.
+var (
+	// ErrNotFound reports that a key is absent or expired.
+	ErrNotFound = errors.New("msalcache: not found")
+	// ErrConflict reports that a compare-and-set lost: the key's version is
+	// not the one the writer read.
+	ErrConflict = errors.New("msalcache: version conflict")
+	// ErrTooLarge reports that a value is larger than the store accepts.
+	ErrTooLarge = errors.New("msalcache: value too large")
+	// ErrClosed reports a call on a store that was closed.
+	ErrClosed = errors.New("msalcache: store closed")
+)
+
+// Store is the contract between the Adapter (and the protect key ring) and a
+// backend. Implementations live in their own packages (memstore, boltstore,
+// redisstore, memcachestore); conformance.RunStoreTests checks any of them.
+//
+// Keys passed by this module are 1 to 200 bytes of printable ASCII with no
+// space (letters, digits and "-_.:/"), so every backend can use them as is
+// after adding its own prefix. Values are opaque bytes, possibly binary.
+//
+// Every method is safe for concurrent use and honours ctx: when ctx is done
+// the call returns promptly with an error that wraps ctx.Err().
+type Store interface {
+	// Load returns the value stored under key and its version, or an error
+	// wrapping ErrNotFound when the key is absent or expired. The returned
+	// slice belongs to the caller.
+	Load(ctx context.Context, key string) ([]byte, Version, error)
+
+	// Save writes value under key if the key's current version is
+	// ifVersion (NoVersion: only if the key is absent or expired), and
+	// returns the new version. It fails with ErrConflict when the version
+	// differs and with ErrTooLarge when the store cannot hold value. A ttl
+	// greater than zero makes the key expire after ttl; zero means no
+	// expiry. The store does not retain value after Save returns.
+	Save(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error)
+
+	// Delete removes key. Deleting an absent key is not an error.
+	Delete(ctx context.Context, key string) error
+
+	// Close releases the store's resources. Calls after Close fail with
+	// ErrClosed. Close does not close a client the caller passed in.
+	Close() error
+}
+
+// Lister is implemented by stores that can enumerate their keys (every
+// store here except memcached). The operator CLI uses it to inspect and
+// migrate.
+type Lister interface {
+	// List calls fn for every live key that starts with prefix, in no
+	// particular order, and stops at the first error fn returns.
+	List(ctx context.Context, prefix string, fn func(key string) error) error
+}
+
+// Pinger is implemented by stores that can check their connection cheaply.
+type Pinger interface {
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
+}
+
+// Volatile is implemented by stores that may drop a key before its TTL
+// (memcached evicts under memory pressure). Such a store is fine for token
+// caches, which are rebuilt on a miss, and refused as the home of anything
+// that must not vanish, such as the protect key ring.
+type Volatile interface {
+	// Volatile reports whether the store may lose keys before they expire.
+	Volatile() bool
+}
+
+// IsVolatile reports whether s declares that it may lose keys early.
+func IsVolatile(s Store) bool {
+	v, ok := s.(Volatile)
+	return ok && v.Volatile()
+}
