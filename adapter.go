@@ -1,0 +1,672 @@
+package msalcache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
+)
+
+// emptyCache resets MSAL's in-memory cache.
+var emptyCache = []byte("{}")
+
+// Adapter persists MSAL-Go's token cache in a Store. It implements
+// cache.ExportReplace: pass it to confidential.WithCache or public.WithCache.
+// One Adapter serves any number of MSAL clients and goroutines.
+type Adapter struct {
+	store       Store
+	cfg         config
+	reprotector Reprotector
+	keyPrefix   string
+	stats       counters
+
+	loads atomic.Uint64 // orders loads, so a slow one never replaces a newer one
+
+	// mu guards the maps below. Lock order: a clientState's mu may be held
+	// while taking mu, never the reverse.
+	mu        sync.Mutex
+	clients   map[any]*clientState // by MSAL cache target (its manager)
+	obo       map[string]time.Time // store keys seen on MSAL's on-behalf-of path
+	lastSweep time.Time
+}
+
+// clientState is the adapter's model of one MSAL client's in-memory cache:
+// which partitions it holds and at which version. It lets Replace skip
+// decrypting and re-parsing what MSAL already holds, and lets Export tell
+// the entries of the partition being written from those the adapter lent
+// from other partitions (see Replace).
+type clientState struct {
+	mu sync.Mutex
+	// partitioned marks MSAL's on-behalf-of manager, which accepts no
+	// external data at all (DESIGN 4.3).
+	partitioned bool
+	// valid reports that parts describes MSAL's in-memory cache exactly.
+	valid    bool
+	parts    map[string]*partition // by store key
+	lastUsed time.Time
+}
+
+// partition is one stored partition as the adapter last saw it.
+type partition struct {
+	version Version
+	known   bool   // false after a store error: the version is unknown
+	seq     uint64 // when it was loaded or written, in Adapter.loads order
+	raw     []byte // plaintext JSON; nil when absent or unreadable
+	stale   bool   // rewrite on the next Export even if nothing changed
+	behind  bool   // MSAL's cache lacks entries of this version (merged in)
+	used    time.Time
+
+	doc    *document // parsed raw, built on first use
+	docErr error
+}
+
+func (p *partition) document() (*document, error) {
+	if p.doc == nil && p.docErr == nil {
+		if p.raw == nil {
+			p.doc = &document{}
+		} else {
+			p.doc, p.docErr = parseDocument(p.raw)
+		}
+	}
+	return p.doc, p.docErr
+}
+
+// New returns an Adapter that keeps MSAL's token cache in store. It fails
+// unless the options choose between WithProtector and WithPlaintext, so
+// that tokens are never stored in clear by accident.
+func New(store Store, opts ...Option) (*Adapter, error) {
+	if store == nil {
+		return nil, errors.New("msalcache: New(nil): pass a Store, e.g. boltstore.Open or memstore.New()")
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case cfg.protector == nil && !cfg.plaintext:
+		return nil, errors.New("msalcache: choose WithProtector(p) to encrypt tokens at rest, or WithPlaintext() to store them in clear")
+	case cfg.protector != nil && cfg.plaintext:
+		return nil, errors.New("msalcache: WithProtector and WithPlaintext both given: choose one")
+	}
+	a := &Adapter{
+		store:     store,
+		cfg:       cfg,
+		keyPrefix: "tc/" + cfg.namespace + "/",
+		clients:   make(map[any]*clientState),
+		obo:       make(map[string]time.Time),
+	}
+	a.reprotector, _ = cfg.protector.(Reprotector)
+	return a, nil
+}
+
+// StoreKey returns the key under which the Adapter stores partitionKey: the
+// namespace and a SHA-256 of the partition key, which names a user and so
+// never reaches the store in clear. Operators use it to find or delete one
+// partition.
+func (a *Adapter) StoreKey(partitionKey string) string {
+	if a.cfg.singlePart {
+		return a.keyPrefix + "all"
+	}
+	sum := sha256.Sum256([]byte(partitionKey))
+	return a.keyPrefix + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// withDeadline applies the default timeout to a context that has none.
+func (a *Adapter) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, a.cfg.timeout)
+}
+
+// Replace loads a partition into MSAL's in-memory cache. It implements
+// cache.ExportReplace.
+//
+// Replace never fails a token call because of the store: an absent,
+// unreadable, undecryptable or corrupt partition, or a store that is down,
+// is a miss. It returns an error only when ctx itself is done.
+//
+// A miss still resets MSAL's in-memory cache, so that the next Export
+// cannot copy one user's tokens into another user's partition. When MSAL
+// already holds the stored version of the partition, Replace leaves its
+// cache alone: nothing is decrypted or parsed.
+//
+// When one MSAL client serves many users at once, MSAL loads a partition
+// under a read lock and reads it after releasing the lock, so concurrent
+// calls would otherwise wipe each other's partitions in between (DESIGN
+// 4.5). Replace therefore keeps in MSAL's cache the partitions loaded into
+// the same client in the last moments; MSAL filters what it reads by
+// account, so the extra entries never yield a wrong token, and Export
+// drops them again before writing.
+func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.ReplaceHints) error {
+	if u == nil {
+		return errors.New("msalcache: Replace with a nil cache")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	key := a.StoreKey(hints.PartitionKey)
+	cs := a.clientFor(u)
+	if cs.isPartitioned() {
+		a.markOBO(key)
+		return nil
+	}
+	dctx, cancel := a.withDeadline(ctx)
+	defer cancel()
+	seq := a.nextSeq()
+
+	blob, v, err := a.store.Load(dctx, key)
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	var p *partition
+	switch {
+	case err == nil:
+		a.stats.hits.Add(1)
+		if cs.holds(key, v, true, a.cfg.now()) {
+			a.stats.reused.Add(1)
+			return nil
+		}
+		plain, oerr := a.open(dctx, blob, key)
+		if oerr != nil {
+			a.stats.decryptErrors.Add(1)
+			a.warn("replace: cannot decrypt stored partition; treating it as a miss", "replace", key, oerr)
+			p = &partition{version: v, known: true, seq: seq, stale: true}
+		} else {
+			p = &partition{version: v, known: true, seq: seq, raw: plain, stale: a.needsReprotect(blob)}
+		}
+	case errors.Is(err, ErrNotFound):
+		a.stats.misses.Add(1)
+		if cs.holds(key, NoVersion, true, a.cfg.now()) {
+			return nil
+		}
+		p = &partition{known: true, seq: seq}
+	default:
+		a.stats.storeErrors.Add(1)
+		a.warn("replace: store failed; treating it as a miss", "replace", key, err)
+		// MSAL still holds what it last loaded of this partition: keep
+		// serving it while the store is away.
+		if cs.holds(key, 0, false, a.cfg.now()) {
+			return nil
+		}
+		p = &partition{seq: seq}
+	}
+	if cs.handOver(a, u, key, p) {
+		a.markOBO(key)
+	}
+	return nil
+}
+
+// holds reports whether MSAL's cache already holds partition key at
+// version v (any version when exact is false), and marks it used.
+func (cs *clientState) holds(key string, v Version, exact bool, now time.Time) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cur := cs.parts[key]
+	if !cs.valid || cur == nil || cur.behind || exact && (!cur.known || cur.version != v) {
+		return false
+	}
+	cur.used = now
+	cs.lastUsed = now
+	return true
+}
+
+func (cs *clientState) isPartitioned() bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.partitioned
+}
+
+// handOver unmarshals partition p into MSAL's cache u, together with the
+// partitions of the same client loaded within the lending window. It
+// reports whether u turned out to be MSAL's on-behalf-of manager.
+func (cs *clientState) handOver(a *Adapter, u cache.Unmarshaler, key string, p *partition) (partitioned bool) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	now := a.cfg.now()
+	cs.lastUsed = now
+	if cur := cs.parts[key]; cs.valid && cur != nil && cur.seq > p.seq {
+		p = cur // a newer load or write landed while we were loading
+	}
+	p.used = now
+
+	var lent []keyed
+	if cs.valid && !a.cfg.singlePart {
+		lent = recentPartitions(cs.parts, key, now.Add(-a.cfg.lendWindow), a.cfg.maxLent)
+	}
+	payload := p.raw
+	if len(lent) > 0 {
+		own, err := p.document()
+		if err != nil {
+			a.stats.corruptBlobs.Add(1)
+			a.warn("replace: stored partition is not an MSAL cache; treating it as a miss", "replace", key, err)
+			p = &partition{version: p.version, known: p.known, seq: p.seq, stale: true, used: now}
+			own, _ = p.document()
+		}
+		docs := make([]*document, 0, len(lent))
+		for _, q := range lent {
+			if d, err := q.p.document(); err == nil {
+				docs = append(docs, d)
+			}
+		}
+		payload = union(own, docs).encode()
+	}
+	if payload == nil {
+		payload = emptyCache
+	}
+	if err := u.Unmarshal(payload); err != nil {
+		if err := u.Unmarshal(emptyCache); err != nil {
+			// Only MSAL's on-behalf-of manager rejects an empty cache.
+			// Leave it alone: it partitions its data itself.
+			cs.partitioned, cs.valid, cs.parts = true, false, nil
+			return true
+		}
+		a.stats.corruptBlobs.Add(1)
+		a.warn("replace: MSAL rejected the stored partition; treating it as a miss", "replace", key, err)
+		p = &partition{version: p.version, known: p.known, seq: p.seq, stale: true, used: now}
+		lent = nil
+	}
+	parts := make(map[string]*partition, len(lent)+1)
+	for _, q := range lent {
+		parts[q.key] = q.p
+	}
+	parts[key] = p
+	cs.parts, cs.valid = parts, true
+	return false
+}
+
+// keyed is a partition with its store key.
+type keyed struct {
+	key string
+	p   *partition
+}
+
+// recentPartitions returns the partitions other than key used after since,
+// at most limit of them, the most recently used first.
+func recentPartitions(parts map[string]*partition, key string, since time.Time, limit int) []keyed {
+	var out []keyed
+	for k, q := range parts {
+		if k != key && q.used.After(since) {
+			out = append(out, keyed{k, q})
+		}
+	}
+	if len(out) > limit {
+		// More users in flight at once than we lend: keep the newest.
+		slices.SortFunc(out, func(x, y keyed) int { return y.p.used.Compare(x.p.used) })
+		out = out[:limit]
+	}
+	return out
+}
+
+// Export writes MSAL's cache for one partition to the store. It implements
+// cache.ExportReplace.
+//
+// Export writes with compare-and-set against the version the preceding
+// Replace loaded; when another instance wrote in between, it merges the two
+// caches entry by entry and tries again, so concurrent writers lose no
+// token. It skips the write when nothing changed, deletes the partition
+// when MSAL exported it empty, and gives each partition a TTL: a user's
+// sign-in lives WithUserTTL after its last write, app tokens until the
+// latest of them expires.
+//
+// A store that keeps failing does not fail the token call: MSAL has the
+// token in memory and returns it; Export logs, counts (Stats.ExportFailures)
+// and returns nil. It returns an error only when ctx itself is done or MSAL
+// cannot marshal its cache.
+func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.ExportHints) error {
+	if m == nil {
+		return errors.New("msalcache: Export with a nil cache")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	key := a.StoreKey(hints.PartitionKey)
+	if a.isOBO(key) {
+		// MSAL hands the wrong manager on this path: what it would have
+		// us store is other users' data (DESIGN 4.3).
+		a.stats.oboSkips.Add(1)
+		return nil
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		return fmt.Errorf("msalcache: MSAL could not marshal its cache: %w", err)
+	}
+	dctx, cancel := a.withDeadline(ctx)
+	defer cancel()
+
+	cs := a.clientFor(m)
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	var own *partition
+	var lent []*document
+	if cs.valid {
+		own = cs.parts[key]
+		for k, q := range cs.parts {
+			if k == key {
+				continue
+			}
+			if d, err := q.document(); err == nil {
+				lent = append(lent, d)
+			}
+		}
+	}
+	if own != nil && own.known && !own.stale && len(lent) == 0 && bytes.Equal(data, own.raw) {
+		a.stats.skippedWrites.Add(1)
+		return nil
+	}
+
+	var ownDoc *document
+	if own != nil {
+		ownDoc, _ = own.document()
+	}
+	doc, perr := parseDocument(data)
+	out := data
+	if perr == nil {
+		var dropped bool
+		doc, dropped = withoutForeign(doc, ownDoc, lent)
+		if dropped {
+			out = doc.encode()
+		}
+		if own != nil && own.known && !own.stale && ownDoc != nil && doc.equalEntries(ownDoc) {
+			a.stats.skippedWrites.Add(1)
+			return nil
+		}
+	} else {
+		doc = nil // not MSAL's shape: store as is, last writer wins
+	}
+
+	w := write{a: a, key: key, out: out, doc: doc}
+	if own != nil {
+		w.base, w.ifVersion = ownDoc, own.version
+		w.versionKnown = own.known
+	}
+	v, werr := w.run(dctx)
+	next := &partition{version: v, known: werr == nil, seq: a.nextSeq(), raw: w.out, doc: w.doc, used: a.cfg.now(), behind: w.merged}
+	if w.doc == nil {
+		next.doc = nil // parse lazily if ever needed
+	}
+	if werr != nil {
+		// MSAL keeps the token in memory. Remember it as this partition's
+		// own data, so no other partition's Export takes it, and write it
+		// next time even if nothing else changes.
+		next.version, next.known, next.stale = w.ifVersion, false, true
+	}
+	if cs.valid || len(cs.parts) == 0 {
+		if cs.parts == nil {
+			cs.parts = make(map[string]*partition)
+		}
+		cs.parts[key] = next
+		cs.valid = true
+	}
+	if werr != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		a.stats.exportFailures.Add(1)
+		a.error("export: could not store the token cache; the token is served but not shared", "export", key, werr)
+	}
+	return nil
+}
+
+// write is one Export's compare-and-set loop.
+type write struct {
+	a            *Adapter
+	key          string
+	out          []byte    // what to store (plaintext)
+	doc          *document // out parsed; nil when out is not MSAL's shape
+	base         *document // what ours started from, for the three-way merge
+	ifVersion    Version
+	versionKnown bool
+	merged       bool // out holds another writer's entries that MSAL lacks
+}
+
+// maxConflicts bounds the merge-and-retry rounds of one Export. Each round
+// means another instance wrote in between; 16 in a row means something is
+// wrong, not busy.
+const maxConflicts = 16
+
+func (w *write) run(ctx context.Context) (Version, error) {
+	a := w.a
+	if !w.versionKnown {
+		w.ifVersion = NoVersion // try to create; a conflict loads and merges
+	}
+	failures, conflicts := 0, 0
+	for {
+		if w.doc != nil && !w.doc.hasTokens() {
+			return NoVersion, a.deleteKey(ctx, w.key)
+		}
+		var err error
+		var v Version
+		sealed, err := a.seal(ctx, w.out, w.key)
+		if err == nil {
+			v, err = a.store.Save(ctx, w.key, sealed, w.ifVersion, a.ttlFor(w.doc))
+		}
+		switch {
+		case err == nil:
+			a.stats.writes.Add(1)
+			return v, nil
+		case errors.Is(err, ErrConflict):
+			conflicts++
+			a.stats.conflicts.Add(1)
+			if conflicts > maxConflicts {
+				return NoVersion, err
+			}
+			if lerr := w.rebase(ctx); lerr == nil {
+				continue
+			} else {
+				err = lerr
+			}
+		case errors.Is(err, ErrTooLarge), ctx.Err() != nil:
+			return NoVersion, err
+		}
+		failures++
+		a.stats.storeErrors.Add(1)
+		if failures >= a.cfg.exportAttempts {
+			return NoVersion, err
+		}
+		if serr := sleepCtx(ctx, time.Duration(failures*failures)*10*time.Millisecond); serr != nil {
+			return NoVersion, errors.Join(err, serr)
+		}
+	}
+}
+
+// rebase loads what another writer stored and merges ours into it.
+func (w *write) rebase(ctx context.Context) error {
+	a := w.a
+	blob, v, err := a.store.Load(ctx, w.key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		w.ifVersion = NoVersion
+		return nil
+	case err != nil:
+		return err
+	}
+	w.ifVersion = v
+	if w.doc == nil {
+		return nil // not MSAL's shape: last writer wins
+	}
+	plain, err := a.open(ctx, blob, w.key)
+	if err != nil {
+		a.stats.decryptErrors.Add(1)
+		return nil // theirs is unreadable: ours replaces it
+	}
+	theirs, err := parseDocument(plain)
+	if err != nil {
+		return nil
+	}
+	w.doc = merge3(w.base, w.doc, theirs)
+	w.base = theirs
+	w.out = w.doc.encode()
+	w.merged = true
+	return nil
+}
+
+func (a *Adapter) deleteKey(ctx context.Context, key string) error {
+	err := a.store.Delete(ctx, key)
+	if err == nil {
+		a.stats.deletes.Add(1)
+	}
+	return err
+}
+
+// ttlFor returns how long a partition holding doc lives.
+func (a *Adapter) ttlFor(doc *document) time.Duration {
+	if doc == nil || doc.isUserCache() {
+		return a.cfg.userTTL
+	}
+	exp := doc.latestExpiry()
+	if exp.IsZero() {
+		return a.cfg.userTTL
+	}
+	return min(max(exp.Sub(a.cfg.now()), a.cfg.minTTL), a.cfg.userTTL)
+}
+
+// Remove deletes a partition from the store, as sign-out should: MSAL's
+// RemoveAccount exports under the empty partition key, so the user's own
+// partition would otherwise survive it (DESIGN 4.4). Pass the key MSAL
+// uses for the user's partition, the account's HomeAccountID.
+func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
+	ctx, cancel := a.withDeadline(ctx)
+	defer cancel()
+	key := a.StoreKey(partitionKey)
+	if err := a.deleteKey(ctx, key); err != nil {
+		return fmt.Errorf("msalcache: remove partition: %w", err)
+	}
+	// Forget it everywhere, so no client lends it to another partition and
+	// the next Replace reloads what MSAL holds.
+	a.mu.Lock()
+	clients := make([]*clientState, 0, len(a.clients))
+	for _, cs := range a.clients {
+		clients = append(clients, cs)
+	}
+	a.mu.Unlock()
+	for _, cs := range clients {
+		cs.mu.Lock()
+		if _, ok := cs.parts[key]; ok {
+			cs.valid, cs.parts = false, nil
+		}
+		cs.mu.Unlock()
+	}
+	return nil
+}
+
+func (a *Adapter) open(ctx context.Context, blob []byte, key string) ([]byte, error) {
+	if a.cfg.protector == nil {
+		return blob, nil
+	}
+	return a.cfg.protector.Unprotect(ctx, blob, []byte(key))
+}
+
+func (a *Adapter) seal(ctx context.Context, plain []byte, key string) ([]byte, error) {
+	if a.cfg.protector == nil {
+		return plain, nil
+	}
+	return a.cfg.protector.Protect(ctx, plain, []byte(key))
+}
+
+func (a *Adapter) needsReprotect(blob []byte) bool {
+	return a.reprotector != nil && a.reprotector.NeedsReprotect(blob)
+}
+
+func (a *Adapter) nextSeq() uint64 { return a.loads.Add(1) }
+
+// Idle client states and on-behalf-of marks are forgotten after these
+// periods: MSAL pairs each Export with the Replace just before it, so the
+// adapter only needs its model of a client for as long as the client is
+// busy. A client that comes back starts afresh, which is always correct.
+const (
+	clientIdle = 10 * time.Second
+	oboMemory  = 10 * time.Minute
+)
+
+// clientFor returns the state of the MSAL client whose cache is target.
+func (a *Adapter) clientFor(target any) *clientState {
+	if !reflect.TypeOf(target).Comparable() {
+		return &clientState{} // cannot be tracked: model nothing, trust nothing
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.cfg.now()
+	if now.Sub(a.lastSweep) > time.Second {
+		a.sweepLocked(now)
+	}
+	cs := a.clients[target]
+	if cs == nil {
+		cs = &clientState{lastUsed: now}
+		a.clients[target] = cs
+	}
+	return cs
+}
+
+func (a *Adapter) sweepLocked(now time.Time) {
+	a.lastSweep = now
+	for k, cs := range a.clients {
+		if cs.mu.TryLock() {
+			idle := now.Sub(cs.lastUsed) > clientIdle
+			cs.mu.Unlock()
+			if idle {
+				delete(a.clients, k)
+			}
+		}
+	}
+	for k, t := range a.obo {
+		if now.Sub(t) > oboMemory {
+			delete(a.obo, k)
+		}
+	}
+}
+
+func (a *Adapter) markOBO(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.obo[key] = a.cfg.now()
+}
+
+func (a *Adapter) isOBO(key string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.obo[key]
+	return ok
+}
+
+// fingerprint names a store key in logs: a short piece of its hash, enough
+// to correlate records, never the partition key.
+func fingerprint(key string) string {
+	if len(key) > 8 {
+		return key[len(key)-8:]
+	}
+	return key
+}
+
+func (a *Adapter) warn(msg, op, key string, err error) {
+	a.cfg.logger.LogAttrs(context.Background(), slog.LevelWarn, msg,
+		slog.String("op", op), slog.String("key", fingerprint(key)), slog.Any("error", err))
+}
+
+func (a *Adapter) error(msg, op, key string, err error) {
+	a.cfg.logger.LogAttrs(context.Background(), slog.LevelError, msg,
+		slog.String("op", op), slog.String("key", fingerprint(key)), slog.Any("error", err))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,726 @@
+package conformance
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/public"
+
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/entratest"
+)
+
+// MSALSetup describes the backend that RunMSALTests puts behind real
+// MSAL-Go clients.
+type MSALSetup struct {
+	// NewStore returns a fresh, empty store. Every simulated application
+	// instance of a subtest shares it, as the servers of a farm share
+	// Redis. The suite does not close it: register t.Cleanup.
+	NewStore func(t *testing.T) msalcache.Store
+	// NewProtector, when set, returns the Protector that the subtest's
+	// instances encrypt with (called once per subtest). Leave it nil to
+	// run the suite on plaintext.
+	NewProtector func(t *testing.T, store msalcache.Store) msalcache.Protector
+	// Options are added to every Adapter the suite builds.
+	Options []msalcache.Option
+}
+
+// Values the suite's MSAL clients use.
+const (
+	suiteClientID = "5e1f0c1e-0000-4000-8000-00000000c0de"
+	suiteSecret   = "conformance-secret"
+	suiteTenant   = "contoso"
+	suiteRedirect = "http://localhost/callback"
+	userScope     = "api://backend/read"
+	appScope      = "api://backend/.default"
+)
+
+// RunMSALTests proves that the Adapter, over the backend described by
+// setup, does what DESIGN section 4 asks with real MSAL-Go clients talking
+// to an entratest token endpoint: tokens are shared between instances,
+// users never see each other's tokens, MSAL-Go's on-behalf-of and public
+// client pitfalls are handled, concurrent writers lose nothing, and a
+// failing store never fails a token call. Token-endpoint request counts
+// prove every cache hit.
+func RunMSALTests(t *testing.T, setup MSALSetup) {
+	if setup.NewStore == nil {
+		t.Fatal("conformance: MSALSetup.NewStore is nil")
+	}
+	run := func(name string, test func(f *fixture)) {
+		t.Run(name, func(t *testing.T) { test(newFixture(t, setup)) })
+	}
+	run("AppTokenSharedByInstances", testAppTokenShared)
+	run("UserServedOnAnotherInstance", testUserOnAnotherInstance)
+	run("NoPartitionHoldsAnotherUsersTokens", testNoCrossUserData)
+	run("PublicClientSinglePartition", testPublicClient)
+	run("OnBehalfOf", testOnBehalfOf)
+	run("RemoveAccount", testRemoveAccount)
+	run("ConcurrentWritersLoseNothing", testConcurrentWriters)
+	run("FailingStoreNeverFailsTokenCalls", testFailingStore)
+	run("SlowStoreBoundedByTimeout", testSlowStore)
+	run("SharedClientManyUsers", testSharedClient)
+	if setup.NewProtector != nil {
+		run("NothingInClear", testNothingInClear)
+	}
+}
+
+// testLogger sends the adapter's records to the test log, so that what it
+// absorbed shows with the failure it may explain.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// fixture is one subtest's world: a token endpoint, a store, and the
+// simulated application instances built on them.
+type fixture struct {
+	t         *testing.T
+	ctx       context.Context
+	setup     MSALSetup
+	srv       *entratest.Server
+	store     msalcache.Store
+	protector msalcache.Protector
+	users     []entratest.User
+}
+
+func newFixture(t *testing.T, setup MSALSetup) *fixture {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	srv := entratest.NewServer()
+	t.Cleanup(srv.Close)
+	f := &fixture{t: t, ctx: ctx, setup: setup, srv: srv, store: setup.NewStore(t)}
+	if setup.NewProtector != nil {
+		f.protector = setup.NewProtector(t, f.store)
+	}
+	for _, name := range []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"} {
+		f.users = append(f.users, srv.AddUser(suiteTenant, name+"@contoso.example", "pw-"+name))
+	}
+	return f
+}
+
+// adapter builds one application instance's Adapter over the shared store
+// (or over store, when given).
+func (f *fixture) adapter(store msalcache.Store, opts ...msalcache.Option) *msalcache.Adapter {
+	f.t.Helper()
+	if store == nil {
+		store = f.store
+	}
+	all := append([]msalcache.Option{msalcache.WithLogger(testLogger(f.t))}, f.setup.Options...)
+	if f.protector != nil {
+		all = append(all, msalcache.WithProtector(f.protector))
+	} else {
+		all = append(all, msalcache.WithPlaintext())
+	}
+	a, err := msalcache.New(store, append(all, opts...)...)
+	if err != nil {
+		f.t.Fatalf("msalcache.New: %v", err)
+	}
+	return a
+}
+
+func (f *fixture) confidential(a *msalcache.Adapter, tenant string) confidential.Client {
+	f.t.Helper()
+	cred, err := confidential.NewCredFromSecret(suiteSecret)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	opts := []confidential.Option{
+		confidential.WithHTTPClient(f.srv.Client()),
+		confidential.WithInstanceDiscovery(false),
+	}
+	if a != nil {
+		opts = append(opts, confidential.WithCache(a))
+	}
+	c, err := confidential.New(f.srv.Authority(tenant), suiteClientID, cred, opts...)
+	if err != nil {
+		f.t.Fatalf("confidential.New: %v", err)
+	}
+	return c
+}
+
+// signIn redeems an authorization code for u, as a web app does after the
+// user signs in.
+func (f *fixture) signIn(c confidential.Client, u entratest.User) confidential.AuthResult {
+	f.t.Helper()
+	ar, err := c.AcquireTokenByAuthCode(f.ctx, f.srv.AuthCode(suiteTenant, u.Username), suiteRedirect, []string{userScope})
+	if err != nil {
+		f.t.Fatalf("sign-in of %s: %v", u.Username, err)
+	}
+	f.mustBeFor(ar.AccessToken, u)
+	return ar
+}
+
+// silent acquires a token for u without user interaction, as every request
+// of a web app after sign-in does.
+func (f *fixture) silent(c confidential.Client, u entratest.User, scope string) (string, error) {
+	acct, err := c.Account(f.ctx, u.HomeAccountID)
+	if err != nil {
+		return "", fmt.Errorf("Account: %w", err)
+	}
+	if acct.HomeAccountID == "" {
+		return "", errors.New("account not in the cache")
+	}
+	ar, err := c.AcquireTokenSilent(f.ctx, []string{scope}, confidential.WithSilentAccount(acct))
+	if err != nil {
+		return "", err
+	}
+	return ar.AccessToken, nil
+}
+
+func (f *fixture) mustBeFor(token string, u entratest.User) {
+	f.t.Helper()
+	if err := tokenFor(token, u); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func tokenFor(token string, u entratest.User) error {
+	c, err := entratest.ParseToken(token)
+	if err != nil {
+		return fmt.Errorf("token does not parse: %v", err)
+	}
+	if c.ObjectID != u.ObjectID {
+		return fmt.Errorf("token issued to %s (%s), want %s", c.Username, c.ObjectID, u.Username)
+	}
+	return nil
+}
+
+func (f *fixture) requests(want int) {
+	f.t.Helper()
+	if got := f.srv.TokenRequests(); got != want {
+		f.t.Fatalf("token endpoint called %d times, want %d", got, want)
+	}
+}
+
+// partition reads and decrypts what the store holds for partitionKey; nil
+// when absent.
+func (f *fixture) partition(a *msalcache.Adapter, partitionKey string) map[string]map[string]json.RawMessage {
+	f.t.Helper()
+	key := a.StoreKey(partitionKey)
+	blob, _, err := f.store.Load(f.ctx, key)
+	if errors.Is(err, msalcache.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		f.t.Fatalf("store.Load: %v", err)
+	}
+	if f.protector != nil {
+		if blob, err = f.protector.Unprotect(f.ctx, blob, []byte(key)); err != nil {
+			f.t.Fatalf("Unprotect of a stored partition: %v", err)
+		}
+	}
+	var doc map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(blob, &doc); err != nil {
+		f.t.Fatalf("stored partition is not MSAL's cache JSON: %v", err)
+	}
+	return doc
+}
+
+// owners returns the home account ids of every token entry in doc.
+func owners(doc map[string]map[string]json.RawMessage) map[string]int {
+	out := map[string]int{}
+	for _, section := range []string{"AccessToken", "RefreshToken", "IdToken", "Account"} {
+		for _, raw := range doc[section] {
+			var e struct {
+				HomeAccountID string `json:"home_account_id"`
+			}
+			_ = json.Unmarshal(raw, &e)
+			out[e.HomeAccountID]++
+		}
+	}
+	return out
+}
+
+func appPartitionKey(tenant string) string {
+	return suiteClientID + "_" + tenant + "_AppTokenCache"
+}
+
+func testAppTokenShared(f *fixture) {
+	a1, a2 := f.adapter(nil), f.adapter(nil)
+	for i, tenant := range []string{"tenant-one", "tenant-two"} {
+		c1, c2 := f.confidential(a1, tenant), f.confidential(a2, tenant)
+		ar1, err := c1.AcquireTokenByCredential(f.ctx, []string{appScope})
+		if err != nil {
+			f.t.Fatalf("instance 1: %v", err)
+		}
+		ar2, err := c2.AcquireTokenByCredential(f.ctx, []string{appScope})
+		if err != nil {
+			f.t.Fatalf("instance 2: %v", err)
+		}
+		if ar1.AccessToken != ar2.AccessToken {
+			f.t.Fatal("instance 2 got another token than the one instance 1 stored")
+		}
+		if c, _ := entratest.ParseToken(ar2.AccessToken); c.Tenant != tenant || !c.App {
+			f.t.Fatalf("token for tenant %q is for %q (app %v)", tenant, c.Tenant, c.App)
+		}
+		f.requests(i + 1)
+	}
+	if s := a2.Stats(); s.Hits == 0 {
+		f.t.Fatalf("instance 2 Stats.Hits = 0: %+v", s)
+	}
+	if doc := f.partition(a1, appPartitionKey("tenant-one")); len(doc["AccessToken"]) != 1 {
+		f.t.Fatalf("app partition holds %d access tokens, want 1", len(doc["AccessToken"]))
+	}
+}
+
+func testUserOnAnotherInstance(f *fixture) {
+	web1 := f.confidential(f.adapter(nil), suiteTenant)
+	users := f.users[:3]
+	for _, u := range users {
+		f.signIn(web1, u)
+	}
+	f.requests(len(users))
+	web2 := f.confidential(f.adapter(nil), suiteTenant)
+	for _, u := range users {
+		tok, err := f.silent(web2, u, userScope)
+		if err != nil {
+			f.t.Fatalf("instance 2, silent call for %s: %v", u.Username, err)
+		}
+		f.mustBeFor(tok, u)
+	}
+	f.requests(len(users))
+}
+
+func testNoCrossUserData(f *fixture) {
+	a := f.adapter(nil)
+	web := f.confidential(a, suiteTenant)
+	users := f.users[:4]
+	for i, u := range users {
+		if i == 2 {
+			// Past any window in which the adapter lends partitions
+			// between concurrent calls: the plain miss path.
+			time.Sleep(300 * time.Millisecond)
+		}
+		f.signIn(web, u)
+		if _, err := f.silent(web, u, "api://other/read"); err != nil {
+			f.t.Fatalf("silent call with new scope for %s: %v", u.Username, err)
+		}
+	}
+	for _, u := range users {
+		doc := f.partition(a, u.HomeAccountID)
+		if doc == nil {
+			f.t.Fatalf("no partition stored for %s", u.Username)
+		}
+		got := owners(doc)
+		for owner, n := range got {
+			if owner != u.HomeAccountID {
+				f.t.Fatalf("%s's partition holds %d entries of account %s", u.Username, n, owner)
+			}
+		}
+		if len(doc["RefreshToken"]) != 1 || len(doc["AccessToken"]) != 2 {
+			f.t.Fatalf("%s's partition holds %d refresh and %d access tokens, want 1 and 2",
+				u.Username, len(doc["RefreshToken"]), len(doc["AccessToken"]))
+		}
+	}
+}
+
+func testPublicClient(f *fixture) {
+	u := f.users[0]
+	newClient := func() public.Client {
+		a := f.adapter(nil, msalcache.WithSinglePartition())
+		c, err := public.New(suiteClientID,
+			public.WithAuthority(f.srv.Authority(suiteTenant)),
+			public.WithHTTPClient(f.srv.Client()),
+			public.WithInstanceDiscovery(false),
+			public.WithCache(a))
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		return c
+	}
+	//lint:ignore SA1019 the password grant is the one offline public-client sign-in; the suite tests the cache, not the grant.
+	ar, err := newClient().AcquireTokenByUsernamePassword(f.ctx, []string{userScope}, u.Username, "pw-alice")
+	if err != nil {
+		f.t.Fatalf("public sign-in: %v", err)
+	}
+	f.mustBeFor(ar.AccessToken, u)
+	f.requests(1)
+
+	// The same desktop app, started again: a new client and adapter.
+	again := newClient()
+	accounts, err := again.Accounts(f.ctx)
+	if err != nil || len(accounts) != 1 {
+		f.t.Fatalf("Accounts after restart = %v, %v; want alice's account", accounts, err)
+	}
+	ar, err = again.AcquireTokenSilent(f.ctx, []string{userScope}, public.WithSilentAccount(accounts[0]))
+	if err != nil {
+		f.t.Fatalf("silent call after restart: %v", err)
+	}
+	f.mustBeFor(ar.AccessToken, u)
+	f.requests(1)
+}
+
+func testOnBehalfOf(f *fixture) {
+	alice, bob := f.users[0], f.users[1]
+	// The middle tier has alice signed in through its web front end, so its
+	// client's user cache holds alice's tokens.
+	a1 := f.adapter(nil)
+	api1 := f.confidential(a1, suiteTenant)
+	f.signIn(api1, alice)
+	// bob calls the API with a token issued to him.
+	front := f.confidential(nil, suiteTenant)
+	bobAR, err := front.AcquireTokenByAuthCode(f.ctx, f.srv.AuthCode(suiteTenant, bob.Username), suiteRedirect, []string{"api://middle/read"})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	assertion := bobAR.AccessToken
+	f.srv.ResetCounters()
+
+	downstream := []string{"api://downstream/read"}
+	for i := range 2 {
+		ar, err := api1.AcquireTokenOnBehalfOf(f.ctx, assertion, downstream)
+		if err != nil {
+			f.t.Fatalf("OBO call %d: %v", i+1, err)
+		}
+		f.mustBeFor(ar.AccessToken, bob)
+	}
+	f.requests(1) // the second call was served in process
+
+	api2 := f.confidential(f.adapter(nil), suiteTenant)
+	ar, err := api2.AcquireTokenOnBehalfOf(f.ctx, assertion, downstream)
+	if err != nil {
+		f.t.Fatalf("OBO on instance 2: %v", err)
+	}
+	f.mustBeFor(ar.AccessToken, bob)
+
+	sum := sha256.Sum256([]byte(assertion))
+	oboKey := base64.URLEncoding.EncodeToString(sum[:])
+	for owner := range owners(f.partition(a1, oboKey)) {
+		if owner != bob.HomeAccountID {
+			f.t.Fatalf("the OBO partition holds data of account %s, not bob's", owner)
+		}
+	}
+	if got := owners(f.partition(a1, alice.HomeAccountID)); len(got) != 1 || got[alice.HomeAccountID] == 0 {
+		f.t.Fatalf("alice's partition changed by the OBO calls: owners %v", got)
+	}
+}
+
+func testRemoveAccount(f *fixture) {
+	alice, bob := f.users[0], f.users[1]
+	a1 := f.adapter(nil)
+	web1 := f.confidential(a1, suiteTenant)
+	f.signIn(web1, alice)
+	f.signIn(web1, bob)
+	acct, err := web1.Account(f.ctx, alice.HomeAccountID)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := web1.RemoveAccount(f.ctx, acct); err != nil {
+		f.t.Fatalf("RemoveAccount: %v", err)
+	}
+	if err := a1.Remove(f.ctx, acct.HomeAccountID); err != nil {
+		f.t.Fatalf("Adapter.Remove: %v", err)
+	}
+	if doc := f.partition(a1, alice.HomeAccountID); doc != nil {
+		f.t.Fatal("alice's partition survived sign-out")
+	}
+	web2 := f.confidential(f.adapter(nil), suiteTenant)
+	if _, err := f.silent(web2, alice, userScope); err == nil {
+		f.t.Fatal("instance 2 still serves alice after sign-out")
+	}
+	if _, err := f.silent(web1, alice, userScope); err == nil {
+		f.t.Fatal("instance 1 still serves alice after sign-out")
+	}
+	tok, err := f.silent(web2, bob, userScope)
+	if err != nil {
+		f.t.Fatalf("bob lost his sign-in when alice signed out: %v", err)
+	}
+	f.mustBeFor(tok, bob)
+	f.requests(2)
+}
+
+func testConcurrentWriters(f *fixture) {
+	const instances, scopesEach = 4, 4
+	var wg sync.WaitGroup
+	errs := make(chan error, instances*scopesEach*2)
+	adapters := make([]*msalcache.Adapter, instances)
+	for i := range instances {
+		adapters[i] = f.adapter(nil)
+		c := f.confidential(adapters[i], suiteTenant)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range scopesEach {
+				if _, err := c.AcquireTokenByCredential(f.ctx, []string{fmt.Sprintf("api://svc-%d-%d/.default", i, j)}); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	// Meanwhile two instances refresh alice's tokens for other scopes.
+	alice := f.users[0]
+	f.signIn(f.confidential(adapters[0], suiteTenant), alice)
+	for i := range 2 {
+		c := f.confidential(adapters[i], suiteTenant)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 3 {
+				if _, err := f.silent(c, alice, fmt.Sprintf("api://user-%d-%d/read", i, j)); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		f.t.Fatalf("token call failed: %v", err)
+	}
+	before := f.srv.TokenRequests()
+	fresh := f.confidential(f.adapter(nil), suiteTenant)
+	for i := range instances {
+		for j := range scopesEach {
+			if _, err := fresh.AcquireTokenByCredential(f.ctx, []string{fmt.Sprintf("api://svc-%d-%d/.default", i, j)}); err != nil {
+				f.t.Fatal(err)
+			}
+		}
+	}
+	for i := range 2 {
+		for j := range 3 {
+			tok, err := f.silent(fresh, alice, fmt.Sprintf("api://user-%d-%d/read", i, j))
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			f.mustBeFor(tok, alice)
+		}
+	}
+	if got := f.srv.TokenRequests() - before; got != 0 {
+		f.t.Fatalf("%d tokens written by concurrent instances were lost (fetched again)", got)
+	}
+	var conflicts uint64
+	for _, a := range adapters {
+		conflicts += a.Stats().Conflicts
+	}
+	f.t.Logf("compare-and-set conflicts merged: %d", conflicts)
+}
+
+// flakyStore fails every call while down is set.
+type flakyStore struct {
+	msalcache.Store
+	down  atomic.Bool
+	delay time.Duration
+}
+
+var errStoreDown = errors.New("conformance: store is down (injected)")
+
+func (s *flakyStore) wait(ctx context.Context) error {
+	if s.delay > 0 {
+		select {
+		case <-time.After(s.delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if s.down.Load() {
+		return errStoreDown
+	}
+	return nil
+}
+
+func (s *flakyStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, 0, err
+	}
+	return s.Store.Load(ctx, key)
+}
+
+func (s *flakyStore) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+	if err := s.wait(ctx); err != nil {
+		return 0, err
+	}
+	return s.Store.Save(ctx, key, v, ifv, ttl)
+}
+
+func (s *flakyStore) Delete(ctx context.Context, key string) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	return s.Store.Delete(ctx, key)
+}
+
+func testFailingStore(f *fixture) {
+	flaky := &flakyStore{Store: f.store}
+	flaky.down.Store(true)
+	a := f.adapter(flaky)
+	c := f.confidential(a, suiteTenant)
+	if _, err := c.AcquireTokenByCredential(f.ctx, []string{appScope}); err != nil {
+		f.t.Fatalf("app token with the store down: %v", err)
+	}
+	alice := f.users[0]
+	f.signIn(c, alice)
+	if tok, err := f.silent(c, alice, userScope); err != nil {
+		f.t.Fatalf("silent call with the store down: %v", err)
+	} else {
+		f.mustBeFor(tok, alice)
+	}
+	s := a.Stats()
+	if s.StoreErrors == 0 || s.ExportFailures == 0 {
+		f.t.Fatalf("store failures not counted: %+v", s)
+	}
+
+	// The store comes back: the next token bought is shared again.
+	flaky.down.Store(false)
+	bob := f.users[1]
+	f.signIn(c, bob)
+	before := f.srv.TokenRequests()
+	other := f.confidential(f.adapter(nil), suiteTenant)
+	if tok, err := f.silent(other, bob, userScope); err != nil {
+		f.t.Fatalf("after recovery, instance 2 cannot serve bob: %v", err)
+	} else {
+		f.mustBeFor(tok, bob)
+	}
+	f.requests(before)
+}
+
+func testSlowStore(f *fixture) {
+	const timeout = 300 * time.Millisecond
+	slow := &flakyStore{Store: f.store, delay: 10 * time.Second}
+	c := f.confidential(f.adapter(slow, msalcache.WithTimeout(timeout)), suiteTenant)
+	start := time.Now()
+	// No deadline on the context: the adapter's own timeout applies.
+	if _, err := c.AcquireTokenByCredential(context.Background(), []string{appScope}); err != nil {
+		f.t.Fatalf("token call with a store slower than the timeout: %v", err)
+	}
+	// One silent Replace, one Replace and one Export, each bounded by the
+	// timeout; generous slack for a loaded machine.
+	if elapsed := time.Since(start); elapsed > 3*timeout+2*time.Second {
+		f.t.Fatalf("token call took %v with a %v adapter timeout: the store's slowness leaked through", elapsed, timeout)
+	}
+
+	// A caller's own deadline is reported, as MSAL's contract asks.
+	ctx, cancel := context.WithTimeout(f.ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err := c.AcquireTokenByCredential(ctx, []string{"api://elsewhere/.default"})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		f.t.Fatalf("with the caller's deadline passed: err = %v, want context.DeadlineExceeded", err)
+	}
+}
+
+// SharedClientFigures are the outcome of one run of the shared-client
+// scenario (DESIGN 4.5).
+type SharedClientFigures struct {
+	Calls, Failures, WrongTokens, ExtraTokenRequests int
+}
+
+func (s SharedClientFigures) String() string {
+	return fmt.Sprintf("%d silent calls: %d failed, %d got another user's token, %d extra token requests",
+		s.Calls, s.Failures, s.WrongTokens, s.ExtraTokenRequests)
+}
+
+// sharedClientRun signs users in, then runs goroutines×perG silent calls
+// for them at once, through client (a shared client, when not nil) or a new
+// client per call.
+func (f *fixture) sharedClientRun(a *msalcache.Adapter, shared bool, goroutines, perG int) SharedClientFigures {
+	users := f.users
+	signer := f.confidential(a, suiteTenant)
+	for _, u := range users {
+		f.signIn(signer, u)
+	}
+	before := f.srv.TokenRequests()
+	var client confidential.Client
+	if shared {
+		client = signer
+	}
+	var failures, wrong atomic.Int64
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perG {
+				u := users[(g+i)%len(users)]
+				c := client
+				if !shared {
+					c = f.confidential(a, suiteTenant)
+				}
+				tok, err := f.silent(c, u, userScope)
+				switch {
+				case err != nil:
+					failures.Add(1)
+				case tokenFor(tok, u) != nil:
+					wrong.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return SharedClientFigures{
+		Calls:              goroutines * perG,
+		Failures:           int(failures.Load()),
+		WrongTokens:        int(wrong.Load()),
+		ExtraTokenRequests: f.srv.TokenRequests() - before,
+	}
+}
+
+func testSharedClient(f *fixture) {
+	const goroutines, perG = 16, 100
+	f.t.Run("OneClientPerRequest", func(t *testing.T) {
+		ff := newFixture(t, f.setup)
+		got := ff.sharedClientRun(ff.adapter(nil), false, goroutines, perG)
+		t.Log(got)
+		if got.Failures != 0 || got.WrongTokens != 0 || got.ExtraTokenRequests != 0 {
+			t.Fatalf("client per request: %v; want no failure", got)
+		}
+	})
+	f.t.Run("OneSharedClient", func(t *testing.T) {
+		ff := newFixture(t, f.setup)
+		got := ff.sharedClientRun(ff.adapter(nil), true, goroutines, perG)
+		t.Log(got)
+		if got.WrongTokens != 0 {
+			t.Fatalf("shared client: %v: a user got another user's token", got)
+		}
+		// MSAL-Go alone fails about a third of these calls (DESIGN 4.5);
+		// the adapter keeps concurrent users' partitions loaded. Allow a
+		// sliver for a goroutine descheduled past the lending window on
+		// a loaded test machine.
+		if limit := got.Calls / 100; got.Failures > limit || got.ExtraTokenRequests > limit {
+			t.Fatalf("shared client: %v; want at most %d failures and extra requests", got, limit)
+		}
+	})
+}
+
+func testNothingInClear(f *fixture) {
+	a := f.adapter(nil)
+	c := f.confidential(a, suiteTenant)
+	alice := f.users[0]
+	ar := f.signIn(c, alice)
+	app, err := c.AcquireTokenByCredential(f.ctx, []string{appScope})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, pk := range []string{alice.HomeAccountID, appPartitionKey(suiteTenant)} {
+		key := a.StoreKey(pk)
+		blob, _, err := f.store.Load(f.ctx, key)
+		if err != nil {
+			f.t.Fatalf("partition not stored: %v", err)
+		}
+		for _, secret := range []string{ar.AccessToken, app.AccessToken, "RefreshToken", "AccessToken", "home_account_id", alice.ObjectID, "secret"} {
+			if bytes.Contains(blob, []byte(secret)) || strings.Contains(key, secret) {
+				f.t.Fatalf("the store holds %q in clear", secret)
+			}
+		}
+		if strings.Contains(key, pk) {
+			f.t.Fatal("the store key contains the partition key")
+		}
+	}
+}

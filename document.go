@@ -1,0 +1,339 @@
+package msalcache
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// MSAL's cache is one JSON object shared by every MSAL library: a few
+// sections, each an object of entries keyed by MSAL's own cache keys. The
+// adapter works on that shape to merge concurrent writers entry by entry and
+// to tell which entries belong to which partition. It keeps entries as raw
+// bytes: it never needs to understand a token, only to move it.
+const (
+	secAccessToken = iota
+	secRefreshToken
+	secIDToken
+	secAccount
+	secAppMetadata
+	numSections
+)
+
+var sectionNames = [numSections]string{"AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata"}
+
+// errNotCacheShape reports a blob that is JSON but not MSAL's cache shape;
+// the adapter then falls back to last-writer-wins.
+var errNotCacheShape = errors.New("msalcache: not an MSAL cache document")
+
+// document is a parsed MSAL cache. It is never modified after it is built,
+// so several goroutines may read one.
+type document struct {
+	sections [numSections]map[string]json.RawMessage
+	// extra holds top-level fields other than the sections, kept as they
+	// came so that a newer MSAL's additions survive a merge.
+	extra map[string]json.RawMessage
+}
+
+func parseDocument(b []byte) (*document, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil {
+		return nil, errNotCacheShape
+	}
+	d := &document{}
+	for name, raw := range top {
+		i := slices.Index(sectionNames[:], name)
+		if i < 0 {
+			if d.extra == nil {
+				d.extra = make(map[string]json.RawMessage)
+			}
+			d.extra[name] = raw
+			continue
+		}
+		if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			continue
+		}
+		var entries map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &entries); err != nil {
+			return nil, errNotCacheShape
+		}
+		if len(entries) > 0 {
+			d.sections[i] = entries
+		}
+	}
+	return d, nil
+}
+
+// hasTokens reports whether the document holds anything worth storing:
+// app metadata alone (which MSAL keeps after the last account is removed)
+// is not.
+func (d *document) hasTokens() bool {
+	for i := range secAppMetadata {
+		if len(d.sections[i]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// isUserCache reports whether the document holds a user's sign-in (a
+// refresh token or an account), which lives much longer than app tokens.
+func (d *document) isUserCache() bool {
+	return len(d.sections[secRefreshToken]) > 0 || len(d.sections[secAccount]) > 0
+}
+
+// latestExpiry returns the latest expires_on of the access tokens, or the
+// zero time when none can be read.
+func (d *document) latestExpiry() time.Time {
+	var latest int64
+	for _, raw := range d.sections[secAccessToken] {
+		var at struct {
+			ExpiresOn json.RawMessage `json:"expires_on"`
+		}
+		if json.Unmarshal(raw, &at) != nil {
+			continue
+		}
+		// MSAL writes unix seconds as a JSON string; accept a number too.
+		s := string(bytes.Trim(at.ExpiresOn, `"`))
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > latest {
+			latest = n
+		}
+	}
+	if latest == 0 {
+		return time.Time{}
+	}
+	return time.Unix(latest, 0)
+}
+
+// equalEntries reports whether two documents hold the same entries, byte for
+// byte; the extra fields are ignored because MSAL rewrites them anyway.
+func (d *document) equalEntries(o *document) bool {
+	for i := range numSections {
+		a, b := d.sections[i], o.sections[i]
+		if len(a) != len(b) {
+			return false
+		}
+		for k, v := range a {
+			w, ok := b[k]
+			if !ok || !bytes.Equal(v, w) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// encode writes the document as MSAL's JSON, with keys sorted so that equal
+// documents encode to equal bytes.
+func (d *document) encode() []byte {
+	size := 2
+	for i := range numSections {
+		for k, v := range d.sections[i] {
+			size += len(k) + len(v) + 8
+		}
+	}
+	for k, v := range d.extra {
+		size += len(k) + len(v) + 4
+	}
+	b := make([]byte, 0, size)
+	b = append(b, '{')
+	first := true
+	field := func(name string, value func([]byte) []byte) {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendJSONString(b, name)
+		b = append(b, ':')
+		b = value(b)
+	}
+	for i, name := range sectionNames {
+		entries := d.sections[i]
+		if len(entries) == 0 {
+			continue
+		}
+		field(name, func(b []byte) []byte { return appendObject(b, entries) })
+	}
+	for _, k := range sortedKeys(d.extra) {
+		field(k, func(b []byte) []byte { return append(b, d.extra[k]...) })
+	}
+	return append(b, '}')
+}
+
+func appendObject(b []byte, m map[string]json.RawMessage) []byte {
+	b = append(b, '{')
+	for i, k := range sortedKeys(m) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = append(b, m[k]...)
+	}
+	return append(b, '}')
+}
+
+func sortedKeys(m map[string]json.RawMessage) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// appendJSONString quotes s as a JSON string. Cache keys are ASCII in
+// practice; anything else is escaped or passed through as valid UTF-8.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+			i++
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			i++
+		case c < utf8.RuneSelf:
+			b = append(b, c)
+			i++
+		default:
+			r, n := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && n == 1 {
+				b = append(b, `\ufffd`...)
+			} else {
+				b = append(b, s[i:i+n]...)
+			}
+			i += n
+		}
+	}
+	return append(b, '"')
+}
+
+// union returns a document holding every entry of first and, where first
+// has no entry of that key, the entries of others. MSAL filters what it
+// reads by account and client, so extra entries never yield a wrong token.
+func union(first *document, others []*document) *document {
+	u := &document{extra: first.extra}
+	for i := range numSections {
+		n := len(first.sections[i])
+		for _, o := range others {
+			n += len(o.sections[i])
+		}
+		if n == 0 {
+			continue
+		}
+		m := make(map[string]json.RawMessage, n)
+		for _, o := range others {
+			for k, v := range o.sections[i] {
+				m[k] = v
+			}
+		}
+		for k, v := range first.sections[i] {
+			m[k] = v
+		}
+		u.sections[i] = m
+	}
+	return u
+}
+
+// withoutForeign returns exported minus the entries that MSAL holds only
+// because the adapter lent them from another partition: an entry that own
+// lacks and that some other partition holds with the very same bytes. App
+// metadata is shared by every partition of a client, so it always stays.
+// The second result reports whether anything was dropped.
+func withoutForeign(exported, own *document, others []*document) (*document, bool) {
+	if len(others) == 0 {
+		return exported, false
+	}
+	out := &document{extra: exported.extra}
+	dropped := false
+	for i := range numSections {
+		src := exported.sections[i]
+		if i == secAppMetadata {
+			out.sections[i] = src
+			continue
+		}
+		var kept map[string]json.RawMessage
+		for k, v := range src {
+			if own != nil {
+				if _, mine := own.sections[i][k]; mine {
+					kept = put(kept, k, v, len(src))
+					continue
+				}
+			}
+			if heldByOther(others, i, k, v) {
+				dropped = true
+				continue
+			}
+			kept = put(kept, k, v, len(src))
+		}
+		out.sections[i] = kept
+	}
+	return out, dropped
+}
+
+func heldByOther(others []*document, section int, key string, value json.RawMessage) bool {
+	for _, o := range others {
+		if w, ok := o.sections[section][key]; ok && bytes.Equal(w, value) {
+			return true
+		}
+	}
+	return false
+}
+
+func put(m map[string]json.RawMessage, k string, v json.RawMessage, hint int) map[string]json.RawMessage {
+	if m == nil {
+		m = make(map[string]json.RawMessage, hint)
+	}
+	m[k] = v
+	return m
+}
+
+// merge3 merges two writers' versions of one partition entry by entry,
+// given the version both started from (base, nil when unknown):
+//   - an entry only one side changed takes that side's bytes;
+//   - an entry both changed takes ours (we write last);
+//   - an entry one side removed and the other left alone is removed, so a
+//     sign-out is never undone by a concurrent token refresh;
+//   - an entry only one side added is kept.
+func merge3(base, ours, theirs *document) *document {
+	if base == nil {
+		base = &document{}
+	}
+	out := &document{extra: ours.extra}
+	for i := range numSections {
+		b, o, t := base.sections[i], ours.sections[i], theirs.sections[i]
+		var m map[string]json.RawMessage
+		for k, ov := range o {
+			bv, inBase := b[k]
+			tv, inTheirs := t[k]
+			unchangedByUs := inBase && bytes.Equal(ov, bv)
+			switch {
+			case unchangedByUs && !inTheirs:
+				// They removed it; we did not touch it.
+			case unchangedByUs && !bytes.Equal(tv, bv):
+				m = put(m, k, tv, len(o))
+			default:
+				m = put(m, k, ov, len(o))
+			}
+		}
+		for k, tv := range t {
+			if _, inOurs := o[k]; inOurs {
+				continue
+			}
+			if _, inBase := b[k]; inBase {
+				continue // we removed it
+			}
+			m = put(m, k, tv, len(t))
+		}
+		out.sections[i] = m
+	}
+	return out
+}

@@ -1,0 +1,194 @@
+package msalcache
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustDoc(t testing.TB, s string) *document {
+	t.Helper()
+	d, err := parseDocument([]byte(s))
+	if err != nil {
+		t.Fatalf("parseDocument(%s): %v", s, err)
+	}
+	return d
+}
+
+func entries(d *document, section int) map[string]string {
+	out := map[string]string{}
+	for k, v := range d.sections[section] {
+		out[k] = string(v)
+	}
+	return out
+}
+
+func TestParseDocumentShape(t *testing.T) {
+	for _, bad := range []string{``, `[]`, `"x"`, `{"AccessToken":[1]}`, `{"RefreshToken":"x"}`, `{`} {
+		if _, err := parseDocument([]byte(bad)); err == nil {
+			t.Errorf("parseDocument(%q) accepted a blob that is not MSAL's shape", bad)
+		}
+	}
+	d := mustDoc(t, `{"AccessToken":{"a":{"x":1}},"AppMetadata":null,"Future":{"k":true}}`)
+	if got := entries(d, secAccessToken); got["a"] != `{"x":1}` {
+		t.Errorf("AccessToken = %v", got)
+	}
+	if string(d.extra["Future"]) != `{"k":true}` {
+		t.Errorf("unknown top-level field not kept: %v", d.extra)
+	}
+}
+
+func TestEncodeRoundTripAndDeterminism(t *testing.T) {
+	src := `{"RefreshToken":{"z":{"s":"r"},"a\"q":{"s":"\u00e9"}},"AccessToken":{"b":{"expires_on":"10"}},"Extra":[1,2]}`
+	d := mustDoc(t, src)
+	enc := d.encode()
+	if !json.Valid(enc) {
+		t.Fatalf("encode produced invalid JSON: %s", enc)
+	}
+	again := mustDoc(t, string(enc))
+	if !again.equalEntries(d) || string(again.extra["Extra"]) != "[1,2]" {
+		t.Fatalf("round trip changed the document: %s", enc)
+	}
+	if string(again.encode()) != string(enc) {
+		t.Fatalf("encode is not deterministic")
+	}
+	if !strings.HasPrefix(string(enc), `{"AccessToken":{"b":`) {
+		t.Errorf("sections not in MSAL's order: %s", enc)
+	}
+}
+
+func TestAppendJSONStringEscapes(t *testing.T) {
+	for _, s := range []string{"plain", "quo\"te", `back\slash`, "ctl\x01\n", "é✓", "bad\xffutf8"} {
+		b := appendJSONString(nil, s)
+		var back string
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatalf("appendJSONString(%q) = %s: invalid JSON: %v", s, b, err)
+		}
+		if back != strings.ToValidUTF8(s, "\ufffd") {
+			t.Errorf("appendJSONString(%q) decodes to %q", s, back)
+		}
+	}
+}
+
+func TestMerge3(t *testing.T) {
+	base := mustDoc(t, `{"AccessToken":{"keep":1,"oursChanged":1,"theirsChanged":1,"bothChanged":1,"oursRemoved":1,"theirsRemoved":1,"removedVsChanged":1}}`)
+	ours := mustDoc(t, `{"AccessToken":{"keep":1,"oursChanged":2,"theirsChanged":1,"bothChanged":2,"theirsRemoved":1,"removedVsChanged":1,"oursAdded":1}}`)
+	theirs := mustDoc(t, `{"AccessToken":{"keep":1,"oursChanged":1,"theirsChanged":3,"bothChanged":3,"oursRemoved":1,"theirsAdded":1}}`)
+	// removedVsChanged: theirs removed it while ours left it alone, so it goes.
+	got := entries(merge3(base, ours, theirs), secAccessToken)
+	want := map[string]string{"keep": "1", "oursChanged": "2", "theirsChanged": "3", "bothChanged": "2", "oursAdded": "1", "theirsAdded": "1"}
+	if len(got) != len(want) {
+		t.Errorf("merge3 = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("merge3[%s] = %q, want %q (all: %v)", k, got[k], v, got)
+		}
+	}
+}
+
+func TestMerge3RemovalWinsOverChange(t *testing.T) {
+	// A sign-out (ours removes the refresh token) races a refresh elsewhere
+	// (theirs rewrites it): the sign-out must stick.
+	base := mustDoc(t, `{"RefreshToken":{"rt":"old"}}`)
+	ours := mustDoc(t, `{}`)
+	theirs := mustDoc(t, `{"RefreshToken":{"rt":"new"}}`)
+	if got := entries(merge3(base, ours, theirs), secRefreshToken); len(got) != 0 {
+		t.Fatalf("a removed refresh token came back: %v", got)
+	}
+}
+
+func TestMerge3WithoutBaseKeepsBoth(t *testing.T) {
+	ours := mustDoc(t, `{"AccessToken":{"a":1,"same":2}}`)
+	theirs := mustDoc(t, `{"AccessToken":{"b":1,"same":3}}`)
+	got := entries(merge3(nil, ours, theirs), secAccessToken)
+	if got["a"] != "1" || got["b"] != "1" || got["same"] != "2" {
+		t.Fatalf("merge3(nil, ...) = %v: want both writers' entries, ours on a tie", got)
+	}
+}
+
+func TestWithoutForeign(t *testing.T) {
+	alice := mustDoc(t, `{"RefreshToken":{"alice-rt":"A"},"AppMetadata":{"app":"m"}}`)
+	bobBefore := mustDoc(t, `{"RefreshToken":{"bob-rt":"B"}}`)
+	exported := mustDoc(t, `{"RefreshToken":{"alice-rt":"A","bob-rt":"B2","bob-new":"N"},"AppMetadata":{"app":"m"}}`)
+	out, dropped := withoutForeign(exported, bobBefore, []*document{alice})
+	if !dropped {
+		t.Fatal("withoutForeign reported nothing dropped")
+	}
+	got := entries(out, secRefreshToken)
+	if _, leak := got["alice-rt"]; leak {
+		t.Fatalf("alice's refresh token would be written under bob's partition: %v", got)
+	}
+	if got["bob-rt"] != `"B2"` || got["bob-new"] != `"N"` {
+		t.Fatalf("bob's own entries lost: %v", got)
+	}
+	if entries(out, secAppMetadata)["app"] != `"m"` {
+		t.Fatal("shared app metadata dropped")
+	}
+	// An entry MSAL rewrote is no longer the lent one: it stays.
+	rewritten := mustDoc(t, `{"RefreshToken":{"alice-rt":"A-changed"}}`)
+	if out, _ := withoutForeign(rewritten, bobBefore, []*document{alice}); len(out.sections[secRefreshToken]) != 1 {
+		t.Fatal("an entry MSAL changed was dropped as foreign")
+	}
+}
+
+func TestUnionPrefersFirst(t *testing.T) {
+	first := mustDoc(t, `{"AccessToken":{"k":"first"}}`)
+	other := mustDoc(t, `{"AccessToken":{"k":"other","o":"x"},"Account":{"acc":"y"}}`)
+	u := union(first, []*document{other})
+	if got := entries(u, secAccessToken); got["k"] != `"first"` || got["o"] != `"x"` {
+		t.Fatalf("union AccessToken = %v", got)
+	}
+	if len(u.sections[secAccount]) != 1 {
+		t.Fatal("union lost a section only the other had")
+	}
+}
+
+func TestLatestExpiryAndKinds(t *testing.T) {
+	d := mustDoc(t, `{"AccessToken":{"a":{"expires_on":"1700000000"},"b":{"expires_on":1800000000},"c":{"expires_on":"junk"}}}`)
+	if got := d.latestExpiry(); !got.Equal(time.Unix(1800000000, 0)) {
+		t.Errorf("latestExpiry = %v", got)
+	}
+	if d.isUserCache() || !d.hasTokens() {
+		t.Error("app-token document misclassified")
+	}
+	if mustDoc(t, `{"AppMetadata":{"x":{}}}`).hasTokens() {
+		t.Error("app metadata alone counted as tokens")
+	}
+	if !mustDoc(t, `{"Account":{"x":{}}}`).isUserCache() {
+		t.Error("account not a user cache")
+	}
+}
+
+// FuzzDocument checks that no input makes the document code panic and that
+// whatever parses survives encode and merge.
+func FuzzDocument(f *testing.F) {
+	f.Add([]byte(`{"AccessToken":{"a":{"expires_on":"1"}},"RefreshToken":{"r":{}}}`), []byte(`{"AccessToken":{"b":1}}`))
+	f.Add([]byte(`{}`), []byte(`{"Account":{"x":null},"X":1}`))
+	f.Add([]byte(`{"IdToken":{"\u0000":"\ud800"}}`), []byte(`[]`))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		da, err := parseDocument(a)
+		if err != nil {
+			return
+		}
+		enc := da.encode()
+		back, err := parseDocument(enc)
+		if err != nil {
+			t.Fatalf("encode of a parsed document does not parse: %s: %v", enc, err)
+		}
+		if !back.equalEntries(da) {
+			t.Fatalf("encode changed the entries: %s", enc)
+		}
+		db, err := parseDocument(b)
+		if err != nil {
+			return
+		}
+		m := merge3(da, db, da)
+		if _, err := parseDocument(m.encode()); err != nil {
+			t.Fatalf("merge result does not parse: %v", err)
+		}
+		withoutForeign(db, da, []*document{da})
+		union(da, []*document{db}).encode()
+	})
+}

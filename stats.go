@@ -1,0 +1,64 @@
+package msalcache
+
+import "sync/atomic"
+
+// Stats counts what an Adapter did since it was created. Every failure the
+// Adapter absorbs (so that a token call does not fail) shows up here and in
+// the log.
+type Stats struct {
+	// Hits counts Replace calls that found their partition in the store.
+	Hits uint64
+	// Reused counts the hits that MSAL already held at the stored version:
+	// nothing was decrypted or parsed.
+	Reused uint64
+	// Misses counts Replace calls that found no partition (absent or
+	// expired).
+	Misses uint64
+	// Writes counts partitions written.
+	Writes uint64
+	// SkippedWrites counts Exports with nothing new to store.
+	SkippedWrites uint64
+	// Deletes counts partitions deleted, because MSAL exported them empty
+	// or through Remove.
+	Deletes uint64
+	// Conflicts counts compare-and-set writes that lost to another writer
+	// and were merged entry by entry and retried.
+	Conflicts uint64
+	// OBOSkips counts Exports skipped on MSAL's on-behalf-of path, whose
+	// data cannot be stored safely (see the package documentation).
+	OBOSkips uint64
+	// StoreErrors counts failed store calls (each retry counts).
+	StoreErrors uint64
+	// DecryptErrors counts stored blobs the Protector refused: a key that
+	// is unknown or revoked, a blob that was tampered with or moved.
+	DecryptErrors uint64
+	// CorruptBlobs counts stored partitions that MSAL could not load.
+	CorruptBlobs uint64
+	// ExportFailures counts Exports that gave up: the token was served to
+	// the caller but not stored for other instances.
+	ExportFailures uint64
+}
+
+type counters struct {
+	hits, reused, misses, writes, skippedWrites, deletes, conflicts, oboSkips,
+	storeErrors, decryptErrors, corruptBlobs, exportFailures atomic.Uint64
+}
+
+// Stats returns a snapshot of the Adapter's counters.
+func (a *Adapter) Stats() Stats {
+	c := &a.stats
+	return Stats{
+		Hits:           c.hits.Load(),
+		Reused:         c.reused.Load(),
+		Misses:         c.misses.Load(),
+		Writes:         c.writes.Load(),
+		SkippedWrites:  c.skippedWrites.Load(),
+		Deletes:        c.deletes.Load(),
+		Conflicts:      c.conflicts.Load(),
+		OBOSkips:       c.oboSkips.Load(),
+		StoreErrors:    c.storeErrors.Load(),
+		DecryptErrors:  c.decryptErrors.Load(),
+		CorruptBlobs:   c.corruptBlobs.Load(),
+		ExportFailures: c.exportFailures.Load(),
+	}
+}
