@@ -1,0 +1,351 @@
+package msalcache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
+)
+
+// target stands in for MSAL's in-memory cache (its storage.Manager): it
+// keeps what Unmarshal was given and gives it back from Marshal.
+type target struct {
+	mu     sync.Mutex
+	data   []byte
+	loads  int
+	reject bool // behave as MSAL's on-behalf-of manager: refuse everything
+}
+
+func (c *target) Unmarshal(b []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reject {
+		return errors.New("unmarshal rejected")
+	}
+	c.data = bytes.Clone(b)
+	c.loads++
+	return nil
+}
+
+func (c *target) Marshal() ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.data), nil
+}
+
+// mapStore is a minimal Store for the adapter's unit tests; it records the
+// TTL of each write. The real stores run the conformance suites.
+type mapStore struct {
+	mu   sync.Mutex
+	data map[string][]byte
+	vers map[string]Version
+	ttl  map[string]time.Duration
+	n    Version
+}
+
+func newMapStore() *mapStore {
+	return &mapStore{data: map[string][]byte{}, vers: map[string]Version{}, ttl: map[string]time.Duration{}}
+}
+
+func (s *mapStore) Load(_ context.Context, key string) ([]byte, Version, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.data[key]
+	if !ok {
+		return nil, NoVersion, ErrNotFound
+	}
+	return bytes.Clone(v), s.vers[key], nil
+}
+
+func (s *mapStore) Save(_ context.Context, key string, value []byte, ifv Version, ttl time.Duration) (Version, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.vers[key] != ifv {
+		return NoVersion, ErrConflict
+	}
+	s.n++
+	s.data[key], s.vers[key], s.ttl[key] = bytes.Clone(value), s.n, ttl
+	return s.n, nil
+}
+
+func (s *mapStore) Delete(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.data, key)
+	delete(s.vers, key)
+	return nil
+}
+
+func (s *mapStore) Close() error { return nil }
+
+func quiet() Option { return WithLogger(slog.New(slog.DiscardHandler)) }
+
+func newTestAdapter(t *testing.T, s Store, opts ...Option) *Adapter {
+	t.Helper()
+	a, err := New(s, append([]Option{WithPlaintext(), quiet()}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+var ctx = context.Background()
+
+const (
+	aliceCache = `{"RefreshToken":{"alice-rt":{"home_account_id":"alice","secret":"RT-A"}},"Account":{"alice":{"home_account_id":"alice"}}}`
+	bobCache   = `{"RefreshToken":{"bob-rt":{"home_account_id":"bob","secret":"RT-B"}},"Account":{"bob":{"home_account_id":"bob"}}}`
+)
+
+func TestNewRequiresAnEncryptionChoice(t *testing.T) {
+	s := newMapStore()
+	if _, err := New(s); err == nil || !strings.Contains(err.Error(), "WithPlaintext") {
+		t.Fatalf("New without WithProtector or WithPlaintext: err = %v, want one that names both", err)
+	}
+	if _, err := New(s, WithPlaintext(), WithProtector(nopProtector{})); err == nil {
+		t.Fatal("New accepted both WithPlaintext and WithProtector")
+	}
+	if _, err := New(nil, WithPlaintext()); err == nil {
+		t.Fatal("New accepted a nil store")
+	}
+	for _, bad := range []string{"", "has space", "x/y", strings.Repeat("n", 65)} {
+		if _, err := New(s, WithPlaintext(), WithNamespace(bad)); err == nil {
+			t.Errorf("WithNamespace(%q) accepted", bad)
+		}
+	}
+	if _, err := New(s, WithPlaintext(), WithTimeout(0)); err == nil {
+		t.Error("WithTimeout(0) accepted")
+	}
+}
+
+type nopProtector struct{}
+
+func (nopProtector) Protect(_ context.Context, p, _ []byte) ([]byte, error)   { return p, nil }
+func (nopProtector) Unprotect(_ context.Context, c, _ []byte) ([]byte, error) { return c, nil }
+
+func TestStoreKeyHidesThePartitionKey(t *testing.T) {
+	a := newTestAdapter(t, newMapStore(), WithNamespace("app-1"))
+	for _, pk := range []string{"", "uid.utid", "client_tenant_AppTokenCache", "a+b/c=d==", strings.Repeat("x", 4096)} {
+		k := a.StoreKey(pk)
+		if pk != "" && strings.Contains(k, pk) {
+			t.Errorf("StoreKey(%q) = %q contains the partition key", pk, k)
+		}
+		if !strings.HasPrefix(k, "tc/app-1/") || len(k) > 200 {
+			t.Errorf("StoreKey(%q) = %q: want namespace prefix and at most 200 bytes", pk, k)
+		}
+		for i := 0; i < len(k); i++ {
+			if c := k[i]; c <= ' ' || c >= 0x7f {
+				t.Fatalf("StoreKey has byte %q", c)
+			}
+		}
+	}
+	if a.StoreKey("alice") == a.StoreKey("bob") {
+		t.Fatal("two partitions share a store key")
+	}
+	b := newTestAdapter(t, newMapStore(), WithNamespace("app-2"))
+	if a.StoreKey("alice") == b.StoreKey("alice") {
+		t.Fatal("two namespaces share a store key")
+	}
+	single := newTestAdapter(t, newMapStore(), WithSinglePartition())
+	if single.StoreKey("alice") != single.StoreKey("") {
+		t.Fatal("WithSinglePartition still partitions")
+	}
+}
+
+// DESIGN 4.1: a miss must still reset MSAL's cache, or the next Export
+// copies the previous user's tokens into this user's partition.
+func TestReplaceResetsOnMiss(t *testing.T) {
+	s := newMapStore()
+	a := newTestAdapter(t, s)
+	if _, err := s.Save(ctx, a.StoreKey("alice"), []byte(aliceCache), NoVersion, 0); err != nil {
+		t.Fatal(err)
+	}
+	c := &target{}
+	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if string(c.data) != aliceCache {
+		t.Fatalf("hit: MSAL got %s", c.data)
+	}
+	time.Sleep(2 * a.cfg.lendWindow) // alice is no longer in flight
+	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: "nobody"}); err != nil {
+		t.Fatal(err)
+	}
+	if string(c.data) != "{}" {
+		t.Fatalf("miss: MSAL's cache still holds %s; want it reset", c.data)
+	}
+}
+
+// A corrupt blob is a miss, never a failed token call.
+func TestReplaceCorruptBlobIsAMiss(t *testing.T) {
+	s := newMapStore()
+	a := newTestAdapter(t, s)
+	key := a.StoreKey("alice")
+	if _, err := s.Save(ctx, key, []byte("\x00not json"), NoVersion, 0); err != nil {
+		t.Fatal(err)
+	}
+	c := &strictTarget{}
+	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: "alice"}); err != nil {
+		t.Fatalf("Replace of a corrupt blob: %v", err)
+	}
+	if string(c.data) != "{}" || a.Stats().CorruptBlobs != 1 {
+		t.Fatalf("cache = %q, stats %+v: want reset and one corrupt blob counted", c.data, a.Stats())
+	}
+	// The next Export replaces the corrupt blob.
+	c.data = []byte(aliceCache)
+	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := s.Load(ctx, key); string(got) != aliceCache {
+		t.Fatalf("stored %q after Export", got)
+	}
+}
+
+// strictTarget refuses what is not JSON, as MSAL does.
+type strictTarget struct{ target }
+
+func (c *strictTarget) Unmarshal(b []byte) error {
+	if !bytes.HasPrefix(b, []byte("{")) {
+		return errors.New("not json")
+	}
+	return c.target.Unmarshal(b)
+}
+
+// DESIGN 4.3: MSAL's on-behalf-of manager refuses every input; Replace
+// must not fail, and the Export that follows carries another manager's
+// data, which must not be stored.
+func TestOnBehalfOfManagerIsLeftAloneAndNotExported(t *testing.T) {
+	s := newMapStore()
+	a := newTestAdapter(t, s)
+	obo := &target{reject: true}
+	users := &target{data: []byte(aliceCache)}
+	hint := "assertion-hash="
+	if err := a.Replace(ctx, obo, cache.ReplaceHints{PartitionKey: hint}); err != nil {
+		t.Fatalf("Replace on the OBO manager: %v", err)
+	}
+	if err := a.Export(ctx, users, cache.ExportHints{PartitionKey: hint}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Load(ctx, a.StoreKey(hint)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the user manager's data was stored under the OBO key (err %v)", err)
+	}
+	if a.Stats().OBOSkips != 1 {
+		t.Fatalf("Stats.OBOSkips = %d", a.Stats().OBOSkips)
+	}
+	// Later calls on the OBO manager do not even reach the store.
+	if err := a.Replace(ctx, obo, cache.ReplaceHints{PartitionKey: hint}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// DESIGN 4.9 and 4.8: unchanged caches are not written; empty ones are
+// deleted; TTLs follow the content.
+func TestExportSkipsDeletesAndSetsTTL(t *testing.T) {
+	s := newMapStore()
+	now := time.Unix(1_700_000_000, 0)
+	a := newTestAdapter(t, s, WithUserTTL(48*time.Hour))
+	a.cfg.now = func() time.Time { return now }
+	c := &target{data: []byte(bobCache)}
+	key := a.StoreKey("bob")
+
+	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	c.data = []byte(bobCache)
+	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if s.ttl[key] != 48*time.Hour {
+		t.Fatalf("user cache TTL = %v, want the user TTL", s.ttl[key])
+	}
+	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	writes := a.Stats().Writes
+	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Stats(); st.Writes != writes || st.SkippedWrites != 1 {
+		t.Fatalf("unchanged export: %+v; want it skipped", st)
+	}
+
+	app := `{"AccessToken":{"t1":{"expires_on":"1700003600"},"t2":{"expires_on":"1700001800"}},"AppMetadata":{"m":{}}}`
+	c.data = []byte(app)
+	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: "app"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.ttl[a.StoreKey("app")]; got != time.Hour {
+		t.Fatalf("app cache TTL = %v, want the latest expiry (1h)", got)
+	}
+
+	c.data = []byte(`{"AppMetadata":{"m":{}}}`)
+	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Load(ctx, key); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an empty export left the partition in the store (err %v)", err)
+	}
+}
+
+// Two instances export the same partition from the same starting point:
+// the second merges instead of overwriting.
+func TestExportMergesOnConflict(t *testing.T) {
+	s := newMapStore()
+	a1, a2 := newTestAdapter(t, s), newTestAdapter(t, s)
+	base := `{"AccessToken":{"old":{"expires_on":"1"}}}`
+	if _, err := s.Save(ctx, a1.StoreKey("app"), []byte(base), NoVersion, 0); err != nil {
+		t.Fatal(err)
+	}
+	c1, c2 := &target{}, &target{}
+	for _, p := range []struct {
+		a *Adapter
+		c *target
+	}{{a1, c1}, {a2, c2}} {
+		if err := p.a.Replace(ctx, p.c, cache.ReplaceHints{PartitionKey: "app"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c1.data = []byte(`{"AccessToken":{"old":{"expires_on":"1"},"one":{"expires_on":"1"}}}`)
+	c2.data = []byte(`{"AccessToken":{"old":{"expires_on":"1"},"two":{"expires_on":"1"}}}`)
+	if err := a1.Export(ctx, c1, cache.ExportHints{PartitionKey: "app"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.Export(ctx, c2, cache.ExportHints{PartitionKey: "app"}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, _ := s.Load(ctx, a1.StoreKey("app"))
+	for _, k := range []string{`"old"`, `"one"`, `"two"`} {
+		if !bytes.Contains(got, []byte(k)) {
+			t.Fatalf("merged partition lacks %s: %s", k, got)
+		}
+	}
+	if a2.Stats().Conflicts != 1 {
+		t.Fatalf("conflicts = %d, want 1", a2.Stats().Conflicts)
+	}
+	// MSAL in instance 1 lacks "two": its next Replace must load it.
+	if err := a1.Replace(ctx, c1, cache.ReplaceHints{PartitionKey: "app"}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(c1.data, []byte(`"two"`)) {
+		t.Fatal("instance 1 was not handed the merged partition")
+	}
+}
+
+// A caller's cancelled context is reported; the adapter's own timeout is
+// a miss.
+func TestReplaceContext(t *testing.T) {
+	a := newTestAdapter(t, newMapStore())
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := a.Replace(cctx, &target{}, cache.ReplaceHints{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Replace with a cancelled context = %v", err)
+	}
+	if err := a.Export(cctx, &target{}, cache.ExportHints{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Export with a cancelled context = %v", err)
+	}
+}
