@@ -376,6 +376,13 @@ func testOnBehalfOf(f *fixture) {
 	a1 := f.adapter(nil)
 	api1 := f.confidential(a1, suiteTenant)
 	f.signIn(api1, alice)
+	// carol signs out elsewhere: the adapter forgets what this client
+	// holds, but MSAL's user cache still holds alice's and carol's tokens.
+	carol := f.users[2]
+	f.signIn(api1, carol)
+	if err := a1.Remove(f.ctx, carol.HomeAccountID); err != nil {
+		f.t.Fatal(err)
+	}
 	// bob calls the API with a token issued to him.
 	front := f.confidential(nil, suiteTenant)
 	bobAR, err := front.AcquireTokenByAuthCode(f.ctx, f.srv.AuthCode(suiteTenant, bob.Username), suiteRedirect, []string{"api://middle/read"})
@@ -395,13 +402,6 @@ func testOnBehalfOf(f *fixture) {
 	}
 	f.requests(1) // the second call was served in process
 
-	api2 := f.confidential(f.adapter(nil), suiteTenant)
-	ar, err := api2.AcquireTokenOnBehalfOf(f.ctx, assertion, downstream)
-	if err != nil {
-		f.t.Fatalf("OBO on instance 2: %v", err)
-	}
-	f.mustBeFor(ar.AccessToken, bob)
-
 	sum := sha256.Sum256([]byte(assertion))
 	oboKey := base64.URLEncoding.EncodeToString(sum[:])
 	for owner := range owners(f.partition(a1, oboKey)) {
@@ -409,6 +409,14 @@ func testOnBehalfOf(f *fixture) {
 			f.t.Fatalf("the OBO partition holds data of account %s, not bob's", owner)
 		}
 	}
+
+	api2 := f.confidential(f.adapter(nil), suiteTenant)
+	ar, err := api2.AcquireTokenOnBehalfOf(f.ctx, assertion, downstream)
+	if err != nil {
+		f.t.Fatalf("OBO on instance 2: %v", err)
+	}
+	f.mustBeFor(ar.AccessToken, bob)
+
 	if got := owners(f.partition(a1, alice.HomeAccountID)); len(got) != 1 || got[alice.HomeAccountID] == 0 {
 		f.t.Fatalf("alice's partition changed by the OBO calls: owners %v", got)
 	}
