@@ -1,0 +1,206 @@
+package msalcache_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
+
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/boltstore"
+	"github.com/msalcache/msalcache/entratest"
+	"github.com/msalcache/msalcache/memstore"
+)
+
+// The benchmarks compare, side by side in one run:
+//   - MSAL-Go's silent call with no external cache (the floor);
+//   - the same call through a naive ExportReplace (what users write today:
+//     load and save the blob, no CAS, no encryption) over memstore;
+//   - the same call through the Adapter over memstore and boltstore;
+//   - Replace and Export alone, without MSAL, over memstore and boltstore.
+// Run: go test -run '^$' -bench . -benchmem .
+
+type benchStore struct {
+	name string
+	open func(b *testing.B) msalcache.Store
+}
+
+func benchStores() []benchStore {
+	return []benchStore{
+		{"memstore", func(b *testing.B) msalcache.Store {
+			s := memstore.New()
+			b.Cleanup(func() { s.Close() })
+			return s
+		}},
+		{"boltstore", func(b *testing.B) msalcache.Store {
+			s, err := boltstore.Open(filepath.Join(b.TempDir(), "bench.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			return s
+		}},
+	}
+}
+
+// naive is the hand-written accessor the adapter is measured against.
+type naive struct{ store msalcache.Store }
+
+func (n naive) Replace(ctx context.Context, u cache.Unmarshaler, h cache.ReplaceHints) error {
+	b, _, err := n.store.Load(ctx, h.PartitionKey)
+	if err != nil {
+		b = []byte("{}")
+	}
+	return u.Unmarshal(b)
+}
+
+func (n naive) Export(ctx context.Context, m cache.Marshaler, h cache.ExportHints) error {
+	b, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	cur, v, err := n.store.Load(ctx, h.PartitionKey)
+	_ = cur
+	if err != nil {
+		v = msalcache.NoVersion
+	}
+	_, err = n.store.Save(ctx, h.PartitionKey, b, v, 0)
+	return err
+}
+
+// silentBench signs a user in through accessor (nil: no external cache),
+// then measures AcquireTokenSilent for that user.
+func silentBench(b *testing.B, accessor cache.ExportReplace) {
+	srv := entratest.NewServer()
+	defer srv.Close()
+	u := srv.AddUser("contoso", "alice@contoso.example", "pw")
+	cred, _ := confidential.NewCredFromSecret("secret")
+	opts := []confidential.Option{confidential.WithHTTPClient(srv.Client()), confidential.WithInstanceDiscovery(false)}
+	if accessor != nil {
+		opts = append(opts, confidential.WithCache(accessor))
+	}
+	c, err := confidential.New(srv.Authority("contoso"), "bench-client", cred, opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	scopes := []string{"api://backend/read"}
+	if _, err := c.AcquireTokenByAuthCode(ctx, srv.AuthCode("contoso", u.Username), "http://localhost", scopes); err != nil {
+		b.Fatal(err)
+	}
+	acct, err := c.Account(ctx, u.HomeAccountID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.AcquireTokenSilent(ctx, scopes, confidential.WithSilentAccount(acct)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if n := srv.TokenRequests(); n != 1 {
+		b.Fatalf("%d token requests, want 1: the benchmark measured the network", n)
+	}
+}
+
+func BenchmarkSilent(b *testing.B) {
+	b.Run("floor-no-external-cache", func(b *testing.B) { silentBench(b, nil) })
+	b.Run("naive-memstore", func(b *testing.B) {
+		silentBench(b, naive{benchStores()[0].open(b)})
+	})
+	for _, s := range benchStores() {
+		b.Run("adapter-"+s.name, func(b *testing.B) {
+			a, err := msalcache.New(s.open(b), msalcache.WithPlaintext())
+			if err != nil {
+				b.Fatal(err)
+			}
+			silentBench(b, a)
+		})
+	}
+}
+
+// blob is a user's cache of about 4 KiB, shaped like MSAL's.
+func blob(n int) []byte {
+	at := `{"home_account_id":"uid.utid","environment":"login.example","credential_type":"AccessToken","client_id":"c","secret":"` +
+		fmt.Sprintf("%03000d", n) + `","target":"api://x/read","realm":"t","expires_on":"4102444800","cached_at":"1700000000"}`
+	rt := `{"home_account_id":"uid.utid","environment":"login.example","credential_type":"RefreshToken","client_id":"c","secret":"` +
+		fmt.Sprintf("%0600d", 7) + `"}`
+	return []byte(`{"AccessToken":{"uid.utid-login.example-accesstoken-c-t-api://x/read":` + at +
+		`},"RefreshToken":{"uid.utid-login.example-refreshtoken-c--":` + rt +
+		`},"Account":{"uid.utid-login.example-t":{"home_account_id":"uid.utid","username":"alice"}}}`)
+}
+
+type sink struct{ data []byte }
+
+func (s *sink) Unmarshal(b []byte) error { s.data = b; return nil }
+func (s *sink) Marshal() ([]byte, error) { return s.data, nil }
+
+func BenchmarkReplace(b *testing.B) {
+	for _, s := range benchStores() {
+		store := s.open(b)
+		a, _ := msalcache.New(store, msalcache.WithPlaintext())
+		ctx := context.Background()
+		hint := cache.ReplaceHints{PartitionKey: "uid.utid"}
+		if _, err := store.Save(ctx, a.StoreKey(hint.PartitionKey), blob(1), msalcache.NoVersion, 0); err != nil {
+			b.Fatal(err)
+		}
+		// unchanged: MSAL already holds the stored version (every silent
+		// call after the first on an instance).
+		b.Run(s.name+"/unchanged", func(b *testing.B) {
+			target := &sink{}
+			b.ReportAllocs()
+			for range b.N {
+				if err := a.Replace(ctx, target, hint); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		// changed: a new MSAL client each time, so the blob is handed over.
+		b.Run(s.name+"/handed-over", func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if err := a.Replace(ctx, &sink{}, hint); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkExport(b *testing.B) {
+	for _, s := range benchStores() {
+		b.Run(s.name, func(b *testing.B) {
+			store := s.open(b)
+			a, _ := msalcache.New(store, msalcache.WithPlaintext())
+			ctx := context.Background()
+			target := &sink{}
+			if err := a.Replace(ctx, target, cache.ReplaceHints{PartitionKey: "uid.utid"}); err != nil {
+				b.Fatal(err)
+			}
+			blobs := [2][]byte{blob(1), blob(2)} // alternate, so no write is skipped
+			var n atomic.Int64
+			b.ReportAllocs()
+			b.SetBytes(int64(len(blobs[0])))
+			for i := range b.N {
+				target.data = blobs[i%2]
+				if err := a.Export(ctx, target, cache.ExportHints{PartitionKey: "uid.utid"}); err != nil {
+					b.Fatal(err)
+				}
+				n.Add(1)
+			}
+			b.StopTimer()
+			if st := a.Stats(); st.Writes != uint64(n.Load()) || st.Conflicts != 0 {
+				b.Fatalf("stats %+v after %d exports: every export should write once", st, n.Load())
+			}
+			b.ReportMetric(float64(len(blobs[0])), "blob-bytes")
+			_ = strconv.Itoa
+		})
+	}
+}

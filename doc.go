@@ -1,0 +1,83 @@
+// Package msalcache gives MSAL-Go applications a token cache that every
+// instance of an application shares, encrypted at rest.
+//
+// MSAL-Go keeps tokens in memory and lets an application persist them
+// through the cache.ExportReplace hook. An [Adapter] implements that hook
+// over a [Store]: Redis (package redisstore), memcached (memcachestore), a
+// bbolt file (boltstore, the default for a single instance) or memory
+// (memstore). A token fetched by one server is then served by every other
+// server without another round trip to Microsoft Entra ID.
+//
+//	store, err := boltstore.Open("tokens.db")
+//	...
+//	ring, err := protect.NewKeyRing(ctx, store, kek) // keys that rotate on their own
+//	...
+//	adapter, err := msalcache.New(store, msalcache.WithProtector(ring))
+//	...
+//	client, err := confidential.New(authority, clientID, cred, confidential.WithCache(adapter))
+//
+// New insists on a choice between WithProtector and WithPlaintext, so
+// tokens are never stored in clear by accident.
+//
+// # What the Adapter handles for you
+//
+// MSAL-Go's hook has sharp edges; each of these is covered by a test with a
+// real MSAL-Go client (conformance.RunMSALTests):
+//
+//   - Reset on miss. MSAL's Unmarshal replaces its whole in-memory cache.
+//     When a partition is absent or unreadable, Replace still resets it, or
+//     the next Export would copy one user's refresh token into another
+//     user's partition.
+//   - Fail open. A store that is down, slow, or holds a blob that does not
+//     decrypt is a cache miss, logged and counted in [Adapter.Stats], never
+//     a failed token call. Each call is bounded by [WithTimeout] when the
+//     context has no deadline.
+//   - No lost updates. Export writes with compare-and-set against the
+//     version the preceding Replace read; when another instance wrote in
+//     between, it merges the two caches entry by entry and retries.
+//   - Expiry. A user's partition lives [WithUserTTL] (90 days) after its
+//     last write; a partition of app tokens until its latest token
+//     expires. An empty partition is deleted; an unchanged one is not
+//     rewritten.
+//   - Keys. A partition key names a user; the store sees only a SHA-256 of
+//     it under the namespace ([Adapter.StoreKey]).
+//
+// # One client for many users
+//
+// A confidential client shared by every request of a web app is MSAL-Go's
+// recommended shape, and a trap: MSAL loads a user's partition under a read
+// lock and reads it after releasing the lock, so concurrent requests for
+// different users replace each other's partitions in between, and about a
+// third of silent calls fail with "no token found" (DESIGN 4.5). The
+// Adapter cures it: while requests are in flight it keeps in MSAL's cache
+// the partitions loaded into the same client in the last moments, and
+// drops those lent entries again before anything is written. MSAL filters
+// what it reads by account, so no call can get another user's token. When
+// MSAL already holds the stored version of a partition, Replace does not
+// decrypt or parse anything, which makes a shared client cheaper than a
+// client per request. Both shapes are safe; the conformance suite measures
+// both.
+//
+// # Public clients
+//
+// MSAL-Go's public clients write tokens under the empty partition key but
+// read them under the account's key (MSAL-Go issue 424), so a partitioned
+// cache never serves their silent calls. Build their Adapter with
+// [WithSinglePartition]: one user, one partition.
+//
+// # On-behalf-of
+//
+// MSAL-Go loads its on-behalf-of cache from one internal manager and
+// exports the other, and the on-behalf-of manager accepts no external
+// data at all. No store can share on-behalf-of tokens between instances
+// through MSAL-Go's hook today. The Adapter detects that manager, leaves
+// it alone (a second call on the same instance is served from memory),
+// and refuses the Export that follows, which would carry other users'
+// tokens under the on-behalf-of key.
+//
+// # Sign-out
+//
+// MSAL's RemoveAccount exports under the empty partition key, so the
+// user's own partition survives it. Call [Adapter.Remove] with the
+// account's HomeAccountID as well.
+package msalcache
