@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -200,7 +199,89 @@ func BenchmarkExport(b *testing.B) {
 				b.Fatalf("stats %+v after %d exports: every export should write once", st, n.Load())
 			}
 			b.ReportMetric(float64(len(blobs[0])), "blob-bytes")
-			_ = strconv.Itoa
 		})
 	}
+}
+
+// BenchmarkSharedClient measures DESIGN 4.5: 8 users' silent calls from 16
+// goroutines, through one shared confidential client or a client per call,
+// with the naive accessor and with the Adapter. failed/op is the share of
+// silent calls that failed with "no token found"; wrong/op the share that
+// got another user's token (must be 0).
+func BenchmarkSharedClient(b *testing.B) {
+	accessors := []struct {
+		name string
+		make func(msalcache.Store) cache.ExportReplace
+	}{
+		{"naive", func(s msalcache.Store) cache.ExportReplace { return naive{s} }},
+		{"adapter", func(s msalcache.Store) cache.ExportReplace {
+			a, _ := msalcache.New(s, msalcache.WithPlaintext())
+			return a
+		}},
+	}
+	for _, acc := range accessors {
+		for _, shared := range []bool{true, false} {
+			name := acc.name + "/client-per-call"
+			if shared {
+				name = acc.name + "/shared-client"
+			}
+			b.Run(name, func(b *testing.B) {
+				sharedClientBench(b, acc.make(benchStores()[0].open(b)), shared)
+			})
+		}
+	}
+}
+
+func sharedClientBench(b *testing.B, accessor cache.ExportReplace, shared bool) {
+	srv := entratest.NewServer()
+	defer srv.Close()
+	cred, _ := confidential.NewCredFromSecret("secret")
+	newClient := func() confidential.Client {
+		c, err := confidential.New(srv.Authority("contoso"), "bench-client", cred,
+			confidential.WithHTTPClient(srv.Client()), confidential.WithInstanceDiscovery(false), confidential.WithCache(accessor))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	ctx := context.Background()
+	scopes := []string{"api://backend/read"}
+	signer := newClient()
+	var users []entratest.User
+	for i := range 8 {
+		u := srv.AddUser("contoso", fmt.Sprintf("user%d@contoso.example", i), "pw")
+		if _, err := signer.AcquireTokenByAuthCode(ctx, srv.AuthCode("contoso", u.Username), "http://localhost", scopes); err != nil {
+			b.Fatal(err)
+		}
+		users = append(users, u)
+	}
+	var failed, wrong, next atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8) // 16 goroutines on 2 cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			u := users[next.Add(1)%int64(len(users))]
+			c := signer
+			if !shared {
+				c = newClient()
+			}
+			acct, err := c.Account(ctx, u.HomeAccountID)
+			if err == nil {
+				var ar confidential.AuthResult
+				ar, err = c.AcquireTokenSilent(ctx, scopes, confidential.WithSilentAccount(acct))
+				if err == nil {
+					if claims, _ := entratest.ParseToken(ar.AccessToken); claims.ObjectID != u.ObjectID {
+						wrong.Add(1)
+					}
+				}
+			}
+			if err != nil {
+				failed.Add(1)
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(failed.Load())/float64(b.N), "failed/op")
+	b.ReportMetric(float64(wrong.Load())/float64(b.N), "wrong/op")
 }
