@@ -174,7 +174,7 @@ func (f *fixture) signIn(c confidential.Client, u entratest.User) confidential.A
 func (f *fixture) silent(c confidential.Client, u entratest.User, scope string) (string, error) {
 	acct, err := c.Account(f.ctx, u.HomeAccountID)
 	if err != nil {
-		return "", fmt.Errorf("Account: %w", err)
+		return "", fmt.Errorf("looking up the account: %w", err)
 	}
 	if acct.HomeAccountID == "" {
 		return "", errors.New("account not in the cache")
