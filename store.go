@@ -7,8 +7,10 @@ import (
 )
 
 // Version identifies one stored value of a key, for compare-and-set. A store
-// hands out a new Version every time it writes a key, and never hands out
-// NoVersion. Versions are opaque: compare them for equality only.
+// hands out a new Version every time it writes a key, never hands out
+// NoVersion, and never hands out a version again for the same key, even
+// after a Delete or an expiry (or a stale writer could overwrite newer
+// data). Versions are opaque: compare them for equality only.
 type Version uint64
 
 // NoVersion is the version of a key that does not exist. Passing it to
@@ -39,7 +41,8 @@ var (
 // after adding its own prefix. Values are opaque bytes, possibly binary.
 //
 // Every method is safe for concurrent use and honours ctx: when ctx is done
-// the call returns promptly with an error that wraps ctx.Err().
+// the call returns promptly with an error that wraps ctx.Err(), and a call
+// whose ctx is done before it starts changes nothing.
 type Store interface {
 	// Load returns the value stored under key and its version, or an error
 	// wrapping ErrNotFound when the key is absent or expired. The returned
@@ -50,15 +53,17 @@ type Store interface {
 	// ifVersion (NoVersion: only if the key is absent or expired), and
 	// returns the new version. It fails with ErrConflict when the version
 	// differs and with ErrTooLarge when the store cannot hold value. A ttl
-	// greater than zero makes the key expire after ttl; zero means no
-	// expiry. The store does not retain value after Save returns.
+	// greater than zero makes the key expire after ttl; zero (or less)
+	// means no expiry, replacing any earlier one. Load may return an empty
+	// value as nil. The store does not retain value after Save returns.
 	Save(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error)
 
 	// Delete removes key. Deleting an absent key is not an error.
 	Delete(ctx context.Context, key string) error
 
 	// Close releases the store's resources. Calls after Close fail with
-	// ErrClosed. Close does not close a client the caller passed in.
+	// ErrClosed; a second Close returns nil or ErrClosed. Close does not
+	// close a client the caller passed in.
 	Close() error
 }
 
@@ -67,7 +72,9 @@ type Store interface {
 // migrate.
 type Lister interface {
 	// List calls fn for every live key that starts with prefix, in no
-	// particular order, and stops at the first error fn returns.
+	// particular order, and stops at the first error fn returns. fn may
+	// call the store's other methods (an operator rewrites keys while
+	// listing them).
 	List(ctx context.Context, prefix string, fn func(key string) error) error
 }
 

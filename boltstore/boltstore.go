@@ -1,0 +1,556 @@
+// Package boltstore is an msalcache.Store kept in a single bbolt file: the
+// default for an application that runs as one process and wants its tokens
+// to survive a restart without running a server.
+//
+// Open creates the file (mode 0600, since it holds refresh tokens even when
+// they are encrypted) or opens an existing one:
+//
+//	store, err := boltstore.Open(filepath.Join(dir, "msalcache.db"))
+//	if err != nil {
+//		return err
+//	}
+//	defer store.Close()
+//	adapter, err := msalcache.New(store, msalcache.WithProtector(ring))
+//
+// # One process per file
+//
+// bbolt takes an exclusive lock on the file for as long as it is open, so
+// only one process, and only one Store within it, can use a file at a time.
+// A second Open waits for the lock for a short while (WithLockTimeout,
+// 2 seconds by default) and then fails with an error that wraps ErrLocked
+// and names the file; it never hangs. Several instances of an application
+// that must share tokens need a shared store such as redisstore.
+//
+// # Records, versions and expiry
+//
+// Every key in the store's bucket holds a small header (a format byte, the
+// version, the expiry) followed by the value. Versions come from the
+// bucket's persisted sequence, so they never repeat, not even across a
+// restart, and a compare-and-set made with a version read before a
+// restart cannot succeed by accident. bbolt has no TTL: an expired record
+// reads as absent at once, and a background sweeper (WithSweepInterval)
+// deletes it from the file later.
+//
+// A record that cannot be decoded (a damaged file, or a bucket shared with
+// something else) makes Load fail with an error wrapping ErrCorrupt; Save
+// with msalcache.NoVersion replaces it, so the Adapter heals it on its next
+// write.
+//
+// # Writes
+//
+// Each bbolt write transaction ends with an fsync, which dominates the cost
+// of a Save. Concurrent Saves and Deletes are therefore committed together:
+// a single writer goroutine takes every write waiting for it and applies
+// them in one transaction, so N concurrent writers pay for about one fsync
+// instead of N, while a lone writer pays for exactly one and waits for no
+// timer. Each write still compares versions inside the transaction, so
+// batching never weakens compare-and-set.
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/msalcache/msalcache"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// MaxValueSize is the largest value a Store accepts; Save fails with
+// msalcache.ErrTooLarge past it. bbolt itself allows values of up to about
+// 2 GiB, but every write copies the value into a transaction and an fsync,
+// and MSAL token caches are kilobytes, so a value this large is a bug
+// better reported than stored.
+const MaxValueSize = 64 << 20
+
+// maxKeySize is bbolt's own limit; the msalcache contract stays far below it.
+const maxKeySize = bolt.MaxKeySize
+
+const (
+	// DefaultBucket is the bucket that holds the records unless WithBucket
+	// names another.
+	DefaultBucket = "msalcache"
+	// DefaultLockTimeout is how long Open waits for another holder of the
+	// file: long enough for a restarting process to see its predecessor
+	// exit, short enough that a misconfigured second process fails fast.
+	DefaultLockTimeout = 2 * time.Second
+	// DefaultSweepInterval is how often expired records are deleted.
+	DefaultSweepInterval = time.Minute
+)
+
+var (
+	// ErrLocked reports that Open could not take the file's lock within the
+	// lock timeout because another process, or another Store in this one,
+	// has the file open. Close the other user or give each its own file.
+	ErrLocked = errors.New("boltstore: database file is locked")
+
+	// ErrCorrupt reports a record that this package cannot decode: the file
+	// was damaged or something else wrote into the store's bucket.
+	ErrCorrupt = errors.New("boltstore: corrupt record")
+
+	// errInvalidKey reports a key bbolt cannot hold. It names no key,
+	// since keys derive from user identities.
+	errInvalidKey = fmt.Errorf("boltstore: key must be 1 to %d bytes", maxKeySize)
+)
+
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	bucket        string
+	lockTimeout   time.Duration
+	sweepInterval time.Duration
+	now           func() time.Time
+}
+
+// WithBucket keeps the store's records in the named bucket instead of
+// DefaultBucket. It lets a file that an application already keeps its own
+// buckets in hold the token cache too, provided the application opens it
+// through this package only. An empty name means the default.
+func WithBucket(name string) Option {
+	return func(c *config) {
+		if name != "" {
+			c.bucket = name
+		}
+	}
+}
+
+// WithLockTimeout sets how long Open waits for another holder of the file
+// to let go before it fails with ErrLocked. A process restarting while its
+// predecessor still shuts down may want longer than DefaultLockTimeout; a
+// command-line tool may want shorter. A value of zero or less means the
+// default: bbolt's own default, waiting forever, is never used.
+func WithLockTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.lockTimeout = d
+		}
+	}
+}
+
+// WithSweepInterval sets how often the background sweeper deletes expired
+// records from the file (DefaultSweepInterval when zero). Expired records
+// read as absent whether or not they were swept; sweeping only reclaims
+// space. A negative interval turns the sweeper off.
+func WithSweepInterval(d time.Duration) Option {
+	return func(c *config) {
+		if d != 0 {
+			c.sweepInterval = d
+		}
+	}
+}
+
+// WithClock makes the store read the time from now instead of time.Now, so
+// tests can step past a TTL without sleeping. It governs expiry on Save,
+// Load, List and the sweeper.
+func WithClock(now func() time.Time) Option {
+	return func(c *config) {
+		if now != nil {
+			c.now = now
+		}
+	}
+}
+
+// Store is an msalcache.Store, msalcache.Lister and msalcache.Pinger backed
+// by a bbolt file. It is safe for concurrent use. The zero value is not
+// usable; call Open.
+type Store struct {
+	db     *bolt.DB
+	path   string
+	bucket []byte
+	now    func() time.Time
+
+	mu     sync.RWMutex // guards closed against calls entering
+	closed bool
+	calls  sync.WaitGroup // calls in progress; Close waits for them
+
+	writes chan *writeOp
+	stop   chan struct{}  // closed by Close to end the background goroutines
+	bg     sync.WaitGroup // writer and sweeper
+}
+
+var (
+	_ msalcache.Store  = (*Store)(nil)
+	_ msalcache.Lister = (*Store)(nil)
+	_ msalcache.Pinger = (*Store)(nil)
+)
+
+// Open opens the bbolt file at path, creating it with mode 0600 if it does
+// not exist (its directory must), and returns a Store over it. The Store
+// holds the file's lock until Close: see the package documentation.
+func Open(path string, opts ...Option) (*Store, error) {
+	c := config{
+		bucket:        DefaultBucket,
+		lockTimeout:   DefaultLockTimeout,
+		sweepInterval: DefaultSweepInterval,
+		now:           time.Now,
+	}
+	for _, o := range opts {
+		o(&c)
+	}
+	if path == "" {
+		return nil, errors.New("boltstore: open: empty path")
+	}
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("boltstore: open %s: directory %s does not exist; create it first: %w", path, dir, err)
+		}
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("boltstore: open %s: %s is not a directory", path, dir)
+	}
+
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      c.lockTimeout,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s is held by another process, or by another Store in this process "+
+			"(waited %v for its lock); only one may use a bbolt file at a time", ErrLocked, path, c.lockTimeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	bucket := []byte(c.bucket)
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucket)
+		return err
+	}); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("boltstore: open %s: create bucket: %w", path, err)
+	}
+
+	s := &Store{
+		db:     db,
+		path:   path,
+		bucket: bucket,
+		now:    c.now,
+		writes: make(chan *writeOp, maxBatchOps),
+		stop:   make(chan struct{}),
+	}
+	s.bg.Add(1)
+	go s.writer()
+	if c.sweepInterval > 0 {
+		s.bg.Add(1)
+		go s.sweeper(c.sweepInterval)
+	}
+	return s, nil
+}
+
+// Path returns the file the store was opened on.
+func (s *Store) Path() string { return s.path }
+
+// enter registers a call, failing if ctx is done or the store is closed.
+// On success the caller must call s.calls.Done.
+func (s *Store) enter(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("boltstore: %w", err)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return fmt.Errorf("boltstore: %w", msalcache.ErrClosed)
+	}
+	s.calls.Add(1)
+	return nil
+}
+
+func checkKey(key string) error {
+	if len(key) == 0 || len(key) > maxKeySize {
+		return errInvalidKey
+	}
+	return nil
+}
+
+// bucketOf returns the store's bucket in tx. Open created it, but a file is
+// only as trustworthy as whatever else has written it.
+func (s *Store) bucketOf(tx *bolt.Tx) (*bolt.Bucket, error) {
+	b := tx.Bucket(s.bucket)
+	if b == nil {
+		return nil, fmt.Errorf("boltstore: bucket %q is missing from %s", s.bucket, s.path)
+	}
+	return b, nil
+}
+
+// Load implements msalcache.Store. A record that cannot be decoded fails
+// with an error wrapping ErrCorrupt.
+func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+	if err := checkKey(key); err != nil {
+		return nil, msalcache.NoVersion, err
+	}
+	if err := s.enter(ctx); err != nil {
+		return nil, msalcache.NoVersion, err
+	}
+	defer s.calls.Done()
+	var (
+		value   []byte
+		version msalcache.Version
+	)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("boltstore: %w", err)
+		}
+		b, err := s.bucketOf(tx)
+		if err != nil {
+			return err
+		}
+		raw := b.Get([]byte(key))
+		if raw == nil {
+			return msalcache.ErrNotFound
+		}
+		rec, err := decodeRecord(raw)
+		if err != nil {
+			return err
+		}
+		if !rec.live(s.now().UnixNano()) {
+			return msalcache.ErrNotFound
+		}
+		// bbolt's bytes live only as long as the transaction.
+		value = bytes.Clone(rec.value)
+		if value == nil {
+			value = []byte{}
+		}
+		version = rec.version
+		return nil
+	})
+	if err != nil {
+		return nil, msalcache.NoVersion, err
+	}
+	return value, version, nil
+}
+
+// Save implements msalcache.Store. A record that cannot be decoded counts
+// as absent, so that Save with msalcache.NoVersion replaces it.
+func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+	if err := checkKey(key); err != nil {
+		return msalcache.NoVersion, err
+	}
+	if len(value) > MaxValueSize {
+		return msalcache.NoVersion, fmt.Errorf("boltstore: value of %d bytes exceeds MaxValueSize (%d): %w",
+			len(value), MaxValueSize, msalcache.ErrTooLarge)
+	}
+	if err := s.enter(ctx); err != nil {
+		return msalcache.NoVersion, err
+	}
+	defer s.calls.Done()
+	var expires int64
+	if ttl > 0 {
+		expires = s.now().Add(ttl).UnixNano()
+	}
+	op := &writeOp{
+		ctx:       ctx,
+		key:       []byte(key),
+		record:    newRecord(value, expires),
+		ifVersion: ifVersion,
+		save:      true,
+	}
+	if err := s.write(ctx, op); err != nil {
+		return msalcache.NoVersion, err
+	}
+	return op.version, nil
+}
+
+// Delete implements msalcache.Store.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	defer s.calls.Done()
+	return s.write(ctx, &writeOp{ctx: ctx, key: []byte(key)})
+}
+
+// listChunk is how many keys List reads per read transaction. List calls
+// fn outside any transaction, so fn may write to the store (a read
+// transaction held across a write can deadlock bbolt when the file grows).
+const listChunk = 256
+
+// List implements msalcache.Lister. Keys come in byte order. A record that
+// cannot be decoded is listed, so that an operator can find and delete it.
+func (s *Store) List(ctx context.Context, prefix string, fn func(key string) error) error {
+	p := []byte(prefix)
+	var after []byte // last key handed to fn
+	for {
+		keys, err := s.listChunk(ctx, p, after)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("boltstore: %w", err)
+			}
+			if err := fn(k); err != nil {
+				return err
+			}
+		}
+		if len(keys) < listChunk {
+			return nil
+		}
+		after = []byte(keys[len(keys)-1])
+	}
+}
+
+// listChunk returns up to listChunk live keys that start with prefix and
+// sort after after (from the start when after is nil).
+func (s *Store) listChunk(ctx context.Context, prefix, after []byte) ([]string, error) {
+	if err := s.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer s.calls.Done()
+	var keys []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("boltstore: %w", err)
+		}
+		b, err := s.bucketOf(tx)
+		if err != nil {
+			return err
+		}
+		now := s.now().UnixNano()
+		c := b.Cursor()
+		var k, v []byte
+		if after == nil {
+			k, v = c.Seek(prefix)
+		} else {
+			k, v = c.Seek(after)
+			if bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(keys) < listChunk; k, v = c.Next() {
+			if v == nil {
+				continue // a nested bucket, not a record
+			}
+			if rec, err := decodeRecord(v); err == nil && !rec.live(now) {
+				continue
+			}
+			keys = append(keys, string(k))
+		}
+		return nil
+	})
+	return keys, err
+}
+
+// Ping implements msalcache.Pinger: it opens a read transaction and finds
+// the store's bucket.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	defer s.calls.Done()
+	return s.db.View(func(tx *bolt.Tx) error {
+		_, err := s.bucketOf(tx)
+		return err
+	})
+}
+
+// Close waits for calls in progress, stops the sweeper and closes the file,
+// releasing its lock. Later calls fail with msalcache.ErrClosed; a second
+// Close returns nil.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.calls.Wait()
+	close(s.stop)
+	s.bg.Wait()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("boltstore: close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// sweeper deletes expired records every interval until Close.
+func (s *Store) sweeper(interval time.Duration) {
+	defer s.bg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			// A failed sweep leaves expired records in the file, where
+			// they read as absent; the next tick tries again.
+			_ = s.sweep()
+		}
+	}
+}
+
+// sweepChunk bounds the keys deleted per write transaction, so that the
+// sweeper never holds bbolt's single writer slot for long.
+const sweepChunk = 1000
+
+// sweep deletes every record that has expired, in chunks. It finds
+// candidates in a read transaction and re-checks each in the write
+// transaction, because a Save may have renewed the key in between.
+func (s *Store) sweep() error {
+	var after []byte
+	for {
+		select {
+		case <-s.stop:
+			return nil
+		default:
+		}
+		var expired [][]byte
+		err := s.db.View(func(tx *bolt.Tx) error {
+			b, err := s.bucketOf(tx)
+			if err != nil {
+				return err
+			}
+			now := s.now().UnixNano()
+			c := b.Cursor()
+			k, v := c.First()
+			if after != nil {
+				k, v = c.Seek(after)
+			}
+			for ; k != nil && len(expired) < sweepChunk; k, v = c.Next() {
+				if rec, err := decodeRecord(v); err == nil && !rec.live(now) {
+					expired = append(expired, slices.Clone(k))
+				}
+			}
+			after = slices.Clone(k) // first key not looked at; nil at the end
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(expired) > 0 {
+			err = s.db.Update(func(tx *bolt.Tx) error {
+				b, err := s.bucketOf(tx)
+				if err != nil {
+					return err
+				}
+				now := s.now().UnixNano()
+				for _, k := range expired {
+					if rec, err := decodeRecord(b.Get(k)); err == nil && !rec.live(now) {
+						if err := b.Delete(k); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if after == nil {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,19 @@
+package boltstore_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/conformance"
+)
+
+func newMSALStore(t *testing.T) msalcache.Store {
+	s := open(t, filepath.Join(t.TempDir(), "tokens.db"))
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestMSALConformance(t *testing.T) {
+	conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newMSALStore})
+}

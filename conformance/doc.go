@@ -1,0 +1,44 @@
+// Package conformance holds the test suites that every piece of msalcache
+// must pass, exported so that a backend written outside this module is held
+// to the same contract as the ones inside it. It is modelled on
+// gocloud.dev's drivertest and on testing/slogtest: one entry point per
+// contract, a fresh fixture for every named subtest, and declared
+// capabilities instead of special cases.
+//
+// There are three suites:
+//
+//   - RunStoreTests checks an msalcache.Store: compare-and-set that never
+//     loses an update (under the race detector, with goroutines racing on one
+//     key), expiry, binary-safe values and keys of the documented alphabet,
+//     copies in and out, cancellation, ErrClosed after Close, and the
+//     optional Lister, Pinger and Volatile interfaces. Capabilities declares
+//     a store's value limit, TTL granularity and whether it evicts.
+//   - RunProtectorTests checks an msalcache.Protector: round trips, binding
+//     to the associated data, and rejection of tampered or foreign input.
+//   - RunMSALTests puts the Adapter over a backend (MSALSetup: a store, an
+//     optional Protector, Adapter options) behind real MSAL-Go clients that
+//     talk to an entratest token endpoint, and counts token requests, so
+//     that a cache hit, a cross-user leak or a lost token shows up as a
+//     number.
+//
+// A store's own test calls the suite with a constructor that returns an
+// empty store each time:
+//
+//	func TestConformance(t *testing.T) {
+//		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+//			s, err := boltstore.Open(filepath.Join(t.TempDir(), "cache.db"))
+//			if err != nil {
+//				t.Fatal(err)
+//			}
+//			return s
+//		}, conformance.Capabilities{MaxValueSize: boltstore.MaxValueSize})
+//	}
+//
+// RunStoreTests closes each store when its subtest ends (RunMSALTests
+// leaves that to a t.Cleanup of the caller's). Run the suites with -race:
+// several subtests exist to catch data races and lost updates, which only
+// the race detector and real concurrency reveal.
+//
+// This package imports no concrete store; stores import it from their
+// tests.
+package conformance

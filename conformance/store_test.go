@@ -1,0 +1,257 @@
+package conformance_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/memstore"
+)
+
+// TestMemstore runs the store suite against the reference implementation,
+// so that a change to the suite that the reference cannot pass is caught
+// here rather than in every backend.
+func TestMemstore(t *testing.T) {
+	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+		return memstore.New()
+	}, conformance.Capabilities{})
+}
+
+// ExampleRunStoreTests shows the test a backend's package adds. The
+// function inside is what goes in the backend's _test.go file; an Example
+// cannot be handed a *testing.T, so this one only compiles it.
+func ExampleRunStoreTests() {
+	testConformance := func(t *testing.T) {
+		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+			return memstore.New()
+		}, conformance.Capabilities{})
+	}
+	_ = testConformance
+}
+
+// ExampleCapabilities declares what a memcached-backed store can do: values
+// just under memcached's 1 MiB item limit, whole-second expiry, and
+// eviction before the TTL.
+func ExampleCapabilities() {
+	caps := conformance.Capabilities{
+		MaxValueSize:  1<<20 - 1024,
+		TTLResolution: time.Second,
+		Volatile:      true,
+	}
+	fmt.Printf("%+v\n", caps)
+	// Output: {MaxValueSize:1047552 TTLResolution:1s Volatile:true}
+}
+
+// faultEnv names the fault that TestFaultyStore injects; it is set only
+// when TestSuiteCatchesFaults re-executes the test binary.
+const faultEnv = "CONFORMANCE_TEST_FAULT"
+
+// TestSuiteCatchesFaults proves that the suite fails stores that break the
+// contract, each in the subtest meant to catch it, with a message that
+// says what went wrong. Each faulty store runs in a child process, since a
+// failing suite fails the *testing.T it is given.
+func TestSuiteCatchesFaults(t *testing.T) {
+	cases := []struct{ fault, subtest, message string }{
+		{"lost-update", "ConcurrentCAS", "updates were lost"},
+		{"create-overwrites", "CreateOnlyIfAbsent", "want an error wrapping ErrConflict"},
+		{"version-per-key", "VersionsChangeOnEveryWrite", "already returned by write"},
+		{"no-expiry", "TTLExpiry", "does not expire keys"},
+		{"sticky-ttl", "NoTTLMeansNoExpiry", "must clear the expiry"},
+		{"delete-absent-error", "Delete", "deleting an absent key is not an error"},
+		{"truncate", "LargeValue", "differ from what was saved"},
+		{"case-fold", "KeyAlphabet", "as the same key"},
+		{"alias-save", "Isolation", "must copy"},
+		{"alias-load", "Isolation", "must hand out a copy"},
+		{"ignore-ctx", "ContextCanceled", "want an error wrapping context canceled"},
+		{"ignore-ctx", "ContextDeadline", "want an error wrapping context deadline exceeded"},
+		{"no-closed", "UseAfterClose", "want an error wrapping ErrClosed"},
+		{"list-expired", "Lister", "List("},
+		{"volatile", "Volatile", "IsVolatile reports true"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.fault+"/"+tc.subtest, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(os.Args[0], "-test.run=^TestFaultyStore$/^"+tc.subtest+"$", "-test.v")
+			cmd.Env = append(os.Environ(), faultEnv+"="+tc.fault)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("the suite passed a store with fault %q:\n%s", tc.fault, out)
+			}
+			if !strings.Contains(string(out), "--- FAIL: TestFaultyStore/"+tc.subtest) {
+				t.Fatalf("fault %q did not fail subtest %s:\n%s", tc.fault, tc.subtest, out)
+			}
+			if !strings.Contains(string(out), tc.message) || strings.Contains(string(out), "panic:") {
+				t.Fatalf("fault %q failed %s without saying %q:\n%s", tc.fault, tc.subtest, tc.message, out)
+			}
+			for _, line := range strings.Split(string(out), "\n") {
+				if strings.Contains(line, "store.go:") {
+					t.Log(strings.TrimSpace(line))
+				}
+			}
+		})
+	}
+}
+
+// TestFaultyStore runs the suite on a store with the fault named by
+// faultEnv; TestSuiteCatchesFaults expects it to fail.
+func TestFaultyStore(t *testing.T) {
+	fault := os.Getenv(faultEnv)
+	if fault == "" {
+		t.Skip("run by TestSuiteCatchesFaults")
+	}
+	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+		return &faultyStore{fault: fault, items: map[string]faultyItem{}, perKey: map[string]msalcache.Version{}}
+	}, conformance.Capabilities{MaxValueSize: 1 << 20})
+}
+
+// faultyStore is memstore with one deliberate bug, chosen by fault.
+type faultyStore struct {
+	fault   string
+	mu      sync.Mutex
+	items   map[string]faultyItem
+	counter msalcache.Version
+	perKey  map[string]msalcache.Version
+	closed  bool
+}
+
+type faultyItem struct {
+	value   []byte
+	version msalcache.Version
+	expires time.Time
+}
+
+func (s *faultyStore) live(it faultyItem, ok bool) bool {
+	return ok && (s.fault == "no-expiry" || it.expires.IsZero() || time.Now().Before(it.expires))
+}
+
+func (s *faultyStore) enter(ctx context.Context, key string) (string, error) {
+	if s.fault != "ignore-ctx" {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+	}
+	if s.closed && s.fault != "no-closed" {
+		return "", msalcache.ErrClosed
+	}
+	if s.fault == "case-fold" {
+		key = strings.ToLower(key)
+	}
+	return key, nil
+}
+
+func (s *faultyStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, err := s.enter(ctx, key)
+	if err != nil {
+		return nil, 0, err
+	}
+	it, ok := s.items[key]
+	if !s.live(it, ok) {
+		return nil, 0, msalcache.ErrNotFound
+	}
+	if s.fault == "alias-load" {
+		return it.value, it.version, nil
+	}
+	return bytes.Clone(it.value), it.version, nil
+}
+
+func (s *faultyStore) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, err := s.enter(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	it, ok := s.items[key]
+	cur := msalcache.NoVersion
+	if s.live(it, ok) {
+		cur = it.version
+	}
+	if cur != ifVersion && !(s.fault == "create-overwrites" && ifVersion == msalcache.NoVersion) {
+		return 0, msalcache.ErrConflict
+	}
+	if s.fault == "lost-update" {
+		s.mu.Unlock() // the compare and the write are no longer one step
+		runtime.Gosched()
+		s.mu.Lock()
+	}
+	var v msalcache.Version
+	if s.fault == "version-per-key" {
+		s.perKey[key]++
+		v = s.perKey[key]
+	} else {
+		s.counter++
+		v = s.counter
+	}
+	next := faultyItem{value: bytes.Clone(value), version: v}
+	switch s.fault {
+	case "alias-save":
+		next.value = value
+	case "truncate":
+		next.value = next.value[:min(len(next.value), 64<<10)]
+	}
+	if ttl > 0 {
+		next.expires = time.Now().Add(ttl)
+	} else if s.fault == "sticky-ttl" && ok {
+		next.expires = it.expires
+	}
+	s.items[key] = next
+	return v, nil
+}
+
+func (s *faultyStore) Delete(ctx context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, err := s.enter(ctx, key)
+	if err != nil {
+		return err
+	}
+	if _, ok := s.items[key]; !ok && s.fault == "delete-absent-error" {
+		return msalcache.ErrNotFound
+	}
+	delete(s.items, key)
+	if s.fault == "version-per-key" {
+		delete(s.perKey, key)
+	}
+	return nil
+}
+
+func (s *faultyStore) List(ctx context.Context, prefix string, fn func(string) error) error {
+	s.mu.Lock()
+	if _, err := s.enter(ctx, ""); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	var keys []string
+	for k, it := range s.items {
+		if strings.HasPrefix(k, prefix) && (s.fault == "list-expired" || s.live(it, true)) {
+			keys = append(keys, k)
+		}
+	}
+	s.mu.Unlock()
+	for _, k := range keys {
+		if err := fn(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *faultyStore) Volatile() bool { return s.fault == "volatile" }
+
+func (s *faultyStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}

@@ -1,0 +1,44 @@
+package memstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/memstore"
+)
+
+// Example shows the Store contract on the reference implementation:
+// create, compare-and-set, and expiry (driven by a fake clock).
+func Example() {
+	ctx := context.Background()
+	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	store := memstore.New(memstore.WithClock(func() time.Time { return now }))
+	defer store.Close()
+
+	v1, err := store.Save(ctx, "app:partition", []byte("v1"), msalcache.NoVersion, time.Hour)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Creating a key that exists fails: two instances racing to create the
+	// same partition cannot both win.
+	_, err = store.Save(ctx, "app:partition", []byte("other"), msalcache.NoVersion, time.Hour)
+	fmt.Println("create again:", errors.Is(err, msalcache.ErrConflict))
+
+	if _, err := store.Save(ctx, "app:partition", []byte("v2"), v1, time.Hour); err != nil {
+		log.Fatal(err)
+	}
+	b, _, _ := store.Load(ctx, "app:partition")
+	fmt.Printf("loaded: %s\n", b)
+
+	now = now.Add(2 * time.Hour)
+	_, _, err = store.Load(ctx, "app:partition")
+	fmt.Println("after the TTL:", errors.Is(err, msalcache.ErrNotFound))
+	// Output:
+	// create again: true
+	// loaded: v2
+	// after the TTL: true
+}
