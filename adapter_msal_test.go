@@ -5,6 +5,7 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/internal/testring"
 	"github.com/msalcache/msalcache/memstore"
 )
 
@@ -16,4 +17,8 @@ func newMemstore(t *testing.T) msalcache.Store {
 
 func TestMSALConformanceMemstore(t *testing.T) {
 	conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newMemstore})
+}
+
+func TestMSALConformanceMemstoreEncrypted(t *testing.T) {
+	conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newMemstore, NewProtector: testring.New})
 }

@@ -349,3 +349,66 @@ func TestReplaceContext(t *testing.T) {
 		t.Fatalf("Export with a cancelled context = %v", err)
 	}
 }
+
+// xorProtector marks its blobs with the generation of its key; blobs of an
+// older generation open but need reprotecting.
+type xorProtector struct{ gen byte }
+
+func (p *xorProtector) Protect(_ context.Context, b, _ []byte) ([]byte, error) {
+	return append([]byte{p.gen}, b...), nil
+}
+
+func (p *xorProtector) Unprotect(_ context.Context, b, _ []byte) ([]byte, error) {
+	if len(b) == 0 || b[0] > p.gen {
+		return nil, errors.New("unknown key")
+	}
+	return b[1:], nil
+}
+
+func (p *xorProtector) NeedsReprotect(b []byte) bool { return len(b) > 0 && b[0] != p.gen }
+
+// After a key rotation, an unchanged partition is rewritten under the
+// current key on its next Export, so old keys drain out of the store.
+func TestExportReprotectsBlobsUnderOldKeys(t *testing.T) {
+	s := newMapStore()
+	p := &xorProtector{gen: 1}
+	a, err := New(s, WithProtector(p), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := a.StoreKey("bob")
+	c := &target{data: []byte(bobCache)}
+	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	p.gen = 2 // rotation
+	fresh := &target{}
+	if err := a.Replace(ctx, fresh, cache.ReplaceHints{PartitionKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Export(ctx, fresh, cache.ExportHints{PartitionKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := s.Load(ctx, key); got[0] != 2 {
+		t.Fatalf("blob still under key generation %d after an Export", got[0])
+	}
+	// Now current: the next unchanged Export is skipped.
+	if err := a.Replace(ctx, fresh, cache.ReplaceHints{PartitionKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	writes := a.Stats().Writes
+	if err := a.Export(ctx, fresh, cache.ExportHints{PartitionKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if a.Stats().Writes != writes {
+		t.Fatal("an unchanged partition under the current key was rewritten")
+	}
+	// A blob the protector cannot open is a miss, counted.
+	p.gen = 0
+	if err := a.Replace(ctx, &target{}, cache.ReplaceHints{PartitionKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if a.Stats().DecryptErrors != 1 {
+		t.Fatalf("DecryptErrors = %d", a.Stats().DecryptErrors)
+	}
+}

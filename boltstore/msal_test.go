@@ -6,6 +6,7 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/internal/testring"
 )
 
 func newMSALStore(t *testing.T) msalcache.Store {
@@ -16,4 +17,8 @@ func newMSALStore(t *testing.T) msalcache.Store {
 
 func TestMSALConformance(t *testing.T) {
 	conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newMSALStore})
+}
+
+func TestMSALConformanceEncrypted(t *testing.T) {
+	conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newMSALStore, NewProtector: testring.New})
 }
