@@ -1,0 +1,57 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/binary"
+	"time"
+
+	"github.com/msalcache/msalcache"
+	"github.com/redis/go-redis/v9"
+)
+
+// Replies of casScript.
+const (
+	casConflict = 0 // the key's version is not the expected one: nothing written
+	casWritten  = 1 // the record was written
+	casAlready  = 2 // the key already holds this very record's version: an earlier attempt of the same Save landed
+)
+
+// casScript writes a record if the key's current version is the expected one.
+//
+//	KEYS[1]  the key
+//	ARGV[1]  expected version, 8 bytes big-endian; empty: the key must be absent
+//	ARGV[2]  the new record: new version (8 bytes) followed by the value
+//	ARGV[3]  ttl in milliseconds; "0": no expiry
+//
+// GETRANGE reads only the version, not the whole old value, and answers ""
+// for an absent key (records are never shorter than 8 bytes). The new
+// version is random per Save (see newVersion), so finding it already in
+// place can only mean that this Save's own earlier attempt was applied and
+// its reply lost; answering success then makes go-redis's retry of a
+// timed-out command harmless. Comparing the new version before the expected
+// one matters: after the first attempt, the expected version is gone.
+var casScript = redis.NewScript(`
+local cur = redis.call('GETRANGE', KEYS[1], 0, 7)
+if cur ~= '' then
+  if cur == string.sub(ARGV[2], 1, 8) then return 2 end
+  if cur ~= ARGV[1] then return 0 end
+elseif ARGV[1] ~= '' then
+  return 0
+end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+`)
+
+// cas runs casScript for the full redis key k and the encoded record rec
+// (whose first 8 bytes are its new version), and returns the script's reply.
+func (s *Store) cas(ctx context.Context, k string, ifVersion msalcache.Version, rec []byte, ttl time.Duration) (int64, error) {
+	var expect []byte
+	if ifVersion != msalcache.NoVersion {
+		expect = binary.BigEndian.AppendUint64(make([]byte, 0, headerSize), uint64(ifVersion))
+	}
+	return casScript.Run(ctx, s.c, []string{k}, expect, rec, ttlArg(ttl)).Int64()
+}

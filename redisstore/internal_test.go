@@ -1,0 +1,190 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/testserver"
+	"github.com/redis/go-redis/v9"
+)
+
+func newInternalStore(t *testing.T) *Store {
+	t.Helper()
+	srv := testserver.Redis(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { c.Close() })
+	return New(c)
+}
+
+func record(v msalcache.Version, data string) []byte {
+	rec := binary.BigEndian.AppendUint64(nil, uint64(v))
+	return append(rec, data...)
+}
+
+// TestCASScriptIdempotent runs the same compare-and-set twice, as go-redis
+// does when the reply of the first attempt is lost: the second attempt must
+// recognise its own write instead of reporting a conflict.
+func TestCASScriptIdempotent(t *testing.T) {
+	ctx := context.Background()
+	s := newInternalStore(t)
+	k := s.prefix + "idem"
+
+	// Create, twice.
+	rec1 := record(0x1111, "first")
+	for i, want := range []int64{casWritten, casAlready} {
+		got, err := s.cas(ctx, k, msalcache.NoVersion, rec1, time.Minute)
+		if err != nil || got != want {
+			t.Fatalf("create attempt %d = %d, %v; want %d", i+1, got, err, want)
+		}
+	}
+	// Update from 0x1111 to 0x2222, twice.
+	rec2 := record(0x2222, "second")
+	for i, want := range []int64{casWritten, casAlready} {
+		got, err := s.cas(ctx, k, 0x1111, rec2, time.Minute)
+		if err != nil || got != want {
+			t.Fatalf("update attempt %d = %d, %v; want %d", i+1, got, err, want)
+		}
+	}
+	b, v, err := s.Load(ctx, "idem")
+	if err != nil || v != 0x2222 || string(b) != "second" {
+		t.Fatalf("Load = %q, %#x, %v; want second, 0x2222", b, v, err)
+	}
+	// Another writer that also read 0x1111 still loses, and so does a create.
+	if got, err := s.cas(ctx, k, 0x1111, record(0x3333, "third"), time.Minute); err != nil || got != casConflict {
+		t.Fatalf("stale update = %d, %v; want conflict", got, err)
+	}
+	if got, err := s.cas(ctx, k, msalcache.NoVersion, record(0x4444, "fourth"), time.Minute); err != nil || got != casConflict {
+		t.Fatalf("create over existing = %d, %v; want conflict", got, err)
+	}
+	// An update of an absent key is a conflict.
+	if got, err := s.cas(ctx, s.prefix+"absent", 0x1111, record(0x5555, "x"), time.Minute); err != nil || got != casConflict {
+		t.Fatalf("update of absent key = %d, %v; want conflict", got, err)
+	}
+	// The retried write keeps its TTL (the first attempt set it).
+	if ttl := s.c.PTTL(ctx, k).Val(); ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("PTTL = %v, want in (0, 1m]", ttl)
+	}
+}
+
+func TestCASScriptTTL(t *testing.T) {
+	ctx := context.Background()
+	s := newInternalStore(t)
+	if _, err := s.Save(ctx, "persistent", []byte("x"), msalcache.NoVersion, 0); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := s.c.PTTL(ctx, s.prefix+"persistent").Val(); ttl != -1 {
+		t.Fatalf("ttl 0: PTTL = %v, want -1 (no expiry)", ttl)
+	}
+	v, err := s.Save(ctx, "expiring", []byte("x"), msalcache.NoVersion, 90*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl := s.c.PTTL(ctx, s.prefix+"expiring").Val(); ttl <= 80*time.Second || ttl > 90*time.Second {
+		t.Fatalf("ttl 90s: PTTL = %v", ttl)
+	}
+	// An update with ttl 0 makes the key persistent again.
+	if _, err := s.Save(ctx, "expiring", []byte("y"), v, 0); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := s.c.PTTL(ctx, s.prefix+"expiring").Val(); ttl != -1 {
+		t.Fatalf("after update with ttl 0: PTTL = %v, want -1", ttl)
+	}
+}
+
+func TestTTLArg(t *testing.T) {
+	for _, tc := range []struct {
+		ttl  time.Duration
+		want string
+	}{
+		{0, "0"},
+		{-time.Second, "0"},
+		{time.Nanosecond, "1"},
+		{time.Millisecond, "1"},
+		{1500 * time.Microsecond, "2"},
+		{90 * 24 * time.Hour, "7776000000"},
+	} {
+		if got := ttlArg(tc.ttl); got != tc.want {
+			t.Errorf("ttlArg(%v) = %s, want %s", tc.ttl, got, tc.want)
+		}
+	}
+}
+
+func TestGlobEscape(t *testing.T) {
+	for in, want := range map[string]string{
+		"msalcache:":  "msalcache:",
+		`a*b?c[d]e\f`: `a\*b\?c\[d\]e\\f`,
+		"\xff*":       "\xff\\*",
+	} {
+		if got := globEscape(in); got != want {
+			t.Errorf("globEscape(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRecordVersion(t *testing.T) {
+	for _, rec := range [][]byte{nil, []byte("short"), make([]byte, 8), make([]byte, 20)} {
+		if _, ok := recordVersion(rec); ok {
+			t.Errorf("recordVersion(%q) accepted a record without a valid version", rec)
+		}
+	}
+	if v, ok := recordVersion(record(42, "")); !ok || v != 42 {
+		t.Errorf("recordVersion = %d, %v; want 42, true", v, ok)
+	}
+}
+
+func TestNewVersionNeverZero(t *testing.T) {
+	seen := map[msalcache.Version]bool{}
+	for range 10000 {
+		v := newVersion()
+		if v == msalcache.NoVersion || seen[v] {
+			t.Fatalf("newVersion returned %#x twice or zero", v)
+		}
+		seen[v] = true
+	}
+}
+
+func TestWrapNeverLosesSentinels(t *testing.T) {
+	s := New(nil)
+	ctx := context.Background()
+	if err := s.wrap(ctx, "load", redis.Nil); !errors.Is(err, msalcache.ErrNotFound) {
+		t.Errorf("redis.Nil -> %v, want ErrNotFound", err)
+	}
+	if err := s.wrap(ctx, "load", redis.ErrClosed); !errors.Is(err, msalcache.ErrClosed) || !errors.Is(err, redis.ErrClosed) {
+		t.Errorf("redis.ErrClosed -> %v, want both ErrClosed", err)
+	}
+	if err := s.wrap(ctx, "load", redis.ErrPoolTimeout); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, redis.ErrPoolTimeout) {
+		t.Errorf("pool timeout -> %v, want DeadlineExceeded and the cause", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	cause := errors.New("boom")
+	if err := s.wrap(cctx, "save", cause); !errors.Is(err, context.Canceled) || !errors.Is(err, cause) {
+		t.Errorf("canceled ctx -> %v, want Canceled and the cause", err)
+	}
+}
+
+func TestContextTimeoutEnabledDetected(t *testing.T) {
+	for name, tc := range map[string]struct {
+		c    redis.UniversalClient
+		want bool
+	}{
+		"client":          {redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), false},
+		"client/enabled":  {redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true}), true},
+		"cluster/enabled": {redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, ContextTimeoutEnabled: true}), true},
+		"failover/enabled": {redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}, ContextTimeoutEnabled: true}), true},
+		"universal/enabled": {redis.NewUniversalClient(&redis.UniversalOptions{
+			Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}, ContextTimeoutEnabled: true}), true},
+		"ring/enabled": {redis.NewRing(&redis.RingOptions{
+			Addrs: map[string]string{"a": "127.0.0.1:1"}, ContextTimeoutEnabled: true}), true},
+	} {
+		if got := New(tc.c).ctxAware; got != tc.want {
+			t.Errorf("%s: ctxAware = %v, want %v", name, got, tc.want)
+		}
+		tc.c.Close()
+	}
+}

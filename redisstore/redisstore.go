@@ -1,0 +1,386 @@
+// Package redisstore keeps msalcache values in Redis through go-redis/v9, so
+// that every instance of an application shares one token cache.
+//
+// New takes any redis.UniversalClient: a *redis.Client for a single node, a
+// *redis.ClusterClient for Redis Cluster, or the client returned by
+// redis.NewFailoverClient (or redis.NewUniversalClient with MasterName) for
+// Sentinel. The store only ever touches one key per command, so it works
+// unchanged on Cluster.
+//
+//	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+//	defer rdb.Close()
+//	store := redisstore.New(rdb, redisstore.WithPrefix("myapp:"))
+//	adapter, err := msalcache.New(store, msalcache.WithProtector(ring))
+//
+// # Records and compare-and-set
+//
+// Each key holds one Redis string: an 8-byte big-endian version followed by
+// the value. Load is a single GET. Save runs a short Lua script (EVALSHA,
+// falling back to EVAL after a server restart) that reads the first 8 bytes
+// of the key and writes the new record with SET PX only if they match the
+// version the caller read. Because the version lives inside the key, it
+// survives a restart of a persistent server, and a key that expired or was
+// deleted is simply absent.
+//
+// Versions are random 64-bit numbers picked by the writer, not counters. A
+// counter restarts when a key is deleted and created again, so a writer that
+// read the old key could overwrite the new one (the ABA problem); a random
+// version is, in practice, never reused (two writes collide with
+// probability 2^-64). The writer also sends the version it is about to
+// write, and the script answers success when the key already carries it:
+// go-redis retries a command whose reply timed out, and that retry must not
+// report a conflict against the write it made itself.
+//
+// # Deadlines
+//
+// go-redis ignores ctx for network I/O unless the client was built with
+// Options.ContextTimeoutEnabled, and the store does not own the client's
+// options. So a call whose ctx can be cancelled runs the command on a
+// goroutine of its own and returns as soon as ctx is done, with an error
+// that wraps ctx.Err(); the command itself finishes in the background within
+// the client's ReadTimeout. Network timeouts that go-redis reports are
+// wrapped with context.DeadlineExceeded too, so one check covers both:
+// errors.Is(err, context.DeadlineExceeded). As with any network store, a
+// Save that fails this way may still have been applied; the next Load tells.
+//
+// The hand-off to that goroutine costs about 10 µs per call on a loopback
+// server (BenchmarkLoad). A client built with ContextTimeoutEnabled puts the
+// ctx deadline on the socket itself, so for a ctx with a deadline the store
+// calls it directly and saves that cost. The one difference: a ctx cancelled
+// before its deadline then ends the call when the reply in flight arrives
+// (for a healthy server, microseconds later) or at the deadline, not at
+// once. A ctx that can never be done (context.Background) is always called
+// directly.
+//
+// # Replicas
+//
+// With ClusterOptions.ReadOnly, RouteByLatency or RouteRandomly, Load may
+// read a replica that lags behind its master. The compare-and-set always
+// runs on the master, so a stale read costs an ErrConflict on the next
+// Save, never a lost update.
+//
+// # Durability
+//
+// A token cache tolerates losing keys: the next token call refetches. The
+// protect package's key ring does not: a lost ring makes every stored token
+// unreadable. If the ring lives in Redis, run that database with persistence
+// (appendonly yes, or RDB snapshots at the least) and never with an eviction
+// policy other than noeviction or volatile-*, because the ring is written
+// without a TTL. Redis replicates asynchronously: on a Sentinel or Cluster
+// failover the last acknowledged writes can be lost (unless the application
+// issues WAIT, which this store does not). For tokens that means a refetch;
+// for the ring, keep a backup of the database.
+package redisstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/msalcache/msalcache"
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultPrefix is put in front of every key when WithPrefix is not given,
+// so the cache can share a database with other data.
+const DefaultPrefix = "msalcache:"
+
+// MaxValueSize is the largest value Redis can hold under this store's record
+// layout: Redis caps a string at 512 MiB (proto-max-bulk-len) and each record
+// carries an 8-byte version.
+const MaxValueSize = 512<<20 - headerSize
+
+// DefaultMaxValueSize is the limit Save enforces unless WithMaxValueSize
+// says otherwise. An MSAL cache is a few kilobytes; a value of tens of
+// megabytes is a bug upstream, and Redis would copy it several times (into
+// the script, into the keyspace, to every replica) while blocking every
+// other client. 64 MiB leaves ample room and stops runaway writes early.
+const DefaultMaxValueSize = 64 << 20
+
+// headerSize is the length of the version in front of every record.
+const headerSize = 8
+
+// Store is an msalcache.Store backed by Redis. It also implements
+// msalcache.Lister and msalcache.Pinger. It is safe for concurrent use.
+type Store struct {
+	c           redis.UniversalClient
+	ctxAware    bool // c bounds its I/O by ctx deadlines (ContextTimeoutEnabled)
+	prefix      string
+	maxValue    int
+	closeClient bool
+	closed      atomic.Bool
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithPrefix sets the string put in front of every key (default
+// DefaultPrefix), so that several applications or environments can share one
+// database without seeing each other's keys. On Redis Cluster, a prefix
+// holding a hash tag such as "{cache}:" puts every key in one slot, on one
+// master; leave braces out unless that is what you want.
+func WithPrefix(p string) Option {
+	return func(s *Store) { s.prefix = p }
+}
+
+// WithMaxValueSize sets the largest value Save accepts; larger values fail
+// with msalcache.ErrTooLarge before anything is sent. Values outside
+// 1..MaxValueSize are clamped into that range. A server configured with a
+// smaller proto-max-bulk-len drops the connection in the middle of a larger
+// write, which go-redis reports as a network error; set the limit below the
+// server's so that such values fail cleanly with ErrTooLarge instead.
+func WithMaxValueSize(n int) Option {
+	return func(s *Store) { s.maxValue = min(max(n, 1), MaxValueSize) }
+}
+
+// WithCloseClient makes Close close the redis client too. Without it the
+// caller keeps ownership of the client, which is what you want when the same
+// client serves other parts of the program.
+func WithCloseClient() Option {
+	return func(s *Store) { s.closeClient = true }
+}
+
+// New returns a Store that keeps its keys in the database c points at. The
+// store does not take ownership of c: Close leaves it open unless
+// WithCloseClient is given. New does no I/O; call Ping to check the
+// connection.
+func New(c redis.UniversalClient, opts ...Option) *Store {
+	s := &Store{c: c, ctxAware: contextTimeoutEnabled(c), prefix: DefaultPrefix, maxValue: DefaultMaxValueSize}
+	for _, o := range opts {
+		if o != nil {
+			o(s)
+		}
+	}
+	return s
+}
+
+// contextTimeoutEnabled reports whether c was built to apply ctx deadlines
+// to its socket I/O. Unknown implementations of UniversalClient are
+// assumed not to.
+func contextTimeoutEnabled(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return false
+}
+
+// MaxValueSize reports the largest value Save accepts.
+func (s *Store) MaxValueSize() int { return s.maxValue }
+
+var errNilClient = errors.New("redisstore: nil redis client")
+
+// errMalformed reports a key under the store's prefix whose content was not
+// written by this store (too short to hold a version).
+var errMalformed = errors.New("redisstore: malformed record")
+
+// start checks that a call may proceed.
+func (s *Store) start(ctx context.Context, op string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("redisstore: %s: %w", op, msalcache.ErrClosed)
+	}
+	if s.c == nil {
+		return errNilClient
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	return nil
+}
+
+// Load implements msalcache.Store with one GET.
+func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+	if err := s.start(ctx, "load"); err != nil {
+		return nil, msalcache.NoVersion, err
+	}
+	var rec []byte
+	err := s.run(ctx, func(ctx context.Context) error {
+		var err error
+		// Bytes hands out, without copying, the buffer go-redis allocated
+		// for this reply alone, so the caller may keep and modify it.
+		rec, err = s.c.Get(ctx, s.prefix+key).Bytes()
+		return err
+	})
+	if err != nil {
+		return nil, msalcache.NoVersion, s.wrap(ctx, "load", err)
+	}
+	v, ok := recordVersion(rec)
+	if !ok {
+		return nil, msalcache.NoVersion, errMalformed
+	}
+	return rec[headerSize:], v, nil
+}
+
+// recordVersion decodes the version at the front of a record.
+func recordVersion(rec []byte) (msalcache.Version, bool) {
+	if len(rec) < headerSize {
+		return msalcache.NoVersion, false
+	}
+	v := msalcache.Version(binary.BigEndian.Uint64(rec))
+	return v, v != msalcache.NoVersion
+}
+
+// Save implements msalcache.Store with the compare-and-set script described
+// in the package documentation.
+func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+	if err := s.start(ctx, "save"); err != nil {
+		return msalcache.NoVersion, err
+	}
+	if len(value) > s.maxValue {
+		return msalcache.NoVersion, fmt.Errorf("redisstore: save: %d bytes, limit %d: %w", len(value), s.maxValue, msalcache.ErrTooLarge)
+	}
+	v := newVersion()
+	rec := make([]byte, headerSize+len(value))
+	binary.BigEndian.PutUint64(rec, uint64(v))
+	copy(rec[headerSize:], value)
+	var res int64
+	err := s.run(ctx, func(ctx context.Context) error {
+		var err error
+		res, err = s.cas(ctx, s.prefix+key, ifVersion, rec, ttl)
+		return err
+	})
+	if err != nil {
+		return msalcache.NoVersion, s.wrap(ctx, "save", err)
+	}
+	if res == casConflict {
+		return msalcache.NoVersion, fmt.Errorf("redisstore: save: %w", msalcache.ErrConflict)
+	}
+	return v, nil
+}
+
+// newVersion picks a random non-zero version. math/rand/v2's global source
+// is ChaCha8 seeded by the runtime from the OS, so two processes do not
+// produce the same sequence.
+func newVersion() msalcache.Version {
+	for {
+		if v := msalcache.Version(rand.Uint64()); v != msalcache.NoVersion {
+			return v
+		}
+	}
+}
+
+// Delete implements msalcache.Store.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := s.start(ctx, "delete"); err != nil {
+		return err
+	}
+	err := s.run(ctx, func(ctx context.Context) error {
+		return s.c.Del(ctx, s.prefix+key).Err()
+	})
+	if err != nil {
+		return s.wrap(ctx, "delete", err)
+	}
+	return nil
+}
+
+// Ping implements msalcache.Pinger. On Cluster it asks one node.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.start(ctx, "ping"); err != nil {
+		return err
+	}
+	err := s.run(ctx, func(ctx context.Context) error {
+		return s.c.Ping(ctx).Err()
+	})
+	if err != nil {
+		return s.wrap(ctx, "ping", err)
+	}
+	return nil
+}
+
+// Close implements msalcache.Store. Calls made after Close fail with
+// msalcache.ErrClosed. It closes the redis client only when the store was
+// built WithCloseClient.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	if s.closeClient && s.c != nil {
+		if err := s.c.Close(); err != nil {
+			return fmt.Errorf("redisstore: close: %w", err)
+		}
+	}
+	return nil
+}
+
+// run calls fn, but returns as soon as ctx is done even if fn is blocked in
+// network I/O that go-redis does not bound by ctx. fn must write its results
+// only to variables the caller reads after run returns nil.
+func (s *Store) run(ctx context.Context, fn func(context.Context) error) error {
+	if ctx.Done() == nil {
+		return fn(ctx) // nothing to watch
+	}
+	if _, ok := ctx.Deadline(); ok && s.ctxAware {
+		return fn(ctx) // go-redis puts the deadline on the socket
+	}
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		select {
+		case err := <-done: // finished at the same moment: keep the real outcome
+			return err
+		default:
+			return ctx.Err()
+		}
+	}
+}
+
+// wrap turns a go-redis error into one that callers can test with
+// errors.Is against the msalcache sentinels and the context errors. The
+// message never names the key.
+func (s *Store) wrap(ctx context.Context, op string, err error) error {
+	switch {
+	case errors.Is(err, redis.Nil):
+		return fmt.Errorf("redisstore: %s: %w", op, msalcache.ErrNotFound)
+	case ctx.Err() != nil:
+		cerr := ctx.Err()
+		if errors.Is(err, cerr) {
+			return fmt.Errorf("redisstore: %s: %w", op, err)
+		}
+		return fmt.Errorf("redisstore: %s: %w: %w", op, cerr, err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fmt.Errorf("redisstore: %s: %w", op, err)
+	case isTimeout(err):
+		return fmt.Errorf("redisstore: %s: %w: %w", op, context.DeadlineExceeded, err)
+	case errors.Is(err, redis.ErrClosed):
+		return fmt.Errorf("redisstore: %s: %w: %w", op, msalcache.ErrClosed, err)
+	}
+	return fmt.Errorf("redisstore: %s: %w", op, err)
+}
+
+// isTimeout reports the timeouts go-redis returns instead of ctx errors:
+// socket deadlines from ReadTimeout/WriteTimeout and waiting for a pooled
+// connection.
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, redis.ErrPoolTimeout) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// ttlArg renders ttl as Redis milliseconds; "0" means no expiry. A positive
+// ttl below one millisecond rounds up so that it still expires.
+func ttlArg(ttl time.Duration) string {
+	if ttl <= 0 {
+		return "0"
+	}
+	ms := ttl.Milliseconds()
+	if time.Duration(ms)*time.Millisecond < ttl {
+		ms++
+	}
+	return strconv.FormatInt(ms, 10)
+}
