@@ -1,0 +1,170 @@
+// Command webfarm runs two instances of a web API behind a round-robin
+// "load balancer", sharing one Redis token cache: whichever instance serves
+// a request, the farm asks Entra ID for each tenant's token once.
+//
+//	go run ./examples/webfarm -redis 127.0.0.1:6379
+//
+// Each instance has its own go-redis client, key ring, Adapter and MSAL
+// client, as separate servers would; they share only Redis and the
+// key-encryption key (MSALCACHE_KEK, base64 of 32 bytes; when it is unset,
+// a key file made on the first run, 0600). Tokens come from the offline Entra ID
+// emulator. The key ring lives in Redis too, which is only safe when Redis
+// persists its data (appendonly yes).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/entratest"
+	"github.com/msalcache/msalcache/protect"
+	"github.com/msalcache/msalcache/redisstore"
+)
+
+func main() {
+	addr := flag.String("redis", "127.0.0.1:6379", "Redis address")
+	prefix := flag.String("prefix", "msalcache-webfarm:", "key prefix in Redis")
+	keyFile := flag.String("kek-file", ".msalcache-webfarm.key", "key-encryption key file, used when MSALCACHE_KEK is unset")
+	flag.Parse()
+	if err := run(context.Background(), os.Stdout, *addr, *prefix, *keyFile); err != nil {
+		log.SetFlags(0)
+		log.Fatalf("webfarm: %v", err)
+	}
+}
+
+const clientID = "0a1b2c3d-0000-4000-8000-0000000000fa"
+
+// instance is one server of the farm.
+type instance struct {
+	name    string
+	adapter *msalcache.Adapter
+	entra   *entratest.Server
+	rdb     *redis.Client
+	ring    *protect.KeyRing
+}
+
+func newInstance(ctx context.Context, name, addr, prefix string, kek protect.KeyWrapper, entra *entratest.Server) (*instance, error) {
+	rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+	store := redisstore.New(rdb, redisstore.WithPrefix(prefix))
+	if err := store.Ping(ctx); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w (start one, or pass -redis)", addr, err)
+	}
+	ring, err := protect.NewKeyRing(ctx, store, kek)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	a, err := msalcache.New(store, msalcache.WithProtector(ring), msalcache.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return nil, err
+	}
+	return &instance{name: name, adapter: a, entra: entra, rdb: rdb, ring: ring}, nil
+}
+
+func (in *instance) close() {
+	in.ring.Close()
+	in.rdb.Close()
+}
+
+// ServeHTTP answers GET /orders?tenant=T: it gets the tenant's app token
+// the way a web API calling a downstream API would, with a client per
+// request (MSAL clients are cheap; the cache is shared).
+func (in *instance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tenant := r.URL.Query().Get("tenant")
+	cred, err := confidential.NewCredFromSecret("webfarm-secret")
+	if err == nil {
+		var c confidential.Client
+		c, err = confidential.New(in.entra.Authority(tenant), clientID, cred,
+			confidential.WithCache(in.adapter),
+			confidential.WithHTTPClient(in.entra.Client()),
+			confidential.WithInstanceDiscovery(false))
+		if err == nil {
+			var ar confidential.AuthResult
+			ar, err = c.AcquireTokenByCredential(r.Context(), []string{"api://orders/.default"})
+			if err == nil {
+				claims, _ := entratest.ParseToken(ar.AccessToken)
+				_ = json.NewEncoder(w).Encode(map[string]string{"instance": in.name, "token": claims.ID})
+				return
+			}
+		}
+	}
+	http.Error(w, err.Error(), http.StatusBadGateway)
+}
+
+func run(ctx context.Context, out io.Writer, addr, prefix, keyFile string) error {
+	kek, err := loadKEK(out, keyFile)
+	if err != nil {
+		return err
+	}
+	entra := entratest.NewServer()
+	defer entra.Close()
+
+	var farm []*httptest.Server
+	for _, name := range []string{"web-1", "web-2"} {
+		in, err := newInstance(ctx, name, addr, prefix, kek, entra)
+		if err != nil {
+			return err
+		}
+		defer in.close()
+		srv := httptest.NewServer(in)
+		defer srv.Close()
+		farm = append(farm, srv)
+	}
+
+	tenants := []string{"contoso", "fabrikam", "northwind"}
+	fmt.Fprintf(out, "%-4s %-10s %-7s %-26s %s\n", "req", "tenant", "server", "token id", "token requests so far")
+	for i := range 12 {
+		tenant := tenants[i%len(tenants)]
+		srv := farm[i%len(farm)] // round robin
+		resp, err := http.Get(srv.URL + "/orders?tenant=" + tenant)
+		if err != nil {
+			return err
+		}
+		var body map[string]string
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("request %d: status %s: %v", i, resp.Status, err)
+		}
+		fmt.Fprintf(out, "%-4d %-10s %-7s %-26s %d\n", i+1, tenant, body["instance"], body["token"], entra.TokenRequests())
+	}
+	fmt.Fprintf(out, "\nToken requests for the farm: %d (one per tenant), for 12 requests over 2 servers.\n", entra.TokenRequests())
+	return nil
+}
+
+// loadKEK reads MSALCACHE_KEK or, when it is unset, keyFile, which it
+// creates on the first run.
+func loadKEK(out io.Writer, keyFile string) (protect.KeyWrapper, error) {
+	var key []byte
+	var err error
+	if os.Getenv("MSALCACHE_KEK") != "" {
+		key, err = protect.KeyFromEnv("MSALCACHE_KEK")
+	} else {
+		if _, statErr := os.Stat(keyFile); errors.Is(statErr, fs.ErrNotExist) {
+			if err := protect.GenerateKeyFile(keyFile); err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(out, "MSALCACHE_KEK is unset: created key file %s (0600).\n", keyFile)
+		}
+		key, err = protect.LoadKeyFile(keyFile)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return protect.NewAESKeyWrapper("webfarm-kek", key)
+}
