@@ -587,7 +587,7 @@ func (a *Adapter) nextSeq() uint64 { return a.loads.Add(1) }
 // adapter only needs its model of a client for as long as the client is
 // busy. A client that comes back starts afresh, which is always correct.
 const (
-	clientIdle = 10 * time.Second
+	clientIdle = 3 * time.Second
 	oboMemory  = 10 * time.Minute
 )
 

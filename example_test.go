@@ -6,6 +6,7 @@ import (
 	"log"
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/public"
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/entratest"
@@ -73,4 +74,77 @@ func ExampleAdapter_Remove() {
 	}
 	fmt.Println("deleted:", adapter.Stats().Deletes)
 	// Output: deleted: 1
+}
+
+// A desktop or CLI app signs its user in once; after a restart, the silent
+// call is served from the cache. Public clients need WithSinglePartition
+// (MSAL-Go writes their tokens under one partition key and reads them under
+// another).
+func ExampleWithSinglePartition() {
+	ctx := context.Background()
+	entra := entratest.NewServer()
+	defer entra.Close()
+	entra.AddUser("contoso", "alice@contoso.example", "secret-pw")
+	store := memstore.New() // a desktop app would use boltstore.Open in the user's cache dir
+
+	start := func() public.Client {
+		adapter, err := msalcache.New(store, msalcache.WithPlaintext(), msalcache.WithSinglePartition())
+		if err != nil {
+			log.Fatal(err)
+		}
+		client, err := public.New("desktop-app-id",
+			public.WithAuthority(entra.Authority("contoso")),
+			public.WithHTTPClient(entra.Client()),
+			public.WithCache(adapter))
+		if err != nil {
+			log.Fatal(err)
+		}
+		return client
+	}
+	scopes := []string{"api://backend/read"}
+	//lint:ignore SA1019 the password grant keeps the example non-interactive.
+	if _, err := start().AcquireTokenByUsernamePassword(ctx, scopes, "alice@contoso.example", "secret-pw"); err != nil {
+		log.Fatal(err)
+	}
+
+	restarted := start()
+	accounts, err := restarted.Accounts(ctx)
+	if err != nil || len(accounts) != 1 {
+		log.Fatal(accounts, err)
+	}
+	if _, err := restarted.AcquireTokenSilent(ctx, scopes, public.WithSilentAccount(accounts[0])); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("signed in:", accounts[0].PreferredUsername)
+	fmt.Println("token requests:", entra.TokenRequests())
+	// Output:
+	// signed in: alice@contoso.example
+	// token requests: 1
+}
+
+// Stats shows what the Adapter absorbed; export it to your metrics.
+func ExampleAdapter_Stats() {
+	ctx := context.Background()
+	entra := entratest.NewServer()
+	defer entra.Close()
+	adapter, err := msalcache.New(memstore.New(), msalcache.WithPlaintext())
+	if err != nil {
+		log.Fatal(err)
+	}
+	cred, _ := confidential.NewCredFromSecret("client-secret")
+	client, err := confidential.New(entra.Authority("contoso"), "daemon-id", cred,
+		confidential.WithCache(adapter), confidential.WithHTTPClient(entra.Client()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for range 3 {
+		if _, err := client.AcquireTokenByCredential(ctx, []string{"api://backend/.default"}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	s := adapter.Stats()
+	// The first call misses twice (MSAL looks before and after buying the
+	// token) and writes once; the next two find what MSAL already holds.
+	fmt.Printf("misses=%d writes=%d hits=%d reused=%d errors=%d\n", s.Misses, s.Writes, s.Hits, s.Reused, s.StoreErrors)
+	// Output: misses=2 writes=1 hits=2 reused=2 errors=0
 }
