@@ -1,0 +1,197 @@
+package benchmarks
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
+
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/entratest"
+)
+
+// BenchmarkSilent measures a silent token call (AcquireTokenSilent for a
+// signed-in user whose access token is cached) of a real MSAL-Go
+// confidential client: without an external cache (floor), and for each
+// store through the naive accessor and the Adapter, next to the store's
+// raw read of a 4 KiB value.
+func BenchmarkSilent(b *testing.B) {
+	b.Run("floor", func(b *testing.B) { silentBench(b, nil) })
+	for _, bk := range backends {
+		b.Run(bk.name, func(b *testing.B) {
+			be := bk.open(b)
+			b.Run("raw", func(b *testing.B) {
+				ctx := context.Background()
+				record(measure(b, func() error { return be.raw(ctx) }))
+			})
+			b.Run("naive", func(b *testing.B) { silentBench(b, be.naive) })
+			b.Run("adapter-plain", func(b *testing.B) {
+				silentBench(b, newAdapter(b, be.store, nil))
+			})
+			b.Run("adapter-encrypted", func(b *testing.B) {
+				silentBench(b, newAdapter(b, be.store, be.ring))
+			})
+		})
+	}
+}
+
+// users numbers the users signIn adds, so that no two runs share one.
+var users atomic.Int64
+
+// silentScopes are the scopes of every token the benchmarks ask for.
+var silentScopes = []string{"api://backend/read"}
+
+// newClient returns a confidential client of srv that keeps its cache
+// through accessor (nil: in memory only).
+func newClient(tb testing.TB, srv *entratest.Server, accessor cache.ExportReplace) confidential.Client {
+	tb.Helper()
+	cred, err := confidential.NewCredFromSecret("secret")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opts := []confidential.Option{confidential.WithHTTPClient(srv.Client()), confidential.WithInstanceDiscovery(false)}
+	if accessor != nil {
+		opts = append(opts, confidential.WithCache(accessor))
+	}
+	c, err := confidential.New(srv.Authority("contoso"), "bench-client", cred, opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// signIn adds a user to srv and signs them in through c with an
+// authorization code: one token request.
+func signIn(tb testing.TB, srv *entratest.Server, c confidential.Client) entratest.User {
+	tb.Helper()
+	// A user of its own per call: the naive accessors store under the
+	// partition key as is, and a partition left by an earlier invocation
+	// would hand MSAL that run's tokens too (its authority had another
+	// port), so each run would parse a larger cache than the last.
+	u := srv.AddUser("contoso", fmt.Sprintf("user%d@contoso.example", users.Add(1)), "pw")
+	if _, err := c.AcquireTokenByAuthCode(context.Background(), srv.AuthCode("contoso", u.Username), "http://localhost", silentScopes); err != nil {
+		tb.Fatal(err)
+	}
+	return u
+}
+
+// silentBench signs a user in through accessor (nil: no external cache),
+// then measures AcquireTokenSilent for that user. Every call must be served
+// from the cache: the run fails if the token endpoint saw more than the
+// sign-in.
+func silentBench(b *testing.B, accessor cache.ExportReplace) {
+	srv := entratest.NewServer()
+	defer srv.Close()
+	c := newClient(b, srv, accessor)
+	u := signIn(b, srv, c)
+	ctx := context.Background()
+	acct, err := c.Account(ctx, u.HomeAccountID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var before msalcache.Stats
+	a, _ := accessor.(*msalcache.Adapter)
+	if a != nil {
+		before = a.Stats()
+	}
+	r := measure(b, func() error {
+		_, err := c.AcquireTokenSilent(ctx, silentScopes, confidential.WithSilentAccount(acct))
+		return err
+	})
+	r.tokenRequests = srv.TokenRequests()
+	if r.tokenRequests != 1 {
+		b.Fatalf("%d token requests, want 1 (the sign-in): the benchmark measured the network", r.tokenRequests)
+	}
+	if a != nil {
+		// Each silent call must have read the store, or the Adapter
+		// would be measured against a naive accessor that does.
+		if hits := a.Stats().Hits - before.Hits; hits != uint64(b.N) {
+			b.Fatalf("%d store hits in %d silent calls, want one each", hits, b.N)
+		}
+	}
+	b.ReportMetric(float64(r.tokenRequests), "token-requests")
+	record(r)
+}
+
+// BenchmarkExport measures the write path alone: storing a user's cache of
+// about 4 KiB that changed since the last write, through the naive
+// accessor (marshal, SET) and the Adapter (compare-and-set, and with
+// encryption). In a real token acquisition the round trip to Entra ID
+// dwarfs it.
+func BenchmarkExport(b *testing.B) {
+	for _, bk := range backends {
+		b.Run(bk.name, func(b *testing.B) {
+			be := bk.open(b)
+			b.Run("naive", func(b *testing.B) { exportBench(b, be.naive) })
+			b.Run("adapter-plain", func(b *testing.B) {
+				exportBench(b, newAdapter(b, be.store, nil))
+			})
+			b.Run("adapter-encrypted", func(b *testing.B) {
+				exportBench(b, newAdapter(b, be.store, be.ring))
+			})
+		})
+	}
+}
+
+// exportBench exports two user caches in turn, so that no write can be
+// skipped as unchanged, then checks that the store holds the last one.
+func exportBench(b *testing.B, acc cache.ExportReplace) {
+	ctx := context.Background()
+	const pk = "00000000-0000-0000-0000-00000000a11c.contoso"
+	target := &msalCache{}
+	if err := acc.Replace(ctx, target, cache.ReplaceHints{PartitionKey: pk}); err != nil {
+		b.Fatal(err)
+	}
+	blobs := [2][]byte{userCache(1), userCache(2)}
+	hints := cache.ExportHints{PartitionKey: pk}
+	i := 0
+	r := measure(b, func() error {
+		target.data = blobs[i%2]
+		i++
+		return acc.Export(ctx, target, hints)
+	})
+	got := &msalCache{}
+	if err := acc.Replace(ctx, got, cache.ReplaceHints{PartitionKey: pk}); err != nil {
+		b.Fatal(err)
+	}
+	if !bytes.Equal(got.data, blobs[(b.N-1)%2]) {
+		b.Fatalf("the store holds %d bytes that are not the last export", len(got.data))
+	}
+	if a, ok := acc.(*msalcache.Adapter); ok {
+		if st := a.Stats(); st.Writes != uint64(b.N) || st.Conflicts != 0 {
+			b.Fatalf("stats %+v after %d exports: every export should write once", st, b.N)
+		}
+	}
+	b.SetBytes(int64(len(blobs[0])))
+	record(r)
+}
+
+// msalCache stands in for MSAL's in-memory cache on the write path: it
+// hands out and takes in the serialized cache as is.
+type msalCache struct{ data []byte }
+
+func (c *msalCache) Unmarshal(b []byte) error { c.data = b; return nil }
+func (c *msalCache) Marshal() ([]byte, error) { return c.data, nil }
+
+// userCache is one user's MSAL cache of about 4 KiB, shaped like MSAL's;
+// n changes the access token's secret.
+func userCache(n int) []byte {
+	const home = "00000000-0000-0000-0000-00000000a11c.contoso"
+	entry := func(kind, secret string) string {
+		return fmt.Sprintf(`{"home_account_id":%q,"environment":"login.example","credential_type":%q,"client_id":"bench-client","secret":%q,"realm":"contoso","target":"api://backend/read","expires_on":"4102444800","cached_at":"1700000000"}`,
+			home, kind, secret)
+	}
+	at := entry("AccessToken", fmt.Sprintf("%02200d", n))
+	rt := entry("RefreshToken", fmt.Sprintf("%0700d", 7))
+	id := entry("IdToken", fmt.Sprintf("%0600d", 9))
+	return []byte(`{"AccessToken":{"` + home + `-login.example-accesstoken-bench-client-contoso-api://backend/read":` + at +
+		`},"RefreshToken":{"` + home + `-login.example-refreshtoken-bench-client--":` + rt +
+		`},"IdToken":{"` + home + `-login.example-idtoken-bench-client-contoso-":` + id +
+		`},"Account":{"` + home + `-login.example-contoso":{"home_account_id":"` + home +
+		`","environment":"login.example","realm":"contoso","local_account_id":"00000000-0000-0000-0000-00000000a11c","authority_type":"MSSTS","username":"alice@contoso.example"}}` +
+		`,"AppMetadata":{"appmetadata-login.example-bench-client":{"environment":"login.example","client_id":"bench-client"}}}`)
+}
