@@ -39,33 +39,143 @@ type document struct {
 	extra map[string]json.RawMessage
 }
 
+// parseDocument splits MSAL's cache JSON into sections and entries. It
+// checks the whole blob is valid JSON, then walks its structure without
+// decoding the entries, which stay slices of b: an Export parses every
+// blob it writes, and encoding/json's decoding made that the cost of a
+// write.
 func parseDocument(b []byte) (*document, error) {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(b, &top); err != nil {
+	if !json.Valid(b) {
+		return nil, errNotCacheShape
+	}
+	s := scanner{b: b}
+	if s.next() != '{' {
 		return nil, errNotCacheShape
 	}
 	d := &document{}
-	for name, raw := range top {
+	if s.peek() == '}' {
+		return d, nil
+	}
+	for {
+		name := s.key()
 		i := slices.Index(sectionNames[:], name)
-		if i < 0 {
+		switch {
+		case i < 0:
 			if d.extra == nil {
 				d.extra = make(map[string]json.RawMessage)
 			}
-			d.extra[name] = raw
-			continue
-		}
-		if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-			continue
-		}
-		var entries map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &entries); err != nil {
+			d.extra[name] = s.value()
+		case s.peek() == 'n':
+			s.value() // null: an absent section
+			d.sections[i] = nil
+		case s.peek() != '{':
 			return nil, errNotCacheShape
+		default:
+			d.sections[i] = s.entries()
 		}
-		if len(entries) > 0 {
-			d.sections[i] = entries
+		if s.next() != ',' {
+			return d, nil // '}': json.Valid vouched for the rest
 		}
 	}
-	return d, nil
+}
+
+// scanner walks JSON that json.Valid accepted, so it trusts the syntax.
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) && (s.b[s.i] == ' ' || s.b[s.i] == '\t' || s.b[s.i] == '\n' || s.b[s.i] == '\r') {
+		s.i++
+	}
+}
+
+func (s *scanner) peek() byte {
+	s.ws()
+	return s.b[s.i]
+}
+
+func (s *scanner) next() byte {
+	c := s.peek()
+	s.i++
+	return c
+}
+
+// key reads an object key and its colon.
+func (s *scanner) key() string {
+	s.ws()
+	raw := s.value()
+	s.next() // ':'
+	plain := raw[1 : len(raw)-1]
+	for _, c := range plain {
+		if c == '\\' || c >= utf8.RuneSelf {
+			var k string // escapes or non-ASCII: decode as encoding/json does
+			_ = json.Unmarshal(raw, &k)
+			return k
+		}
+	}
+	return string(plain)
+}
+
+// entries reads an object of entries; later duplicates win, as in
+// encoding/json.
+func (s *scanner) entries() map[string]json.RawMessage {
+	s.next() // '{'
+	if s.peek() == '}' {
+		s.i++
+		return nil
+	}
+	m := make(map[string]json.RawMessage)
+	for {
+		k := s.key()
+		m[k] = s.value()
+		if s.next() != ',' {
+			return m
+		}
+	}
+}
+
+// value skips one value and returns its bytes.
+func (s *scanner) value() json.RawMessage {
+	s.ws()
+	start := s.i
+	depth := 0
+	for {
+		c := s.b[s.i]
+		s.i++
+		switch c {
+		case '"':
+			for s.b[s.i] != '"' {
+				if s.b[s.i] == '\\' {
+					s.i++
+				}
+				s.i++
+			}
+			s.i++
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		case ',', ':', ' ', '\t', '\n', '\r':
+		default:
+			// A literal or number runs to the next delimiter.
+			for s.i < len(s.b) && !isDelim(s.b[s.i]) {
+				s.i++
+			}
+		}
+		if depth == 0 {
+			return s.b[start:s.i:s.i]
+		}
+	}
+}
+
+func isDelim(c byte) bool {
+	switch c {
+	case ',', '}', ']', ':', ' ', '\t', '\n', '\r':
+		return true
+	}
+	return false
 }
 
 // hasTokens reports whether the document holds anything worth storing:

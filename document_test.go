@@ -2,6 +2,7 @@ package msalcache
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -190,5 +191,62 @@ func FuzzDocument(f *testing.F) {
 		}
 		withoutForeign(db, da, []*document{da})
 		union(da, []*document{db}).encode()
+	})
+}
+
+// parseDocumentReference is the straightforward encoding/json parse that
+// parseDocument must agree with.
+func parseDocumentReference(b []byte) (*document, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil {
+		return nil, errNotCacheShape
+	}
+	d := &document{}
+	for name, raw := range top {
+		i := slices.Index(sectionNames[:], name)
+		if i < 0 {
+			if d.extra == nil {
+				d.extra = make(map[string]json.RawMessage)
+			}
+			d.extra[name] = raw
+			continue
+		}
+		if string(raw) == "null" {
+			continue
+		}
+		var entries map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &entries); err != nil {
+			return nil, errNotCacheShape
+		}
+		if len(entries) > 0 {
+			d.sections[i] = entries
+		}
+	}
+	return d, nil
+}
+
+// FuzzParseDocument checks the fast parser against encoding/json.
+func FuzzParseDocument(f *testing.F) {
+	for _, s := range []string{`{}`, `{"AccessToken":{"a":{"x":[1,{"y":"}"}]}}}`, ` { "Future" : [ 1 , "a\"b" ] , "Account":null } `,
+		`{"IdToken":{"k\u00e9\n":true,"k\u00e9\n":false}}`, `{"RefreshToken":[]}`, `[1]`, `{"a":1,}`, `{"AppMetadata":{"x":-1.5e3}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, gotErr := parseDocument(b)
+		want, wantErr := parseDocumentReference(b)
+		if (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("parseDocument(%q) err = %v, encoding/json err = %v", b, gotErr, wantErr)
+		}
+		if gotErr != nil {
+			return
+		}
+		if !got.equalEntries(want) || len(got.extra) != len(want.extra) {
+			t.Fatalf("parseDocument(%q) = %v, encoding/json = %v", b, got.sections, want.sections)
+		}
+		for k, v := range want.extra {
+			if string(got.extra[k]) != string(v) {
+				t.Fatalf("extra[%q] = %s, want %s", k, got.extra[k], v)
+			}
+		}
 	})
 }
