@@ -1,0 +1,161 @@
+// Package protect encrypts what msalcache stores, under AES-256 keys that a
+// farm of servers shares and rotates on its own.
+//
+// A KeyRing is an msalcache.Protector. It keeps its keys in one record of
+// an msalcache.Store (the same Redis or bbolt file as the token cache, or
+// another), each key wrapped by a key-encryption key (KEK) that never
+// leaves the servers. Every server loads the ring, seals with its current
+// default key and opens blobs under any key of the ring, so every server
+// reads what any other wrote, through rotations, with no operator action:
+//
+//	kek, err := protect.LoadKeyFile("/etc/myapp/msalcache.kek")
+//	if err != nil { ... }
+//	wrapper, err := protect.NewAESKeyWrapper("kek-2030-01", kek)
+//	if err != nil { ... }
+//	ring, err := protect.NewKeyRing(ctx, store, wrapper)
+//	if err != nil { ... }
+//	defer ring.Close()
+//	adapter, err := msalcache.New(store, msalcache.WithProtector(ring))
+//
+// # What it protects against
+//
+// With every blob sealed, these reveal no token:
+//   - a dump of Redis, a copy of the bbolt file, a backup of either;
+//   - a leaked store password (read access to the store);
+//   - a blob moved to another user's key, another namespace or another
+//     application: the Adapter passes the store key as associated data and
+//     the ring adds its purpose (WithPurpose), so the blob fails to open
+//     (ErrDecrypt) instead of serving one user's tokens to another.
+//
+// It does not protect against:
+//   - replay: whoever can write to the store can put back an older blob
+//     that was valid for the same store key, rolling a user's cache back
+//     (to tokens that were valid then; Entra ID still checks them);
+//   - a compromised application server, or a leaked KEK: either holds what
+//     opens everything;
+//   - traffic analysis: the size of a blob (plaintext + Overhead) and the
+//     times of writes are visible;
+//   - deletion: whoever can write to the store can delete blobs (a cache
+//     miss) or the ring's record (see below).
+//
+// # Key setup
+//
+// The KEK is 32 random bytes. Keep it out of the store, in a file readable
+// by the application's account only, or in an environment variable:
+//
+//	openssl rand -base64 32 > /etc/myapp/msalcache.kek && chmod 600 /etc/myapp/msalcache.kek
+//	export MSALCACHE_KEK=$(openssl rand -base64 32)
+//
+// LoadKeyFile refuses a file that group or others can read (and says to
+// chmod 600 it); KeyFromEnv reads the variable; GenerateKeyFile writes a
+// new key file with mode 0600. Every server of a farm needs the same KEK
+// under the same id. A KMS can stand in for the local key: implement
+// KeyWrapper.
+//
+// # Payload
+//
+// A sealed blob is
+//
+//	FF 50 52 01 | suite 01 | key id (16) | salt (16) | nonce (12) | AES-256-GCM ciphertext | tag (16)
+//
+// 65 bytes more than the plaintext. Each message is sealed under its own
+// AES key, HKDF-SHA256(master key, salt, "msalcache protect v1" ‖ key id),
+// so no key approaches GCM's limit of 2^32 random nonces however many
+// messages a ring seals. The associated data is the header, the purpose
+// and the caller's aad (both length-prefixed): no bit of a blob, and no
+// part of its context, can change without ErrDecrypt, which says nothing
+// more on purpose. Input that is not a payload is ErrNotProtected; a key id
+// the ring does not hold, even after a reload, is ErrKeyNotFound; a revoked
+// key is ErrKeyRevoked. Unprotect never panics, whatever the input.
+//
+// # Rotation
+//
+// The timing follows ASP.NET Core Data Protection. A key encrypts for 30
+// days (WithKeyLifetime). A day before the default key expires
+// (WithActivationDelay, plus one refresh interval), the first server to
+// notice writes its successor, to activate when the default expires, so
+// every server has loaded it long before anyone encrypts with it. Servers
+// reload the ring every 10 minutes (WithRefreshInterval, less up to 20%
+// jitter), so a key written by any server is used everywhere within one
+// interval; a blob under a key a server has not loaded yet makes it reload
+// at once (shared by concurrent callers, at most once per 10 seconds,
+// WithReloadInterval).
+//
+// The default key is, as in ASP.NET Core's resolver, the key with the
+// latest activation among those activated (activation at most now plus
+// the clock-skew allowance, 5 minutes, WithClockSkew), neither expired nor
+// revoked; ties go to the smaller id. Servers holding the same ring
+// therefore agree. When no key qualifies (an empty store, a revoked
+// default) a server mints one, active at once (backdated by the skew so
+// that servers whose clocks run behind agree), and writes it with
+// compare-and-set: exactly one server of a farm starting together wins,
+// and the others load and adopt the winner's key. No key is ever used
+// before it is in the store.
+//
+// Expired keys keep decrypting, so blobs written under them stay readable;
+// NeedsReprotect tells the Adapter to seal them again under the default
+// key on its next write, so old keys drain out of the store. Keys are
+// never pruned from the record (a ring grows by about twelve small
+// entries a year); Revoke the ones you want gone.
+//
+// Rotate makes a new key the default at once, for an emergency; Revoke
+// stops a key from decrypting, on this server at once and on the others
+// at their next refresh. Revoking the default key mints a new default in
+// the same write. A revoked key never decrypts again.
+//
+// # The record, and what happens when it is lost or replayed
+//
+// The ring is one JSON record under DefaultRingKey (WithRingKey), written
+// only with compare-and-set. Ids, dates and KEK ids are readable; each
+// key's material is wrapped by the KEK with its id, dates and KEK id as
+// associated data, and each revocation is signed the same way, so an edit
+// of any date, a swapped key or a forged revocation makes the whole record
+// fail (ErrInvalidRing): a newcomer refuses to start on it, and a running
+// server keeps the ring it has and reports the error from Refresh. A record
+// with a key wrapped by a KEK the server lacks fails the same way.
+//
+// Keep the ring in a durable store: a store that may evict
+// (msalcache.IsVolatile, memcached) is refused with ErrVolatileStore.
+//
+// A server never forgets a key or a revocation it has loaded. When it finds
+// the record lacks one (the record was deleted, replayed from an older
+// copy, or written by a newcomer after a flush) it writes the union back
+// at its next refresh. So:
+//
+//   - Read errors: a server that cannot read the store at start-up fails
+//     and mints nothing; a running server keeps its keys.
+//   - Record deleted while servers run: they keep encrypting and
+//     decrypting with the keys they hold and mint nothing for it. A
+//     newcomer fails closed with ErrRingMissing, because a marker record
+//     (the ring key + ".created", written after the first ring) shows that
+//     a ring existed. The first running server to refresh writes its copy
+//     back, keys unchanged, and newcomers start again. If no server runs,
+//     restore the record from a backup, or delete the marker to start a new
+//     ring (blobs under the lost keys are then fetched again).
+//   - Store flushed (ring and marker gone): a newcomer cannot tell this
+//     from a new deployment, and starts a new ring. Running servers merge
+//     their keys into it at their next refresh, after which every server
+//     reads every blob again.
+//   - Old record replayed over a newer one (by someone with write access
+//     to the store, who cannot forge entries without the KEK): a server
+//     that had seen a revocation keeps the key revoked, never uses it, and
+//     restores the revocation and any missing keys at its next refresh.
+//     What cannot be guaranteed: a newcomer that starts between the replay
+//     and that refresh has no memory to compare with, and trusts the
+//     replayed record; it may decrypt, or even seal under, a key revoked
+//     after that copy was taken, until it refreshes after some running
+//     server restored the record (two refresh intervals at most while
+//     any server that saw the revocation runs). If a key was revoked
+//     because it leaked, also rotate the KEK (below): records replayed
+//     from before the KEK rotation then fail to authenticate once the old
+//     KEK is removed.
+//
+// # KEK rotation
+//
+// NewKeyRing's kek is the primary: it wraps new keys, and every write of
+// the record rewraps all keys under it. WithKEKs adds KEKs that only
+// unwrap. To replace a KEK: deploy the new one on every server as an extra
+// KEK; then make it the primary with the old one extra; call Rotate (or
+// wait for the next scheduled key) so the record is rewritten under the new
+// KEK, which KeyInfo.KEKID shows; then remove the old KEK.
+package protect

@@ -1,0 +1,169 @@
+package protect
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msalcache/msalcache/memstore"
+)
+
+// fuzzRing is one ring shared by the fuzz targets: a fixed clock, no
+// background refresh, a store of its own.
+var fuzzRing = sync.OnceValues(func() (*KeyRing, error) {
+	kek, err := NewAESKeyWrapper("fuzz", bytes.Repeat([]byte{3}, KEKSize))
+	if err != nil {
+		return nil, err
+	}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	return NewKeyRing(context.Background(), memstore.New(), kek,
+		WithClock(func() time.Time { return now }), WithAutoRefresh(false),
+		WithLogger(slog.New(slog.DiscardHandler)))
+})
+
+// FuzzParsePayload feeds arbitrary bytes to the payload parser and to
+// Unprotect: neither may panic, the parser accepts only the exact framing,
+// and nothing but a genuine seal opens.
+func FuzzParsePayload(f *testing.F) {
+	r, err := fuzzRing()
+	if err != nil {
+		f.Fatal(err)
+	}
+	valid, err := r.Protect(context.Background(), []byte("seed plaintext"), []byte("aad"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(valid)
+	f.Add(valid[:Overhead])
+	f.Add([]byte{})
+	f.Add([]byte(`{"AccessToken":{}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := parsePayload(b)
+		if err == nil {
+			if len(b) < Overhead || !bytes.Equal(b[:4], magic[:]) || b[4] != suiteAES256GCMHKDF ||
+				!bytes.Equal(h.id[:], b[5:21]) || !bytes.Equal(h.salt[:], b[21:37]) || !bytes.Equal(h.nonce[:], b[37:49]) {
+				t.Fatalf("parsePayload accepted % x as %+v", b, h)
+			}
+		} else if !errors.Is(err, ErrNotProtected) {
+			t.Fatalf("parse error %v does not wrap ErrNotProtected", err)
+		}
+		plain, err := r.Unprotect(context.Background(), b, []byte("aad"))
+		if err == nil && (!bytes.Equal(b, valid) || string(plain) != "seed plaintext") {
+			t.Fatalf("Unprotect opened a forged payload % x", b)
+		}
+		if err != nil && plain != nil {
+			t.Fatal("Unprotect returned data with an error")
+		}
+		r.NeedsReprotect(b)
+	})
+}
+
+// goldenKEK wrapped testdata/ring-v1.json.
+func goldenKEK(t testing.TB) KeyWrapper {
+	kek, err := NewAESKeyWrapper("golden", bytes.Repeat([]byte{4}, KEKSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kek
+}
+
+// FuzzDecodeRing feeds arbitrary bytes to the ring record decoder and to
+// its verification: no panic, what decodes re-encodes canonically, and
+// nothing verifies but entries the KEK wrote (those of the golden record).
+func FuzzDecodeRing(f *testing.F) {
+	golden, err := os.ReadFile("testdata/ring-v1.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	goldenRec, err := decodeRecord(golden)
+	if err != nil {
+		f.Fatal(err)
+	}
+	verifier := &KeyRing{cfg: defaultConfig(), keks: map[string]KeyWrapper{"golden": goldenKEK(f)}}
+	f.Add(golden)
+	f.Add([]byte(`{"v":1,"keys":[]}`))
+	f.Add([]byte(`{"v":1,"keys":[{"id":"00000000000000000000000000000000","suite":1,"created":1893456000,"activation":1893456000,"expiration":1896048000,"kek":"golden","wrapped":"AAAA"}],"revoked":[{"id":"00000000000000000000000000000000","at":1893456000,"kek":"golden","tag":"AAAA"}]}`))
+	f.Add([]byte(`{"v":2}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rec, err := decodeRecord(b)
+		if err != nil {
+			return
+		}
+		enc, err := encodeRecord(rec)
+		if err != nil {
+			t.Fatalf("encode of a decoded record: %v", err)
+		}
+		rec2, err := decodeRecord(enc)
+		if err != nil {
+			t.Fatalf("re-decode of %s: %v", enc, err)
+		}
+		enc2, _ := encodeRecord(rec2)
+		if !bytes.Equal(enc, enc2) {
+			t.Fatalf("encoding is not canonical:\n%s\n%s", enc, enc2)
+		}
+		w, err := verifier.verify(context.Background(), rec, nil)
+		if err != nil {
+			return
+		}
+		for _, k := range w.keys {
+			if !slices.ContainsFunc(goldenRec.keys, func(e keyEntry) bool { return e.equal(&k.keyEntry) }) {
+				t.Fatalf("key %s verified but the KEK never wrapped it: %s", k.id, b)
+			}
+		}
+		for _, rv := range w.revoked {
+			if !slices.ContainsFunc(goldenRec.revoked, func(e revEntry) bool { return e.equal(rv) }) {
+				t.Fatalf("revocation of %s verified but the KEK never signed it: %s", rv.id, b)
+			}
+		}
+	})
+}
+
+// The format is a promise to data at rest: a ring and a payload written by
+// the first release open with today's code.
+func TestGoldenFormat(t *testing.T) {
+	ring, err := os.ReadFile("testdata/ring-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := os.ReadFile("testdata/payload-v1.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := memstore.New()
+	ctx := context.Background()
+	if _, err := store.Save(ctx, DefaultRingKey, ring, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Save(ctx, DefaultRingKey+markerSuffix, markerValue, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)
+	r, err := NewKeyRing(ctx, store, goldenKEK(t), WithClock(func() time.Time { return now }),
+		WithAutoRefresh(false), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	plain, err := r.Unprotect(ctx, payload, []byte("msalcache:default:golden"))
+	if err != nil || string(plain) != "golden plaintext" {
+		t.Fatalf("golden payload: %q, %v", plain, err)
+	}
+	if r.NeedsReprotect(payload) {
+		t.Fatal("golden payload is under the default key")
+	}
+	after, _, _ := store.Load(ctx, DefaultRingKey)
+	if !bytes.Equal(after, ring) {
+		t.Fatalf("loading an up-to-date ring rewrote it:\n%s", after)
+	}
+	ks, _ := r.Keys(ctx)
+	if len(ks) != 2 || ks[0].Status != KeyRevoked || ks[1].Status != KeyActive || !ks[1].Default {
+		t.Fatalf("golden keys: %+v", ks)
+	}
+}

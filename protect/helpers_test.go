@@ -1,0 +1,265 @@
+package protect_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/memstore"
+	"github.com/msalcache/msalcache/protect"
+)
+
+// fakeClock is a clock tests step by hand. Each server of a simulated farm
+// reads it through its own offset.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// offset returns a clock that runs d ahead of c (behind when negative).
+func (c *fakeClock) offset(d time.Duration) func() time.Time {
+	return func() time.Time { return c.Now().Add(d) }
+}
+
+func testKEK(t testing.TB, id string, seed byte) protect.KeyWrapper {
+	t.Helper()
+	w, err := protect.NewAESKeyWrapper(id, bytes.Repeat([]byte{seed}, protect.KEKSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// newRing builds a ring with manual refresh on store, reading clock.
+func newRing(t testing.TB, store msalcache.Store, now func() time.Time, opts ...protect.Option) *protect.KeyRing {
+	t.Helper()
+	r, err := tryRing(t, store, now, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func tryRing(t testing.TB, store msalcache.Store, now func() time.Time, opts ...protect.Option) (*protect.KeyRing, error) {
+	t.Helper()
+	base := []protect.Option{protect.WithAutoRefresh(false), protect.WithLogger(quiet)}
+	if now != nil {
+		base = append(base, protect.WithClock(now))
+	}
+	r, err := protect.NewKeyRing(context.Background(), store, testKEK(t, "kek-1", 7), append(base, opts...)...)
+	if err == nil {
+		t.Cleanup(func() { r.Close() })
+	}
+	return r, err
+}
+
+// keyOf names the key a payload was sealed under (bytes 5 to 21 of the
+// format).
+func keyOf(blob []byte) string { return hex.EncodeToString(blob[5:21]) }
+
+func mustProtect(t testing.TB, r *protect.KeyRing, plain, aad string) []byte {
+	t.Helper()
+	b, err := r.Protect(context.Background(), []byte(plain), []byte(aad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustOpen(t testing.TB, r *protect.KeyRing, blob []byte, aad, want string) {
+	t.Helper()
+	got, err := r.Unprotect(context.Background(), blob, []byte(aad))
+	if err != nil {
+		t.Fatalf("Unprotect (key %s): %v", keyOf(blob), err)
+	}
+	if string(got) != want {
+		t.Fatalf("Unprotect = %q, want %q", got, want)
+	}
+}
+
+func keyIDs(t testing.TB, r *protect.KeyRing) []string {
+	t.Helper()
+	ks, err := r.Keys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, k := range ks {
+		ids = append(ids, k.ID)
+	}
+	return ids
+}
+
+func defaultKey(t testing.TB, r *protect.KeyRing) protect.KeyInfo {
+	t.Helper()
+	ks, err := r.Keys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var def []protect.KeyInfo
+	for _, k := range ks {
+		if k.Default {
+			def = append(def, k)
+		}
+	}
+	if len(def) != 1 {
+		t.Fatalf("%d default keys in %+v", len(def), ks)
+	}
+	return def[0]
+}
+
+// faultyStore wraps a real store and fails the calls a test asks it to;
+// it counts loads of the ring record.
+type faultyStore struct {
+	msalcache.Store
+	failLoad     atomic.Bool // every Load fails
+	failRingLoad atomic.Bool // Loads of the ring record fail
+	failSave     atomic.Bool
+	ringLoads    atomic.Int64
+}
+
+var errInjected = errors.New("injected store failure")
+
+func (s *faultyStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+	if key == protect.DefaultRingKey {
+		s.ringLoads.Add(1)
+	}
+	if s.failLoad.Load() || s.failRingLoad.Load() && key == protect.DefaultRingKey {
+		return nil, msalcache.NoVersion, errInjected
+	}
+	return s.Store.Load(ctx, key)
+}
+
+// gateStore holds the first n loads of the ring record until all n have
+// arrived, so that n servers starting together all see an empty store
+// before any of them writes: the race the bootstrap must survive.
+type gateStore struct {
+	msalcache.Store
+	n       int
+	mu      sync.Mutex
+	arrived int
+	open    chan struct{}
+}
+
+func newGateStore(s msalcache.Store, n int) *gateStore {
+	return &gateStore{Store: s, n: n, open: make(chan struct{})}
+}
+
+func (s *gateStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+	if key == protect.DefaultRingKey {
+		s.mu.Lock()
+		s.arrived++
+		if s.arrived == s.n {
+			close(s.open)
+		}
+		wait := s.arrived <= s.n
+		s.mu.Unlock()
+		if wait {
+			select {
+			case <-s.open:
+			case <-ctx.Done():
+				return nil, msalcache.NoVersion, ctx.Err()
+			}
+		}
+	}
+	return s.Store.Load(ctx, key)
+}
+
+func (s *faultyStore) Save(ctx context.Context, key string, value []byte, v msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+	if s.failSave.Load() {
+		return msalcache.NoVersion, errInjected
+	}
+	return s.Store.Save(ctx, key, value, v, ttl)
+}
+
+func newMem(t testing.TB) *memstore.Store {
+	s := memstore.New()
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// ringDoc mirrors the ring record's JSON so tests can tamper with it.
+type ringDoc struct {
+	V       int      `json:"v"`
+	Keys    []keyDoc `json:"keys"`
+	Revoked []revDoc `json:"revoked,omitempty"`
+	Extra   string   `json:"extra,omitempty"`
+}
+
+type keyDoc struct {
+	ID         string `json:"id"`
+	Suite      int    `json:"suite"`
+	Created    int64  `json:"created"`
+	Activation int64  `json:"activation"`
+	Expiration int64  `json:"expiration"`
+	KEK        string `json:"kek"`
+	Wrapped    []byte `json:"wrapped"`
+}
+
+type revDoc struct {
+	ID  string `json:"id"`
+	At  int64  `json:"at"`
+	KEK string `json:"kek"`
+	Tag []byte `json:"tag"`
+}
+
+func parseDoc(t testing.TB, b []byte) ringDoc {
+	t.Helper()
+	var d ringDoc
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (d ringDoc) encode(t testing.TB) []byte {
+	t.Helper()
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// hookStore runs hook once, right after the first load of the ring record
+// that finds nothing and before that answer is returned: another server
+// acting in the gap between two of this one's reads.
+type hookStore struct {
+	msalcache.Store
+	once sync.Once
+	hook func()
+}
+
+func (s *hookStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+	b, v, err := s.Store.Load(ctx, key)
+	if key == protect.DefaultRingKey && errors.Is(err, msalcache.ErrNotFound) {
+		s.once.Do(s.hook)
+	}
+	return b, v, err
+}
