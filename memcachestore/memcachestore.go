@@ -121,6 +121,7 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/ctxrun"
 )
 
 // DefaultPrefix is put in front of every key when WithPrefix is not given,
@@ -295,26 +296,10 @@ func (s *Store) begin(ctx context.Context, op string) error {
 // variables the caller reads after run returns nil. run ends the call begun
 // by begin.
 func (s *Store) run(ctx context.Context, fn func() error) error {
-	if ctx.Done() == nil {
+	return ctxrun.Do(ctx, func() error {
 		defer s.wg.Done()
 		return fn()
-	}
-	done := make(chan error, 1)
-	go func() {
-		defer s.wg.Done()
-		done <- fn()
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		select {
-		case err := <-done: // finished at the same moment: keep the real outcome
-			return err
-		default:
-			return ctx.Err()
-		}
-	}
+	})
 }
 
 // Load implements msalcache.Store with one gets.

@@ -476,7 +476,8 @@ func storeGoroutines() (all, busy int) {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "memcachestore.(*Store).run.func") {
+		// Store calls run on goroutines started by ctxrun.Do.
+		if strings.Contains(g, "ctxrun.Do.func") && strings.Contains(g, "memcachestore.") {
 			all++
 			if strings.Contains(g, "gomemcache/memcache.") {
 				busy++

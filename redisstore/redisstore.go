@@ -90,6 +90,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/ctxrun"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -322,25 +323,10 @@ func (s *Store) Close() error {
 // network I/O that go-redis does not bound by ctx. fn must write its results
 // only to variables the caller reads after run returns nil.
 func (s *Store) run(ctx context.Context, fn func(context.Context) error) error {
-	if ctx.Done() == nil {
-		return fn(ctx) // nothing to watch
-	}
 	if _, ok := ctx.Deadline(); ok && s.ctxAware {
 		return fn(ctx) // go-redis puts the deadline on the socket
 	}
-	done := make(chan error, 1)
-	go func() { done <- fn(ctx) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		select {
-		case err := <-done: // finished at the same moment: keep the real outcome
-			return err
-		default:
-			return ctx.Err()
-		}
-	}
+	return ctxrun.Do(ctx, func() error { return fn(ctx) })
 }
 
 // wrap turns a go-redis error into one that callers can test with
