@@ -145,6 +145,19 @@ func newInstance(name string, store msalcache.Store, p msalcache.Protector, e en
 	return &instance{name: name, adapter: a, clients: map[string]confidential.Client{}, e: e}, nil
 }
 
+// newFarm returns two instances over one store.
+func newFarm(store msalcache.Store, p msalcache.Protector, e env) ([]*instance, error) {
+	var farm []*instance
+	for _, name := range []string{"server-1", "server-2"} {
+		in, err := newInstance(name, store, p, e)
+		if err != nil {
+			return nil, err
+		}
+		farm = append(farm, in)
+	}
+	return farm, nil
+}
+
 func (in *instance) client(tenant string) (confidential.Client, error) {
 	if c, ok := in.clients[tenant]; ok {
 		return c, nil
@@ -192,13 +205,9 @@ func (r *report) call(who, what string, f func() error) error {
 func appTokens(ctx context.Context, out io.Writer, store msalcache.Store, p msalcache.Protector, e env, tenants []string, scope string) error {
 	fmt.Fprintln(out, "App tokens (client credentials), two instances:")
 	r := &report{out: out, e: e}
-	var instances []*instance
-	for _, name := range []string{"server-1", "server-2"} {
-		in, err := newInstance(name, store, p, e)
-		if err != nil {
-			return err
-		}
-		instances = append(instances, in)
+	instances, err := newFarm(store, p, e)
+	if err != nil {
+		return err
 	}
 	for _, tenant := range tenants {
 		for _, in := range instances {
@@ -221,13 +230,9 @@ func appTokens(ctx context.Context, out io.Writer, store msalcache.Store, p msal
 func userTokens(ctx context.Context, out io.Writer, store msalcache.Store, p msalcache.Protector, e env, srv *entratest.Server, users []entratest.User) error {
 	fmt.Fprintln(out, "\nUser tokens (signed in once, then silent), two instances:")
 	r := &report{out: out, e: e}
-	var instances []*instance
-	for _, name := range []string{"server-1", "server-2"} {
-		in, err := newInstance(name, store, p, e)
-		if err != nil {
-			return err
-		}
-		instances = append(instances, in)
+	instances, err := newFarm(store, p, e)
+	if err != nil {
+		return err
 	}
 	scopes := []string{"api://inventory/read"}
 	for _, u := range users {
