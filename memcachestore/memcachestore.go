@@ -108,7 +108,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -122,6 +121,7 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/internal/ctxrun"
+	"github.com/msalcache/msalcache/internal/record"
 )
 
 // DefaultPrefix is put in front of every key when WithPrefix is not given,
@@ -147,8 +147,6 @@ const MaxPrefixLen = MaxKeyLen - 1 - hashLen
 var ErrInvalidKey = errors.New("memcachestore: invalid key")
 
 const (
-	// headerSize is the length of the version in front of every value.
-	headerSize = 8
 	// recordFlags marks an item written by this store ("MS", format 1), so
 	// that an item some other program left under the prefix is not read
 	// as a token cache.
@@ -320,22 +318,21 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 	if err != nil {
 		return nil, msalcache.NoVersion, s.wrap(ctx, "load", ikey, err)
 	}
-	v, ok := recordVersion(it)
+	value, v, ok := decode(it)
 	if !ok {
 		return nil, msalcache.NoVersion, fmt.Errorf("memcachestore: load: item not written by this store: %w", msalcache.ErrNotFound)
 	}
 	// gomemcache allocated it.Value for this call: the caller may keep it.
-	return it.Value[headerSize:len(it.Value):len(it.Value)], v, nil
+	return value, v, nil
 }
 
-// recordVersion decodes the version at the front of an item, reporting
-// false for an item this store did not write.
-func recordVersion(it *memcache.Item) (msalcache.Version, bool) {
-	if it.Flags != recordFlags || len(it.Value) < headerSize {
-		return msalcache.NoVersion, false
+// decode splits an item into its value and version, reporting false for
+// an item this store did not write.
+func decode(it *memcache.Item) ([]byte, msalcache.Version, bool) {
+	if it.Flags != recordFlags {
+		return nil, msalcache.NoVersion, false
 	}
-	v := msalcache.Version(binary.BigEndian.Uint64(it.Value))
-	return v, v != msalcache.NoVersion
+	return record.Decode(it.Value)
 }
 
 // Save implements msalcache.Store with add (ifVersion is NoVersion) or
@@ -352,9 +349,7 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 		return msalcache.NoVersion, err
 	}
 	v := newVersion()
-	rec := make([]byte, headerSize+len(value))
-	binary.BigEndian.PutUint64(rec, uint64(v))
-	copy(rec[headerSize:], value)
+	rec := record.Encode(v, value)
 	item := &memcache.Item{Key: ikey, Value: rec, Flags: recordFlags, Expiration: expiration(ttl, time.Now())}
 	err = s.run(ctx, func() error { return s.cas(ctx, item, ifVersion) })
 	if err != nil {
@@ -385,7 +380,7 @@ func (s *Store) cas(ctx context.Context, item *memcache.Item, ifVersion msalcach
 	if err != nil {
 		return err
 	}
-	if v, _ := recordVersion(cur); v != ifVersion {
+	if _, v, _ := decode(cur); v != ifVersion {
 		return errConflict
 	}
 	if err := ctx.Err(); err != nil {

@@ -2,12 +2,12 @@ package redisstore
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/record"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/redis/go-redis/v9"
 )
@@ -20,9 +20,8 @@ func newInternalStore(t *testing.T) *Store {
 	return New(c)
 }
 
-func record(v msalcache.Version, data string) []byte {
-	rec := binary.BigEndian.AppendUint64(nil, uint64(v))
-	return append(rec, data...)
+func rec(v msalcache.Version, data string) []byte {
+	return record.Encode(v, []byte(data))
 }
 
 // TestCASScriptIdempotent runs the same compare-and-set twice, as go-redis
@@ -34,7 +33,7 @@ func TestCASScriptIdempotent(t *testing.T) {
 	k := s.prefix + "idem"
 
 	// Create, twice.
-	rec1 := record(0x1111, "first")
+	rec1 := rec(0x1111, "first")
 	for i, want := range []int64{casWritten, casAlready} {
 		got, err := s.cas(ctx, k, msalcache.NoVersion, rec1, time.Minute)
 		if err != nil || got != want {
@@ -42,7 +41,7 @@ func TestCASScriptIdempotent(t *testing.T) {
 		}
 	}
 	// Update from 0x1111 to 0x2222, twice.
-	rec2 := record(0x2222, "second")
+	rec2 := rec(0x2222, "second")
 	for i, want := range []int64{casWritten, casAlready} {
 		got, err := s.cas(ctx, k, 0x1111, rec2, time.Minute)
 		if err != nil || got != want {
@@ -54,14 +53,14 @@ func TestCASScriptIdempotent(t *testing.T) {
 		t.Fatalf("Load = %q, %#x, %v; want second, 0x2222", b, v, err)
 	}
 	// Another writer that also read 0x1111 still loses, and so does a create.
-	if got, err := s.cas(ctx, k, 0x1111, record(0x3333, "third"), time.Minute); err != nil || got != casConflict {
+	if got, err := s.cas(ctx, k, 0x1111, rec(0x3333, "third"), time.Minute); err != nil || got != casConflict {
 		t.Fatalf("stale update = %d, %v; want conflict", got, err)
 	}
-	if got, err := s.cas(ctx, k, msalcache.NoVersion, record(0x4444, "fourth"), time.Minute); err != nil || got != casConflict {
+	if got, err := s.cas(ctx, k, msalcache.NoVersion, rec(0x4444, "fourth"), time.Minute); err != nil || got != casConflict {
 		t.Fatalf("create over existing = %d, %v; want conflict", got, err)
 	}
 	// An update of an absent key is a conflict.
-	if got, err := s.cas(ctx, s.prefix+"absent", 0x1111, record(0x5555, "x"), time.Minute); err != nil || got != casConflict {
+	if got, err := s.cas(ctx, s.prefix+"absent", 0x1111, rec(0x5555, "x"), time.Minute); err != nil || got != casConflict {
 		t.Fatalf("update of absent key = %d, %v; want conflict", got, err)
 	}
 	// The retried write keeps its TTL (the first attempt set it).
@@ -122,17 +121,6 @@ func TestGlobEscape(t *testing.T) {
 		if got := globEscape(in); got != want {
 			t.Errorf("globEscape(%q) = %q, want %q", in, got, want)
 		}
-	}
-}
-
-func TestRecordVersion(t *testing.T) {
-	for _, rec := range [][]byte{nil, []byte("short"), make([]byte, 8), make([]byte, 20)} {
-		if _, ok := recordVersion(rec); ok {
-			t.Errorf("recordVersion(%q) accepted a record without a valid version", rec)
-		}
-	}
-	if v, ok := recordVersion(record(42, "")); !ok || v != 42 {
-		t.Errorf("recordVersion = %d, %v; want 42, true", v, ok)
 	}
 }
 

@@ -79,7 +79,6 @@ package redisstore
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -91,6 +90,7 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/internal/ctxrun"
+	"github.com/msalcache/msalcache/internal/record"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -111,7 +111,7 @@ const MaxValueSize = 512<<20 - headerSize
 const DefaultMaxValueSize = 64 << 20
 
 // headerSize is the length of the version in front of every record.
-const headerSize = 8
+const headerSize = record.HeaderSize
 
 // Store is an msalcache.Store backed by Redis. It also implements
 // msalcache.Lister and msalcache.Pinger. It is safe for concurrent use.
@@ -221,20 +221,11 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 	if err != nil {
 		return nil, msalcache.NoVersion, s.wrap(ctx, "load", err)
 	}
-	v, ok := recordVersion(rec)
+	value, v, ok := record.Decode(rec)
 	if !ok {
 		return nil, msalcache.NoVersion, errMalformed
 	}
-	return rec[headerSize:], v, nil
-}
-
-// recordVersion decodes the version at the front of a record.
-func recordVersion(rec []byte) (msalcache.Version, bool) {
-	if len(rec) < headerSize {
-		return msalcache.NoVersion, false
-	}
-	v := msalcache.Version(binary.BigEndian.Uint64(rec))
-	return v, v != msalcache.NoVersion
+	return value, v, nil
 }
 
 // Save implements msalcache.Store with the compare-and-set script described
@@ -247,9 +238,7 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 		return msalcache.NoVersion, fmt.Errorf("redisstore: save: %d bytes, limit %d: %w", len(value), s.maxValue, msalcache.ErrTooLarge)
 	}
 	v := newVersion()
-	rec := make([]byte, headerSize+len(value))
-	binary.BigEndian.PutUint64(rec, uint64(v))
-	copy(rec[headerSize:], value)
+	rec := record.Encode(v, value)
 	var res int64
 	err := s.run(ctx, func(ctx context.Context) error {
 		var err error
