@@ -21,6 +21,9 @@
 //     that a cache hit, a cross-user leak or a lost token shows up as a
 //     number.
 //
+// RunStoreBenchmarks measures any store the way the Adapter uses it, so
+// that every backend's figures compare.
+//
 // A store's own test calls the suite with a constructor that returns an
 // empty store each time:
 //

@@ -6,6 +6,7 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/conformance"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/memcachestore"
 )
@@ -50,57 +51,33 @@ func BenchmarkRawCAS(b *testing.B) {
 	}
 }
 
-func benchStore(b *testing.B) (*memcachestore.Store, msalcache.Version) {
+// BenchmarkStore runs the shared store benchmarks: Load and Save with a
+// deadline, as the Adapter calls them (a goroutine per call, since
+// gomemcache cannot see ctx). Compare with RawGet and RawCAS.
+func BenchmarkStore(b *testing.B) {
+	srv := testserver.Memcached(b)
+	c := newClient(b, srv.Addr())
+	conformance.RunStoreBenchmarks(b, func(b *testing.B) msalcache.Store {
+		s := memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("bench:")))
+		b.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+// BenchmarkLoadInline is Load with a ctx that can never be done, which
+// runs inline: the cost of watching ctx is BenchmarkStore/Load minus this.
+func BenchmarkLoadInline(b *testing.B) {
 	srv := testserver.Memcached(b)
 	s := memcachestore.New(newClient(b, srv.Addr()))
 	b.Cleanup(func() { s.Close() })
-	v, err := s.Save(context.Background(), "bench", make([]byte, benchValue), msalcache.NoVersion, 0)
-	if err != nil {
+	ctx := context.Background()
+	if _, err := s.Save(ctx, "bench", make([]byte, benchValue), msalcache.NoVersion, 0); err != nil {
 		b.Fatal(err)
 	}
-	return s, v
-}
-
-// BenchmarkLoad is one Load of 4 KiB with a ctx that cannot be cancelled,
-// which runs inline.
-func BenchmarkLoad(b *testing.B) {
-	s, _ := benchStore(b)
-	ctx := context.Background()
 	b.ReportAllocs()
 	b.SetBytes(benchValue)
 	for b.Loop() {
 		if _, _, err := s.Load(ctx, "bench"); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkLoadCancelable is Load with a cancellable ctx, which costs a
-// goroutine and a channel per call.
-func BenchmarkLoadCancelable(b *testing.B) {
-	s, _ := benchStore(b)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	b.ReportAllocs()
-	b.SetBytes(benchValue)
-	for b.Loop() {
-		if _, _, err := s.Load(ctx, "bench"); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkSave is a compare-and-set Save of 4 KiB over the version the
-// previous Save returned: a gets and a cas.
-func BenchmarkSave(b *testing.B) {
-	s, v := benchStore(b)
-	ctx := context.Background()
-	value := make([]byte, benchValue)
-	b.ReportAllocs()
-	b.SetBytes(benchValue)
-	for b.Loop() {
-		var err error
-		if v, err = s.Save(ctx, "bench", value, v, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

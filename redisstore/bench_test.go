@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/conformance"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/redisstore"
 	"github.com/redis/go-redis/v9"
@@ -211,4 +212,14 @@ func BenchmarkLoadPaths(b *testing.B) {
 	for i, p := range benchPaths {
 		b.ReportMetric(float64(spent[i+1].Nanoseconds())/float64(b.N), strings.ReplaceAll(p.name, "/", ",")+"-ns")
 	}
+}
+
+// BenchmarkStore runs the shared store benchmarks (Load and Save with a
+// deadline, as the Adapter calls them) on a default client, whose I/O does
+// not see ctx, so each call watches ctx on a goroutine.
+func BenchmarkStore(b *testing.B) {
+	srv := testserver.Redis(b)
+	conformance.RunStoreBenchmarks(b, func(b *testing.B) msalcache.Store {
+		return redisstore.New(benchClient(b, srv, false))
+	})
 }
