@@ -48,7 +48,7 @@ type Adapter struct {
 type clientState struct {
 	mu sync.Mutex
 	// partitioned marks MSAL's on-behalf-of manager, which accepts no
-	// external data at all (DESIGN 4.3).
+	// external data at all (see the package documentation).
 	partitioned bool
 	// valid reports that parts describes MSAL's in-memory cache exactly.
 	valid    bool
@@ -145,8 +145,7 @@ func (a *Adapter) withDeadline(ctx context.Context) (context.Context, context.Ca
 //
 // When one MSAL client serves many users at once, MSAL loads a partition
 // under a read lock and reads it after releasing the lock, so concurrent
-// calls would otherwise wipe each other's partitions in between (DESIGN
-// 4.5). Replace therefore keeps in MSAL's cache the partitions loaded into
+// calls would otherwise wipe each other's partitions in between. Replace therefore keeps in MSAL's cache the partitions loaded into
 // the same client in the last moments; MSAL filters what it reads by
 // account, so the extra entries never yield a wrong token, and Export
 // drops them again before writing.
@@ -335,7 +334,7 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	key := a.StoreKey(hints.PartitionKey)
 	if a.isOBO(key) {
 		// MSAL hands the wrong manager on this path: what it would have
-		// us store is other users' data (DESIGN 4.3).
+		// us store is other users' data (see the package documentation).
 		a.stats.oboSkips.Add(1)
 		return nil
 	}
@@ -535,7 +534,7 @@ func (a *Adapter) ttlFor(doc *document) time.Duration {
 
 // Remove deletes a partition from the store, as sign-out should: MSAL's
 // RemoveAccount exports under the empty partition key, so the user's own
-// partition would otherwise survive it (DESIGN 4.4). Pass the key MSAL
+// partition would otherwise survive it. Pass the key MSAL
 // uses for the user's partition, the account's HomeAccountID.
 func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
 	ctx, cancel := a.withDeadline(ctx)

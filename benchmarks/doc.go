@@ -3,7 +3,7 @@
 // cache accessor applications write today, and with msalcache's Adapter,
 // on every store of this module, next to each store's raw round trip. It
 // holds only benchmarks and the tests that keep them honest; it is the
-// proof behind the speed targets of DESIGN section 8 and issue 4.
+// proof behind the project's speed targets.
 //
 // # Run
 //

@@ -48,7 +48,7 @@ const (
 )
 
 // RunMSALTests proves that the Adapter, over the backend described by
-// setup, does what DESIGN section 4 asks with real MSAL-Go clients talking
+// setup, handles MSAL-Go's cache hook correctly with real MSAL-Go clients talking
 // to an entratest token endpoint: tokens are shared between instances,
 // users never see each other's tokens, MSAL-Go's on-behalf-of and public
 // client pitfalls are handled, concurrent writers lose nothing, and a
@@ -625,7 +625,7 @@ func testSlowStore(f *fixture) {
 }
 
 // SharedClientFigures are the outcome of one run of the shared-client
-// scenario (DESIGN 4.5). ExtraTokenRequests leaves out the refresh-token
+// scenario. ExtraTokenRequests leaves out the refresh-token
 // redemptions the scenario asks for on purpose (one call in ten asks for a
 // scope not yet cached).
 type SharedClientFigures struct {
@@ -714,7 +714,7 @@ func testSharedClient(f *fixture) {
 		if got.WrongTokens != 0 {
 			t.Fatalf("shared client: %v: a user got another user's token", got)
 		}
-		// MSAL-Go alone fails about a third of these calls (DESIGN 4.5);
+		// With a naive accessor MSAL-Go fails 40-65% of these calls;
 		// the adapter keeps concurrent users' partitions loaded. Allow a
 		// sliver for a goroutine descheduled past the lending window on
 		// a loaded test machine.
