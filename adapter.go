@@ -70,6 +70,13 @@ type partition struct {
 	docErr error
 }
 
+// unreadable returns p's stand-in when its data cannot be used: empty
+// (a miss for MSAL), at the same version, so the next Export overwrites it
+// with compare-and-set, and stale, so it does even if nothing else changed.
+func (p *partition) unreadable() *partition {
+	return &partition{version: p.version, known: p.known, seq: p.seq, used: p.used, stale: true}
+}
+
 func (p *partition) document() (*document, error) {
 	if p.doc == nil && p.docErr == nil {
 		if p.raw == nil {
@@ -182,7 +189,7 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 		if oerr != nil {
 			a.stats.decryptErrors.Add(1)
 			a.warn("replace: cannot decrypt stored partition; treating it as a miss", "replace", key, oerr)
-			p = &partition{version: v, known: true, seq: seq, stale: true}
+			p = (&partition{version: v, known: true, seq: seq}).unreadable()
 		} else {
 			p = &partition{version: v, known: true, seq: seq, raw: plain, stale: a.needsReprotect(blob)}
 		}
@@ -251,7 +258,7 @@ func (cs *clientState) handOver(a *Adapter, u cache.Unmarshaler, key string, p *
 		if err != nil {
 			a.stats.corruptBlobs.Add(1)
 			a.warn("replace: stored partition is not an MSAL cache; treating it as a miss", "replace", key, err)
-			p = &partition{version: p.version, known: p.known, seq: p.seq, stale: true, used: now}
+			p = p.unreadable()
 			own, _ = p.document()
 		}
 		docs := make([]*document, 0, len(lent))
@@ -274,7 +281,7 @@ func (cs *clientState) handOver(a *Adapter, u cache.Unmarshaler, key string, p *
 		}
 		a.stats.corruptBlobs.Add(1)
 		a.warn("replace: MSAL rejected the stored partition; treating it as a miss", "replace", key, err)
-		p = &partition{version: p.version, known: p.known, seq: p.seq, stale: true, used: now}
+		p = p.unreadable()
 		lent = nil
 	}
 	parts := make(map[string]*partition, len(lent)+1)
@@ -393,9 +400,6 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	}
 	v, werr := w.run(dctx)
 	next := &partition{version: v, known: werr == nil, seq: a.nextSeq(), raw: w.out, doc: w.doc, used: a.cfg.now(), behind: w.merged}
-	if w.doc == nil {
-		next.doc = nil // parse lazily if ever needed
-	}
 	if werr != nil {
 		// MSAL keeps the token in memory. Remember it as this partition's
 		// own data, so no other partition's Export takes it, and write it
