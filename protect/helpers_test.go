@@ -263,3 +263,26 @@ func (s *hookStore) Load(ctx context.Context, key string) ([]byte, msalcache.Ver
 	}
 	return b, v, err
 }
+
+// ringRecord returns the ring's record as stored now.
+func ringRecord(t testing.TB, store msalcache.Store) []byte {
+	t.Helper()
+	rec, _, err := store.Load(ctx, protect.DefaultRingKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// replayRing puts an older copy of the ring's record back, as an attacker
+// with write access to the store, or a restored backup, would.
+func replayRing(t testing.TB, store msalcache.Store, old []byte) {
+	t.Helper()
+	_, v, err := store.Load(ctx, protect.DefaultRingKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Save(ctx, protect.DefaultRingKey, old, v, 0); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -508,19 +508,11 @@ func TestRevokedKeyReplayStaysRevoked(t *testing.T) {
 	store := newMem(t)
 	a := newRing(t, store, clock.Now)
 	blob := mustProtect(t, a, "x", "k")
-	oldRecord, _, err := store.Load(ctx, protect.DefaultRingKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	oldRecord := ringRecord(t, store)
 	if err := a.Revoke(ctx, keyOf(blob)); err != nil {
 		t.Fatal(err)
 	}
-	replay := func() {
-		_, v, _ := store.Load(ctx, protect.DefaultRingKey)
-		if _, err := store.Save(ctx, protect.DefaultRingKey, oldRecord, v, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	replay := func() { replayRing(t, store, oldRecord) }
 
 	// Read-only reload first (an unknown key id makes one).
 	replay()
@@ -557,12 +549,11 @@ func TestReplayWindowForNewcomersClosesAtRefresh(t *testing.T) {
 	store := newMem(t)
 	a := newRing(t, store, clock.Now)
 	blob := mustProtect(t, a, "x", "k")
-	oldRecord, _, _ := store.Load(ctx, protect.DefaultRingKey)
+	oldRecord := ringRecord(t, store)
 	if err := a.Revoke(ctx, keyOf(blob)); err != nil {
 		t.Fatal(err)
 	}
-	_, v, _ := store.Load(ctx, protect.DefaultRingKey)
-	store.Save(ctx, protect.DefaultRingKey, oldRecord, v, 0)
+	replayRing(t, store, oldRecord)
 
 	c := newRing(t, store, clock.Now)
 	mustOpen(t, c, blob, "k", "x") // the documented window
