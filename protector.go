@@ -24,3 +24,19 @@ type Reprotector interface {
 	// under the current key.
 	NeedsReprotect(ciphertext []byte) bool
 }
+
+// KeyHasher is implemented by protectors that hold a secret for naming
+// partitions. When the Adapter's Protector implements it, store keys are
+// derived with HashKey instead of a plain SHA-256 of the partition key, so
+// that someone who can read the store but holds no key cannot confirm that
+// a given user has tokens cached by hashing that user's object and tenant
+// ids.
+type KeyHasher interface {
+	// HashKey returns a keyed hash (HMAC-SHA256) of partitionKey. The
+	// secret must be the same on every instance sharing the store and must
+	// not change when data keys rotate: a new secret renames every
+	// partition, so each is a miss once. HashKey is called on every
+	// Replace and Export, so it must be cheap, must not block and must be
+	// safe for concurrent use.
+	HashKey(partitionKey string) [32]byte
+}

@@ -30,6 +30,12 @@ var (
 	ErrTooLarge = errors.New("msalcache: value too large")
 	// ErrClosed reports a call on a store that was closed.
 	ErrClosed = errors.New("msalcache: store closed")
+	// ErrCorrupt reports a stored record that the store cannot decode (a
+	// truncated value, a value written by another program, a damaged
+	// disk). Load returns it instead of a value; Save with NoVersion
+	// replaces such a record, so that a writer can always repair its key
+	// without deleting it first.
+	ErrCorrupt = errors.New("msalcache: stored record is corrupt")
 )
 
 // Store is the contract between the Adapter (and the protect key ring) and a
@@ -45,12 +51,14 @@ var (
 // whose ctx is done before it starts changes nothing.
 type Store interface {
 	// Load returns the value stored under key and its version, or an error
-	// wrapping ErrNotFound when the key is absent or expired. The returned
-	// slice belongs to the caller.
+	// wrapping ErrNotFound when the key is absent or expired, or wrapping
+	// ErrCorrupt when the store holds a record under key that it cannot
+	// decode. The returned slice belongs to the caller.
 	Load(ctx context.Context, key string) ([]byte, Version, error)
 
 	// Save writes value under key if the key's current version is
-	// ifVersion (NoVersion: only if the key is absent or expired), and
+	// ifVersion (NoVersion: only if the key is absent, expired or holds a
+	// record that Load reports as ErrCorrupt), and
 	// returns the new version. It fails with ErrConflict when the version
 	// differs and with ErrTooLarge when the store cannot hold value. A ttl
 	// greater than zero makes the key expire after ttl; zero (or less)
