@@ -42,6 +42,10 @@ var (
 	// ErrNoKey reports that no key may encrypt now and none could be
 	// created (the store is unreachable).
 	ErrNoKey = errors.New("protect: no usable key to encrypt with")
+	// ErrRingClosed reports a call on a KeyRing after its Close. It is not
+	// msalcache.ErrClosed on purpose: the store may well be open, and an
+	// operator reading "store closed" would look in the wrong place.
+	ErrRingClosed = errors.New("protect: key ring closed")
 )
 
 // maxCASAttempts bounds one refresh's compare-and-set retries; each lost
@@ -181,12 +185,16 @@ func (r *KeyRing) withLock(ctx context.Context, fn func() error) error {
 		return ctx.Err()
 	}
 	defer func() { <-r.sem }()
+	// A call that waited behind Close must not touch the store after it.
+	if err := r.checkOpen(); err != nil {
+		return err
+	}
 	return fn()
 }
 
 func (r *KeyRing) checkOpen() error {
 	if r.closed.Load() {
-		return fmt.Errorf("protect: key ring: %w", msalcache.ErrClosed)
+		return ErrRingClosed
 	}
 	return nil
 }
@@ -500,9 +508,9 @@ func keyIDFromString(s string) keyID {
 	return id
 }
 
-// Close stops the background refresh and waits for it. Every call after
-// Close fails with an error wrapping msalcache.ErrClosed. Close does not
-// close the store.
+// Close stops the background refresh and waits for it. Every method that
+// returns an error fails with ErrRingClosed after Close (a second Close
+// returns nil). Close does not close the store, which may serve others.
 func (r *KeyRing) Close() error {
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)

@@ -364,12 +364,47 @@ func TestBackgroundRefreshPicksUpNewKeys(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Protect(ctx, nil, nil); !errors.Is(err, msalcache.ErrClosed) {
+	if _, err := a.Protect(ctx, nil, nil); !errors.Is(err, protect.ErrRingClosed) {
 		t.Fatalf("Protect after Close: %v", err)
 	}
-	if err := a.Refresh(ctx); !errors.Is(err, msalcache.ErrClosed) {
+	if err := a.Refresh(ctx); !errors.Is(err, protect.ErrRingClosed) {
 		t.Fatalf("Refresh after Close: %v", err)
 	}
+}
+
+// After Close every method that can fail says the ring is closed, not the
+// store: the store is open and serving others, and "store closed" sent
+// operators to look at the wrong component.
+func TestClosedRingSaysRingClosed(t *testing.T) {
+	store := newMem(t)
+	r := newRing(t, store, nil)
+	blob := mustProtect(t, r, "x", "k")
+	id := keyOf(blob)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	calls := map[string]func() error{
+		"Protect":   func() error { _, err := r.Protect(ctx, []byte("x"), []byte("k")); return err },
+		"Unprotect": func() error { _, err := r.Unprotect(ctx, blob, []byte("k")); return err },
+		"Refresh":   func() error { return r.Refresh(ctx) },
+		"Rotate":    func() error { return r.Rotate(ctx) },
+		"Revoke":    func() error { return r.Revoke(ctx, id) },
+		"Keys":      func() error { _, err := r.Keys(ctx); return err },
+	}
+	for name, call := range calls {
+		err := call()
+		if !errors.Is(err, protect.ErrRingClosed) || errors.Is(err, msalcache.ErrClosed) {
+			t.Errorf("%s after Close: %v, want ErrRingClosed and not the store's ErrClosed", name, err)
+		}
+		if err != nil && err.Error() != "protect: key ring closed" {
+			t.Errorf("%s after Close says %q", name, err)
+		}
+	}
+	// The store is still open: another ring on it works.
+	mustOpen(t, newRing(t, store, nil), blob, "k", "x")
 }
 
 // Scheduled rotation: the successor is written a day ahead of activation,
