@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
+
+	"github.com/msalcache/msalcache/internal/ctxrun"
 )
 
 // emptyCache resets MSAL's in-memory cache.
@@ -173,7 +175,7 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 	defer cancel()
 	seq := a.nextSeq()
 
-	blob, v, err := a.store.Load(dctx, key)
+	blob, v, err := a.load(dctx, key)
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
@@ -199,6 +201,12 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 			return nil
 		}
 		p = &partition{known: true, seq: seq}
+	case errors.Is(err, ErrCorrupt):
+		// The store holds a record it cannot decode: a miss, and the next
+		// Export replaces the record (Save with NoVersion does).
+		a.stats.corruptBlobs.Add(1)
+		a.warn("replace: the store holds a corrupt record for this partition; treating it as a miss", "replace", key, err)
+		p = (&partition{known: true, seq: seq}).unreadable()
 	default:
 		a.stats.storeErrors.Add(1)
 		a.warn("replace: store failed; treating it as a miss", "replace", key, err)
@@ -454,7 +462,7 @@ func (w *write) run(ctx context.Context) (Version, error) {
 		var v Version
 		sealed, err := a.seal(ctx, w.out, w.key)
 		if err == nil {
-			v, err = a.store.Save(ctx, w.key, sealed, w.ifVersion, a.ttlFor(w.doc))
+			v, err = a.save(ctx, w.key, sealed, w.ifVersion, a.ttlFor(w.doc))
 		}
 		switch {
 		case err == nil:
@@ -488,9 +496,9 @@ func (w *write) run(ctx context.Context) (Version, error) {
 // rebase loads what another writer stored and merges ours into it.
 func (w *write) rebase(ctx context.Context) error {
 	a := w.a
-	blob, v, err := a.store.Load(ctx, w.key)
+	blob, v, err := a.load(ctx, w.key)
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrCorrupt):
 		w.ifVersion = NoVersion
 		return nil
 	case err != nil:
@@ -517,7 +525,7 @@ func (w *write) rebase(ctx context.Context) error {
 }
 
 func (a *Adapter) deleteKey(ctx context.Context, key string) error {
-	err := a.store.Delete(ctx, key)
+	err := ctxrun.Do(ctx, func() error { return a.store.Delete(ctx, key) })
 	if err == nil {
 		a.stats.deletes.Add(1)
 	}
@@ -565,18 +573,71 @@ func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
 	return nil
 }
 
+// The store and the Protector are called through the helpers below, which
+// return when ctx is done whatever the call does: MSAL holds its client lock
+// across every hook call, so one store call that ignores its context (a
+// client bug such as go-redis 9.17's pool deadlock, a server that accepts
+// and never answers) would otherwise stall every token call of that client.
+// A call abandoned this way finishes on its own goroutine; compare-and-set
+// keeps whatever it wrote late from overwriting newer data.
+
+func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error) {
+	var r struct {
+		blob []byte
+		v    Version
+	}
+	// r is written only by the call and read only when Do returns nil, so
+	// an abandoned call that finishes late writes to nothing anyone reads.
+	err := ctxrun.Do(ctx, func() (err error) {
+		r.blob, r.v, err = a.store.Load(ctx, key)
+		return err
+	})
+	if err != nil {
+		return nil, NoVersion, err
+	}
+	return r.blob, r.v, nil
+}
+
+func (a *Adapter) save(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error) {
+	var v Version
+	err := ctxrun.Do(ctx, func() (err error) {
+		v, err = a.store.Save(ctx, key, value, ifVersion, ttl)
+		return err
+	})
+	if err != nil {
+		return NoVersion, err
+	}
+	return v, nil
+}
+
 func (a *Adapter) open(ctx context.Context, blob []byte, key string) ([]byte, error) {
 	if a.cfg.protector == nil {
 		return blob, nil
 	}
-	return a.cfg.protector.Unprotect(ctx, blob, []byte(key))
+	var plain []byte
+	err := ctxrun.Do(ctx, func() (err error) {
+		plain, err = a.cfg.protector.Unprotect(ctx, blob, []byte(key))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return plain, nil
 }
 
 func (a *Adapter) seal(ctx context.Context, plain []byte, key string) ([]byte, error) {
 	if a.cfg.protector == nil {
 		return plain, nil
 	}
-	return a.cfg.protector.Protect(ctx, plain, []byte(key))
+	var sealed []byte
+	err := ctxrun.Do(ctx, func() (err error) {
+		sealed, err = a.cfg.protector.Protect(ctx, plain, []byte(key))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sealed, nil
 }
 
 func (a *Adapter) needsReprotect(blob []byte) bool {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,14 @@ var (
 	// ErrNoKey reports that no key may encrypt now and none could be
 	// created (the store is unreachable).
 	ErrNoKey = errors.New("protect: no usable key to encrypt with")
+	// ErrRingDamaged reports a ring record that a newcomer cannot decode
+	// or authenticate: altered at rest (a damaged disk, a partial write,
+	// an edit), or reported corrupt by the store. Errors that wrap it also
+	// wrap ErrInvalidRing. A running server that holds the ring rewrites
+	// such a record from its verified copy at its next refresh; the
+	// error's text says how to reset the ring if none runs. A ring never
+	// mints a new ring over a damaged record.
+	ErrRingDamaged = errors.New("protect: key ring record is damaged")
 	// ErrRingClosed reports a call on a KeyRing after its Close. It is not
 	// msalcache.ErrClosed on purpose: the store may well be open, and an
 	// operator reading "store closed" would look in the wrong place.
@@ -595,16 +604,27 @@ func (w *working) record() *record {
 // conflict from a fresh load. Nothing is adopted that was not first read
 // from, or written to, the store: a key that other servers cannot load is
 // never used to encrypt.
+//
+// A record this ring cannot verify (damaged: see classify) is rewritten
+// from the ring's verified copy on every sync, read-only ones included,
+// because until then no newcomer can start and no server can add a key:
+// the ring would run out of keys when its default expires. A newcomer,
+// which has no copy, fails with ErrRingDamaged and writes nothing.
 func (r *KeyRing) sync(ctx context.Context, write bool, mutate func(*working, time.Time) error) error {
 	cur := r.state.Load() // nil until the first sync succeeds
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
 		data, ver, err := r.store.Load(ctx, r.cfg.ringKey)
 		missing := errors.Is(err, msalcache.ErrNotFound)
-		if err != nil && !missing {
+		corrupt := errors.Is(err, msalcache.ErrCorrupt)
+		if err != nil && !missing && !corrupt {
 			return fmt.Errorf("protect: load key ring %q: %w", r.cfg.ringKey, err)
 		}
-		var w *working
-		if missing {
+		var (
+			w      *working
+			damage error // why the record cannot be verified; nil if it can
+		)
+		switch {
+		case missing:
 			if cur == nil {
 				existed, err := r.markerExists(ctx)
 				if err != nil {
@@ -626,33 +646,48 @@ func (r *KeyRing) sync(ctx context.Context, write bool, mutate func(*working, ti
 				r.cfg.logger.Warn("protect: key ring record missing from the store; restoring it from this server's copy (no key is minted for it)",
 					"ring", r.cfg.ringKey)
 			}
-			w = &working{keys: map[keyID]*dataKey{}, revoked: map[keyID]*revEntry{}, dirty: true}
-		} else {
-			rec, err := decodeRecord(data)
-			if err != nil {
-				return fmt.Errorf("%w: %q: %w", ErrInvalidRing, r.cfg.ringKey, err)
-			}
-			if w, err = r.verify(ctx, rec, cur); err != nil {
+			w = newWorking()
+			w.dirty = true
+		case corrupt:
+			// The store cannot decode what it holds; Save with NoVersion
+			// replaces such a record (msalcache.ErrCorrupt's contract).
+			damage = fmt.Errorf("the store reports it as corrupt: %w", err)
+			ver = msalcache.NoVersion
+		default:
+			if w, damage, err = r.classify(ctx, data, cur); err != nil {
 				return err
 			}
+		}
+		if damage != nil {
+			if cur == nil {
+				return r.damagedError(damage, w)
+			}
+			// Keep what did verify (a key another server added a moment
+			// ago), and mergeCached below adds this ring's copy.
+			if w == nil {
+				w = newWorking()
+			}
+			w.dirty = true
 		}
 		if cur != nil {
-			if err := r.mergeCached(w, cur, missing); err != nil {
+			if err := r.mergeCached(w, cur, missing || damage != nil); err != nil {
 				return err
 			}
 		}
-		if !write {
+		if !write && damage == nil {
 			r.state.Store(w.state())
 			return nil
 		}
 		now := r.now()
-		if mutate != nil {
-			if err := mutate(w, now); err != nil {
+		if write {
+			if mutate != nil {
+				if err := mutate(w, now); err != nil {
+					return err
+				}
+			}
+			if err := r.schedule(ctx, w, now); err != nil {
 				return err
 			}
-		}
-		if err := r.schedule(ctx, w, now); err != nil {
-			return err
 		}
 		if w.dirty {
 			if err := r.rewrap(ctx, w); err != nil {
@@ -665,10 +700,14 @@ func (r *KeyRing) sync(ctx context.Context, write bool, mutate func(*working, ti
 			if missing {
 				ver = msalcache.NoVersion
 			}
-			if _, err := r.store.Save(ctx, r.cfg.ringKey, enc, ver, 0); err != nil {
-				if errors.Is(err, msalcache.ErrConflict) {
-					continue // another server wrote: start over from its record
-				}
+			_, err = r.store.Save(ctx, r.cfg.ringKey, enc, ver, 0)
+			if errors.Is(err, msalcache.ErrConflict) {
+				continue // another server wrote (or healed): start over from its record
+			}
+			if damage != nil {
+				r.logHeal(damage, err)
+			}
+			if err != nil {
 				return fmt.Errorf("protect: save key ring %q: %w", r.cfg.ringKey, err)
 			}
 		}
@@ -679,11 +718,102 @@ func (r *KeyRing) sync(ctx context.Context, write bool, mutate func(*working, ti
 	return fmt.Errorf("protect: key ring %q: gave up after %d compare-and-set conflicts", r.cfg.ringKey, maxCASAttempts)
 }
 
+func newWorking() *working {
+	return &working{keys: map[keyID]*dataKey{}, revoked: map[keyID]*revEntry{}}
+}
+
+// logHeal reports, at ERROR, a damaged record and its rewrite: the damage
+// means the store (or whoever writes to it) altered data at rest, which an
+// operator should know about even though the ring repaired it. It names
+// the store key and the reason, which holds key ids and KEK ids at most.
+func (r *KeyRing) logHeal(damage, saveErr error) {
+	if saveErr != nil {
+		r.cfg.logger.Error("protect: key ring record is damaged and rewriting it from this server's verified copy failed; newcomers cannot start until it is rewritten (retried at every refresh)",
+			"ring", r.cfg.ringKey, "damage", damage.Error(), "err", saveErr)
+		return
+	}
+	r.cfg.logger.Error("protect: key ring record was damaged; rewrote it from this server's verified copy (no key was lost or minted for it)",
+		"ring", r.cfg.ringKey, "damage", damage.Error())
+}
+
+// classify decodes and verifies a record. It returns err for a record
+// that must be left alone: one written by a newer format, or one whose
+// entries are wrapped by a KEK this ring lacks or that shares nothing with
+// this ring (another ring under the same KEK id). It returns damage, with
+// the entries that did verify in w, for a record that is this ring's but
+// cannot be verified: bytes that do not decode, or entries that fail to
+// authenticate. A single altered byte always lands in the second case
+// unless it turns the format number into a newer one.
+func (r *KeyRing) classify(ctx context.Context, data []byte, cur *ringState) (w *working, damage, err error) {
+	rec, err := decodeRecord(data)
+	if errors.Is(err, errNewerFormat) {
+		// Overwriting it would downgrade every newer server's ring.
+		return nil, nil, fmt.Errorf("%w: %q: %w", ErrInvalidRing, r.cfg.ringKey, err)
+	}
+	if err != nil {
+		return nil, err, nil
+	}
+	w, bad, ours, err := r.verify(ctx, rec, cur)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(bad) == 0 {
+		return w, nil, nil
+	}
+	damage = fmt.Errorf("%s", strings.Join(bad, "; "))
+	if cur != nil && !ours {
+		return nil, nil, fmt.Errorf("%w: %q: no entry authenticates with this ring's KEKs and none is one this server holds (%v): another ring under the same KEK id? Not overwriting it",
+			ErrInvalidRing, r.cfg.ringKey, damage)
+	}
+	return w, damage, nil
+}
+
+// damagedError is what a newcomer reports for a record it cannot verify.
+// It wraps ErrRingDamaged and, since a damaged record is a rejected one,
+// ErrInvalidRing.
+type damagedError struct {
+	msg   string
+	cause error
+}
+
+func (e *damagedError) Error() string { return e.msg }
+
+func (e *damagedError) Unwrap() []error { return []error{ErrRingDamaged, ErrInvalidRing, e.cause} }
+
+func (r *KeyRing) damagedError(damage error, verified *working) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: record %q cannot be verified (%v). ", ErrRingDamaged.Error(), r.cfg.ringKey, damage)
+	if verified == nil || len(verified.keys)+len(verified.revoked) == 0 {
+		fmt.Fprintf(&b, "If every server fails like this one, check first that this server has the farm's KEK %q: a ring wrapped by another key under the same KEK id fails the same way. ", r.primary.ID())
+	}
+	fmt.Fprintf(&b, "Otherwise any running server that still holds the ring rewrites the record from its copy within its refresh interval (%v by default; WithRefreshInterval): retry then. "+
+		"If no such server runs, reset the ring by deleting %q and its marker %q from the store; every token stored under the old ring then becomes unreadable (a cache miss: each is acquired again from Entra ID and shared again)",
+		DefaultRefreshInterval, r.cfg.ringKey, r.marker)
+	return &damagedError{msg: b.String(), cause: damage}
+}
+
 // verify authenticates every entry of rec with the ring's KEKs. Entries
 // identical to ones already verified are taken from cur without a KEK call,
 // so a KMS-backed KEK is called only for what changed.
-func (r *KeyRing) verify(ctx context.Context, rec *record, cur *ringState) (*working, error) {
-	w := &working{keys: make(map[keyID]*dataKey, len(rec.keys)), revoked: make(map[keyID]*revEntry, len(rec.revoked))}
+//
+// It returns the entries that authenticate in w and describes in bad those
+// that do not; ours reports whether the record is tied to this ring (an
+// entry authenticates, or a bad one carries an id or wrapped bytes that
+// cur holds), which tells damage from a foreign ring. An entry under a KEK
+// id the ring lacks is an error (err), unless its wrapped bytes are those
+// of an entry cur holds: then only its KEK id was altered, and it is bad.
+func (r *KeyRing) verify(ctx context.Context, rec *record, cur *ringState) (w *working, bad []string, ours bool, err error) {
+	w = &working{keys: make(map[keyID]*dataKey, len(rec.keys)), revoked: make(map[keyID]*revEntry, len(rec.revoked))}
+	var known map[string]bool // wrapped bytes and tags cur holds
+	if cur != nil {
+		known = make(map[string]bool, len(cur.keys)+len(cur.revoked))
+		for _, k := range cur.keys {
+			known[string(k.wrapped)] = true
+		}
+		for _, rv := range cur.revoked {
+			known[string(rv.tag)] = true
+		}
+	}
 	fail := func(format string, args ...any) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -695,42 +825,70 @@ func (r *KeyRing) verify(ctx context.Context, rec *record, cur *ringState) (*wor
 		if cur != nil {
 			if k := cur.keys[e.id]; k != nil && k.keyEntry.equal(e) {
 				w.keys[e.id] = k
+				ours = true
 				continue
 			}
 		}
 		kek := r.keks[e.kekID]
 		if kek == nil {
-			return nil, fail("key %s is wrapped by KEK %q, which this ring does not have (add it with WithKEKs)", e.id, e.kekID)
+			if known[string(e.wrapped)] {
+				bad = append(bad, fmt.Sprintf("key %s names KEK %q, but its wrapped bytes are those of a key this server holds under another KEK", e.id, e.kekID))
+				ours = true
+				continue
+			}
+			return nil, nil, false, fail("key %s is wrapped by KEK %q, which this ring does not have (add it with WithKEKs)", e.id, e.kekID)
 		}
 		secret, err := kek.Unwrap(ctx, e.wrapped, keyAAD(e))
 		if err != nil || len(secret) != masterKeyLen {
-			return nil, fail("key %s does not unwrap with KEK %q: its dates or id were edited, or the KEK is not the one that wrapped it", e.id, e.kekID)
+			if err := ctx.Err(); err != nil {
+				return nil, nil, false, err
+			}
+			bad = append(bad, fmt.Sprintf("key %s does not unwrap with KEK %q: its dates, id or wrapped bytes were altered, or the KEK is not the one that wrapped it", e.id, e.kekID))
+			if cur != nil && (cur.keys[e.id] != nil || known[string(e.wrapped)]) {
+				ours = true
+			}
+			continue
 		}
 		k := &dataKey{keyEntry: *e, secret: secret, info: hkdfInfo(e.id)}
 		k.wrapped = bytes.Clone(e.wrapped)
 		w.keys[e.id] = k
+		ours = true
 	}
 	for i := range rec.revoked {
 		e := &rec.revoked[i]
 		if cur != nil {
 			if rv := cur.revoked[e.id]; rv != nil && rv.equal(e) {
 				w.revoked[e.id] = rv
+				ours = true
 				continue
 			}
 		}
 		kek := r.keks[e.kekID]
 		if kek == nil {
-			return nil, fail("revocation of %s is signed by KEK %q, which this ring does not have (add it with WithKEKs)", e.id, e.kekID)
+			if known[string(e.tag)] {
+				bad = append(bad, fmt.Sprintf("revocation of %s names KEK %q, but its tag is one this server holds under another KEK", e.id, e.kekID))
+				ours = true
+				continue
+			}
+			return nil, nil, false, fail("revocation of %s is signed by KEK %q, which this ring does not have (add it with WithKEKs)", e.id, e.kekID)
 		}
 		got, err := kek.Unwrap(ctx, e.tag, revAAD(e))
 		if err != nil || !bytes.Equal(got, e.id[:]) {
-			return nil, fail("revocation of %s does not verify with KEK %q", e.id, e.kekID)
+			if err := ctx.Err(); err != nil {
+				return nil, nil, false, err
+			}
+			bad = append(bad, fmt.Sprintf("revocation of %s does not verify with KEK %q", e.id, e.kekID))
+			if cur != nil && (cur.keys[e.id] != nil || cur.revoked[e.id] != nil || known[string(e.tag)]) {
+				ours = true
+			}
+			continue
 		}
 		rv := *e
 		rv.tag = bytes.Clone(e.tag)
 		w.revoked[e.id] = &rv
+		ours = true
 	}
-	return w, nil
+	return w, bad, ours, nil
 }
 
 // mergeCached adds to w what this ring knew before: keys and revocations

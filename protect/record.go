@@ -116,11 +116,25 @@ func revAAD(e *revEntry) []byte {
 	return append(out, e.kekID...)
 }
 
+// errNewerFormat reports a well-formed record of a format newer than this
+// package writes. It is not damage: a running ring must leave it alone, or
+// an older server would overwrite the ring of every newer one.
+var errNewerFormat = errors.New("record format is newer than this package knows")
+
 // decodeRecord parses a ring record strictly. It checks shape only; the
-// caller authenticates every entry with its KEKs.
+// caller authenticates every entry with its KEKs. A JSON object whose "v"
+// is a format number above this package's fails with errNewerFormat, any
+// other refusal is damage.
 func decodeRecord(b []byte) (*record, error) {
 	if len(b) > maxRecordSize {
 		return nil, fmt.Errorf("record of %d bytes exceeds %d", len(b), maxRecordSize)
+	}
+	// Lenient on purpose: a newer format may add fields or change them.
+	var probe struct {
+		V int `json:"v"`
+	}
+	if json.Unmarshal(b, &probe) == nil && probe.V > recordFormat {
+		return nil, fmt.Errorf("%w: format %d, this package writes %d (a server of a newer version wrote it; upgrade this one)", errNewerFormat, probe.V, recordFormat)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
