@@ -109,10 +109,10 @@
 // only with compare-and-set. Ids, dates and KEK ids are readable; each
 // key's material is wrapped by the KEK with its id, dates and KEK id as
 // associated data, and each revocation is signed the same way, so an edit
-// of any date, a swapped key or a forged revocation makes the whole record
-// fail (ErrInvalidRing): a newcomer refuses to start on it, and a running
-// server keeps the ring it has and reports the error from Refresh. A record
-// with a key wrapped by a KEK the server lacks fails the same way.
+// of any date, a swapped key or a forged revocation makes the record fail
+// to authenticate. A record with a key wrapped by a KEK the server lacks
+// is refused (ErrInvalidRing) and never overwritten: it may come from a
+// server further into a KEK rotation.
 //
 // Keep the ring in a durable store: a store that may evict
 // (msalcache.IsVolatile, memcached) is refused with ErrVolatileStore.
@@ -124,6 +124,24 @@
 //
 //   - Read errors: a server that cannot read the store at start-up fails
 //     and mints nothing; a running server keeps its keys.
+//   - Record damaged (a flipped bit on disk, a torn write, an edit: bytes
+//     that do not decode, an entry that fails to authenticate, or a store
+//     Load that reports msalcache.ErrCorrupt): a newcomer fails with
+//     ErrRingDamaged and writes nothing, since it cannot tell which keys
+//     the record held. A running server keeps its keys and, at its next
+//     refresh or reload, rewrites the record from its verified copy (plus
+//     any entry of the damaged record that still authenticates) with
+//     compare-and-set, logging it at ERROR. Left alone, the ring could
+//     never add a key again and would run out of keys 30 days later. If
+//     no server runs, reset the ring: delete the record and its marker
+//     (below); every stored token then reads as a miss and is fetched
+//     again. Two kinds of unreadable record are not treated as damage and
+//     never overwritten: one whose format number is newer than this
+//     version's (a newer server wrote it; a flipped bit in that one digit
+//     looks the same, and is left to an operator), and one that shares no
+//     entry with the server's copy and authenticates under none of its
+//     KEKs (another ring under the same KEK id: two misconfigured servers
+//     must not overwrite each other forever).
 //   - Record deleted while servers run: they keep encrypting and
 //     decrypting with the keys they hold and mint nothing for it. A
 //     newcomer fails closed with ErrRingMissing, because a marker record

@@ -130,9 +130,11 @@ var (
 // adds older KEKs that may still unwrap.
 //
 // It fails, minting nothing, when the store cannot be read, when the
-// record fails to authenticate (ErrInvalidRing), when the record vanished
-// from a store that held one (ErrRingMissing), and for a store that may
-// evict keys (ErrVolatileStore).
+// record cannot be decoded or fails to authenticate (ErrRingDamaged, which
+// also wraps ErrInvalidRing; a running server rewrites such a record), when
+// it is wrapped by a KEK this ring lacks or written by a newer version
+// (ErrInvalidRing), when the record vanished from a store that held one
+// (ErrRingMissing), and for a store that may evict keys (ErrVolatileStore).
 func NewKeyRing(ctx context.Context, store msalcache.Store, kek KeyWrapper, opts ...Option) (*KeyRing, error) {
 	if store == nil {
 		return nil, errors.New("protect: NewKeyRing: nil store")
@@ -333,7 +335,7 @@ func (r *KeyRing) NeedsReprotect(ciphertext []byte) bool {
 // Refresh reloads the ring's record and does what is due: merges in keys
 // and revocations written by other servers, writes back what the record
 // lacks (a record replayed from an older copy, or deleted while this ring
-// ran), schedules the next key when the default nears expiry, and mints a
+// ran), rewrites a damaged record from this ring's verified copy, schedules the next key when the default nears expiry, and mints a
 // key now when none may encrypt. Writes are compare-and-set; a ring that
 // loses the race adopts the winner's record. The background refresh calls
 // it; call it yourself with WithAutoRefresh(false).
@@ -455,8 +457,9 @@ type KeyInfo struct {
 	KEKID string
 }
 
-// Keys reloads the ring's record (read only: it never writes or mints) and
-// describes every key this ring knows, oldest activation first.
+// Keys reloads the ring's record and describes every key this ring knows,
+// oldest activation first. It never mints; it writes only to rewrite a
+// damaged record from this ring's verified copy.
 func (r *KeyRing) Keys(ctx context.Context) ([]KeyInfo, error) {
 	if err := r.checkOpen(); err != nil {
 		return nil, err
@@ -1013,25 +1016,37 @@ func (r *KeyRing) rewrap(ctx context.Context, w *working) error {
 
 var markerValue = []byte("msalcache key ring marker v1: a key ring was created in this store\n")
 
+// markerExists reports whether the marker is there. A marker the store
+// reports corrupt counts as present: something was written there, and
+// failing closed (no new ring) is the safe answer.
 func (r *KeyRing) markerExists(ctx context.Context) (bool, error) {
-	_, _, err := r.store.Load(ctx, r.marker)
+	present, _, err := r.markerState(ctx)
+	return present, err
+}
+
+func (r *KeyRing) markerState(ctx context.Context) (present, corrupt bool, err error) {
+	_, _, err = r.store.Load(ctx, r.marker)
 	switch {
 	case err == nil:
-		return true, nil
+		return true, false, nil
 	case errors.Is(err, msalcache.ErrNotFound):
-		return false, nil
+		return false, false, nil
+	case errors.Is(err, msalcache.ErrCorrupt):
+		return true, true, nil
 	default:
-		return false, fmt.Errorf("protect: load key ring marker %q: %w", r.marker, err)
+		return false, false, fmt.Errorf("protect: load key ring marker %q: %w", r.marker, err)
 	}
 }
 
 // ensureMarker writes the marker after the record exists (never before, so
-// a crash in between cannot leave a marker with no ring). Failures are
-// logged and retried at the next refresh: the marker only decides whether
-// a newcomer facing an empty store may start a new ring.
+// a crash in between cannot leave a marker with no ring), and rewrites one
+// the store reports corrupt. Failures are logged and retried at the next
+// refresh: the marker only decides whether a newcomer facing an empty
+// store may start a new ring.
 func (r *KeyRing) ensureMarker(ctx context.Context) {
-	existed, err := r.markerExists(ctx)
-	if err == nil && !existed {
+	present, corrupt, err := r.markerState(ctx)
+	if err == nil && (!present || corrupt) {
+		// NoVersion creates the marker, or replaces a corrupt one.
 		_, err = r.store.Save(ctx, r.marker, markerValue, msalcache.NoVersion, 0)
 		if errors.Is(err, msalcache.ErrConflict) {
 			err = nil
