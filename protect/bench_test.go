@@ -82,3 +82,27 @@ func BenchmarkRawGCMOpen4K(b *testing.B) {
 		}
 	}
 }
+
+// HashKey names a partition on every Replace and Export, so it must cost
+// next to nothing: a pooled HMAC-SHA256, no allocation.
+//
+//	go test -run '^$' -bench HashKey -benchmem ./protect
+func BenchmarkHashKey(b *testing.B) {
+	r := newRing(b, newMem(b), nil)
+	key := "00000000-0000-0000-0000-000000000001.00000000-0000-0000-0000-0000000000aa"
+	b.ReportAllocs()
+	for b.Loop() {
+		r.HashKey(key)
+	}
+}
+
+func BenchmarkHashKeyParallel(b *testing.B) {
+	r := newRing(b, newMem(b), nil)
+	key := "00000000-0000-0000-0000-000000000001.00000000-0000-0000-0000-0000000000aa"
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r.HashKey(key)
+		}
+	})
+}

@@ -106,7 +106,8 @@
 // # The record, and what happens when it is lost or replayed
 //
 // The ring is one JSON record under DefaultRingKey (WithRingKey), written
-// only with compare-and-set. Ids, dates and KEK ids are readable; each
+// only with compare-and-set. Ids, dates and KEK ids are readable; the
+// naming secret (see Partition names) is wrapped like the keys; each
 // key's material is wrapped by the KEK with its id, dates and KEK id as
 // associated data, and each revocation is signed the same way, so an edit
 // of any date, a swapped key or a forged revocation makes the record fail
@@ -167,6 +168,43 @@
 //     because it leaked, also rotate the KEK (below): records replayed
 //     from before the KEK rotation then fail to authenticate once the old
 //     KEK is removed.
+//
+// # Partition names
+//
+// A KeyRing is also an msalcache.KeyHasher: the Adapter names each
+// partition in the store with HashKey, HMAC-SHA256 of the partition key
+// under a naming secret, instead of a plain SHA-256. A partition key is a
+// user's object and tenant ids, which are not secret (they appear in
+// tokens, logs, directory listings). With unkeyed names, whoever can read
+// the store could hash the ids of a person of interest and learn whether
+// that user has tokens cached, and when they were last written; with
+// keyed names the store's keys reveal nothing without the secret. (It does
+// not hide how many partitions there are, their sizes or write times.)
+//
+// The secret is 32 random bytes in the ring's record, wrapped by the KEK
+// like the data keys, under associated data of its own so it cannot be
+// swapped with one. It is created with the ring and survives every
+// rotation, revocation and KEK rotation; only a reset of the ring (or a
+// flushed store, where a newcomer starts a new ring and running servers
+// adopt its secret) changes it, and then every partition is a miss once.
+// A record of the first release (format 1) has no secret: the first ring
+// of this version to open it adds one with compare-and-set (servers
+// racing to do so adopt the winner's), and a running server that finds a
+// record rolled back to one without the secret writes its secret back.
+// HashKey itself never touches the store, never blocks and never fails.
+//
+// Upgrading: the names change from plain SHA-256 to keyed, so after the
+// upgrade every partition is a cache miss once; each is acquired again
+// from Entra ID on its next silent call and then shared as before. The old
+// entries expire with their TTL. During a rolling upgrade, old and new
+// servers name partitions differently and simply do not share tokens with
+// each other. The record becomes format 2, which the previous release
+// cannot read: its running servers keep their keys (and log refresh
+// failures), but one of them restarting fails with ErrInvalidRing. So
+// finish the rollout rather than restart old servers; to roll back, an
+// operator can turn the record back into format 1 by setting "v" to 1 and
+// removing "naming" (the keys' wraps do not cover either), at the cost of
+// a new secret, and one more miss per partition, at the next upgrade.
 //
 // # KEK rotation
 //

@@ -3,6 +3,7 @@ package protect
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"os"
@@ -75,7 +76,8 @@ func goldenKEK(t testing.TB) KeyWrapper {
 
 // FuzzDecodeRing feeds arbitrary bytes to the ring record decoder and to
 // its verification: no panic, what decodes re-encodes canonically, and
-// nothing verifies but entries the KEK wrote (those of the golden record).
+// nothing verifies but entries the KEK wrote (those of the golden records,
+// format 1 and format 2).
 func FuzzDecodeRing(f *testing.F) {
 	golden, err := os.ReadFile("testdata/ring-v1.json")
 	if err != nil {
@@ -85,8 +87,21 @@ func FuzzDecodeRing(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	golden2, err := os.ReadFile("testdata/ring-v2.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	goldenRec2, err := decodeRecord(golden2)
+	if err != nil || goldenRec2.naming == nil {
+		f.Fatalf("golden format 2 record: %v", err)
+	}
 	verifier := &KeyRing{cfg: defaultConfig(), keks: map[string]KeyWrapper{"golden": goldenKEK(f)}}
 	f.Add(golden)
+	f.Add(golden2)
+	f.Add([]byte(`{"v":2,"keys":[]}`))
+	f.Add([]byte(`{"v":1,"keys":[],"naming":{"kek":"golden","wrapped":"AAAA"}}`))
+	f.Add([]byte(`{"v":2,"keys":[],"naming":{"kek":"golden","wrapped":"AAAA"}}`))
+	f.Add([]byte(`{"v":3,"keys":[],"naming":{"kek":"golden","wrapped":"AAAA"},"new":true}`))
 	f.Add([]byte(`{"v":1,"keys":[]}`))
 	f.Add([]byte(`{"v":1,"keys":[{"id":"00000000000000000000000000000000","suite":1,"created":1893456000,"activation":1893456000,"expiration":1896048000,"kek":"golden","wrapped":"AAAA"}],"revoked":[{"id":"00000000000000000000000000000000","at":1893456000,"kek":"golden","tag":"AAAA"}]}`))
 	f.Add([]byte(`{"v":2}`))
@@ -124,6 +139,12 @@ func FuzzDecodeRing(f *testing.F) {
 				t.Fatalf("revocation of %s verified but the KEK never signed it: %s", rv.id, b)
 			}
 		}
+		if w.naming != nil && !w.naming.namingEntry.equal(goldenRec2.naming) {
+			t.Fatalf("naming secret verified but the KEK never wrapped it: %s", b)
+		}
+		if (rec.naming == nil) != bytes.Contains(enc, []byte(`"v":1,`)) {
+			t.Fatalf("format number does not follow the naming secret: %s", enc)
+		}
 	})
 }
 
@@ -160,12 +181,71 @@ func TestGoldenFormat(t *testing.T) {
 	if r.NeedsReprotect(payload) {
 		t.Fatal("golden payload is under the default key")
 	}
+	// Opening a format 1 record adds a naming secret, and nothing else:
+	// every entry is kept byte for byte.
 	after, _, _ := store.Load(ctx, DefaultRingKey)
-	if !bytes.Equal(after, ring) {
-		t.Fatalf("loading an up-to-date ring rewrote it:\n%s", after)
+	upgraded, err := decodeRecord(after)
+	if err != nil || upgraded.naming == nil || !bytes.Contains(after, []byte(`{"v":2,`)) {
+		t.Fatalf("format 1 record after opening (%v):\n%s", err, after)
+	}
+	old, _ := decodeRecord(ring)
+	old.naming = upgraded.naming
+	if enc, _ := encodeRecord(old); !bytes.Equal(enc, after) {
+		t.Fatalf("opening a format 1 ring changed more than the naming secret:\n%s\n%s", after, enc)
 	}
 	ks, _ := r.Keys(ctx)
 	if len(ks) != 2 || ks[0].Status != KeyRevoked || ks[1].Status != KeyActive || !ks[1].Default {
 		t.Fatalf("golden keys: %+v", ks)
+	}
+	r2, err := NewKeyRing(ctx, store, goldenKEK(t), WithClock(func() time.Time { return now }),
+		WithAutoRefresh(false), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if again, _, _ := store.Load(ctx, DefaultRingKey); !bytes.Equal(again, after) {
+		t.Fatalf("loading an up-to-date ring rewrote it:\n%s", again)
+	}
+	if r.HashKey("p") != r2.HashKey("p") {
+		t.Fatal("two rings on the upgraded record hash differently")
+	}
+}
+
+// A format 2 record names partitions the same way forever: the secret
+// and the HMAC construction are a promise to data at rest, like the
+// payload format.
+func TestGoldenFormatV2(t *testing.T) {
+	ring, err := os.ReadFile("testdata/ring-v2.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := os.ReadFile("testdata/payload-v1.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := memstore.New()
+	ctx := context.Background()
+	if _, err := store.Save(ctx, DefaultRingKey, ring, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Save(ctx, DefaultRingKey+markerSuffix, markerValue, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)
+	r, err := NewKeyRing(ctx, store, goldenKEK(t), WithClock(func() time.Time { return now }),
+		WithAutoRefresh(false), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if plain, err := r.Unprotect(ctx, payload, []byte("msalcache:default:golden")); err != nil || string(plain) != "golden plaintext" {
+		t.Fatalf("golden payload: %q, %v", plain, err)
+	}
+	if after, _, _ := store.Load(ctx, DefaultRingKey); !bytes.Equal(after, ring) {
+		t.Fatalf("loading an up-to-date ring rewrote it:\n%s", after)
+	}
+	h := r.HashKey("golden partition")
+	if got, want := hex.EncodeToString(h[:]), "88ddbcb163ace35397fcc3ad2c4fdd75ab440a11db57f23b86d7c7b43f06fa86"; got != want {
+		t.Fatalf("HashKey of the golden record = %s, want %s", got, want)
 	}
 }

@@ -206,10 +206,16 @@ func newMem(t testing.TB) *memstore.Store {
 
 // ringDoc mirrors the ring record's JSON so tests can tamper with it.
 type ringDoc struct {
-	V       int      `json:"v"`
-	Keys    []keyDoc `json:"keys"`
-	Revoked []revDoc `json:"revoked,omitempty"`
-	Extra   string   `json:"extra,omitempty"`
+	V       int        `json:"v"`
+	Keys    []keyDoc   `json:"keys"`
+	Revoked []revDoc   `json:"revoked,omitempty"`
+	Naming  *namingDoc `json:"naming,omitempty"`
+	Extra   string     `json:"extra,omitempty"`
+}
+
+type namingDoc struct {
+	KEK     string `json:"kek"`
+	Wrapped []byte `json:"wrapped"`
 }
 
 type keyDoc struct {
@@ -285,4 +291,14 @@ func replayRing(t testing.TB, store msalcache.Store, old []byte) {
 	if _, err := store.Save(ctx, protect.DefaultRingKey, old, v, 0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// asFormat1 rewrites a ring record as the first release wrote it: format
+// 1, no naming secret. The keys' wraps do not cover either, so the result
+// is a valid record of today's ring minus its secret.
+func asFormat1(t testing.TB, rec []byte) []byte {
+	t.Helper()
+	d := parseDoc(t, rec)
+	d.V, d.Naming = 1, nil
+	return d.encode(t)
 }

@@ -3,6 +3,7 @@ package protect
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -73,7 +74,8 @@ type dataKey struct {
 type ringState struct {
 	keys    map[keyID]*dataKey
 	revoked map[keyID]*revEntry
-	order   []*dataKey // not revoked; activation descending, then id ascending
+	order   []*dataKey    // not revoked; activation descending, then id ascending
+	naming  *namingSecret // never nil once published
 }
 
 // defaultKey follows ASP.NET Core's DefaultKeyResolver, so that servers
@@ -94,8 +96,9 @@ func (s *ringState) defaultKey(now time.Time, skew time.Duration) *dataKey {
 // KeyRing seals and opens payloads with a ring of AES-256 keys that it
 // keeps, wrapped by a KEK, in one record of a Store shared by every server
 // of a farm. It creates, rotates and retires keys on its own; see the
-// package documentation for the rules. It implements msalcache.Protector
-// and msalcache.Reprotector and is safe for concurrent use.
+// package documentation for the rules. It implements msalcache.Protector,
+// msalcache.Reprotector and msalcache.KeyHasher and is safe for concurrent
+// use.
 type KeyRing struct {
 	store   msalcache.Store
 	cfg     config
@@ -567,11 +570,12 @@ func (r *KeyRing) loop() {
 type working struct {
 	keys    map[keyID]*dataKey
 	revoked map[keyID]*revEntry
-	dirty   bool // the record must be written
+	naming  *namingSecret // nil until verified, merged or minted
+	dirty   bool          // the record must be written
 }
 
 func (w *working) state() *ringState {
-	s := &ringState{keys: w.keys, revoked: w.revoked}
+	s := &ringState{keys: w.keys, revoked: w.revoked, naming: w.naming}
 	for id, k := range w.keys {
 		if w.revoked[id] == nil {
 			s.order = append(s.order, k)
@@ -596,6 +600,10 @@ func (w *working) record() *record {
 	}
 	for _, rv := range w.revoked {
 		rec.revoked = append(rec.revoked, *rv)
+	}
+	if w.naming != nil {
+		ne := w.naming.namingEntry
+		rec.naming = &ne
 	}
 	return rec
 }
@@ -678,6 +686,9 @@ func (r *KeyRing) sync(ctx context.Context, write bool, mutate func(*working, ti
 			}
 		}
 		if !write && damage == nil {
+			if w.naming == nil {
+				return fmt.Errorf("protect: key ring %q has no naming secret", r.cfg.ringKey)
+			}
 			r.state.Store(w.state())
 			return nil
 		}
@@ -691,6 +702,20 @@ func (r *KeyRing) sync(ctx context.Context, write bool, mutate func(*working, ti
 			if err := r.schedule(ctx, w, now); err != nil {
 				return err
 			}
+			if w.naming == nil {
+				// A new ring, or a format 1 record: add the secret. Rings
+				// racing to add it converge through compare-and-set: the
+				// losers reload and adopt the winner's.
+				if err := r.mintNaming(ctx, w); err != nil {
+					return err
+				}
+			}
+		}
+		if w.naming == nil {
+			// Only a read-only sync by a ring with no copy gets here, and
+			// none runs before NewKeyRing's writing one: HashKey relies on
+			// never seeing a state without a secret.
+			return fmt.Errorf("protect: key ring %q has no naming secret", r.cfg.ringKey)
 		}
 		if w.dirty {
 			if err := r.rewrap(ctx, w); err != nil {
@@ -891,6 +916,17 @@ func (r *KeyRing) verify(ctx context.Context, rec *record, cur *ringState) (w *w
 		w.revoked[e.id] = &rv
 		ours = true
 	}
+	if rec.naming != nil {
+		ns, why, tied, err := r.verifyNaming(ctx, rec.naming, cur)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		if why != "" {
+			bad = append(bad, why)
+		}
+		w.naming = ns
+		ours = ours || tied
+	}
 	return w, bad, ours, nil
 }
 
@@ -918,11 +954,26 @@ func (r *KeyRing) mergeCached(w *working, cur *ringState, missing bool) error {
 			lostRevs++
 		}
 	}
-	if lostKeys+lostRevs > 0 {
+	lostNaming := false
+	switch {
+	case w.naming == nil:
+		// A record replayed from before the secret existed (format 1):
+		// dropping the secret would rename every partition.
+		w.naming = cur.naming
+		lostNaming = cur.naming != nil
+	case cur.naming != nil && !hmac.Equal(w.naming.h.secret, cur.naming.h.secret):
+		// Another valid secret: the ring was reset, or the store flushed
+		// and a newcomer started a ring. The record's wins, so that every
+		// server converges on one (keeping ours would make two servers
+		// overwrite each other); partitions are renamed, a miss once.
+		r.cfg.logger.Warn("protect: the key ring's naming secret in the store differs from this server's (the ring was reset or replaced); adopting the store's: every partition is a cache miss once",
+			"ring", r.cfg.ringKey)
+	}
+	if lostKeys+lostRevs > 0 || lostNaming {
 		w.dirty = true
 		if !missing {
-			r.cfg.logger.Warn("protect: key ring record lacks keys or revocations this server holds (replayed from an older copy, or edited); restoring them",
-				"ring", r.cfg.ringKey, "keys", lostKeys, "revocations", lostRevs)
+			r.cfg.logger.Warn("protect: key ring record lacks keys, revocations or the naming secret this server holds (replayed from an older copy, or edited); restoring them",
+				"ring", r.cfg.ringKey, "keys", lostKeys, "revocations", lostRevs, "naming_secret", lostNaming)
 		}
 	}
 	return nil
@@ -1010,6 +1061,13 @@ func (r *KeyRing) rewrap(ctx context.Context, w *working) error {
 		}
 		nrv.tag = tag
 		w.revoked[id] = &nrv
+	}
+	if n := w.naming; n != nil && n.kekID != pid {
+		wrapped, err := r.primary.Wrap(ctx, n.h.secret, namingAAD(pid))
+		if err != nil {
+			return fmt.Errorf("protect: rewrap the naming secret with KEK %q: %w", pid, err)
+		}
+		w.naming = &namingSecret{namingEntry: namingEntry{kekID: pid, wrapped: wrapped}, h: n.h}
 	}
 	return nil
 }

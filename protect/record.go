@@ -19,14 +19,28 @@ import (
 //   - each revocation is a wrap of the key id by a KEK, bound to the id, the
 //     revocation time and the KEK id, so nobody without a KEK can revoke a
 //     key (or forge a revocation list), and revocations merge one by one;
+//   - the naming secret (format 2) is wrapped like a key, bound to a label
+//     of its own and its KEK id, so it cannot be swapped with a data key;
 //   - unknown fields and other format versions are refused, so an older
-//     server never rewrites (and silently truncates) a newer record.
+//     server never rewrites (and silently truncates) a newer record. Any
+//     new field therefore comes with a new format number.
+//
+// Format 1 (the first release) has no naming secret; format 2 must have
+// one. Both decode; a ring adds the secret to a format 1 record when it
+// opens it, which makes it format 2.
 //
 // Times are Unix seconds.
 type recordJSON struct {
 	V       int              `json:"v"`
 	Keys    []keyJSON        `json:"keys"`
 	Revoked []revocationJSON `json:"revoked,omitempty"`
+	Naming  *namingJSON      `json:"naming,omitempty"`
+}
+
+// namingJSON is the wrapped secret of HashKey.
+type namingJSON struct {
+	KEK     string `json:"kek"`
+	Wrapped []byte `json:"wrapped"`
 }
 
 type keyJSON struct {
@@ -47,10 +61,16 @@ type revocationJSON struct {
 }
 
 const (
-	recordFormat  = 1
-	maxRecordSize = 4 << 20
-	maxRecordKeys = 10000
-	maxWrapped    = 4096
+	// recordFormat is the format this package writes; recordFormatV1
+	// records (no naming secret) still decode.
+	recordFormat   = 2
+	recordFormatV1 = 1
+	// namingSecretLen is the size of HashKey's secret: as long as
+	// HMAC-SHA256's output, the least RFC 2104 recommends.
+	namingSecretLen = 32
+	maxRecordSize   = 4 << 20
+	maxRecordKeys   = 10000
+	maxWrapped      = 4096
 	// Dates outside [minTime, maxTime] are refused so that time arithmetic
 	// on them never overflows. 1 Jan 2000 to 1 Jan 3000.
 	minTime = 946684800
@@ -76,9 +96,29 @@ type revEntry struct {
 	tag   []byte
 }
 
+// namingEntry is the naming secret as the record stores it: wrapped, not
+// yet authenticated.
+type namingEntry struct {
+	kekID   string
+	wrapped []byte
+}
+
 type record struct {
 	keys    []keyEntry
 	revoked []revEntry
+	naming  *namingEntry // nil in a format 1 record
+}
+
+func (a *namingEntry) equal(b *namingEntry) bool {
+	return a.kekID == b.kekID && bytes.Equal(a.wrapped, b.wrapped)
+}
+
+// namingAAD is what the naming secret's wrap is bound to: a label no key
+// or revocation uses (so a wrapped data key never unwraps as the naming
+// secret, nor the reverse) and the KEK id.
+func namingAAD(kekID string) []byte {
+	const label = "msalcache/protect naming secret v1\x00"
+	return append([]byte(label), kekID...)
 }
 
 func (a *keyEntry) equal(b *keyEntry) bool {
@@ -145,8 +185,13 @@ func decodeRecord(b []byte) (*record, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("record has trailing data")
 	}
-	if rj.V != recordFormat {
-		return nil, fmt.Errorf("record format %d is not %d (written by another version of this package?)", rj.V, recordFormat)
+	switch {
+	case rj.V != recordFormat && rj.V != recordFormatV1:
+		return nil, fmt.Errorf("record format %d is not %d or %d", rj.V, recordFormatV1, recordFormat)
+	case rj.V == recordFormatV1 && rj.Naming != nil:
+		return nil, errors.New("record format 1 has no naming secret")
+	case rj.V == recordFormat && rj.Naming == nil:
+		return nil, fmt.Errorf("record format %d lacks its naming secret", recordFormat)
 	}
 	if len(rj.Keys) > maxRecordKeys || len(rj.Revoked) > maxRecordKeys {
 		return nil, fmt.Errorf("record holds more than %d entries", maxRecordKeys)
@@ -205,12 +250,22 @@ func decodeRecord(b []byte) (*record, error) {
 		}
 		rec.revoked = append(rec.revoked, revEntry{id: id, at: rv.At, kekID: rv.KEK, tag: rv.Tag})
 	}
+	if n := rj.Naming; n != nil {
+		if err := validKEKID(n.KEK); err != nil {
+			return nil, fmt.Errorf("naming secret: %w", err)
+		}
+		if len(n.Wrapped) == 0 || len(n.Wrapped) > maxWrapped {
+			return nil, fmt.Errorf("naming secret: wrapped secret of %d bytes", len(n.Wrapped))
+		}
+		rec.naming = &namingEntry{kekID: n.KEK, wrapped: n.Wrapped}
+	}
 	return rec, nil
 }
 
 // encodeRecord writes rec in a canonical order (keys by activation then id,
 // revocations by id), so that two servers holding the same ring write the
-// same bytes.
+// same bytes. A record with a naming secret is format 2; one without
+// (only a decoded format 1 record, never a ring's write) stays format 1.
 func encodeRecord(rec *record) ([]byte, error) {
 	keys := slices.Clone(rec.keys)
 	slices.SortFunc(keys, func(a, b keyEntry) int {
@@ -224,7 +279,11 @@ func encodeRecord(rec *record) ([]byte, error) {
 	})
 	revs := slices.Clone(rec.revoked)
 	slices.SortFunc(revs, func(a, b revEntry) int { return bytes.Compare(a.id[:], b.id[:]) })
-	rj := recordJSON{V: recordFormat, Keys: make([]keyJSON, 0, len(keys))}
+	rj := recordJSON{V: recordFormatV1, Keys: make([]keyJSON, 0, len(keys))}
+	if n := rec.naming; n != nil {
+		rj.V = recordFormat
+		rj.Naming = &namingJSON{KEK: n.kekID, Wrapped: n.wrapped}
+	}
 	for _, k := range keys {
 		rj.Keys = append(rj.Keys, keyJSON{
 			ID: k.id.String(), Suite: int(k.suite), Created: k.created, Activation: k.activation,
