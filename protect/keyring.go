@@ -38,8 +38,11 @@ var (
 	// while its marker shows that a ring existed. The ring refuses to mint
 	// a new one in its place; see the package documentation.
 	ErrRingMissing = errors.New("protect: key ring record is missing from the store although a ring existed (deleted or flushed)")
-	// ErrInvalidRing reports a ring record that fails to parse or to
-	// authenticate: edited, corrupt, or wrapped by a KEK this ring lacks.
+	// ErrInvalidRing reports a ring record this ring rejects: damaged
+	// (then the error also wraps ErrRingDamaged), wrapped by a KEK this
+	// ring lacks, written by a newer version of this package, or holding
+	// a key that contradicts the copy this ring verified before. Only
+	// damage is ever overwritten.
 	ErrInvalidRing = errors.New("protect: key ring record rejected")
 	// ErrNoKey reports that no key may encrypt now and none could be
 	// created (the store is unreachable).
