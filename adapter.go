@@ -187,13 +187,14 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 			a.stats.reused.Add(1)
 			return nil
 		}
+		p = &partition{version: v, known: true, seq: seq}
 		plain, oerr := a.open(dctx, blob, key)
 		if oerr != nil {
 			a.stats.decryptErrors.Add(1)
 			a.warn("replace: cannot decrypt stored partition; treating it as a miss", "replace", key, oerr)
-			p = (&partition{version: v, known: true, seq: seq}).unreadable()
+			p = p.unreadable()
 		} else {
-			p = &partition{version: v, known: true, seq: seq, raw: plain, stale: a.needsReprotect(blob)}
+			p = a.fill(p, hints.PartitionKey, key, plain, a.needsReprotect(blob))
 		}
 	case errors.Is(err, ErrNotFound):
 		a.stats.misses.Add(1)
@@ -301,6 +302,34 @@ func (cs *clientState) handOver(a *Adapter, u cache.Unmarshaler, key string, p *
 	return false
 }
 
+// fill sets p's data to plain, the stored partition partitionKey decrypted,
+// keeping only the entries that belong to that partition (see
+// ownership.go): whatever the store holds, MSAL is never handed another
+// account's or app's entries under this key. stale marks p for rewriting on
+// the next Export, as it is when entries had to be dropped.
+func (a *Adapter) fill(p *partition, partitionKey, key string, plain []byte, stale bool) *partition {
+	if a.cfg.singlePart {
+		p.raw, p.stale = plain, stale
+		return p
+	}
+	doc, err := parseDocument(plain)
+	if err != nil {
+		a.stats.corruptBlobs.Add(1)
+		a.warn("replace: stored partition is not an MSAL cache; treating it as a miss", "replace", key, err)
+		return p.unreadable()
+	}
+	owned, dropped := doc.ownedBy(partitionKey)
+	if dropped > 0 {
+		a.stats.foreignEntries.Add(uint64(dropped))
+		a.cfg.logger.LogAttrs(context.Background(), slog.LevelWarn,
+			"replace: stored partition holds entries of other partitions (written by another tool or an older version); they are not loaded and the next Export rewrites it",
+			slog.String("op", "replace"), slog.String("key", fingerprint(key)), slog.Int("entries", dropped))
+		plain, stale = owned.encode(), true
+	}
+	p.raw, p.doc, p.stale = plain, owned, stale
+	return p
+}
+
 // keyed is a partition with its store key.
 type keyed struct {
 	key string
@@ -364,19 +393,12 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	var own *partition
-	var lent []*document
 	if cs.valid {
 		own = cs.parts[key]
-		for k, q := range cs.parts {
-			if k == key {
-				continue
-			}
-			if d, err := q.document(); err == nil {
-				lent = append(lent, d)
-			}
-		}
 	}
-	if own != nil && own.known && !own.stale && len(lent) == 0 && bytes.Equal(data, own.raw) {
+	// own.raw holds this partition's entries only, so equal bytes mean
+	// MSAL holds nothing new and nothing lent.
+	if own != nil && own.known && !own.stale && bytes.Equal(data, own.raw) {
 		a.stats.skippedWrites.Add(1)
 		return nil
 	}
@@ -387,21 +409,29 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	}
 	doc, perr := parseDocument(data)
 	out := data
-	if perr == nil {
-		var dropped bool
-		doc, dropped = withoutForeign(doc, ownDoc, lent)
-		if dropped {
+	switch {
+	case perr == nil && !a.cfg.singlePart:
+		// Lent entries, and anything else MSAL holds of other
+		// partitions, stay out of this one (see ownership.go).
+		var dropped int
+		if doc, dropped = doc.ownedBy(hints.PartitionKey); dropped > 0 {
 			out = doc.encode()
 		}
-		if own != nil && own.known && !own.stale && ownDoc != nil && doc.equalEntries(ownDoc) {
-			a.stats.skippedWrites.Add(1)
-			return nil
-		}
-	} else {
-		doc = nil // not MSAL's shape: store as is, last writer wins
+	case perr != nil && !a.cfg.singlePart:
+		// Without MSAL's shape nothing tells whose entries these are, and
+		// storing them could hand one account's tokens to another.
+		a.stats.exportFailures.Add(1)
+		a.error("export: MSAL's cache is not in the shape this version knows; not stored", "export", key, perr)
+		return nil
+	case perr != nil:
+		doc = nil // one partition for everything: store as is, last writer wins
+	}
+	if doc != nil && own != nil && own.known && !own.stale && ownDoc != nil && doc.equalEntries(ownDoc) {
+		a.stats.skippedWrites.Add(1)
+		return nil
 	}
 
-	w := write{a: a, key: key, out: out, doc: doc}
+	w := write{a: a, key: key, partitionKey: hints.PartitionKey, out: out, doc: doc}
 	if own != nil {
 		w.base, w.ifVersion = ownDoc, own.version
 		w.versionKnown = own.known
@@ -435,6 +465,7 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 type write struct {
 	a            *Adapter
 	key          string
+	partitionKey string
 	out          []byte    // what to store (plaintext)
 	doc          *document // out parsed; nil when out is not MSAL's shape
 	base         *document // what ours started from, for the three-way merge
@@ -516,6 +547,11 @@ func (w *write) rebase(ctx context.Context) error {
 	theirs, err := parseDocument(plain)
 	if err != nil {
 		return nil
+	}
+	if !a.cfg.singlePart {
+		// Another writer may run another version or another tool: what it
+		// stored of other partitions stays out of the merge.
+		theirs, _ = theirs.ownedBy(w.partitionKey)
 	}
 	w.doc = merge3(w.base, w.doc, theirs)
 	w.base = theirs

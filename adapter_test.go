@@ -98,6 +98,9 @@ func newTestAdapter(t *testing.T, s Store, opts ...Option) *Adapter {
 var ctx = context.Background()
 
 const (
+	// appKey is the partition MSAL-Go files app tokens of client "c" in
+	// tenant "t" under.
+	appKey     = "c_t_AppTokenCache"
 	aliceCache = `{"RefreshToken":{"alice-rt":{"home_account_id":"alice","secret":"RT-A"}},"Account":{"alice":{"home_account_id":"alice"}}}`
 	bobCache   = `{"RefreshToken":{"bob-rt":{"home_account_id":"bob","secret":"RT-B"}},"Account":{"bob":{"home_account_id":"bob"}}}`
 )
@@ -274,12 +277,12 @@ func TestExportSkipsDeletesAndSetsTTL(t *testing.T) {
 		t.Fatalf("unchanged export: %+v; want it skipped", st)
 	}
 
-	app := `{"AccessToken":{"t1":{"expires_on":"1700003600"},"t2":{"expires_on":"1700001800"}},"AppMetadata":{"m":{}}}`
+	app := `{"AccessToken":{"t1":{"client_id":"c","realm":"t","expires_on":"1700003600"},"t2":{"client_id":"c","realm":"t","expires_on":"1700001800"}},"AppMetadata":{"m":{}}}`
 	c.data = []byte(app)
-	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: "app"}); err != nil {
+	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: appKey}); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.ttl[a.StoreKey("app")]; got != time.Hour {
+	if got := s.ttl[a.StoreKey(appKey)]; got != time.Hour {
 		t.Fatalf("app cache TTL = %v, want the latest expiry (1h)", got)
 	}
 
@@ -297,8 +300,8 @@ func TestExportSkipsDeletesAndSetsTTL(t *testing.T) {
 func TestExportMergesOnConflict(t *testing.T) {
 	s := newMapStore()
 	a1, a2 := newTestAdapter(t, s), newTestAdapter(t, s)
-	base := `{"AccessToken":{"old":{"expires_on":"1"}}}`
-	if _, err := s.Save(ctx, a1.StoreKey("app"), []byte(base), NoVersion, 0); err != nil {
+	base := `{"AccessToken":{"old":{"client_id":"c","realm":"t","expires_on":"1"}}}`
+	if _, err := s.Save(ctx, a1.StoreKey(appKey), []byte(base), NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	c1, c2 := &target{}, &target{}
@@ -306,19 +309,19 @@ func TestExportMergesOnConflict(t *testing.T) {
 		a *Adapter
 		c *target
 	}{{a1, c1}, {a2, c2}} {
-		if err := p.a.Replace(ctx, p.c, cache.ReplaceHints{PartitionKey: "app"}); err != nil {
+		if err := p.a.Replace(ctx, p.c, cache.ReplaceHints{PartitionKey: appKey}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c1.data = []byte(`{"AccessToken":{"old":{"expires_on":"1"},"one":{"expires_on":"1"}}}`)
-	c2.data = []byte(`{"AccessToken":{"old":{"expires_on":"1"},"two":{"expires_on":"1"}}}`)
-	if err := a1.Export(ctx, c1, cache.ExportHints{PartitionKey: "app"}); err != nil {
+	c1.data = []byte(`{"AccessToken":{"old":{"client_id":"c","realm":"t","expires_on":"1"},"one":{"client_id":"c","realm":"t","expires_on":"1"}}}`)
+	c2.data = []byte(`{"AccessToken":{"old":{"client_id":"c","realm":"t","expires_on":"1"},"two":{"client_id":"c","realm":"t","expires_on":"1"}}}`)
+	if err := a1.Export(ctx, c1, cache.ExportHints{PartitionKey: appKey}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a2.Export(ctx, c2, cache.ExportHints{PartitionKey: "app"}); err != nil {
+	if err := a2.Export(ctx, c2, cache.ExportHints{PartitionKey: appKey}); err != nil {
 		t.Fatal(err)
 	}
-	got, _, _ := s.Load(ctx, a1.StoreKey("app"))
+	got, _, _ := s.Load(ctx, a1.StoreKey(appKey))
 	for _, k := range []string{`"old"`, `"one"`, `"two"`} {
 		if !bytes.Contains(got, []byte(k)) {
 			t.Fatalf("merged partition lacks %s: %s", k, got)
@@ -328,7 +331,7 @@ func TestExportMergesOnConflict(t *testing.T) {
 		t.Fatalf("conflicts = %d, want 1", a2.Stats().Conflicts)
 	}
 	// MSAL in instance 1 lacks "two": its next Replace must load it.
-	if err := a1.Replace(ctx, c1, cache.ReplaceHints{PartitionKey: "app"}); err != nil {
+	if err := a1.Replace(ctx, c1, cache.ReplaceHints{PartitionKey: appKey}); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Contains(c1.data, []byte(`"two"`)) {

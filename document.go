@@ -353,51 +353,6 @@ func union(first *document, others []*document) *document {
 	return u
 }
 
-// withoutForeign returns exported minus the entries that MSAL holds only
-// because the adapter lent them from another partition: an entry that own
-// lacks and that some other partition holds with the very same bytes. App
-// metadata is shared by every partition of a client, so it always stays.
-// The second result reports whether anything was dropped.
-func withoutForeign(exported, own *document, others []*document) (*document, bool) {
-	if len(others) == 0 {
-		return exported, false
-	}
-	out := &document{extra: exported.extra}
-	dropped := false
-	for i := range numSections {
-		src := exported.sections[i]
-		if i == secAppMetadata {
-			out.sections[i] = src
-			continue
-		}
-		var kept map[string]json.RawMessage
-		for k, v := range src {
-			if own != nil {
-				if _, mine := own.sections[i][k]; mine {
-					kept = put(kept, k, v, len(src))
-					continue
-				}
-			}
-			if heldByOther(others, i, k, v) {
-				dropped = true
-				continue
-			}
-			kept = put(kept, k, v, len(src))
-		}
-		out.sections[i] = kept
-	}
-	return out, dropped
-}
-
-func heldByOther(others []*document, section int, key string, value json.RawMessage) bool {
-	for _, o := range others {
-		if w, ok := o.sections[section][key]; ok && bytes.Equal(w, value) {
-			return true
-		}
-	}
-	return false
-}
-
 func put(m map[string]json.RawMessage, k string, v json.RawMessage, hint int) map[string]json.RawMessage {
 	if m == nil {
 		m = make(map[string]json.RawMessage, hint)

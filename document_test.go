@@ -109,31 +109,6 @@ func TestMerge3WithoutBaseKeepsBoth(t *testing.T) {
 	}
 }
 
-func TestWithoutForeign(t *testing.T) {
-	alice := mustDoc(t, `{"RefreshToken":{"alice-rt":"A"},"AppMetadata":{"app":"m"}}`)
-	bobBefore := mustDoc(t, `{"RefreshToken":{"bob-rt":"B"}}`)
-	exported := mustDoc(t, `{"RefreshToken":{"alice-rt":"A","bob-rt":"B2","bob-new":"N"},"AppMetadata":{"app":"m"}}`)
-	out, dropped := withoutForeign(exported, bobBefore, []*document{alice})
-	if !dropped {
-		t.Fatal("withoutForeign reported nothing dropped")
-	}
-	got := entries(out, secRefreshToken)
-	if _, leak := got["alice-rt"]; leak {
-		t.Fatalf("alice's refresh token would be written under bob's partition: %v", got)
-	}
-	if got["bob-rt"] != `"B2"` || got["bob-new"] != `"N"` {
-		t.Fatalf("bob's own entries lost: %v", got)
-	}
-	if entries(out, secAppMetadata)["app"] != `"m"` {
-		t.Fatal("shared app metadata dropped")
-	}
-	// An entry MSAL rewrote is no longer the lent one: it stays.
-	rewritten := mustDoc(t, `{"RefreshToken":{"alice-rt":"A-changed"}}`)
-	if out, _ := withoutForeign(rewritten, bobBefore, []*document{alice}); len(out.sections[secRefreshToken]) != 1 {
-		t.Fatal("an entry MSAL changed was dropped as foreign")
-	}
-}
-
 func TestUnionPrefersFirst(t *testing.T) {
 	first := mustDoc(t, `{"AccessToken":{"k":"first"}}`)
 	other := mustDoc(t, `{"AccessToken":{"k":"other","o":"x"},"Account":{"acc":"y"}}`)
@@ -189,7 +164,7 @@ func FuzzDocument(f *testing.F) {
 		if _, err := parseDocument(m.encode()); err != nil {
 			t.Fatalf("merge result does not parse: %v", err)
 		}
-		withoutForeign(db, da, []*document{da})
+		db.ownedBy("uid.utid")
 		union(da, []*document{db}).encode()
 	})
 }

@@ -32,8 +32,14 @@ type Stats struct {
 	// DecryptErrors counts stored blobs the Protector refused: a key that
 	// is unknown or revoked, a blob that was tampered with or moved.
 	DecryptErrors uint64
-	// CorruptBlobs counts stored partitions that MSAL could not load.
+	// CorruptBlobs counts stored partitions that MSAL could not load, and
+	// records the store could not decode.
 	CorruptBlobs uint64
+	// ForeignEntries counts entries found in a stored partition that
+	// belong to another account or app (written by another tool or an
+	// older version); they are never loaded and the partition is
+	// rewritten without them.
+	ForeignEntries uint64
 	// ExportFailures counts Exports that gave up: the token was served to
 	// the caller but not stored for other instances.
 	ExportFailures uint64
@@ -41,7 +47,7 @@ type Stats struct {
 
 type counters struct {
 	hits, reused, misses, writes, skippedWrites, deletes, conflicts, oboSkips,
-	storeErrors, decryptErrors, corruptBlobs, exportFailures atomic.Uint64
+	storeErrors, decryptErrors, corruptBlobs, foreignEntries, exportFailures atomic.Uint64
 }
 
 // Stats returns a snapshot of the Adapter's counters.
@@ -59,6 +65,7 @@ func (a *Adapter) Stats() Stats {
 		StoreErrors:    c.storeErrors.Load(),
 		DecryptErrors:  c.decryptErrors.Load(),
 		CorruptBlobs:   c.corruptBlobs.Load(),
+		ForeignEntries: c.foreignEntries.Load(),
 		ExportFailures: c.exportFailures.Load(),
 	}
 }
