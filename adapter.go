@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"sync"
@@ -29,6 +30,7 @@ type Adapter struct {
 	store       Store
 	cfg         config
 	reprotector Reprotector
+	hasher      KeyHasher // names partitions when the Protector holds a secret
 	keyPrefix   string
 	stats       counters
 
@@ -117,18 +119,29 @@ func New(store Store, opts ...Option) (*Adapter, error) {
 		obo:       make(map[string]time.Time),
 	}
 	a.reprotector, _ = cfg.protector.(Reprotector)
+	a.hasher, _ = cfg.protector.(KeyHasher)
 	return a, nil
 }
 
 // StoreKey returns the key under which the Adapter stores partitionKey: the
-// namespace and a SHA-256 of the partition key, which names a user and so
-// never reaches the store in clear. Operators use it to find or delete one
-// partition.
+// namespace and a hash of the partition key, which names a user and so
+// never reaches the store in clear. When the Protector implements KeyHasher
+// (protect.KeyRing does) the hash is keyed with the ring's secret, so that
+// reading the store does not tell whether a given user has tokens cached;
+// otherwise it is a SHA-256. Moving between the two (enabling encryption,
+// or upgrading from a version without keyed names) renames every
+// partition: each is a miss once, then re-acquired and shared again.
+// Operators use StoreKey to find or delete one partition.
 func (a *Adapter) StoreKey(partitionKey string) string {
 	if a.cfg.singlePart {
 		return a.keyPrefix + "all"
 	}
-	sum := sha256.Sum256([]byte(partitionKey))
+	var sum [32]byte
+	if a.hasher != nil {
+		sum = a.hasher.HashKey(partitionKey)
+	} else {
+		sum = sha256.Sum256([]byte(partitionKey))
+	}
 	return a.keyPrefix + base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
@@ -474,10 +487,30 @@ type write struct {
 	merged       bool // out holds another writer's entries that MSAL lacks
 }
 
-// maxConflicts bounds the merge-and-retry rounds of one Export. Each round
-// means another instance wrote in between; 16 in a row means something is
-// wrong, not busy.
-const maxConflicts = 16
+// A lost compare-and-set means another instance wrote in between: it is
+// retried, after a merge, for as long as the call's deadline allows, never a
+// fixed number of rounds (a fixed count loses writes when many instances
+// write one partition at once). After the first few immediate retries each
+// round waits a random time up to an exponentially growing bound ("full
+// jitter"), so that colliding writers spread out instead of colliding again.
+const (
+	conflictFreeRetries = 2
+	conflictBackoffBase = 500 * time.Microsecond
+	conflictBackoffCap  = 50 * time.Millisecond
+)
+
+// conflictBackoff returns how long to wait before retry n (1-based) of a
+// lost compare-and-set.
+func conflictBackoff(n int) time.Duration {
+	if n <= conflictFreeRetries {
+		return 0
+	}
+	bound := conflictBackoffCap
+	if shift := n - conflictFreeRetries; shift < 10 {
+		bound = min(conflictBackoffBase<<shift, conflictBackoffCap)
+	}
+	return rand.N(bound)
+}
 
 func (w *write) run(ctx context.Context) (Version, error) {
 	a := w.a
@@ -502,8 +535,10 @@ func (w *write) run(ctx context.Context) (Version, error) {
 		case errors.Is(err, ErrConflict):
 			conflicts++
 			a.stats.conflicts.Add(1)
-			if conflicts > maxConflicts {
-				return NoVersion, err
+			if d := conflictBackoff(conflicts); d > 0 {
+				if serr := sleepCtx(ctx, d); serr != nil {
+					return NoVersion, errors.Join(err, serr)
+				}
 			}
 			if lerr := w.rebase(ctx); lerr == nil {
 				continue

@@ -3,7 +3,10 @@ package msalcache
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -413,5 +416,99 @@ func TestExportReprotectsBlobsUnderOldKeys(t *testing.T) {
 	}
 	if a.Stats().DecryptErrors != 1 {
 		t.Fatalf("DecryptErrors = %d", a.Stats().DecryptErrors)
+	}
+}
+
+// hmacProtector names partitions with a keyed hash, as protect.KeyRing does.
+type hmacProtector struct {
+	nopProtector
+	secret byte
+}
+
+func (p hmacProtector) HashKey(pk string) [32]byte {
+	return sha256.Sum256(append([]byte{p.secret}, pk...))
+}
+
+func TestStoreKeyIsKeyedWhenTheProtectorHoldsASecret(t *testing.T) {
+	plain := newTestAdapter(t, newMapStore())
+	keyed := func(secret byte) *Adapter {
+		a, err := New(newMapStore(), WithProtector(hmacProtector{secret: secret}), quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a, b, other := keyed(1), keyed(1), keyed(2)
+	if a.StoreKey("uid.utid") == plain.StoreKey("uid.utid") {
+		t.Fatal("with a KeyHasher, the store key is still the plain SHA-256 anyone can compute")
+	}
+	if a.StoreKey("uid.utid") != b.StoreKey("uid.utid") {
+		t.Fatal("two instances with the same secret name a partition differently")
+	}
+	if a.StoreKey("uid.utid") == other.StoreKey("uid.utid") {
+		t.Fatal("another secret gives the same name")
+	}
+}
+
+// Many instances writing one partition at once lose nothing: a lost
+// compare-and-set is merged and retried within the deadline, however many
+// rounds it takes.
+func TestManyWritersLoseNothing(t *testing.T) {
+	for _, writers := range []int{16, 64} {
+		s := newMapStore()
+		// The deadline, not a round count, bounds the retries: generous, so
+		// that the race detector's slowness cannot fail the test.
+		adapters := []*Adapter{newTestAdapter(t, s, WithTimeout(time.Minute)), newTestAdapter(t, s, WithTimeout(time.Minute))}
+		const total = 400
+		var wg sync.WaitGroup
+		next := make(chan int, total)
+		for i := range total {
+			next <- i
+		}
+		close(next)
+		for w := range writers {
+			a := adapters[w%2]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range next {
+					c := &target{} // a client per request
+					if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: appKey}); err != nil {
+						t.Error(err)
+						return
+					}
+					doc := map[string]map[string]json.RawMessage{}
+					if len(c.data) > 0 {
+						_ = json.Unmarshal(c.data, &doc)
+					}
+					if doc["AccessToken"] == nil {
+						doc["AccessToken"] = map[string]json.RawMessage{}
+					}
+					doc["AccessToken"][fmt.Sprintf("at-%d", i)] = json.RawMessage(`{"client_id":"c","realm":"t","expires_on":"1900000000"}`)
+					c.data, _ = json.Marshal(doc)
+					if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: appKey}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		blob, _, err := s.Load(ctx, adapters[0].StoreKey(appKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]map[string]json.RawMessage
+		if err := json.Unmarshal(blob, &doc); err != nil {
+			t.Fatal(err)
+		}
+		var failures uint64
+		for _, a := range adapters {
+			failures += a.Stats().ExportFailures
+		}
+		if got := len(doc["AccessToken"]); got != total || failures != 0 {
+			t.Fatalf("%d writers: %d of %d writes stored, %d exports failed", writers, got, total, failures)
+		}
+		t.Logf("%d writers: %d of %d writes stored, conflicts %d+%d", writers, len(doc["AccessToken"]), total, adapters[0].Stats().Conflicts, adapters[1].Stats().Conflicts)
 	}
 }
