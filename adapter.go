@@ -20,6 +20,9 @@ import (
 	"github.com/msalcache/msalcache/internal/ctxrun"
 )
 
+// errMSALRejected stands in, in logs, for the error of MSAL's Unmarshal.
+var errMSALRejected = errors.New("MSAL-Go could not decode it")
+
 // emptyCache resets MSAL's in-memory cache.
 var emptyCache = []byte("{}")
 
@@ -302,7 +305,9 @@ func (cs *clientState) handOver(a *Adapter, u cache.Unmarshaler, key string, p *
 			return true
 		}
 		a.stats.corruptBlobs.Add(1)
-		a.warn("replace: MSAL rejected the stored partition; treating it as a miss", "replace", key, err)
+		// MSAL's decoder quotes what it read, and what it read is stored
+		// data (a token, a user name): log the kind of failure only.
+		a.warn("replace: MSAL rejected the stored partition; treating it as a miss", "replace", key, errMSALRejected)
 		p = p.unreadable()
 		lent = nil
 	}
