@@ -45,6 +45,11 @@ type Adapter struct {
 	clients   map[any]*clientState // by MSAL cache target (its manager)
 	obo       map[string]time.Time // store keys seen on MSAL's on-behalf-of path
 	lastSweep time.Time
+	// sweeper forgets idle clients while no call arrives: the map holds
+	// MSAL's managers, so without it a burst of clients per request would
+	// stay in memory until the next call. It runs only while the maps
+	// hold something, so an unused Adapter can be collected.
+	sweeper *time.Timer
 }
 
 // clientState is the adapter's model of one MSAL client's in-memory cache:
@@ -727,8 +732,8 @@ func (a *Adapter) nextSeq() uint64 { return a.loads.Add(1) }
 // adapter only needs its model of a client for as long as the client is
 // busy. A client that comes back starts afresh, which is always correct.
 const (
-	clientIdle = 3 * time.Second
-	oboMemory  = 10 * time.Minute
+	defaultClientIdle = 3 * time.Second
+	oboMemory         = 10 * time.Minute
 )
 
 // clientFor returns the state of the MSAL client whose cache is target.
@@ -746,15 +751,33 @@ func (a *Adapter) clientFor(target any) *clientState {
 	if cs == nil {
 		cs = &clientState{lastUsed: now}
 		a.clients[target] = cs
+		a.armSweeperLocked()
 	}
 	return cs
+}
+
+func (a *Adapter) armSweeperLocked() {
+	if a.sweeper == nil {
+		a.sweeper = time.AfterFunc(a.cfg.clientIdle, a.sweepIdle)
+	}
+}
+
+// sweepIdle runs on the sweeper's timer.
+func (a *Adapter) sweepIdle() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.sweepLocked(a.cfg.now())
+	a.sweeper = nil
+	if len(a.clients) > 0 || len(a.obo) > 0 {
+		a.armSweeperLocked()
+	}
 }
 
 func (a *Adapter) sweepLocked(now time.Time) {
 	a.lastSweep = now
 	for k, cs := range a.clients {
 		if cs.mu.TryLock() {
-			idle := now.Sub(cs.lastUsed) > clientIdle
+			idle := now.Sub(cs.lastUsed) > a.cfg.clientIdle
 			cs.mu.Unlock()
 			if idle {
 				delete(a.clients, k)
@@ -772,6 +795,7 @@ func (a *Adapter) markOBO(key string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.obo[key] = a.cfg.now()
+	a.armSweeperLocked()
 }
 
 func (a *Adapter) isOBO(key string) bool {

@@ -512,3 +512,29 @@ func TestManyWritersLoseNothing(t *testing.T) {
 		t.Logf("%d writers: %d of %d writes stored, conflicts %d+%d", writers, len(doc["AccessToken"]), total, adapters[0].Stats().Conflicts, adapters[1].Stats().Conflicts)
 	}
 }
+
+// Idle clients are forgotten without waiting for the next call: the
+// adapter's map holds MSAL's managers, which must not outlive a burst of
+// clients per request.
+func TestIdleClientsFreedWithoutTraffic(t *testing.T) {
+	a := newTestAdapter(t, newMapStore())
+	a.cfg.clientIdle = 20 * time.Millisecond
+	for range 1000 {
+		if err := a.Replace(ctx, &target{}, cache.ReplaceHints{PartitionKey: "bob"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		a.mu.Lock()
+		n, armed := len(a.clients), a.sweeper != nil
+		a.mu.Unlock()
+		if n == 0 && !armed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle client states still held (sweeper armed: %v) with no call since", n, armed)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

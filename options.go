@@ -37,6 +37,7 @@ type config struct {
 	lendWindow     time.Duration
 	maxLent        int
 	exportAttempts int
+	clientIdle     time.Duration
 }
 
 func defaultConfig() config {
@@ -50,6 +51,7 @@ func defaultConfig() config {
 		lendWindow:     100 * time.Millisecond,
 		maxLent:        64,
 		exportAttempts: 4,
+		clientIdle:     defaultClientIdle,
 	}
 }
 
