@@ -202,6 +202,13 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 	}
 	var p *partition
 	switch {
+	case err == nil && len(blob) > a.cfg.maxPartition:
+		a.stats.oversized.Add(1)
+		a.cfg.logger.LogAttrs(context.Background(), slog.LevelWarn,
+			"replace: stored partition is larger than WithMaxPartitionSize allows; treating it as a miss",
+			slog.String("op", "replace"), slog.String("key", fingerprint(key)),
+			slog.Int("size", len(blob)), slog.Int("max", a.cfg.maxPartition))
+		p = (&partition{version: v, known: true, seq: seq}).unreadable()
 	case err == nil:
 		a.stats.hits.Add(1)
 		if cs.holds(key, v, true, a.cfg.now()) {
@@ -408,6 +415,15 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	data, err := m.Marshal()
 	if err != nil {
 		return fmt.Errorf("msalcache: MSAL could not marshal its cache: %w", err)
+	}
+	if len(data) > a.cfg.maxPartition {
+		a.stats.oversized.Add(1)
+		a.stats.exportFailures.Add(1)
+		a.cfg.logger.LogAttrs(context.Background(), slog.LevelError,
+			"export: MSAL's cache is larger than WithMaxPartitionSize allows; the token is served but not stored",
+			slog.String("op", "export"), slog.String("key", fingerprint(key)),
+			slog.Int("size", len(data)), slog.Int("max", a.cfg.maxPartition))
+		return nil
 	}
 	dctx, cancel := a.withDeadline(ctx)
 	defer cancel()

@@ -538,3 +538,40 @@ func TestIdleClientsFreedWithoutTraffic(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A partition over WithMaxPartitionSize is a miss before anything is
+// decrypted or parsed, and an export over it is not stored.
+func TestOversizedPartitionIsAMiss(t *testing.T) {
+	s := newMapStore()
+	a := newTestAdapter(t, s, WithMaxPartitionSize(64<<10))
+	var big strings.Builder
+	big.WriteString(`{"AccessToken":{`)
+	for i := range 2000 {
+		if i > 0 {
+			big.WriteByte(',')
+		}
+		fmt.Fprintf(&big, `"at-%d":{"client_id":"c","realm":"t","secret":"x","expires_on":"1900000000"}`, i)
+	}
+	big.WriteString(`}}`)
+	if _, err := s.Save(ctx, a.StoreKey(appKey), []byte(big.String()), NoVersion, 0); err != nil {
+		t.Fatal(err)
+	}
+	c := &target{}
+	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: appKey}); err != nil {
+		t.Fatal(err)
+	}
+	if string(c.data) != "{}" || a.Stats().Oversized != 1 {
+		t.Fatalf("oversized partition handed to MSAL (%d bytes), Stats %+v", len(c.data), a.Stats())
+	}
+	c.data = []byte(big.String())
+	writes := a.Stats().Writes
+	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: appKey}); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Stats(); st.Writes != writes || st.Oversized != 2 {
+		t.Fatalf("oversized export stored: %+v", st)
+	}
+	if _, err := New(s, WithPlaintext(), WithMaxPartitionSize(10)); err == nil {
+		t.Fatal("WithMaxPartitionSize(10) accepted")
+	}
+}

@@ -148,3 +148,16 @@ func ExampleAdapter_Stats() {
 	fmt.Printf("misses=%d writes=%d hits=%d reused=%d errors=%d\n", s.Misses, s.Writes, s.Hits, s.Reused, s.StoreErrors)
 	// Output: misses=2 writes=1 hits=2 reused=2 errors=0
 }
+
+// A cap on what one partition may hold: a stored blob above it is a miss,
+// logged with its size, instead of a stall while it is decrypted and
+// parsed.
+func ExampleWithMaxPartitionSize() {
+	a, err := msalcache.New(memstore.New(), msalcache.WithPlaintext(),
+		msalcache.WithMaxPartitionSize(4<<20))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(a.Stats().Oversized)
+	// Output: 0
+}

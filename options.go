@@ -16,6 +16,11 @@ const (
 	// DefaultUserTTL is how long a user's partition lives after its last
 	// write: the lifetime of an Entra ID refresh token.
 	DefaultUserTTL = 90 * 24 * time.Hour
+	// DefaultMaxPartitionSize bounds what one partition may hold, stored
+	// or exported (see WithMaxPartitionSize). A user's partition is a few
+	// KiB; an app partition with hundreds of tenants and scopes stays
+	// well under a MiB.
+	DefaultMaxPartitionSize = 16 << 20
 	// DefaultNamespace is the namespace of an Adapter built without
 	// WithNamespace.
 	DefaultNamespace = "default"
@@ -38,6 +43,7 @@ type config struct {
 	maxLent        int
 	exportAttempts int
 	clientIdle     time.Duration
+	maxPartition   int
 }
 
 func defaultConfig() config {
@@ -52,6 +58,7 @@ func defaultConfig() config {
 		maxLent:        64,
 		exportAttempts: 4,
 		clientIdle:     defaultClientIdle,
+		maxPartition:   DefaultMaxPartitionSize,
 	}
 }
 
@@ -152,6 +159,22 @@ func WithLogger(l *slog.Logger) Option {
 			return errors.New("msalcache: WithLogger(nil): pass a logger, e.g. slog.New(slog.DiscardHandler)")
 		}
 		c.logger = l
+		return nil
+	}
+}
+
+// WithMaxPartitionSize bounds the size of one stored partition, in bytes as
+// stored (default DefaultMaxPartitionSize). Decrypting, parsing and handing
+// MSAL a blob costs time and memory in proportion to its size, after the
+// store call's deadline: a larger stored blob is a miss (logged with its
+// size and this option's name), and a larger export is not stored, so that
+// no partition can stall token calls.
+func WithMaxPartitionSize(n int) Option {
+	return func(c *config) error {
+		if n < 64<<10 {
+			return fmt.Errorf("msalcache: WithMaxPartitionSize(%d): use at least 64 KiB", n)
+		}
+		c.maxPartition = n
 		return nil
 	}
 }

@@ -40,6 +40,9 @@ type Stats struct {
 	// older version); they are never loaded and the partition is
 	// rewritten without them.
 	ForeignEntries uint64
+	// Oversized counts partitions larger than WithMaxPartitionSize, stored
+	// (a miss) or exported (not stored).
+	Oversized uint64
 	// ExportFailures counts Exports that gave up: the token was served to
 	// the caller but not stored for other instances.
 	ExportFailures uint64
@@ -47,7 +50,7 @@ type Stats struct {
 
 type counters struct {
 	hits, reused, misses, writes, skippedWrites, deletes, conflicts, oboSkips,
-	storeErrors, decryptErrors, corruptBlobs, foreignEntries, exportFailures atomic.Uint64
+	storeErrors, decryptErrors, corruptBlobs, foreignEntries, oversized, exportFailures atomic.Uint64
 }
 
 // Stats returns a snapshot of the Adapter's counters.
@@ -66,6 +69,7 @@ func (a *Adapter) Stats() Stats {
 		DecryptErrors:  c.decryptErrors.Load(),
 		CorruptBlobs:   c.corruptBlobs.Load(),
 		ForeignEntries: c.foreignEntries.Load(),
+		Oversized:      c.oversized.Load(),
 		ExportFailures: c.exportFailures.Load(),
 	}
 }
