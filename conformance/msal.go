@@ -67,6 +67,8 @@ func RunMSALTests(t *testing.T, setup MSALSetup) {
 	run("PublicClientSinglePartition", testPublicClient)
 	run("OnBehalfOf", testOnBehalfOf)
 	run("RemoveAccount", testRemoveAccount)
+	run("ForeignBytesNeverStored", testForeignBytesNeverStored)
+	run("RemovedUserNeverServed", testRemovedUserNeverServed)
 	run("ConcurrentWritersLoseNothing", testConcurrentWriters)
 	run("FailingStoreNeverFailsTokenCalls", testFailingStore)
 	run("SlowStoreBoundedByTimeout", testSlowStore)
