@@ -39,8 +39,12 @@
 //     last write; a partition of app tokens until its latest token
 //     expires. An empty partition is deleted; an unchanged one is not
 //     rewritten.
-//   - Keys. A partition key names a user; the store sees only a SHA-256 of
-//     it under the namespace ([Adapter.StoreKey]).
+//   - Keys. A partition key names a user; the store sees only a hash of it
+//     under the namespace ([Adapter.StoreKey]): an HMAC under the key
+//     ring's secret when the Protector is a [KeyHasher], else a SHA-256.
+//   - Ownership. Replace hands MSAL, and Export stores, only the entries
+//     MSAL-Go files under the partition's key, decided by each entry's
+//     fields, whatever bytes the store holds.
 //
 // # One client for many users
 //
@@ -52,7 +56,7 @@
 // found" through a naive cache accessor (BenchmarkSharedClient). The
 // Adapter cures it: while requests are in flight it keeps in MSAL's cache
 // the partitions loaded into the same client in the last moments, and
-// drops those lent entries again before anything is written. MSAL filters
+// keeps every other partition's entries out of what it writes. MSAL filters
 // what it reads by account, so no call can get another user's token. When
 // MSAL already holds the stored version of a partition, Replace does not
 // decrypt or parse anything, which makes a shared client cheaper than a
