@@ -2,14 +2,22 @@
 // "load balancer", sharing one Redis token cache: whichever instance serves
 // a request, the farm asks Entra ID for each tenant's token once.
 //
-//	go run ./examples/webfarm -redis 127.0.0.1:6379
+//	go run ./examples/webfarm                       # on a redis-server of its own
+//	go run ./examples/webfarm -redis 10.0.0.5:6379  # on a Redis you name
+//
+// Without -redis it writes into no server you did not name: it starts
+// redis-server from $PATH (apt-get install redis-server) on a free loopback
+// port, with its data in a temporary directory, and stops it on exit.
+// With -redis it uses that server, and warns when it does not persist
+// (neither appendonly nor RDB snapshots): the key ring lives there too,
+// without a TTL, and a restart that loses it makes every stored token
+// unreadable.
 //
 // Each instance has its own go-redis client, key ring, Adapter and MSAL
 // client, as separate servers would; they share only Redis and the
 // key-encryption key (MSALCACHE_KEK, base64 of 32 bytes; when it is unset,
-// a key file made on the first run, 0600). Tokens come from the offline Entra ID
-// emulator. The key ring lives in Redis too, which is only safe when Redis
-// persists its data (appendonly yes).
+// a key file made on the first run, 0600). Tokens come from the offline
+// Entra ID emulator.
 package main
 
 import (
@@ -25,6 +33,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 	"github.com/redis/go-redis/v9"
@@ -36,11 +46,16 @@ import (
 )
 
 func main() {
-	addr := flag.String("redis", "127.0.0.1:6379", "Redis address")
+	addr := flag.String("redis", "", "address of the Redis to use (host:port); empty: start a redis-server of its own on a free loopback port")
 	prefix := flag.String("prefix", "msalcache-webfarm:", "key prefix in Redis")
 	keyFile := flag.String("kek-file", ".msalcache-webfarm.key", "key-encryption key file, used when MSALCACHE_KEK is unset")
 	flag.Parse()
-	if err := run(context.Background(), os.Stdout, *addr, *prefix, *keyFile); err != nil {
+	// Ctrl-C still runs the deferred clean-up, which stops our own
+	// redis-server.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Stdout, *addr, *prefix, *keyFile)
+	stop()
+	if err != nil {
 		log.SetFlags(0)
 		log.Fatalf("webfarm: %v", err)
 	}
@@ -62,7 +77,7 @@ func newInstance(ctx context.Context, name, addr, prefix string, kek protect.Key
 	store := redisstore.New(rdb, redisstore.WithPrefix(prefix))
 	if err := store.Ping(ctx); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("redis at %s: %w (start one, or pass -redis)", addr, err)
+		return nil, fmt.Errorf("redis at %s: %w", addr, err)
 	}
 	ring, err := protect.NewKeyRing(ctx, store, kek)
 	if err != nil {
@@ -111,6 +126,28 @@ func run(ctx context.Context, out io.Writer, addr, prefix, keyFile string) error
 	if err != nil {
 		return err
 	}
+	if addr == "" {
+		own, err := startRedis(ctx)
+		if err != nil {
+			return err
+		}
+		defer own.stop()
+		addr = own.addr
+		fmt.Fprintf(out, "No -redis given: started redis-server (pid %d) on %s, data in %s; it stops when the example ends.\n",
+			own.pid(), own.addr, own.dir)
+	} else {
+		warning, note, err := checkPersistence(ctx, addr)
+		if err != nil {
+			return err
+		}
+		if warning != "" {
+			fmt.Fprintf(out, "WARNING: %s\n", warning)
+		}
+		if note != "" {
+			fmt.Fprintf(out, "Note: %s\n", note)
+		}
+	}
+
 	entra := entratest.NewServer()
 	defer entra.Close()
 
@@ -131,7 +168,11 @@ func run(ctx context.Context, out io.Writer, addr, prefix, keyFile string) error
 	for i := range 12 {
 		tenant := tenants[i%len(tenants)]
 		srv := farm[i%len(farm)] // round robin
-		resp, err := http.Get(srv.URL + "/orders?tenant=" + tenant)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/orders?tenant="+tenant, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return err
 		}
