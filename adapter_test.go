@@ -458,7 +458,7 @@ func TestManyWritersLoseNothing(t *testing.T) {
 		s := newMapStore()
 		// The deadline, not a round count, bounds the retries: generous, so
 		// that the race detector's slowness cannot fail the test.
-		adapters := []*Adapter{newTestAdapter(t, s, WithTimeout(time.Minute)), newTestAdapter(t, s, WithTimeout(time.Minute))}
+		adapters := []*Adapter{newTestAdapter(t, s, WithTimeout(5*time.Minute)), newTestAdapter(t, s, WithTimeout(5*time.Minute))}
 		const total = 400
 		var wg sync.WaitGroup
 		next := make(chan int, total)
