@@ -3,7 +3,8 @@
 // to survive a restart without running a server.
 //
 // Open creates the file (mode 0600, since it holds refresh tokens even when
-// they are encrypted) or opens an existing one:
+// they are encrypted) or opens an existing one, tightening its mode to 0600
+// if group or others could read it:
 //
 //	store, err := boltstore.Open(filepath.Join(dir, "msalcache.db"))
 //	if err != nil {
@@ -32,9 +33,11 @@
 // deletes it from the file later.
 //
 // A record that cannot be decoded (a damaged file, or a bucket shared with
-// something else) makes Load fail with an error wrapping ErrCorrupt; Save
-// with msalcache.NoVersion replaces it, so the Adapter heals it on its next
-// write.
+// something else) makes Load fail with an error wrapping
+// msalcache.ErrCorrupt (ErrCorrupt here is the same error) that gives what
+// is wrong but none of the record's bytes; Save with msalcache.NoVersion
+// replaces it, Save with any other version conflicts, List lists it and
+// Delete removes it, so the Adapter heals it on its next write.
 //
 // # Writes
 //
@@ -92,8 +95,10 @@ var (
 	ErrLocked = errors.New("boltstore: database file is locked")
 
 	// ErrCorrupt reports a record that this package cannot decode: the file
-	// was damaged or something else wrote into the store's bucket.
-	ErrCorrupt = errors.New("boltstore: corrupt record")
+	// was damaged or something else wrote into the store's bucket. It is
+	// msalcache.ErrCorrupt itself, which the Store contract names, so that
+	// code written against either name keeps working.
+	ErrCorrupt = msalcache.ErrCorrupt
 
 	// errInvalidKey reports a key bbolt cannot hold. It names no key,
 	// since keys derive from user identities.
@@ -183,8 +188,10 @@ var (
 )
 
 // Open opens the bbolt file at path, creating it with mode 0600 if it does
-// not exist (its directory must), and returns a Store over it. The Store
-// holds the file's lock until Close: see the package documentation.
+// not exist (its directory must), and returns a Store over it. An existing
+// file that group or others may access is changed to mode 0600; if that
+// fails, Open fails and says how to fix it. The Store holds the file's lock
+// until Close: see the package documentation.
 func Open(path string, opts ...Option) (*Store, error) {
 	c := config{
 		bucket:        DefaultBucket,
@@ -207,8 +214,11 @@ func Open(path string, opts ...Option) (*Store, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("boltstore: open %s: %s is not a directory", path, dir)
 	}
+	if err := tighten(path); err != nil {
+		return nil, err
+	}
 
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	db, err := bolt.Open(path, fileMode, &bolt.Options{
 		Timeout:      c.lockTimeout,
 		FreelistType: bolt.FreelistMapType,
 	})
@@ -243,6 +253,38 @@ func Open(path string, opts ...Option) (*Store, error) {
 		go s.sweeper(c.sweepInterval)
 	}
 	return s, nil
+}
+
+// fileMode is the mode of the store's file: it holds refresh tokens, which
+// stay valuable even when encrypted (an attacker may wait for the KEK).
+const fileMode os.FileMode = 0o600
+
+// chmod is os.Chmod; tests replace it to see Open refuse a file it cannot
+// tighten (as root, chmod never fails).
+var chmod = os.Chmod
+
+// tighten makes an existing file at path readable by its owner only, as Open
+// creates a new one: bbolt keeps the mode of a file that exists, so a file
+// that a backup restore or a umask of 0 left at 0666 would otherwise keep
+// exposing every token to every local user. When chmod fails (the process
+// is not the file's owner), Open refuses the file rather than use it as it
+// is, and says how to fix it.
+func tighten(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // bbolt creates it with fileMode
+	}
+	if err != nil {
+		return fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 == 0 {
+		return nil // bbolt reports what is not a file; the mode is tight already
+	}
+	if err := chmod(path, fileMode); err != nil {
+		return fmt.Errorf("boltstore: open %s: the file has mode %v, so other users can read its tokens, and tightening it failed: %w; "+
+			"run chmod 600 %s as its owner, or move the file to a directory the application owns", path, fi.Mode().Perm(), err, path)
+	}
+	return nil
 }
 
 // Path returns the file the store was opened on.
@@ -308,7 +350,7 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 		}
 		rec, err := decodeRecord(raw)
 		if err != nil {
-			return err
+			return fmt.Errorf("boltstore: load: %w", err)
 		}
 		if !rec.live(s.now().UnixNano()) {
 			return msalcache.ErrNotFound

@@ -54,7 +54,11 @@ func open(t *testing.T, path string, opts ...boltstore.Option) *boltstore.Store 
 func TestConformance(t *testing.T) {
 	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
 		return open(t, filepath.Join(t.TempDir(), "cache.db"))
-	}, conformance.Capabilities{MaxValueSize: boltstore.MaxValueSize})
+	}, conformance.Capabilities{
+		MaxValueSize:   boltstore.MaxValueSize,
+		PutRaw:         boltstore.PutRaw,
+		CorruptRecords: boltstore.CorruptRecords,
+	})
 }
 
 func TestFileMode(t *testing.T) {
@@ -68,6 +72,70 @@ func TestFileMode(t *testing.T) {
 	if mode := fi.Mode().Perm(); mode != 0o600 {
 		t.Fatalf("the file was created with mode %v, want -rw------- (it holds refresh tokens)", mode)
 	}
+}
+
+// TestOpenTightensMode opens existing databases that other users may read:
+// Open must leave each at 0600, as it creates a new one, and keep its data.
+func TestOpenTightensMode(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []os.FileMode{0o666, 0o644, 0o640, 0o604, 0o660} {
+		t.Run(mode.String(), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "cache.db")
+			s := open(t, path)
+			v, err := s.Save(ctx, "kept", []byte("value"), msalcache.NoVersion, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// os.Chmod, not the mode of a create: the umask must not decide.
+			if err := os.Chmod(path, mode); err != nil {
+				t.Fatal(err)
+			}
+			if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != mode {
+				t.Fatalf("the test could not set mode %v: %v, %v", mode, fi.Mode(), err)
+			}
+			s = open(t, path)
+			defer s.Close()
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fi.Mode().Perm(); got != 0o600 {
+				t.Fatalf("after Open of a %v file its mode is %v, want -rw------- (it holds refresh tokens)", mode, got)
+			}
+			if b, got, err := s.Load(ctx, "kept"); err != nil || got != v || string(b) != "value" {
+				t.Fatalf("Load after tightening = %q, %d, %v; want the data kept", b, got, err)
+			}
+		})
+	}
+}
+
+// TestOpenRefusesLooseFileItCannotTighten: when chmod fails (a process that
+// is not the file's owner), Open must refuse the file and say how to fix
+// it, not use it as it is. Root may chmod any file, so the failure is
+// injected.
+func TestOpenRefusesLooseFileItCannotTighten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cache.db")
+	open(t, path).Close()
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	restore := boltstore.SetChmod(func(name string, _ os.FileMode) error {
+		return &os.PathError{Op: "chmod", Path: name, Err: os.ErrPermission}
+	})
+	_, err := boltstore.Open(path)
+	restore()
+	if err == nil {
+		t.Fatal("Open of a 0644 file it could not tighten succeeded")
+	}
+	if msg := err.Error(); !errors.Is(err, os.ErrPermission) || !strings.Contains(msg, "chmod 600 "+path) || !strings.Contains(msg, "-rw-r--r--") {
+		t.Fatalf("Open returned %q; want an error wrapping the chmod failure that gives the mode and says to run chmod 600 on the file", msg)
+	}
+	// The refused Open did not keep the lock.
+	s := open(t, path)
+	defer s.Close()
 }
 
 func TestOpenMissingDirectory(t *testing.T) {
@@ -251,7 +319,7 @@ func TestCorruptRecords(t *testing.T) {
 	defer s.Close()
 	for k := range bad {
 		_, _, err := s.Load(ctx, k)
-		if !errors.Is(err, boltstore.ErrCorrupt) {
+		if !errors.Is(err, boltstore.ErrCorrupt) || !errors.Is(err, msalcache.ErrCorrupt) {
 			t.Errorf("Load of a %s record returned %v, want an error wrapping ErrCorrupt", k, err)
 		}
 		if strings.Contains(err.Error(), k) {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"strconv"
@@ -38,6 +39,28 @@ type Capabilities struct {
 	// store to report msalcache.IsVolatile, so that the protect key ring
 	// refuses to live in it.
 	Volatile bool
+
+	// PutRaw writes raw as the backend's whole value for key in store s,
+	// bypassing s's record format: what a damaged disk, a truncated write
+	// or another program would leave there. s is the store the subtest's
+	// newStore returned, so PutRaw can find its prefix, bucket or file
+	// (keep a map from the stores newStore made to their prefixes). With
+	// it the CorruptRecord subtest plants records the store cannot decode
+	// and checks that they are reported and repaired as the Store contract
+	// says; when nil, that subtest is skipped. A store that keeps no bytes
+	// (memstore holds Go values) cannot hold a corrupt record and leaves it
+	// nil.
+	PutRaw func(ctx context.Context, s msalcache.Store, key string, raw []byte) error
+
+	// CorruptRecords are raw records, by name, that the store's own layout
+	// cannot decode and must report as msalcache.ErrCorrupt: at least a
+	// header holding version 0 (msalcache.NoVersion, which a store never
+	// hands out) and a value of the right length whose header is wrong in
+	// another way (an unknown format byte, a flag). The suite adds the
+	// records no layout decodes (empty, 1 to 3 bytes) and random bytes,
+	// which it only requires the store to survive. It is required when
+	// PutRaw is set.
+	CorruptRecords map[string][]byte
 }
 
 const (
@@ -60,7 +83,10 @@ const keyAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 // an update, expiry, binary-safe values and keys, isolation of the slices
 // it is handed and hands out, cancellation, and behaviour after Close, plus
 // the optional Lister, Pinger and Volatile interfaces when the store
-// implements them.
+// implements them. With Capabilities.PutRaw it also plants records the
+// store cannot decode and checks that Load reports them as
+// msalcache.ErrCorrupt and that a Save with msalcache.NoVersion repairs
+// them.
 //
 // Every subtest calls newStore for a store of its own and closes it when the
 // subtest ends (stores must therefore accept a second Close without
@@ -95,6 +121,7 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) msalcache.Store, ca
 		{"ContextCanceled", h.testContextCanceled},
 		{"ContextDeadline", h.testContextDeadline},
 		{"UseAfterClose", h.testUseAfterClose},
+		{"CorruptRecord", h.testCorruptRecord},
 		{"Lister", h.testLister},
 		{"Pinger", h.testPinger},
 		{"Volatile", h.testVolatile},
@@ -331,12 +358,27 @@ func (h *storeHarness) waitExpired(t *testing.T, s msalcache.Store, key string, 
 	}
 }
 
+// wantLive checks that key, saved with ttl no earlier than saved, still
+// holds want. On a machine so loaded that the TTL (less one step of the
+// store's clock) has passed by the time Load runs, the key may rightly be
+// gone: a miss then proves nothing and is logged, not failed, so the check
+// never leans on the scheduler being quick.
+func (h *storeHarness) wantLive(t *testing.T, s msalcache.Store, key string, want []byte, v msalcache.Version, saved time.Time, ttl time.Duration) {
+	t.Helper()
+	_, _, err := s.Load(context.Background(), key)
+	if errors.Is(err, msalcache.ErrNotFound) && time.Since(saved) >= ttl-h.resolution() {
+		t.Logf("Load(%q) missed %v after a Save with ttl %v: too late to tell whether the key expired early", key, time.Since(saved).Round(time.Millisecond), ttl)
+		return
+	}
+	wantValue(t, s, key, want, v)
+}
+
 func (h *storeHarness) testTTLExpiry(t *testing.T, s msalcache.Store) {
 	ttl := h.shortTTL()
 	saved := time.Now()
 	v := mustSave(t, s, "ttl", []byte("short-lived"), msalcache.NoVersion, ttl)
 	mustSave(t, s, "ttl-long", []byte("long-lived"), msalcache.NoVersion, time.Hour)
-	wantValue(t, s, "ttl", []byte("short-lived"), v)
+	h.wantLive(t, s, "ttl", []byte("short-lived"), v, saved, ttl)
 	h.waitExpired(t, s, "ttl", saved, ttl)
 	// An expired key counts as absent for compare-and-set: the version it
 	// had must not match, and NoVersion must create it again.
@@ -415,8 +457,12 @@ func (h *storeHarness) testBinaryValues(t *testing.T, s msalcache.Store) {
 // pattern returns n deterministic bytes that do not repeat with a short
 // period, so a store that truncates or reorders chunks is caught.
 func pattern(n int) []byte {
+	return patternSeed(n, 0x9E3779B97F4A7C15)
+}
+
+// patternSeed is pattern from another non-zero seed.
+func patternSeed(n int, x uint64) []byte {
 	b := make([]byte, n+8)
-	x := uint64(0x9E3779B97F4A7C15)
 	for i := 0; i < n; i += 8 {
 		x ^= x << 13
 		x ^= x >> 7
@@ -711,10 +757,10 @@ func (h *storeHarness) testLister(t *testing.T, s msalcache.Store) {
 		t.Fatalf("List on a fresh store reported %q; newStore must return an empty store", keys)
 	}
 	ttl := h.shortTTL()
-	saved := time.Now()
 	for _, k := range []string{"app:a:1", "app:a:2", "app:b:1", "app:ab", "other"} {
 		mustSave(t, s, k, []byte(k), msalcache.NoVersion, 0)
 	}
+	saved := time.Now()
 	mustSave(t, s, "app:a:expiring", []byte("x"), msalcache.NoVersion, ttl)
 	mustSave(t, s, "app:a:deleted", []byte("x"), msalcache.NoVersion, 0)
 	if err := s.Delete(context.Background(), "app:a:deleted"); err != nil {
@@ -724,6 +770,9 @@ func (h *storeHarness) testLister(t *testing.T, s msalcache.Store) {
 	want := func(prefix string, wantKeys ...string) {
 		t.Helper()
 		got := listAll(t, l, prefix)
+		if without := slices.DeleteFunc(slices.Clone(wantKeys), func(k string) bool { return k == "app:a:expiring" }); slices.Equal(got, without) && time.Since(saved) >= ttl-h.resolution() {
+			return // too late to expect the expiring key: see wantLive
+		}
 		if !slices.Equal(got, wantKeys) {
 			t.Fatalf("List(%q) reported %q, want %q", prefix, got, wantKeys)
 		}
@@ -792,5 +841,187 @@ func (h *storeHarness) testVolatile(t *testing.T, s msalcache.Store) {
 			t.Fatal("Capabilities say the store may evict keys early, but msalcache.IsVolatile reports false: the key ring could be put in it and lost")
 		}
 		t.Fatal("msalcache.IsVolatile reports true but Capabilities.Volatile is false: declare the capability, or stop reporting Volatile")
+	}
+}
+
+// shortRecords are records too short for the header of any layout: every
+// store must report them as corrupt.
+func shortRecords() map[string][]byte {
+	return map[string][]byte{
+		"empty":   {},
+		"1-byte":  {0x01},
+		"2-bytes": {0x00, 0x01},
+		"3-bytes": []byte("abc"),
+	}
+}
+
+// keyName turns a record's name into a key of the contract's alphabet.
+func keyName(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if !strings.ContainsRune(keyAlphabet, rune(c)) {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+// loadNoPanic is Load, failing the test with a message if it panics: a
+// store that panics on a damaged record takes the whole process down.
+func loadNoPanic(t *testing.T, s msalcache.Store, key string) (b []byte, v msalcache.Version, err error) {
+	t.Helper()
+	defer func() {
+		if p := recover(); p != nil {
+			t.Fatalf("Load(%q) panicked on a record the store cannot decode: %v", key, p)
+		}
+	}()
+	return s.Load(context.Background(), key)
+}
+
+// quoted reports what of key and raw err's text repeats, if anything.
+// Records shorter than 4 bytes are not looked for: they could appear in
+// any message by chance.
+func quoted(msg, key string, raw []byte) string {
+	if strings.Contains(msg, key) {
+		return "key"
+	}
+	if len(raw) < 4 {
+		return ""
+	}
+	for _, form := range []string{string(raw), fmt.Sprintf("%x", raw), strings.Trim(fmt.Sprintf("%q", raw), `"`)} {
+		if strings.Contains(msg, form) {
+			return "record's bytes"
+		}
+	}
+	return ""
+}
+
+// wantCorrupt checks that Load reports key's record raw as corrupt.
+func wantCorrupt(t *testing.T, s msalcache.Store, key string, raw []byte, why string) {
+	t.Helper()
+	b, v, err := loadNoPanic(t, s, key)
+	switch {
+	case err == nil:
+		t.Fatalf("Load(%q) %s returned %s (version %d), want an error wrapping ErrCorrupt: a store must not hand out a record it cannot decode",
+			key, why, describe(b), v)
+	case errors.Is(err, msalcache.ErrNotFound):
+		t.Fatalf("Load(%q) %s returned %v, want an error wrapping ErrCorrupt: the key holds a record, and reporting it absent hides the damage",
+			key, why, err)
+	case !errors.Is(err, msalcache.ErrCorrupt):
+		t.Fatalf("Load(%q) %s returned %v, want an error wrapping ErrCorrupt", key, why, err)
+	}
+	if what := quoted(err.Error(), key, raw); what != "" {
+		t.Fatalf("Load(%q) %s returned %q, which quotes the %s: a record may hold tokens and a key names a user, so errors carry neither",
+			key, why, err, what)
+	}
+	if b != nil || v != msalcache.NoVersion {
+		t.Fatalf("Load(%q) %s reported ErrCorrupt but also returned %s and version %d; it returns no value instead", key, why, describe(b), v)
+	}
+}
+
+// testCorruptRecord plants records the store cannot decode through
+// Capabilities.PutRaw and checks the contract for them: Load reports
+// ErrCorrupt (no value, no panic, no quoted bytes), a Save with a version
+// conflicts and leaves the record alone, a Save with NoVersion replaces
+// it, Delete removes it and List still lists it. Without that, one damaged
+// value wedges its key: every reader misses, every writer conflicts, and
+// the key stays broken until an operator deletes it.
+func (h *storeHarness) testCorruptRecord(t *testing.T, s msalcache.Store) {
+	if h.caps.PutRaw == nil {
+		t.Skip("Capabilities.PutRaw is nil: the store offers no way to plant raw bytes, so the suite cannot check how it handles a record it cannot decode")
+	}
+	if len(h.caps.CorruptRecords) == 0 {
+		t.Fatal("Capabilities.PutRaw is set but CorruptRecords is empty: declare the damaged records of the store's own layout (at least a header holding version 0, and one of the right length with a bad header)")
+	}
+	ctx := context.Background()
+	records := shortRecords()
+	for name, raw := range h.caps.CorruptRecords {
+		if _, dup := records[name]; dup {
+			name = "declared-" + name
+		}
+		records[name] = raw
+	}
+	names := slices.Sorted(maps.Keys(records))
+	put := func(key string, raw []byte) {
+		t.Helper()
+		if err := h.caps.PutRaw(ctx, s, key, slices.Clone(raw)); err != nil {
+			t.Fatalf("Capabilities.PutRaw(%q, %d bytes) failed: %v", key, len(raw), err)
+		}
+	}
+
+	// A version the store really handed out, for another key: it must
+	// not match a corrupt record either.
+	intact := mustSave(t, s, "intact", []byte("intact"), msalcache.NoVersion, 0)
+	var keys []string
+	for _, name := range names {
+		key := "damaged/" + keyName(name)
+		put(key, records[name])
+		keys = append(keys, key)
+	}
+	if l, ok := s.(msalcache.Lister); ok {
+		if got := listAll(t, l, "damaged/"); !slices.Equal(got, keys) {
+			t.Fatalf("List(%q) reported %q after corrupt records were planted under %q: a record the store cannot decode is still a key, and an operator lists keys to find and delete such records",
+				"damaged/", got, keys)
+		}
+	}
+	for i, name := range names {
+		key, raw := keys[i], records[name]
+		wantCorrupt(t, s, key, raw, "of a planted "+name+" record")
+		for _, v := range []msalcache.Version{intact, intact + 1, ^msalcache.NoVersion} {
+			got, err := s.Save(ctx, key, []byte("overwrite"), v, 0)
+			if !errors.Is(err, msalcache.ErrConflict) {
+				t.Fatalf("Save(%q, ifVersion %d) over a corrupt %s record returned version %d, %v; want an error wrapping ErrConflict: only NoVersion may replace a record the store cannot decode",
+					key, v, name, got, err)
+			}
+		}
+		wantCorrupt(t, s, key, raw, "after Saves with a version conflicted")
+		repaired := []byte("repaired " + name)
+		v, err := s.Save(ctx, key, repaired, msalcache.NoVersion, time.Hour)
+		if err != nil {
+			t.Fatalf("Save(%q, NoVersion) over a corrupt %s record returned %v; Save with NoVersion must replace a record that Load reports as corrupt, or the key stays wedged until someone deletes it",
+				key, name, err)
+		}
+		if v == msalcache.NoVersion {
+			t.Fatalf("Save(%q, NoVersion) over a corrupt %s record succeeded but returned NoVersion", key, name)
+		}
+		wantValue(t, s, key, repaired, v)
+		wantConflict(t, s, key, []byte("second create"), msalcache.NoVersion, "once the corrupt "+name+" record was replaced")
+		mustSave(t, s, key, []byte("updated"), v, 0)
+
+		del := "deleted/" + keyName(name)
+		put(del, raw)
+		if err := s.Delete(ctx, del); err != nil {
+			t.Fatalf("Delete(%q) of a corrupt %s record failed: %v", del, name, err)
+		}
+		wantNotFound(t, s, del, "after Delete of a corrupt "+name+" record")
+	}
+	wantValue(t, s, "intact", []byte("intact"), intact)
+
+	// Random bytes may decode as a record in some layouts; whatever Load
+	// makes of them, it must not panic, and the key must stay writable
+	// with the version Load implies.
+	for i, n := range []int{8, 9, 17, 64, 1000} {
+		key := fmt.Sprintf("random/%d", n)
+		raw := patternSeed(n, uint64(i+1)*0x2545F4914F6CDD1D)
+		put(key, raw)
+		b, v, err := loadNoPanic(t, s, key)
+		ifVersion := msalcache.NoVersion
+		switch {
+		case errors.Is(err, msalcache.ErrCorrupt), errors.Is(err, msalcache.ErrNotFound): // undecodable, or an expired record
+			if err != nil && quoted(err.Error(), key, raw) != "" {
+				t.Fatalf("Load(%q) of %d random bytes returned %q, which quotes the key or the record", key, n, err)
+			}
+		case err != nil:
+			t.Fatalf("Load(%q) of %d random bytes returned %v, want a value, ErrCorrupt or ErrNotFound", key, n, err)
+		case v == msalcache.NoVersion:
+			t.Fatalf("Load(%q) of %d random bytes returned %s with version NoVersion; a store never hands out NoVersion (a Save with it means create)", key, n, describe(b))
+		default:
+			ifVersion = v
+		}
+		if _, err := s.Save(ctx, key, []byte("after random"), ifVersion, 0); err != nil {
+			t.Fatalf("Save(%q, ifVersion %d) after Load of %d random bytes returned %v: the key must stay writable with the version Load implies",
+				key, ifVersion, n, err)
+		}
+		wantValue(t, s, key, []byte("after random"), msalcache.NoVersion)
 	}
 }

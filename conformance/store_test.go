@@ -3,6 +3,7 @@ package conformance_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/internal/record"
 	"github.com/msalcache/msalcache/memstore"
 )
 
@@ -47,8 +49,8 @@ func ExampleCapabilities() {
 		TTLResolution: time.Second,
 		Volatile:      true,
 	}
-	fmt.Printf("%+v\n", caps)
-	// Output: {MaxValueSize:1047552 TTLResolution:1s Volatile:true}
+	fmt.Printf("values up to %d bytes, expiry in steps of %v, evicts: %v\n", caps.MaxValueSize, caps.TTLResolution, caps.Volatile)
+	// Output: values up to 1047552 bytes, expiry in steps of 1s, evicts: true
 }
 
 // faultEnv names the fault that TestFaultyStore injects; it is set only
@@ -76,6 +78,14 @@ func TestSuiteCatchesFaults(t *testing.T) {
 		{"no-closed", "UseAfterClose", "want an error wrapping ErrClosed"},
 		{"list-expired", "Lister", "List("},
 		{"volatile", "Volatile", "IsVolatile reports true"},
+		{"corrupt-garbage", "CorruptRecord", "must not hand out a record it cannot decode"},
+		{"corrupt-notfound", "CorruptRecord", "reporting it absent hides the damage"},
+		{"corrupt-zero-version", "CorruptRecord", "(version 0), want an error wrapping ErrCorrupt"},
+		{"corrupt-no-repair", "CorruptRecord", "Save with NoVersion must replace a record"},
+		{"corrupt-overwrite", "CorruptRecord", "only NoVersion may replace"},
+		{"corrupt-leak", "CorruptRecord", "quotes the record's bytes"},
+		{"corrupt-unlisted", "CorruptRecord", "is still a key"},
+		{"corrupt-panic", "CorruptRecord", "panicked on a record"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.fault+"/"+tc.subtest, func(t *testing.T) {
@@ -89,7 +99,7 @@ func TestSuiteCatchesFaults(t *testing.T) {
 			if !strings.Contains(string(out), "--- FAIL: TestFaultyStore/"+tc.subtest) {
 				t.Fatalf("fault %q did not fail subtest %s:\n%s", tc.fault, tc.subtest, out)
 			}
-			if !strings.Contains(string(out), tc.message) || strings.Contains(string(out), "panic:") {
+			if !strings.Contains(string(out), tc.message) || strings.Contains(string(out), "panic:") || strings.Contains(string(out), "goroutine ") {
 				t.Fatalf("fault %q failed %s without saying %q:\n%s", tc.fault, tc.subtest, tc.message, out)
 			}
 			for _, line := range strings.Split(string(out), "\n") {
@@ -110,7 +120,59 @@ func TestFaultyStore(t *testing.T) {
 	}
 	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
 		return &faultyStore{fault: fault, items: map[string]faultyItem{}, perKey: map[string]msalcache.Version{}}
-	}, conformance.Capabilities{MaxValueSize: 1 << 20})
+	}, conformance.Capabilities{
+		MaxValueSize:   1 << 20,
+		PutRaw:         putRawFaulty,
+		CorruptRecords: faultyCorruptRecords,
+	})
+}
+
+// TestCorruptRecordNeedsDeclaredRecords: a store that offers PutRaw but
+// declares no damaged records of its own layout would only be checked on
+// records shorter than any header, so the suite refuses it. It runs in a
+// child process for the same reason as TestSuiteCatchesFaults.
+func TestCorruptRecordNeedsDeclaredRecords(t *testing.T) {
+	if os.Getenv(faultEnv) == "undeclared" {
+		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+			return &faultyStore{items: map[string]faultyItem{}, perKey: map[string]msalcache.Version{}}
+		}, conformance.Capabilities{PutRaw: putRawFaulty})
+		return
+	}
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCorruptRecordNeedsDeclaredRecords$/^CorruptRecord$", "-test.v")
+	cmd.Env = append(os.Environ(), faultEnv+"=undeclared")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "CorruptRecords is empty") {
+		t.Fatalf("the suite accepted PutRaw without CorruptRecords (%v):\n%s", err, out)
+	}
+}
+
+// faultyCorruptRecords are the damaged records of faultyStore's raw
+// layout, internal/record's: a version 0, and the right length for a
+// version with the wrong one, which that layout cannot tell from a valid
+// record, so it stands in for a bad header only as a zero version would.
+var faultyCorruptRecords = map[string][]byte{
+	"zero-version":            make([]byte, record.HeaderSize),
+	"zero-version-with-value": append(make([]byte, record.HeaderSize), `{"AccessToken":{"secret":1}}`...),
+}
+
+// putRawFaulty is faultyStore's Capabilities.PutRaw: raw is decoded as
+// internal/record's layout, and what does not decode is kept as a corrupt
+// record.
+func putRawFaulty(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+	f := s.(*faultyStore)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	value, v, err := record.Decode(raw)
+	if f.fault == "corrupt-zero-version" && len(raw) >= record.HeaderSize && binary.BigEndian.Uint64(raw) == 0 {
+		value, v, err = raw[record.HeaderSize:], msalcache.NoVersion, nil // a decoder that forgot to check
+	}
+	if err != nil {
+		f.items[key] = faultyItem{raw: bytes.Clone(raw), corrupt: true}
+		return nil
+	}
+	f.items[key] = faultyItem{value: bytes.Clone(value), version: v}
+	return nil
 }
 
 // faultyStore is memstore with one deliberate bug, chosen by fault.
@@ -127,6 +189,8 @@ type faultyItem struct {
 	value   []byte
 	version msalcache.Version
 	expires time.Time
+	corrupt bool   // planted by putRawFaulty; raw holds its bytes
+	raw     []byte // what putRawFaulty planted
 }
 
 func (s *faultyStore) live(it faultyItem, ok bool) bool {
@@ -159,6 +223,19 @@ func (s *faultyStore) Load(ctx context.Context, key string) ([]byte, msalcache.V
 	if !s.live(it, ok) {
 		return nil, 0, msalcache.ErrNotFound
 	}
+	if it.corrupt {
+		switch s.fault {
+		case "corrupt-garbage":
+			return bytes.Clone(it.raw), 1, nil
+		case "corrupt-notfound":
+			return nil, 0, msalcache.ErrNotFound
+		case "corrupt-leak":
+			return nil, 0, fmt.Errorf("%w: record %q", msalcache.ErrCorrupt, it.raw)
+		case "corrupt-panic":
+			_ = it.raw[7] // the decoder trusts the length
+		}
+		return nil, 0, fmt.Errorf("faulty: %d bytes: %w", len(it.raw), msalcache.ErrCorrupt)
+	}
 	if s.fault == "alias-load" {
 		return it.value, it.version, nil
 	}
@@ -176,6 +253,12 @@ func (s *faultyStore) Save(ctx context.Context, key string, value []byte, ifVers
 	cur := msalcache.NoVersion
 	if s.live(it, ok) {
 		cur = it.version
+	}
+	switch {
+	case it.corrupt && s.fault == "corrupt-no-repair":
+		return 0, msalcache.ErrConflict // the damaged record wedges the key
+	case it.corrupt && s.fault == "corrupt-overwrite":
+		cur = ifVersion // any version replaces it
 	}
 	if cur != ifVersion && !(s.fault == "create-overwrites" && ifVersion == msalcache.NoVersion) {
 		return 0, msalcache.ErrConflict
@@ -234,6 +317,9 @@ func (s *faultyStore) List(ctx context.Context, prefix string, fn func(string) e
 	}
 	var keys []string
 	for k, it := range s.items {
+		if it.corrupt && s.fault == "corrupt-unlisted" {
+			continue
+		}
 		if strings.HasPrefix(k, prefix) && (s.fault == "list-expired" || s.live(it, true)) {
 			keys = append(keys, k)
 		}

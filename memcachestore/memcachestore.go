@@ -52,9 +52,13 @@
 // already there means ErrConflict). Save with a version is a "gets" that
 // checks the embedded version, then a "cas" with the CAS id that gets
 // returned: two round trips, and the old value travels back once. An item
-// under the prefix that this store did not write (wrong flags, too short) is
-// treated as absent: Load reports ErrNotFound and a Save with NoVersion
-// replaces it, so a foreign or older format cannot wedge a key.
+// under the prefix that this store did not write or that was damaged
+// (other flags, shorter than a version, version 0) is corrupt: Load fails
+// with an error wrapping msalcache.ErrCorrupt, a Save with NoVersion
+// replaces it (its "add" fails, and the "gets" finds no version, which is
+// what NoVersion expects), a Save with any other version conflicts, and
+// Delete removes it. So a foreign or older format cannot wedge a key, and
+// the Adapter's next write repairs it.
 //
 // # Keys
 //
@@ -300,7 +304,8 @@ func (s *Store) run(ctx context.Context, fn func() error) error {
 	})
 }
 
-// Load implements msalcache.Store with one gets.
+// Load implements msalcache.Store with one gets. An item this store cannot
+// decode fails with an error wrapping msalcache.ErrCorrupt.
 func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
 	ikey, err := s.itemKey(key)
 	if err != nil {
@@ -318,19 +323,20 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 	if err != nil {
 		return nil, msalcache.NoVersion, s.wrap(ctx, "load", ikey, err)
 	}
-	value, v, ok := decode(it)
-	if !ok {
-		return nil, msalcache.NoVersion, fmt.Errorf("memcachestore: load: item not written by this store: %w", msalcache.ErrNotFound)
+	value, v, err := decode(it)
+	if err != nil {
+		return nil, msalcache.NoVersion, fmt.Errorf("memcachestore: load: %w", err)
 	}
 	// gomemcache allocated it.Value for this call: the caller may keep it.
 	return value, v, nil
 }
 
-// decode splits an item into its value and version, reporting false for
-// an item this store did not write.
-func decode(it *memcache.Item) ([]byte, msalcache.Version, bool) {
+// decode splits an item into its value and version. An item this store did
+// not write, or a damaged one, fails with an error wrapping
+// msalcache.ErrCorrupt that quotes none of its bytes.
+func decode(it *memcache.Item) ([]byte, msalcache.Version, error) {
 	if it.Flags != recordFlags {
-		return nil, msalcache.NoVersion, false
+		return nil, msalcache.NoVersion, fmt.Errorf("%w: item flags %#x are not this store's (%#x)", msalcache.ErrCorrupt, it.Flags, recordFlags)
 	}
 	return record.Decode(it.Value)
 }
@@ -380,6 +386,8 @@ func (s *Store) cas(ctx context.Context, item *memcache.Item, ifVersion msalcach
 	if err != nil {
 		return err
 	}
+	// A corrupt item decodes to NoVersion: a create replaces it, an
+	// update conflicts.
 	if _, v, _ := decode(cur); v != ifVersion {
 		return errConflict
 	}

@@ -1,11 +1,14 @@
 package memcachestore_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,9 +37,11 @@ const (
 )
 
 var caps = conformance.Capabilities{
-	MaxValueSize:  memcachestore.DefaultMaxValueSize,
-	TTLResolution: time.Second,
-	Volatile:      true,
+	MaxValueSize:   memcachestore.DefaultMaxValueSize,
+	TTLResolution:  time.Second,
+	Volatile:       true,
+	PutRaw:         memcachestore.PutRaw,
+	CorruptRecords: memcachestore.CorruptRecords,
 }
 
 func newClient(t testing.TB, addrs ...string) *memcache.Client {
@@ -203,37 +208,102 @@ func TestServerRefusesLargeItem(t *testing.T) {
 	}
 }
 
+// serverTTL asks the memcached server at addr, with the meta command "mg
+// <key> t", how many seconds item ikey has left: -1 for no expiry, found
+// false when the item is absent. gomemcache has no meta commands, so it
+// speaks the text protocol itself.
+func serverTTL(t *testing.T, addr, ikey string) (secs int, found bool) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(testTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(conn, "mg %s t\r\n", ikey); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		t.Fatalf("mg %s: %v", ikey, err)
+	}
+	line = strings.TrimSpace(line)
+	if line == "EN" {
+		return 0, false
+	}
+	ttl, ok := strings.CutPrefix(line, "HD t")
+	if !ok {
+		t.Fatalf("mg %s t answered %q, want HD t<seconds> or EN", ikey, line)
+	}
+	secs, err = strconv.Atoi(ttl)
+	if err != nil {
+		t.Fatalf("mg %s t answered %q: %v", ikey, line, err)
+	}
+	return secs, true
+}
+
 // TestLongTTL saves with TTLs over 30 days, which memcached reads as Unix
 // times: sent as relative seconds they would land in 1970 and the key
-// would be gone at once.
+// would be gone at once. It reads back the TTL the server holds (meta
+// "mg t") instead of sleeping: the remaining seconds must match the TTL
+// asked for, less the time the test took, so a loaded machine cannot make
+// it fail.
 func TestLongTTL(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Memcached(t)
 	s := memcachestore.New(newClient(t, srv.Addr()))
 	defer s.Close()
 	ctx := context.Background()
-	for _, ttl := range []time.Duration{30 * 24 * time.Hour, 31 * 24 * time.Hour, 365 * 24 * time.Hour} {
-		key := "ttl-" + ttl.String()
+	check := func(key string, ttl, want time.Duration) {
+		t.Helper()
+		start := time.Now()
 		if _, err := s.Save(ctx, key, []byte("x"), msalcache.NoVersion, ttl); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := s.Load(ctx, key); err != nil {
-			t.Errorf("Load of a key saved with ttl %v returned %v", ttl, err)
+		left, found := serverTTL(t, srv.Addr(), memcachestore.DefaultPrefix+key)
+		// The server's clock ticks once a second, and the test may have
+		// been descheduled for a while: allow a tick plus what elapsed.
+		slack := 1 + int(time.Since(start).Seconds()+0.999)
+		secs := int(want / time.Second)
+		switch {
+		case !found && slack >= secs:
+			t.Logf("the key saved with ttl %v is gone after %v; too slow to check", ttl, time.Since(start))
+		case !found:
+			t.Errorf("the key saved with ttl %v is gone after %v: the server read a TTL that expired at once", ttl, time.Since(start))
+		case left == -1:
+			t.Errorf("the server holds the key saved with ttl %v without expiry", ttl)
+		case left > secs || left < secs-slack:
+			t.Errorf("the server holds the key saved with ttl %v for %ds more, want %d (less at most %ds)", ttl, left, secs, slack)
+		}
+		if found {
+			if _, _, err := s.Load(ctx, key); err != nil {
+				t.Errorf("Load of a key saved with ttl %v returned %v", ttl, err)
+			}
 		}
 	}
-	// The shortest TTL must not make a key that is gone at the next tick.
-	if _, err := s.Save(ctx, "ttl-1ms", []byte("x"), msalcache.NoVersion, time.Millisecond); err != nil {
+	for _, ttl := range []time.Duration{30 * 24 * time.Hour, 31 * 24 * time.Hour, 365 * 24 * time.Hour} {
+		check("ttl-"+ttl.String(), ttl, ttl)
+	}
+	// The shortest TTL must not make a key that is gone at the next tick:
+	// it is rounded up to 2s.
+	check("ttl-1ms", time.Millisecond, 2*time.Second)
+	check("ttl-1.5s", 1500*time.Millisecond, 2*time.Second)
+	check("ttl-2.1s", 2100*time.Millisecond, 3*time.Second)
+	// No TTL: the server holds the key without expiry.
+	if _, err := s.Save(ctx, "no-ttl", []byte("x"), msalcache.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
-	if _, _, err := s.Load(ctx, "ttl-1ms"); err != nil {
-		t.Errorf("a key saved with ttl 1ms was gone after 1s (%v); short TTLs are rounded up to 2s", err)
+	if left, found := serverTTL(t, srv.Addr(), memcachestore.DefaultPrefix+"no-ttl"); !found || left != -1 {
+		t.Errorf("a key saved with ttl 0 has %ds left (found %v), want no expiry (-1)", left, found)
 	}
 }
 
 // TestForeignItem checks that an item some other program left under the
-// prefix reads as absent and is replaced by a create, instead of wedging
-// the key until it expires.
+// prefix (other flags: raw bytes planted by the conformance suite cannot
+// have them) reads as corrupt and is replaced by a create, instead of
+// wedging the key until it expires.
 func TestForeignItem(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Memcached(t)
@@ -241,11 +311,11 @@ func TestForeignItem(t *testing.T) {
 	s := memcachestore.New(c)
 	defer s.Close()
 	ctx := context.Background()
-	if err := c.Set(&memcache.Item{Key: memcachestore.DefaultPrefix + "k", Value: []byte("not ours at all")}); err != nil {
+	if err := c.Set(&memcache.Item{Key: memcachestore.DefaultPrefix + "k", Value: []byte("not ours at all, secret")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Load(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
-		t.Fatalf("Load of a foreign item returned %v, want ErrNotFound", err)
+	if _, _, err := s.Load(ctx, "k"); !errors.Is(err, msalcache.ErrCorrupt) || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("Load of a foreign item returned %v, want ErrCorrupt without the item's bytes", err)
 	}
 	if _, err := s.Save(ctx, "k", []byte("x"), 12345, 0); !errors.Is(err, msalcache.ErrConflict) {
 		t.Fatalf("Save with a made-up version over a foreign item returned %v, want ErrConflict", err)

@@ -24,20 +24,28 @@ const (
 //	ARGV[3]  ttl in milliseconds; "0": no expiry
 //
 // GETRANGE reads only the version, not the whole old value, and answers ""
-// for an absent key (records are never shorter than 8 bytes). The new
-// version is random per Save (see newVersion), so finding it already in
-// place can only mean that this Save's own earlier attempt was applied and
-// its reply lost; answering success then makes go-redis's retry of a
-// timed-out command harmless. Comparing the new version before the expected
-// one matters: after the first attempt, the expected version is gone.
+// for an absent key. Whatever does not hold a version (shorter than 8
+// bytes, version 0, or a key of another type, on which GETRANGE fails with
+// WRONGTYPE) is what Load reports as corrupt, and it counts as absent here
+// too, so that NoVersion replaces it: otherwise a damaged value would wedge
+// its key until someone deleted it. The new version is random per Save (see
+// newVersion), so finding it already in place can only mean that this
+// Save's own earlier attempt was applied and its reply lost; answering
+// success then makes go-redis's retry of a timed-out command harmless, also
+// for a retry of the write that replaced a corrupt value. Comparing the new
+// version before the expected one matters: after the first attempt, the
+// expected version is gone. The script touches KEYS[1] only, so it runs on
+// Cluster.
 var casScript = redis.NewScript(`
-local cur = redis.call('GETRANGE', KEYS[1], 0, 7)
-if cur ~= '' then
-  if cur == string.sub(ARGV[2], 1, 8) then return 2 end
-  if cur ~= ARGV[1] then return 0 end
-elseif ARGV[1] ~= '' then
-  return 0
+local cur = redis.pcall('GETRANGE', KEYS[1], 0, 7)
+if type(cur) == 'table' then
+  if not string.find(tostring(cur.err), 'WRONGTYPE', 1, true) then return cur end
+  cur = ''
+elseif #cur < 8 or cur == string.rep('\0', 8) then
+  cur = ''
 end
+if cur == string.sub(ARGV[2], 1, 8) then return 2 end
+if cur ~= ARGV[1] then return 0 end
 if ARGV[3] == '0' then
   redis.call('SET', KEYS[1], ARGV[2])
 else

@@ -29,12 +29,20 @@ const (
 	smallMax  = 1 << 20
 )
 
+// withRaw adds to caps what the CorruptRecord subtest needs: a way to plant
+// raw values, and the damaged values of this store's layout.
+func withRaw(caps conformance.Capabilities) conformance.Capabilities {
+	caps.PutRaw = redisstore.PutRaw
+	caps.CorruptRecords = redisstore.CorruptRecords
+	return caps
+}
+
 func TestConformanceSingle(t *testing.T) {
 	srv := testserver.Redis(t)
 	c := newClient(t, &redis.Options{Addr: srv.Addr()})
 	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
 		return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(singleMax))
-	}, conformance.Capabilities{MaxValueSize: singleMax})
+	}, withRaw(conformance.Capabilities{MaxValueSize: singleMax}))
 }
 
 func TestDefaultMaxValueSize(t *testing.T) {
@@ -80,7 +88,7 @@ func TestSentinel(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
 			return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(smallMax))
-		}, conformance.Capabilities{MaxValueSize: smallMax})
+		}, withRaw(conformance.Capabilities{MaxValueSize: smallMax}))
 	})
 	t.Run("Example", func(t *testing.T) {
 		checkExample(t, newSentinel(setup.MasterName(), setup.SentinelAddrs()))

@@ -69,6 +69,49 @@ func TestCASScriptIdempotent(t *testing.T) {
 	}
 }
 
+// TestCASScriptReplacesCorrupt retries a create over a corrupt value, as
+// go-redis does when the reply is lost: the first attempt replaces it, the
+// retry recognises its own write, and a versioned write never replaces it.
+func TestCASScriptReplacesCorrupt(t *testing.T) {
+	ctx := context.Background()
+	s := newInternalStore(t)
+	for name, raw := range map[string]string{
+		"empty": "", "short": "abc", "zero": "\x00\x00\x00\x00\x00\x00\x00\x00", "zero+value": "\x00\x00\x00\x00\x00\x00\x00\x00{}",
+	} {
+		k := s.prefix + "corrupt-" + name
+		if err := s.c.Set(ctx, k, raw, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.cas(ctx, k, 0x1111, rec(0x2222, "x"), time.Minute); err != nil || got != casConflict {
+			t.Fatalf("%s: versioned write = %d, %v; want a conflict", name, got, err)
+		}
+		if got := s.c.Get(ctx, k).Val(); got != raw {
+			t.Fatalf("%s: a conflicting write changed the value to %q", name, got)
+		}
+		r := rec(0x3333, "repaired")
+		for i, want := range []int64{casWritten, casAlready} {
+			if got, err := s.cas(ctx, k, msalcache.NoVersion, r, time.Minute); err != nil || got != want {
+				t.Fatalf("%s: create attempt %d = %d, %v; want %d", name, i+1, got, err, want)
+			}
+		}
+		// Once repaired, the record is live: another create loses.
+		if got, err := s.cas(ctx, k, msalcache.NoVersion, rec(0x4444, "late"), time.Minute); err != nil || got != casConflict {
+			t.Fatalf("%s: create over the repaired record = %d, %v; want a conflict", name, got, err)
+		}
+	}
+	// A key of another type: replaced by a create, also when retried.
+	k := s.prefix + "corrupt-hash"
+	if err := s.c.HSet(ctx, k, "f", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := rec(0x5555, "repaired")
+	for i, want := range []int64{casWritten, casAlready} {
+		if got, err := s.cas(ctx, k, msalcache.NoVersion, r, time.Minute); err != nil || got != want {
+			t.Fatalf("hash: create attempt %d = %d, %v; want %d", i+1, got, err, want)
+		}
+	}
+}
+
 func TestCASScriptTTL(t *testing.T) {
 	ctx := context.Background()
 	s := newInternalStore(t)

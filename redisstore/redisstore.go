@@ -22,6 +22,14 @@
 // survives a restart of a persistent server, and a key that expired or was
 // deleted is simply absent.
 //
+// A key under the prefix that holds no such record (a value shorter than 8
+// bytes, a version of 0, which no store writes, or a Redis type other than
+// a string: something else wrote it, or it was damaged) is corrupt: Load
+// fails with an error wrapping msalcache.ErrCorrupt, and the script treats
+// it as absent, so a Save with msalcache.NoVersion replaces it and a Save
+// with any other version conflicts. The Adapter's next write therefore
+// repairs such a key without anyone deleting it first.
+//
 // Versions are random 64-bit numbers picked by the writer, not counters. A
 // counter restarts when a key is deleted and created again, so a writer that
 // read the old key could overwrite the new one (the ABA problem); a random
@@ -187,9 +195,9 @@ func (s *Store) MaxValueSize() int { return s.maxValue }
 
 var errNilClient = errors.New("redisstore: nil redis client")
 
-// errMalformed reports a key under the store's prefix whose content was not
-// written by this store (too short to hold a version).
-var errMalformed = errors.New("redisstore: malformed record")
+// errWrongType reports a key under the store's prefix that holds a hash, a
+// list or another type that is not a string: something else wrote it.
+var errWrongType = fmt.Errorf("the key holds a Redis type other than a string: %w", msalcache.ErrCorrupt)
 
 // start checks that a call may proceed.
 func (s *Store) start(ctx context.Context, op string) error {
@@ -205,7 +213,9 @@ func (s *Store) start(ctx context.Context, op string) error {
 	return nil
 }
 
-// Load implements msalcache.Store with one GET.
+// Load implements msalcache.Store with one GET. A key that does not hold a
+// record of this store fails with an error wrapping msalcache.ErrCorrupt
+// (see the package documentation).
 func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
 	if err := s.start(ctx, "load"); err != nil {
 		return nil, msalcache.NoVersion, err
@@ -218,18 +228,23 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 		rec, err = s.c.Get(ctx, s.prefix+key).Bytes()
 		return err
 	})
+	if redis.HasErrorPrefix(err, "WRONGTYPE") {
+		return nil, msalcache.NoVersion, fmt.Errorf("redisstore: load: %w", errWrongType)
+	}
 	if err != nil {
 		return nil, msalcache.NoVersion, s.wrap(ctx, "load", err)
 	}
-	value, v, ok := record.Decode(rec)
-	if !ok {
-		return nil, msalcache.NoVersion, errMalformed
+	value, v, err := record.Decode(rec)
+	if err != nil {
+		return nil, msalcache.NoVersion, fmt.Errorf("redisstore: load: %w", err)
 	}
 	return value, v, nil
 }
 
 // Save implements msalcache.Store with the compare-and-set script described
-// in the package documentation.
+// in the package documentation. A key that Load reports as corrupt counts
+// as absent: Save with msalcache.NoVersion replaces it, any other version
+// conflicts.
 func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
 	if err := s.start(ctx, "save"); err != nil {
 		return msalcache.NoVersion, err

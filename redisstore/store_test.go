@@ -443,30 +443,52 @@ func TestTooLargeFailsBeforeTheNetwork(t *testing.T) {
 	}
 }
 
+// TestMalformedRecord plants values this store did not write, including
+// keys of other Redis types, which the conformance suite's raw bytes
+// cannot produce: each is corrupt (Load says so without quoting it), a
+// versioned Save conflicts without touching it, a create replaces it.
 func TestMalformedRecord(t *testing.T) {
 	ctx := context.Background()
 	_, c, s := newSingle(t)
-	if err := c.Set(ctx, redisstore.DefaultPrefix+"foreign", "abc", 0).Err(); err != nil {
-		t.Fatal(err)
+	plant := map[string]func(k string) error{
+		"short": func(k string) error { return c.Set(ctx, k, "abc", 0).Err() },
+		"zero":  func(k string) error { return c.Set(ctx, k, "\x00\x00\x00\x00\x00\x00\x00\x00secret", 0).Err() },
+		"hash":  func(k string) error { return c.HSet(ctx, k, "f", "secret").Err() },
+		"list":  func(k string) error { return c.RPush(ctx, k, "secret").Err() },
+		"set":   func(k string) error { return c.SAdd(ctx, k, "secret").Err() },
+		"stream": func(k string) error {
+			return c.XAdd(ctx, &redis.XAddArgs{Stream: k, Values: []string{"f", "secret"}}).Err()
+		},
 	}
-	_, _, err := s.Load(ctx, "foreign")
-	if err == nil || errors.Is(err, msalcache.ErrNotFound) {
-		t.Fatalf("Load of a foreign value = %v, want an error other than ErrNotFound", err)
-	}
-	if _, err := s.Save(ctx, "foreign", []byte("x"), msalcache.NoVersion, time.Minute); !errors.Is(err, msalcache.ErrConflict) {
-		t.Fatalf("create over a foreign value = %v, want ErrConflict", err)
-	}
-	if err := c.HSet(ctx, redisstore.DefaultPrefix+"hash", "f", "v").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Save(ctx, "hash", []byte("x"), msalcache.NoVersion, time.Minute); err == nil {
-		t.Fatal("Save over a hash succeeded")
-	}
-	if err := s.Delete(ctx, "foreign"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Save(ctx, "foreign", []byte("x"), msalcache.NoVersion, time.Minute); err != nil {
-		t.Fatalf("create after Delete = %v", err)
+	for name, put := range plant {
+		k := "foreign-" + name
+		if err := put(redisstore.DefaultPrefix + k); err != nil {
+			t.Fatal(err)
+		}
+		typ := c.Type(ctx, redisstore.DefaultPrefix+k).Val()
+		_, _, err := s.Load(ctx, k)
+		if !errors.Is(err, msalcache.ErrCorrupt) {
+			t.Fatalf("Load of a %s (%s) = %v, want ErrCorrupt", name, typ, err)
+		}
+		if strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), k) {
+			t.Fatalf("Load's error %q quotes the value or names the key", err)
+		}
+		if _, err := s.Save(ctx, k, []byte("x"), 0x1234, time.Minute); !errors.Is(err, msalcache.ErrConflict) {
+			t.Fatalf("versioned Save over a %s = %v, want ErrConflict", name, err)
+		}
+		if got := c.Type(ctx, redisstore.DefaultPrefix+k).Val(); got != typ {
+			t.Fatalf("a conflicting Save changed the %s's type to %s", typ, got)
+		}
+		v, err := s.Save(ctx, k, []byte("x"), msalcache.NoVersion, time.Minute)
+		if err != nil {
+			t.Fatalf("create over a %s = %v, want it replaced", name, err)
+		}
+		if b, got, err := s.Load(ctx, k); err != nil || got != v || string(b) != "x" {
+			t.Fatalf("Load after replacing a %s = %q, %#x, %v; want x, %#x", name, b, got, err, v)
+		}
+		if ttl := c.PTTL(ctx, redisstore.DefaultPrefix+k).Val(); ttl <= 0 {
+			t.Fatalf("the record that replaced a %s has PTTL %v, want the Save's TTL", name, ttl)
+		}
 	}
 }
 

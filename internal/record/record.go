@@ -7,6 +7,7 @@ package record
 
 import (
 	"encoding/binary"
+	"fmt"
 
 	"github.com/msalcache/msalcache"
 )
@@ -22,17 +23,20 @@ func Encode(v msalcache.Version, value []byte) []byte {
 	return rec
 }
 
-// Decode splits a record into its version and value. ok is false for a
-// record too short to hold a version or holding NoVersion, which no store
-// writes. value aliases rec, with its capacity capped so that appending to
-// it cannot touch rec.
-func Decode(rec []byte) (value []byte, v msalcache.Version, ok bool) {
+// Decode splits a record into its version and value. A record too short to
+// hold a version, or holding NoVersion (which no store writes, and which a
+// store must never hand out, since a Save with it would mean "create"),
+// fails with an error wrapping msalcache.ErrCorrupt. The error gives the
+// record's length, never its bytes: a damaged record may still hold most of
+// a token cache. value aliases rec, with its capacity capped so that
+// appending to it cannot touch rec.
+func Decode(rec []byte) (value []byte, v msalcache.Version, err error) {
 	if len(rec) < HeaderSize {
-		return nil, msalcache.NoVersion, false
+		return nil, msalcache.NoVersion, fmt.Errorf("%w: %d bytes, shorter than the %d-byte version", msalcache.ErrCorrupt, len(rec), HeaderSize)
 	}
 	v = msalcache.Version(binary.BigEndian.Uint64(rec))
 	if v == msalcache.NoVersion {
-		return nil, msalcache.NoVersion, false
+		return nil, msalcache.NoVersion, fmt.Errorf("%w: version 0, which no store writes", msalcache.ErrCorrupt)
 	}
-	return rec[HeaderSize:len(rec):len(rec)], v, true
+	return rec[HeaderSize:len(rec):len(rec)], v, nil
 }
