@@ -12,7 +12,11 @@
 //     key), expiry, binary-safe values and keys of the documented alphabet,
 //     copies in and out, cancellation, ErrClosed after Close, and the
 //     optional Lister, Pinger and Volatile interfaces. Capabilities declares
-//     a store's value limit, TTL granularity and whether it evicts.
+//     a store's value limit, TTL granularity and whether it evicts, and,
+//     through PutRaw and CorruptRecords, how to plant raw bytes past the
+//     store's record format: the suite then checks that a record the store
+//     cannot decode is reported as msalcache.ErrCorrupt and repaired by a
+//     Save with msalcache.NoVersion instead of wedging its key.
 //   - RunProtectorTests checks an msalcache.Protector: round trips, binding
 //     to the associated data, and rejection of tampered or foreign input.
 //   - RunMSALTests puts the Adapter over a backend (MSALSetup: a store, an

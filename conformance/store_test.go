@@ -15,7 +15,6 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
-	"github.com/msalcache/msalcache/internal/record"
 	"github.com/msalcache/msalcache/memstore"
 )
 
@@ -127,6 +126,20 @@ func TestFaultyStore(t *testing.T) {
 	})
 }
 
+// TestFaultFreeStore runs the suite on faultyStore without a fault, raw
+// layer included: it must pass, so each failure TestSuiteCatchesFaults
+// sees comes from the fault it injected.
+func TestFaultFreeStore(t *testing.T) {
+	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+		return &faultyStore{items: map[string]faultyItem{}, perKey: map[string]msalcache.Version{}}
+	}, conformance.Capabilities{
+		// No MaxValueSize: faultyStore has no limit (fault truncate
+		// breaks LargeValue in another way).
+		PutRaw:         putRawFaulty,
+		CorruptRecords: faultyCorruptRecords,
+	})
+}
+
 // TestCorruptRecordNeedsDeclaredRecords: a store that offers PutRaw but
 // declares no damaged records of its own layout would only be checked on
 // records shorter than any header, so the suite refuses it. It runs in a
@@ -147,31 +160,33 @@ func TestCorruptRecordNeedsDeclaredRecords(t *testing.T) {
 	}
 }
 
-// faultyCorruptRecords are the damaged records of faultyStore's raw
-// layout, internal/record's: a version 0, and the right length for a
-// version with the wrong one, which that layout cannot tell from a valid
-// record, so it stands in for a bad header only as a zero version would.
+// faultyHeader is the length of the version in front of a value in
+// faultyStore's raw layout, the one redisstore uses: 8 bytes big-endian.
+const faultyHeader = 8
+
+// faultyCorruptRecords are the damaged records of faultyStore's raw layout.
+// Its only header is the version, so a header of the right length is wrong
+// only when it holds version 0.
 var faultyCorruptRecords = map[string][]byte{
-	"zero-version":            make([]byte, record.HeaderSize),
-	"zero-version-with-value": append(make([]byte, record.HeaderSize), `{"AccessToken":{"secret":1}}`...),
+	"zero-version":            make([]byte, faultyHeader),
+	"zero-version-with-value": append(make([]byte, faultyHeader), `{"AccessToken":{"secret":1}}`...),
 }
 
-// putRawFaulty is faultyStore's Capabilities.PutRaw: raw is decoded as
-// internal/record's layout, and what does not decode is kept as a corrupt
+// putRawFaulty is faultyStore's Capabilities.PutRaw: raw is decoded as a
+// version and a value, and what does not decode is kept as a corrupt
 // record.
 func putRawFaulty(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
 	f := s.(*faultyStore)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	value, v, err := record.Decode(raw)
-	if f.fault == "corrupt-zero-version" && len(raw) >= record.HeaderSize && binary.BigEndian.Uint64(raw) == 0 {
-		value, v, err = raw[record.HeaderSize:], msalcache.NoVersion, nil // a decoder that forgot to check
-	}
-	if err != nil {
+	if len(raw) < faultyHeader || binary.BigEndian.Uint64(raw) == 0 && f.fault != "corrupt-zero-version" {
 		f.items[key] = faultyItem{raw: bytes.Clone(raw), corrupt: true}
 		return nil
 	}
-	f.items[key] = faultyItem{value: bytes.Clone(value), version: v}
+	// With fault corrupt-zero-version, a decoder that forgot to check
+	// hands out version 0.
+	v := msalcache.Version(binary.BigEndian.Uint64(raw))
+	f.items[key] = faultyItem{value: bytes.Clone(raw[faultyHeader:]), version: v}
 	return nil
 }
 

@@ -5,6 +5,12 @@
 // survive a restart, and tests. It is also the reference implementation of
 // the Store contract: read it first when writing a backend of your own.
 //
+// It keeps values as Go slices, never as encoded bytes, so it cannot hold a
+// record it cannot decode and never returns msalcache.ErrCorrupt; the
+// conformance suite's CorruptRecord subtest skips it (it declares no
+// Capabilities.PutRaw). A backend that stores bytes must handle them: see
+// redisstore or boltstore.
+//
 //	store := memstore.New()
 //	defer store.Close()
 //	adapter, err := msalcache.New(store, msalcache.WithPlaintext())
