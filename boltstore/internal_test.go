@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -139,7 +140,10 @@ func TestCanceledWhileQueued(t *testing.T) {
 		_, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0)
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // let the Save reach the queue
+	// Cancel only once the writer has taken the Save and waits in commit
+	// for the write lock: canceled earlier, the Save could return before
+	// queueing and the test would prove nothing.
+	waitForStack(t, "boltstore.(*Store).commit(")
 	cancel()
 	select {
 	case err := <-errc:
@@ -158,6 +162,20 @@ func TestCanceledWhileQueued(t *testing.T) {
 	}
 	if s.raw(t, "k") {
 		t.Fatal("a Save that reported context.Canceled was written anyway")
+	}
+}
+
+// waitForStack polls until some goroutine's stack holds frame, failing
+// after a deadline far beyond what a loaded machine needs.
+func waitForStack(t *testing.T, frame string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 1<<20)
+	for !strings.Contains(string(buf[:runtime.Stack(buf, true)]), frame) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine reached %s within 10s", frame)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -608,10 +608,24 @@ func TestCanceledCallsDoNotLeak(t *testing.T) {
 		}
 	}
 
-	run()
-	if _, busy := storeGoroutines(); busy == 0 {
-		t.Fatal("no store goroutine is in gomemcache after canceling calls to a frozen server: the calls did not run on goroutines of their own, so the test proves nothing")
+	// Abandoned goroutines stay in gomemcache until the client's Timeout,
+	// counted from their start. On a machine so loaded that the round took
+	// longer than that, they may rightly be gone: the check that the calls
+	// ran on goroutines of their own then proves nothing either way.
+	busyCheck := func(round string, start time.Time) {
+		t.Helper()
+		_, busy := storeGoroutines()
+		switch {
+		case busy > 0:
+		case time.Since(start) < faultTimeout:
+			t.Fatalf("no store goroutine is in gomemcache after the %s round of canceled calls to a frozen server: the calls did not run on goroutines of their own, so the test proves nothing", round)
+		default:
+			t.Logf("the %s round took %v, longer than the client's Timeout: too slow to see the abandoned calls in gomemcache", round, time.Since(start))
+		}
 	}
+	start := time.Now()
+	run()
+	busyCheck("first", start)
 	// Abandoned calls end within the client's Timeout (a Save may make two
 	// round trips, each a dial and an exchange).
 	bound := 4*faultTimeout + 2*time.Second
@@ -630,10 +644,9 @@ func TestCanceledCallsDoNotLeak(t *testing.T) {
 	// Close waits for abandoned calls: once it returns, none is still in
 	// gomemcache (a goroutine may still be returning from run after it
 	// signalled that it is done).
+	start = time.Now()
 	run()
-	if _, busy := storeGoroutines(); busy == 0 {
-		t.Fatal("no store goroutine is in gomemcache after the second round of canceled calls")
-	}
+	busyCheck("second", start)
 	if err := timed(t, "Close", s.Close); err != nil {
 		t.Fatal(err)
 	}
