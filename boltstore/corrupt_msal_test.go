@@ -107,6 +107,10 @@ func healDamagedPartition(t *testing.T, store msalcache.Store, p msalcache.Prote
 	if got := entra.TokenRequests(); got != 1 {
 		t.Errorf("%d fresh clients made %d token requests, want 1: the damaged partition was not repaired by the first", healClients, got)
 	}
+	if sum.StoreErrors != 0 || sum.CorruptBlobs == 0 {
+		t.Errorf("the adapters counted %d store errors and %d corrupt records; want the damaged record reported as corrupt (ErrCorrupt), not as a store failure",
+			sum.StoreErrors, sum.CorruptBlobs)
+	}
 	blob, _, err := store.Load(ctx, key)
 	if err != nil {
 		t.Fatalf("Load of the partition after %d clients: %v; want it repaired", healClients, err)
