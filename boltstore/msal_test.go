@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/conformance"
 	"github.com/msalcache/msalcache/internal/testring"
 )
@@ -16,9 +17,11 @@ func newMSALStore(t *testing.T) msalcache.Store {
 }
 
 func TestMSALConformance(t *testing.T) {
-	conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newMSALStore})
+	conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newMSALStore,
+		PutRaw: boltstore.PutRaw, Damaged: boltstore.CorruptRecords})
 }
 
 func TestMSALConformanceEncrypted(t *testing.T) {
-	conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newMSALStore, NewProtector: testring.New})
+	conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newMSALStore, NewProtector: testring.New,
+		PutRaw: boltstore.PutRaw, Damaged: boltstore.CorruptRecords})
 }

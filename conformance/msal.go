@@ -35,6 +35,14 @@ type MSALSetup struct {
 	NewProtector func(t *testing.T, store msalcache.Store) msalcache.Protector
 	// Options are added to every Adapter the suite builds.
 	Options []msalcache.Option
+	// PutRaw, when set, writes raw under key past the store's record
+	// format, as Capabilities.PutRaw does. The suite then plants each of
+	// Damaged under a partition's key and checks that the first instance
+	// to miss it repairs it.
+	PutRaw func(ctx context.Context, s msalcache.Store, key string, raw []byte) error
+	// Damaged names the damaged records PutRaw plants (for example the
+	// store's Capabilities.CorruptRecords); the suite adds a 3-byte value.
+	Damaged map[string][]byte
 }
 
 // Values the suite's MSAL clients use.
@@ -75,6 +83,12 @@ func RunMSALTests(t *testing.T, setup MSALSetup) {
 	run("SharedClientManyUsers", testSharedClient)
 	if setup.NewProtector != nil {
 		run("NothingInClear", testNothingInClear)
+	}
+	if setup.PutRaw != nil {
+		if len(setup.Damaged) == 0 {
+			t.Fatal("conformance: MSALSetup.PutRaw is set but Damaged is empty: name the damaged records to plant")
+		}
+		run("DamagedPartitionHealed", testDamagedPartitionHealed)
 	}
 }
 

@@ -25,11 +25,14 @@ func TestMSALConformance(t *testing.T) {
 		return memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("msal:")))
 	}
 	t.Run("Plain", func(t *testing.T) {
-		conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newStore})
+		conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newStore,
+			PutRaw: memcachestore.PutRaw, Damaged: memcachestore.CorruptRecords})
 	})
 	t.Run("Encrypted", func(t *testing.T) {
 		conformance.RunMSALTests(t, conformance.MSALSetup{
 			NewStore: newStore,
+			PutRaw:   memcachestore.PutRaw,
+			Damaged:  memcachestore.CorruptRecords,
 			// memcached evicts: the key ring lives in a durable store.
 			NewProtector: func(t *testing.T, _ msalcache.Store) msalcache.Protector {
 				ring := memstore.New()

@@ -21,12 +21,15 @@ func runMSAL(t *testing.T, c redis.UniversalClient) {
 		return redisstore.New(c, redisstore.WithPrefix(freshPrefix()))
 	}
 	t.Run("Plain", func(t *testing.T) {
-		conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newStore})
+		conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newStore,
+			PutRaw: redisstore.PutRaw, Damaged: redisstore.CorruptRecords})
 	})
 	t.Run("Encrypted", func(t *testing.T) {
 		conformance.RunMSALTests(t, conformance.MSALSetup{
 			NewStore:     newStore,
 			NewProtector: testring.New,
+			PutRaw:       redisstore.PutRaw,
+			Damaged:      redisstore.CorruptRecords,
 		})
 	})
 }
