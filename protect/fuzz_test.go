@@ -148,18 +148,20 @@ func FuzzDecodeRing(f *testing.F) {
 	})
 }
 
-// The format is a promise to data at rest: a ring and a payload written by
-// the first release open with today's code.
-func TestGoldenFormat(t *testing.T) {
-	ring, err := os.ReadFile("testdata/ring-v1.json")
+// openGolden stores the golden ring record in path, with its marker, in a
+// fresh memstore, and opens it as a server would on 2030-01-02, when the
+// golden keys are valid. It returns what the golden tests check against.
+func openGolden(t *testing.T, path string) (ring, payload []byte, store *memstore.Store, r *KeyRing, now time.Time) {
+	t.Helper()
+	ring, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload, err := os.ReadFile("testdata/payload-v1.bin")
+	payload, err = os.ReadFile("testdata/payload-v1.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := memstore.New()
+	store = memstore.New()
 	ctx := context.Background()
 	if _, err := store.Save(ctx, DefaultRingKey, ring, 0, 0); err != nil {
 		t.Fatal(err)
@@ -167,13 +169,21 @@ func TestGoldenFormat(t *testing.T) {
 	if _, err := store.Save(ctx, DefaultRingKey+markerSuffix, markerValue, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)
-	r, err := NewKeyRing(ctx, store, goldenKEK(t), WithClock(func() time.Time { return now }),
+	now = time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)
+	r, err = NewKeyRing(ctx, store, goldenKEK(t), WithClock(func() time.Time { return now }),
 		WithAutoRefresh(false), WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	t.Cleanup(func() { r.Close() })
+	return ring, payload, store, r, now
+}
+
+// The format is a promise to data at rest: a ring and a payload written by
+// the first release open with today's code.
+func TestGoldenFormat(t *testing.T) {
+	ring, payload, store, r, now := openGolden(t, "testdata/ring-v1.json")
+	ctx := context.Background()
 	plain, err := r.Unprotect(ctx, payload, []byte("msalcache:default:golden"))
 	if err != nil || string(plain) != "golden plaintext" {
 		t.Fatalf("golden payload: %q, %v", plain, err)
@@ -215,29 +225,8 @@ func TestGoldenFormat(t *testing.T) {
 // and the HMAC construction are a promise to data at rest, like the
 // payload format.
 func TestGoldenFormatV2(t *testing.T) {
-	ring, err := os.ReadFile("testdata/ring-v2.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := os.ReadFile("testdata/payload-v1.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := memstore.New()
+	ring, payload, store, r, _ := openGolden(t, "testdata/ring-v2.json")
 	ctx := context.Background()
-	if _, err := store.Save(ctx, DefaultRingKey, ring, 0, 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Save(ctx, DefaultRingKey+markerSuffix, markerValue, 0, 0); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)
-	r, err := NewKeyRing(ctx, store, goldenKEK(t), WithClock(func() time.Time { return now }),
-		WithAutoRefresh(false), WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
 	if plain, err := r.Unprotect(ctx, payload, []byte("msalcache:default:golden")); err != nil || string(plain) != "golden plaintext" {
 		t.Fatalf("golden payload: %q, %v", plain, err)
 	}
