@@ -134,15 +134,6 @@ var microsoftHosts = []string{
 	"login.sovcloud-identity.sg",
 }
 
-// publicCloudAliases are the aliases the real instance discovery endpoint
-// reports for the public cloud.
-var publicCloudAliases = []string{
-	"login.microsoftonline.com",
-	"login.windows.net",
-	"login.microsoft.com",
-	"sts.windows.net",
-}
-
 func isMicrosoftHost(host string) bool {
 	host = strings.ToLower(host)
 	for _, h := range microsoftHosts {
@@ -229,6 +220,18 @@ type Server struct {
 	refresh  map[string]*refreshGrant
 	serveErr chan error
 	closed   sync.Once
+}
+
+// storeSecret remembers v under a new opaque credential (an authorization
+// code or a refresh token) of n random bytes after prefix, and returns the
+// credential. The prefix makes a credential's kind plain in a test's
+// failure output.
+func storeSecret[T any](s *Server, m map[string]*T, prefix string, n int, v *T) string {
+	id := prefix + randomID(n)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m[id] = v
+	return id
 }
 
 // NewServer starts and returns a new Server. The caller should call Close
