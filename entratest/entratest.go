@@ -144,7 +144,9 @@ func isMicrosoftHost(host string) bool {
 	return false
 }
 
-// An Option configures a [Server].
+// An Option configures a [Server]. Options exist for what a test needs to
+// differ from the service's defaults; everything else behaves as the
+// service does.
 type Option func(*options)
 
 type options struct {
@@ -246,7 +248,9 @@ func NewServer(opts ...Option) *Server {
 	return s
 }
 
-// Start is like [NewServer] but returns an error instead of panicking.
+// Start is like [NewServer] but returns an error instead of panicking, for
+// a program (not a test) that runs the emulator on a fixed address with
+// [WithAddr] and must report a busy one.
 func Start(opts ...Option) (*Server, error) {
 	s := &Server{
 		users:    make(map[string]*user),
@@ -334,7 +338,8 @@ func (handshakeFilter) Write(p []byte) (int, error) {
 var _ io.Writer = handshakeFilter{}
 
 // URL returns the base URL of the server, of the form https://127.0.0.1:PORT,
-// with no trailing slash.
+// with no trailing slash: for requests that are not MSAL's, such as a test
+// posting to the token endpoint itself. MSAL wants [Server.Authority].
 func (s *Server) URL() string { return s.url }
 
 // Authority returns the authority URL of tenant on this server, for example
@@ -351,18 +356,23 @@ func (s *Server) Authority(tenant string) string {
 // other host go out as usual. Every call returns the same client.
 func (s *Server) Client() *http.Client { return s.client }
 
-// Certificate returns the server's self-signed certificate, which is new on
-// every start. Its names cover 127.0.0.1, ::1, localhost and the Microsoft
-// login hosts.
+// Certificate returns the server's self-signed certificate, for a client
+// other than [Server.Client] (a resource server fetching the keys, a
+// browser) to trust. It is new on every start. Its names cover 127.0.0.1,
+// ::1, localhost and the Microsoft login hosts.
 func (s *Server) Certificate() *x509.Certificate { return s.cert }
 
 // TokenRequests returns how many requests the token endpoint has received
 // since the server started or [Server.ResetCounters] was last called,
-// whether they succeeded or not. Discovery requests are not counted.
+// whether they succeeded or not: what a test compares to prove that a
+// token came from a cache. Discovery requests are not counted: MSAL makes
+// them whatever its token cache holds.
 func (s *Server) TokenRequests() int { return int(s.total.Load()) }
 
 // TokenRequestsFor returns how many token endpoint requests carried
-// grant_type grant, such as [GrantRefreshToken].
+// grant_type grant, such as [GrantRefreshToken], for a test that must tell
+// a cached access token (no request) from a refreshed one (a refresh
+// token request) or a new sign-in.
 func (s *Server) TokenRequestsFor(grant string) int {
 	if v, ok := s.grants.Load(grant); ok {
 		return int(v.(*atomic.Int64).Load())
@@ -370,8 +380,9 @@ func (s *Server) TokenRequestsFor(grant string) int {
 	return 0
 }
 
-// ResetCounters sets every token request counter to zero. Users, codes and
-// refresh tokens are kept.
+// ResetCounters sets every token request counter to zero, so that a test
+// counts only what follows its setup. Users, codes and refresh tokens are
+// kept.
 func (s *Server) ResetCounters() {
 	s.total.Store(0)
 	s.grants.Range(func(_, v any) bool {
@@ -389,7 +400,9 @@ func (s *Server) countRequest(grant string) {
 }
 
 // Close shuts the server down, closing open connections, and closes the idle
-// connections of its Client. It is safe to call more than once.
+// connections of its Client, so that a test leaves no goroutines behind. It
+// is safe to call more than once, for a test that closes early and in its
+// cleanup.
 func (s *Server) Close() {
 	s.closed.Do(func() {
 		s.hs.Close()

@@ -78,7 +78,9 @@ const (
 )
 
 // ErrMalformedToken is returned (wrapped) by [ParseToken] and
-// [Server.VerifyToken] for strings that are not JWTs with a JSON payload.
+// [Server.VerifyToken] for strings that are not JWTs with a JSON payload,
+// so a test can tell a token that is not one from one that fails
+// verification.
 var ErrMalformedToken = errors.New("entratest: malformed token")
 
 // ParseToken decodes the claims of accessToken, a JWT such as the access and
