@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -450,69 +449,6 @@ func TestStoreKeyIsKeyedWhenTheProtectorHoldsASecret(t *testing.T) {
 	}
 }
 
-// Many instances writing one partition at once lose nothing: a lost
-// compare-and-set is merged and retried within the deadline, however many
-// rounds it takes.
-func TestManyWritersLoseNothing(t *testing.T) {
-	for _, writers := range []int{16, 64} {
-		s := newMapStore()
-		// The deadline, not a round count, bounds the retries: generous, so
-		// that the race detector's slowness cannot fail the test.
-		adapters := []*Adapter{newTestAdapter(t, s, WithTimeout(5*time.Minute)), newTestAdapter(t, s, WithTimeout(5*time.Minute))}
-		const total = 400
-		var wg sync.WaitGroup
-		next := make(chan int, total)
-		for i := range total {
-			next <- i
-		}
-		close(next)
-		for w := range writers {
-			a := adapters[w%2]
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range next {
-					c := &target{} // a client per request
-					if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: appKey}); err != nil {
-						t.Error(err)
-						return
-					}
-					doc := map[string]map[string]json.RawMessage{}
-					if len(c.data) > 0 {
-						_ = json.Unmarshal(c.data, &doc)
-					}
-					if doc["AccessToken"] == nil {
-						doc["AccessToken"] = map[string]json.RawMessage{}
-					}
-					doc["AccessToken"][fmt.Sprintf("at-%d", i)] = json.RawMessage(`{"client_id":"c","realm":"t","expires_on":"1900000000"}`)
-					c.data, _ = json.Marshal(doc)
-					if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: appKey}); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		blob, _, err := s.Load(ctx, adapters[0].StoreKey(appKey))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var doc map[string]map[string]json.RawMessage
-		if err := json.Unmarshal(blob, &doc); err != nil {
-			t.Fatal(err)
-		}
-		var failures uint64
-		for _, a := range adapters {
-			failures += a.Stats().ExportFailures
-		}
-		if got := len(doc["AccessToken"]); got != total || failures != 0 {
-			t.Fatalf("%d writers: %d of %d writes stored, %d exports failed", writers, got, total, failures)
-		}
-		t.Logf("%d writers: %d of %d writes stored, conflicts %d+%d", writers, len(doc["AccessToken"]), total, adapters[0].Stats().Conflicts, adapters[1].Stats().Conflicts)
-	}
-}
-
 // Idle clients are forgotten without waiting for the next call: the
 // adapter's map holds MSAL's managers, which must not outlive a burst of
 // clients per request.
@@ -573,5 +509,45 @@ func TestOversizedPartitionIsAMiss(t *testing.T) {
 	}
 	if _, err := New(s, WithPlaintext(), WithMaxPartitionSize(10)); err == nil {
 		t.Fatal("WithMaxPartitionSize(10) accepted")
+	}
+}
+
+// Exports of one partition within one Adapter take turns, each starting
+// from what the one before it stored: racing them through the store would
+// only make all but one lose the compare-and-set and load it again.
+func TestExportsOfOnePartitionTakeTurns(t *testing.T) {
+	s := newMapStore()
+	a := newTestAdapter(t, s)
+	const writers = 16
+	clients := make([]*target, writers)
+	for i := range clients {
+		clients[i] = &target{}
+		if err := a.Replace(ctx, clients[i], cache.ReplaceHints{PartitionKey: appKey}); err != nil {
+			t.Fatal(err)
+		}
+		clients[i].data = fmt.Appendf(nil, `{"AccessToken":{"at-%d":{"client_id":"c","realm":"t","expires_on":"1900000000"}}}`, i)
+	}
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: appKey}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	blob, _, err := s.Load(ctx, a.StoreKey(appKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := parseDocument(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := a.Stats()
+	if n := len(doc.sections[secAccessToken]); n != writers || st.Conflicts != 0 || st.Writes != writers {
+		t.Fatalf("%d of %d tokens stored, %d writes, %d compare-and-set conflicts; want all, %d writes and no conflict", n, writers, st.Writes, st.Conflicts, writers)
 	}
 }

@@ -201,15 +201,7 @@ func (d *document) isUserCache() bool {
 func (d *document) latestExpiry() time.Time {
 	var latest int64
 	for _, raw := range d.sections[secAccessToken] {
-		var at struct {
-			ExpiresOn json.RawMessage `json:"expires_on"`
-		}
-		if json.Unmarshal(raw, &at) != nil {
-			continue
-		}
-		// MSAL writes unix seconds as a JSON string; accept a number too.
-		s := string(bytes.Trim(at.ExpiresOn, `"`))
-		if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > latest {
+		if n, ok := expiresOn(raw); ok && n > latest {
 			latest = n
 		}
 	}
@@ -217,6 +209,32 @@ func (d *document) latestExpiry() time.Time {
 		return time.Time{}
 	}
 	return time.Unix(latest, 0)
+}
+
+// expiresOn reads an access token's expiry, in unix seconds. It scans for
+// the one field rather than decoding the entry: Export runs it on every
+// token of the partition, on every write.
+func expiresOn(raw json.RawMessage) (int64, bool) {
+	s := scanner{b: raw}
+	if s.next() != '{' || s.peek() == '}' {
+		return 0, false
+	}
+	for {
+		k := s.key()
+		v := s.value()
+		if k == "expires_on" {
+			// MSAL writes unix seconds as a JSON string; accept a number too.
+			str, ok := jsonString(v)
+			if !ok {
+				str = string(v)
+			}
+			n, err := strconv.ParseInt(str, 10, 64)
+			return n, err == nil
+		}
+		if s.next() != ',' {
+			return 0, false
+		}
+	}
 }
 
 // equalEntries reports whether two documents hold the same entries, byte for

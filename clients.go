@@ -1,0 +1,244 @@
+package msalcache
+
+import (
+	"context"
+	"log/slog"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
+)
+
+// clientState is the adapter's model of one MSAL client's in-memory cache:
+// which partitions it holds and at which version. It lets Replace skip
+// decrypting and re-parsing what MSAL already holds, and lets Export tell
+// the entries of the partition being written from those the adapter lent
+// from other partitions (see Replace).
+type clientState struct {
+	mu sync.Mutex
+	// partitioned marks MSAL's on-behalf-of manager, which accepts no
+	// external data at all (see the package documentation).
+	partitioned bool
+	// valid reports that parts describes MSAL's in-memory cache exactly.
+	valid    bool
+	parts    map[string]*partition // by store key
+	lastUsed time.Time
+}
+
+// partition is one stored partition as the adapter last saw it.
+type partition struct {
+	version Version
+	known   bool   // false after a store error: the version is unknown
+	seq     uint64 // when it was loaded or written, in Adapter.clock order
+	raw     []byte // plaintext JSON; nil when absent or unreadable
+	stale   bool   // rewrite on the next Export even if nothing changed
+	behind  bool   // MSAL's cache lacks entries of this version (merged in)
+	used    time.Time
+
+	doc    *document // parsed raw, built on first use
+	docErr error
+}
+
+// unreadable returns p's stand-in when its data cannot be used: empty
+// (a miss for MSAL), at the same version, so the next Export overwrites it
+// with compare-and-set, and stale, so it does even if nothing else changed.
+func (p *partition) unreadable() *partition {
+	return &partition{version: p.version, known: p.known, seq: p.seq, used: p.used, stale: true}
+}
+
+func (p *partition) document() (*document, error) {
+	if p.doc == nil && p.docErr == nil {
+		if p.raw == nil {
+			p.doc = &document{}
+		} else {
+			p.doc, p.docErr = parseDocument(p.raw)
+		}
+	}
+	return p.doc, p.docErr
+}
+
+// holds reports whether MSAL's cache already holds partition key at
+// version v (any version when exact is false), and marks it used.
+func (cs *clientState) holds(key string, v Version, exact bool, now time.Time) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cur := cs.parts[key]
+	if !cs.valid || cur == nil || cur.behind || exact && (!cur.known || cur.version != v) {
+		return false
+	}
+	cur.used = now
+	cs.lastUsed = now
+	return true
+}
+
+func (cs *clientState) isPartitioned() bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.partitioned
+}
+
+// handOver unmarshals partition p into MSAL's cache u, together with the
+// partitions of the same client loaded within the lending window. It
+// reports whether u turned out to be MSAL's on-behalf-of manager.
+func (cs *clientState) handOver(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition) (partitioned bool) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	now := a.cfg.now()
+	cs.lastUsed = now
+	if cur := cs.parts[key]; cs.valid && cur != nil && cur.seq > p.seq {
+		p = cur // a newer load or write landed while we were loading
+	}
+	p.used = now
+
+	var lent []keyed
+	if cs.valid && !a.cfg.singlePart {
+		lent = recentPartitions(cs.parts, key, now.Add(-a.cfg.lendWindow), a.cfg.maxLent)
+	}
+	payload := p.raw
+	if len(lent) > 0 {
+		own, err := p.document()
+		if err != nil {
+			a.stats.corruptBlobs.Add(1)
+			a.log(ctx, slog.LevelWarn, "replace: stored partition is not an MSAL cache; treating it as a miss", "replace", key, errAttr(err))
+			p = p.unreadable()
+			own, _ = p.document()
+		}
+		docs := make([]*document, 0, len(lent))
+		for _, q := range lent {
+			if d, err := q.p.document(); err == nil {
+				docs = append(docs, d)
+			}
+		}
+		payload = union(own, docs).encode()
+	}
+	if payload == nil {
+		payload = emptyCache
+	}
+	if err := u.Unmarshal(payload); err != nil {
+		if err := u.Unmarshal(emptyCache); err != nil {
+			// Only MSAL's on-behalf-of manager rejects an empty cache.
+			// Leave it alone: it partitions its data itself.
+			cs.partitioned, cs.valid, cs.parts = true, false, nil
+			return true
+		}
+		a.stats.corruptBlobs.Add(1)
+		// MSAL's decoder quotes what it read, and what it read is stored
+		// data (a token, a user name): log the kind of failure only.
+		a.log(ctx, slog.LevelWarn, "replace: MSAL rejected the stored partition; treating it as a miss", "replace", key, errAttr(errMSALRejected))
+		p = p.unreadable()
+		lent = nil
+	}
+	parts := make(map[string]*partition, len(lent)+1)
+	for _, q := range lent {
+		parts[q.key] = q.p
+	}
+	parts[key] = p
+	cs.parts, cs.valid = parts, true
+	return false
+}
+
+// keyed is a partition with its store key.
+type keyed struct {
+	key string
+	p   *partition
+}
+
+// recentPartitions returns the partitions other than key used after since,
+// at most limit of them, the most recently used first.
+func recentPartitions(parts map[string]*partition, key string, since time.Time, limit int) []keyed {
+	var out []keyed
+	for k, q := range parts {
+		if k != key && q.used.After(since) {
+			out = append(out, keyed{k, q})
+		}
+	}
+	if len(out) > limit {
+		// More users in flight at once than we lend: keep the newest.
+		slices.SortFunc(out, func(x, y keyed) int { return y.p.used.Compare(x.p.used) })
+		out = out[:limit]
+	}
+	return out
+}
+
+// Idle client states and on-behalf-of marks are forgotten after these
+// periods: MSAL pairs each Export with the Replace just before it, so the
+// adapter only needs its model of a client for as long as the client is
+// busy. A client that comes back starts afresh, which is always correct.
+const (
+	defaultClientIdle = 3 * time.Second
+	oboMemory         = 10 * time.Minute
+)
+
+// clientFor returns the state of the MSAL client whose cache is target.
+func (a *Adapter) clientFor(target any) *clientState {
+	if !reflect.TypeOf(target).Comparable() {
+		return &clientState{} // cannot be tracked: model nothing, trust nothing
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.cfg.now()
+	if now.Sub(a.lastSweep) > time.Second {
+		a.sweepLocked(now)
+	}
+	cs := a.clients[target]
+	if cs == nil {
+		cs = &clientState{lastUsed: now}
+		a.clients[target] = cs
+		a.armSweeperLocked()
+	}
+	return cs
+}
+
+func (a *Adapter) armSweeperLocked() {
+	if a.sweeper == nil {
+		a.sweeper = time.AfterFunc(a.cfg.clientIdle, a.sweepIdle)
+	}
+}
+
+// sweepIdle runs on the sweeper's timer.
+func (a *Adapter) sweepIdle() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.sweeper = nil
+	if a.sweepLocked(a.cfg.now()) {
+		a.armSweeperLocked()
+	}
+}
+
+// sweepLocked forgets what has been idle long enough, and reports whether
+// anything is left to sweep later.
+func (a *Adapter) sweepLocked(now time.Time) (left bool) {
+	a.lastSweep = now
+	for k, cs := range a.clients {
+		if cs.mu.TryLock() {
+			idle := now.Sub(cs.lastUsed) > a.cfg.clientIdle
+			cs.mu.Unlock()
+			if idle {
+				delete(a.clients, k)
+			}
+		}
+	}
+	for k, t := range a.obo {
+		if now.Sub(t) > oboMemory {
+			delete(a.obo, k)
+		}
+	}
+	turnsLeft := a.turns.sweep(now, a.cfg.clientIdle)
+	return len(a.clients) > 0 || len(a.obo) > 0 || turnsLeft
+}
+
+func (a *Adapter) markOBO(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.obo[key] = a.cfg.now()
+	a.armSweeperLocked()
+}
+
+func (a *Adapter) isOBO(key string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.obo[key]
+	return ok
+}

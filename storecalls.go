@@ -1,0 +1,79 @@
+package msalcache
+
+import (
+	"context"
+	"time"
+
+	"github.com/msalcache/msalcache/internal/ctxrun"
+)
+
+// The store and the Protector are called through the helpers below, which
+// return when ctx is done whatever the call does: MSAL holds its client lock
+// across every hook call, so one store call that ignores its context (a
+// client bug such as go-redis 9.17's pool deadlock, a server that accepts
+// and never answers) would otherwise stall every token call of that client.
+// A call abandoned this way finishes on its own goroutine; compare-and-set
+// keeps whatever it wrote late from overwriting newer data.
+
+func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error) {
+	var r struct {
+		blob []byte
+		v    Version
+	}
+	// r is written only by the call and read only when Do returns nil, so
+	// an abandoned call that finishes late writes to nothing anyone reads.
+	err := ctxrun.Do(ctx, func() (err error) {
+		r.blob, r.v, err = a.store.Load(ctx, key)
+		return err
+	})
+	if err != nil {
+		return nil, NoVersion, err
+	}
+	return r.blob, r.v, nil
+}
+
+func (a *Adapter) save(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error) {
+	var v Version
+	err := ctxrun.Do(ctx, func() (err error) {
+		v, err = a.store.Save(ctx, key, value, ifVersion, ttl)
+		return err
+	})
+	if err != nil {
+		return NoVersion, err
+	}
+	return v, nil
+}
+
+func (a *Adapter) open(ctx context.Context, blob []byte, key string) ([]byte, error) {
+	if a.cfg.protector == nil {
+		return blob, nil
+	}
+	var plain []byte
+	err := ctxrun.Do(ctx, func() (err error) {
+		plain, err = a.cfg.protector.Unprotect(ctx, blob, []byte(key))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return plain, nil
+}
+
+func (a *Adapter) seal(ctx context.Context, plain []byte, key string) ([]byte, error) {
+	if a.cfg.protector == nil {
+		return plain, nil
+	}
+	var sealed []byte
+	err := ctxrun.Do(ctx, func() (err error) {
+		sealed, err = a.cfg.protector.Protect(ctx, plain, []byte(key))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sealed, nil
+}
+
+func (a *Adapter) needsReprotect(blob []byte) bool {
+	return a.reprotector != nil && a.reprotector.NeedsReprotect(blob)
+}
