@@ -21,7 +21,7 @@ type write struct {
 	ifVersion    Version
 	versionKnown bool
 	baseSeq      uint64 // when base was loaded or written, in Adapter.clock order
-	merged       bool // out holds another writer's entries that MSAL lacks
+	merged       bool   // out holds another writer's entries that MSAL lacks
 }
 
 // turns gives the Exports of one partition within one Adapter a turn each.
