@@ -162,7 +162,7 @@ func TestStoreKeyHidesThePartitionKey(t *testing.T) {
 	}
 }
 
-// DESIGN 4.1: a miss must still reset MSAL's cache, or the next Export
+// A miss must still reset MSAL's cache, or the next Export
 // copies the previous user's tokens into this user's partition.
 func TestReplaceResetsOnMiss(t *testing.T) {
 	s := newMapStore()
@@ -221,7 +221,7 @@ func (c *strictTarget) Unmarshal(b []byte) error {
 	return c.target.Unmarshal(b)
 }
 
-// DESIGN 4.3: MSAL's on-behalf-of manager refuses every input; Replace
+// MSAL's on-behalf-of manager refuses every input; Replace
 // must not fail, and the Export that follows carries another manager's
 // data, which must not be stored.
 func TestOnBehalfOfManagerIsLeftAloneAndNotExported(t *testing.T) {
@@ -248,7 +248,7 @@ func TestOnBehalfOfManagerIsLeftAloneAndNotExported(t *testing.T) {
 	}
 }
 
-// DESIGN 4.9 and 4.8: unchanged caches are not written; empty ones are
+// Unchanged caches are not written; empty ones are
 // deleted; TTLs follow the content.
 func TestExportSkipsDeletesAndSetsTTL(t *testing.T) {
 	s := newMapStore()

@@ -76,8 +76,8 @@ type Store interface {
 }
 
 // Lister is implemented by stores that can enumerate their keys (every
-// store here except memcached). The operator CLI uses it to inspect and
-// migrate.
+// store here except memcached), so that operator tooling can inspect and
+// migrate a store key by key.
 type Lister interface {
 	// List calls fn for every live key that starts with prefix, in no
 	// particular order, and stops at the first error fn returns. fn may

@@ -262,7 +262,7 @@ func userTokens(ctx context.Context, out io.Writer, store msalcache.Store, p msa
 		}
 	}
 	summary(out, r, instances)
-	fmt.Fprintf(out, "\nTotal token-endpoint requests this run: %d. Run it again: tokens come from %s.\n", srv.TokenRequests(), store.(*boltstore.Store).Path())
+	fmt.Fprintf(out, "\nTotal token-endpoint requests this run: %d. Run it again: tokens come from the same cache.\n", srv.TokenRequests())
 	return nil
 }
 

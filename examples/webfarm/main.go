@@ -86,6 +86,8 @@ func newInstance(ctx context.Context, name, addr, prefix string, kek protect.Key
 	}
 	a, err := msalcache.New(store, msalcache.WithProtector(ring), msalcache.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
+		ring.Close()
+		rdb.Close()
 		return nil, err
 	}
 	return &instance{name: name, adapter: a, entra: entra, rdb: rdb, ring: ring}, nil
