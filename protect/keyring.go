@@ -181,7 +181,7 @@ func (r *KeyRing) Unprotect(ctx context.Context, ciphertext, aad []byte) ([]byte
 			return nil, err
 		}
 	}
-	return openPayload(k, r.cfg.purpose, h, ciphertext, aad)
+	return openPayload(k, r.cfg.purpose, ciphertext, aad)
 }
 
 func (r *KeyRing) reloadFor(ctx context.Context, id keyID) (*dataKey, error) {
@@ -269,7 +269,7 @@ func (r *KeyRing) checkOpen() error {
 type dataKey struct {
 	keyEntry
 	secret []byte // master key, masterKeyLen bytes
-	info   string // HKDF info and counter: label || id || 0x01
+	info   string // HKDF info: hkdfLabel || id
 }
 
 // ringState is an immutable snapshot of what the ring knows. Protect and

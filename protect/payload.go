@@ -3,11 +3,14 @@ package protect
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"hash"
+	"sync"
 )
 
 // Payload layout. Every blob the KeyRing seals is
@@ -26,6 +29,10 @@ const (
 	tagLen    = 16
 	headerLen = magicLen + suiteLen + keyIDLen + saltLen + nonceLen // 49
 
+	keyIDOff = magicLen + suiteLen
+	saltOff  = keyIDOff + keyIDLen
+	nonceOff = saltOff + saltLen
+
 	// Overhead is how many bytes Protect adds to a plaintext: a 49-byte
 	// header and a 16-byte GCM tag.
 	Overhead = headerLen + tagLen
@@ -43,9 +50,8 @@ const (
 var magic = [magicLen]byte{0xFF, 0x50, 0x52, 0x01}
 
 // hkdfLabel separates the subkeys of this format from any other use of the
-// same master key.
-// It is short so that label, key id and HKDF's counter byte fit one
-// SHA-256 block after HMAC's pad.
+// same master key. It is part of the format: another label derives other
+// subkeys, and no payload sealed before would open.
 const hkdfLabel = "msalcache protect v1"
 
 // keyID names a data key. It is random, so ids minted by servers racing each
@@ -89,12 +95,9 @@ func parsePayload(b []byte) (payloadHeader, error) {
 	if h.suite != suiteAES256GCMHKDF {
 		return h, fmt.Errorf("%w: unknown suite %#02x", ErrNotProtected, h.suite)
 	}
-	off := magicLen + suiteLen
-	copy(h.id[:], b[off:])
-	off += keyIDLen
-	copy(h.salt[:], b[off:])
-	off += saltLen
-	copy(h.nonce[:], b[off:])
+	copy(h.id[:], b[keyIDOff:])
+	copy(h.salt[:], b[saltOff:])
+	copy(h.nonce[:], b[nonceOff:])
 	return h, nil
 }
 
@@ -102,66 +105,61 @@ func parsePayload(b []byte) (payloadHeader, error) {
 // makes every message use its own AES key, which lifts GCM's limit of 2^32
 // random nonces per key: the ring can seal for its whole lifetime without
 // counting messages.
-func subkeyAEAD(master []byte, infoCounter string, salt []byte) (cipher.AEAD, error) {
-	sub := hkdfSHA256(master, salt, infoCounter)
-	block, err := aes.NewCipher(sub[:])
+func subkeyAEAD(master []byte, info string, salt []byte) (cipher.AEAD, error) {
+	sub, err := deriveSubkey(master, info, salt)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(sub)
 	if err != nil {
 		return nil, err
 	}
 	return cipher.NewGCM(block)
 }
 
-// hkdfSHA256 is RFC 5869 HKDF-SHA256 with a 32-byte output (one Expand
-// block), for a salt of at most 64 bytes and an info of at most 127:
-//
-//	PRK = HMAC-SHA256(salt, master)
-//	OKM = HMAC-SHA256(PRK, info || 0x01)
-//
-// It computes exactly what crypto/hkdf.Key(sha256.New, master, salt, info,
-// 32) does (TestHKDFMatchesStandardLibrary checks it on random inputs), on
-// stack buffers: crypto/hkdf allocates 16 times per call and costs about
-// 1.5 µs here, this about 0.6 µs, a large share of sealing a 4 KiB token
-// cache.
-//
-// infoCounter is info with the counter byte 0x01 already appended, as
-// hkdfInfo makes it.
-func hkdfSHA256(master, salt []byte, infoCounter string) [32]byte {
-	prk := hmacSHA256(salt, master, "")
-	return hmacSHA256(prk[:], nil, infoCounter)
+// deriveSubkey is HKDF-SHA256(master, salt, info), 32 bytes, computed by
+// crypto/hkdf with SHA-256 states from a pool: it runs on every seal and
+// open, and the five states one call asks for (one to learn the output
+// size, an inner and an outer for each of Extract's and Expand's HMACs)
+// were five of its sixteen allocations.
+func deriveSubkey(master []byte, info string, salt []byte) ([]byte, error) {
+	l := hashLenders.Get().(*hashLender)
+	l.next = 0
+	sub, err := hkdf.Key(l.lend, master, salt, info, masterKeyLen)
+	hashLenders.Put(l)
+	return sub, err
 }
 
-// hmacSHA256 is HMAC-SHA256(key, msg || msg2) for a key of at most one
-// block and messages of at most 128 bytes together; hkdfSHA256 only calls
-// it so (salt 16, master 32, info 37 bytes).
-func hmacSHA256(key, msg []byte, msg2 string) [32]byte {
-	const block = sha256.BlockSize
-	var buf [block + 128]byte
-	for i := range block {
-		var k byte
-		if i < len(key) {
-			k = key[i]
-		}
-		buf[i] = k ^ 0x36
-	}
-	n := block + copy(buf[block:], msg)
-	n += copy(buf[n:], msg2)
-	inner := sha256.Sum256(buf[:n])
-	for i := range block {
-		var k byte
-		if i < len(key) {
-			k = key[i]
-		}
-		buf[i] = k ^ 0x5c
-	}
-	copy(buf[block:], inner[:])
-	return sha256.Sum256(buf[:block+sha256.Size])
+// hashLender is the hash constructor deriveSubkey hands crypto/hkdf: each
+// call returns a reset SHA-256 state no other call of the same derivation
+// holds, as HMAC requires. States are lent again only after hkdf.Key has
+// returned, when nothing refers to them any more.
+type hashLender struct {
+	hashes []hash.Hash
+	next   int
+	lend   func() hash.Hash // l.take, bound once: a method value made per call would allocate
 }
 
-// hkdfInfo is the HKDF info of one data key, the label and the key id (so
-// that subkeys of two keys never coincide even if their masters did),
-// followed by HKDF-Expand's first counter byte.
+func (l *hashLender) take() hash.Hash {
+	if l.next == len(l.hashes) {
+		l.hashes = append(l.hashes, sha256.New())
+	}
+	h := l.hashes[l.next]
+	l.next++
+	h.Reset()
+	return h
+}
+
+var hashLenders = sync.Pool{New: func() any {
+	l := &hashLender{}
+	l.lend = l.take
+	return l
+}}
+
+// hkdfInfo is the HKDF info of one data key: the label and the key id, so
+// that subkeys of two keys never coincide even if their masters did.
 func hkdfInfo(id keyID) string {
-	return hkdfLabel + string(id[:]) + "\x01"
+	return hkdfLabel + string(id[:])
 }
 
 // payloadAAD builds the GCM associated data: the header (so no header bit
@@ -184,32 +182,31 @@ func sealPayload(k *dataKey, purpose string, plaintext, aad []byte) ([]byte, err
 	out := make([]byte, headerLen, headerLen+len(plaintext)+tagLen)
 	copy(out, magic[:])
 	out[magicLen] = suiteAES256GCMHKDF
-	copy(out[magicLen+suiteLen:], k.id[:])
-	saltNonce := out[magicLen+suiteLen+keyIDLen : headerLen]
+	copy(out[keyIDOff:], k.id[:])
 	// crypto/rand.Read never fails on supported platforms (it crashes the
 	// program instead), so there is no error to handle here.
-	_, _ = rand.Read(saltNonce)
-	salt := saltNonce[:saltLen]
-	nonce := saltNonce[saltLen:]
-	aead, err := subkeyAEAD(k.secret, k.info, salt)
+	_, _ = rand.Read(out[saltOff:headerLen])
+	aead, err := subkeyAEAD(k.secret, k.info, out[saltOff:nonceOff])
 	if err != nil {
 		return nil, fmt.Errorf("protect: derive key: %w", err)
 	}
-	return aead.Seal(out, nonce, plaintext, payloadAAD(out[:headerLen], purpose, aad)), nil
+	return aead.Seal(out, out[nonceOff:headerLen], plaintext, payloadAAD(out[:headerLen], purpose, aad)), nil
 }
 
 // maxPlaintext keeps Seal's length arithmetic far from overflow; token
 // caches are kilobytes.
 const maxPlaintext = 1 << 40
 
-// openPayload decrypts b, whose header h was parsed already, under k. Every
-// authentication failure is the one ErrDecrypt, whatever went wrong.
-func openPayload(k *dataKey, purpose string, h payloadHeader, b, aad []byte) ([]byte, error) {
-	aead, err := subkeyAEAD(k.secret, k.info, h.salt[:])
+// openPayload decrypts b, which parsePayload accepted, under k. Every
+// authentication failure is the one ErrDecrypt, whatever went wrong. Salt
+// and nonce are read from b rather than from the parsed header, whose
+// copies would escape to the heap.
+func openPayload(k *dataKey, purpose string, b, aad []byte) ([]byte, error) {
+	aead, err := subkeyAEAD(k.secret, k.info, b[saltOff:nonceOff])
 	if err != nil {
 		return nil, fmt.Errorf("protect: derive key: %w", err)
 	}
-	plain, err := aead.Open(nil, h.nonce[:], b[headerLen:], payloadAAD(b[:headerLen], purpose, aad))
+	plain, err := aead.Open(nil, b[nonceOff:headerLen], b[headerLen:], payloadAAD(b[:headerLen], purpose, aad))
 	if err != nil {
 		return nil, ErrDecrypt
 	}
