@@ -140,7 +140,7 @@ func (r *KeyRing) forceDefault(ctx context.Context) (*dataKey, error) {
 		if k = r.state.Load().defaultKey(now, r.cfg.clockSkew); k != nil {
 			return nil
 		}
-		if !r.lastForced.IsZero() && now.Sub(r.lastForced) >= 0 && now.Sub(r.lastForced) < r.cfg.reloadInterval {
+		if r.tooSoon(r.lastForced, now) {
 			return ErrNoKey
 		}
 		if err := r.update(ctx, nil); err != nil {
@@ -171,15 +171,12 @@ func (r *KeyRing) Unprotect(ctx context.Context, ciphertext, aad []byte) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	st := r.state.Load()
-	if st.revoked[h.id] != nil {
-		return nil, fmt.Errorf("%w: %s", ErrKeyRevoked, h.id)
+	k, err := r.state.Load().key(h.id)
+	if errors.Is(err, ErrKeyNotFound) {
+		k, err = r.reloadFor(ctx, h.id)
 	}
-	k := st.keys[h.id]
-	if k == nil {
-		if k, err = r.reloadFor(ctx, h.id); err != nil {
-			return nil, err
-		}
+	if err != nil {
+		return nil, err
 	}
 	return openPayload(k, r.cfg.purpose, ciphertext, aad)
 }
@@ -187,22 +184,16 @@ func (r *KeyRing) Unprotect(ctx context.Context, ciphertext, aad []byte) ([]byte
 func (r *KeyRing) reloadFor(ctx context.Context, id keyID) (*dataKey, error) {
 	var k *dataKey
 	err := r.withLock(ctx, func() error {
-		lookup := func() error {
-			st := r.state.Load()
-			if st.revoked[id] != nil {
-				return fmt.Errorf("%w: %s", ErrKeyRevoked, id)
-			}
-			if k = st.keys[id]; k == nil {
-				return fmt.Errorf("%w: %s", ErrKeyNotFound, id)
-			}
-			return nil
+		lookup := func() (err error) {
+			k, err = r.state.Load().key(id)
+			return err
 		}
 		// A caller that waited on another's reload looks first.
 		if err := lookup(); !errors.Is(err, ErrKeyNotFound) {
 			return err
 		}
 		now := r.now()
-		if !r.lastReload.IsZero() && now.Sub(r.lastReload) >= 0 && now.Sub(r.lastReload) < r.cfg.reloadInterval {
+		if r.tooSoon(r.lastReload, now) {
 			return fmt.Errorf("%w: %s", ErrKeyNotFound, id)
 		}
 		r.lastReload = now
@@ -215,6 +206,14 @@ func (r *KeyRing) reloadFor(ctx context.Context, id keyID) (*dataKey, error) {
 		return lookup()
 	})
 	return k, err
+}
+
+// tooSoon reports whether an attempt at now would follow the last one
+// (zero: none yet) by less than the reload interval, the spacing that keeps
+// garbage input or a down store from making the ring hammer its store. A
+// clock stepped back to before last does not hold attempts off.
+func (r *KeyRing) tooSoon(last, now time.Time) bool {
+	return !last.IsZero() && now.Sub(last) >= 0 && now.Sub(last) < r.cfg.reloadInterval
 }
 
 // NeedsReprotect reports whether ciphertext was sealed under a key other
@@ -294,4 +293,16 @@ func (s *ringState) defaultKey(now time.Time, skew time.Duration) *dataKey {
 		}
 	}
 	return nil
+}
+
+// key finds the key a payload names: ErrKeyRevoked for a revoked one (its
+// entry may still be there), ErrKeyNotFound for one this state lacks.
+func (s *ringState) key(id keyID) (*dataKey, error) {
+	if s.revoked[id] != nil {
+		return nil, fmt.Errorf("%w: %s", ErrKeyRevoked, id)
+	}
+	if k := s.keys[id]; k != nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrKeyNotFound, id)
 }
