@@ -25,3 +25,17 @@ func ExampleWithMaxValueSize() {
 	// true
 	// redisstore: save: 2097152 bytes, limit 1048576: msalcache: value too large
 }
+
+// New returns no error, so an option it cannot honour makes every call of
+// the store fail with an error that says what to pass; nothing is sent,
+// and nothing listens on port 1 here.
+func ExampleNew_invalidOption() {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	store := redisstore.New(c, redisstore.WithMaxValueSize(-1))
+
+	_, _, err := store.Load(context.Background(), "partition")
+	fmt.Println(err)
+	// Output:
+	// redisstore: load: WithMaxValueSize(-1): pass a positive size in bytes, or omit the option for the default 64 MiB
+}

@@ -167,17 +167,6 @@ func TestGlobEscape(t *testing.T) {
 	}
 }
 
-func TestNewVersionNeverZero(t *testing.T) {
-	seen := map[msalcache.Version]bool{}
-	for range 10000 {
-		v := newVersion()
-		if v == msalcache.NoVersion || seen[v] {
-			t.Fatalf("newVersion returned %#x twice or zero", v)
-		}
-		seen[v] = true
-	}
-}
-
 func TestWrapNeverLosesSentinels(t *testing.T) {
 	s := New(nil)
 	ctx := context.Background()

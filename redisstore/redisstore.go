@@ -89,16 +89,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/internal/ctxrun"
+	"github.com/msalcache/msalcache/internal/netstore"
 	"github.com/msalcache/msalcache/internal/record"
+	"github.com/msalcache/msalcache/internal/storeopt"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -124,53 +123,78 @@ const headerSize = record.HeaderSize
 // Store is an msalcache.Store backed by Redis. It also implements
 // msalcache.Lister and msalcache.Pinger. It is safe for concurrent use.
 type Store struct {
-	c           redis.UniversalClient
-	ctxAware    bool // c bounds its I/O by ctx deadlines (ContextTimeoutEnabled)
+	c        redis.UniversalClient
+	ctxAware bool // c bounds its I/O by ctx deadlines (ContextTimeoutEnabled)
+	config
+	cfgErr error // the first invalid option (or a nil client): every call fails with it
+	closed atomic.Bool
+}
+
+type config struct {
 	prefix      string
 	maxValue    int
 	closeClient bool
-	closed      atomic.Bool
 }
 
-// Option configures a Store.
-type Option func(*Store)
+// Option configures a Store. New returns no error, like redis.NewClient, so
+// an invalid option makes every call of the Store fail with an error that
+// names the option and what to pass instead.
+type Option func(*config) error
 
 // WithPrefix sets the string put in front of every key (default
 // DefaultPrefix), so that several applications or environments can share one
-// database without seeing each other's keys. On Redis Cluster, a prefix
+// database without seeing each other's keys. An empty prefix means no
+// prefix at all: the store's keys are the Redis keys, which suits a
+// database that holds the cache alone (List then walks, and Load reads as
+// corrupt, whatever else the database holds). On Redis Cluster, a prefix
 // holding a hash tag such as "{cache}:" puts every key in one slot, on one
 // master; leave braces out unless that is what you want.
 func WithPrefix(p string) Option {
-	return func(s *Store) { s.prefix = p }
+	return func(c *config) error {
+		c.prefix = p
+		return nil
+	}
 }
 
-// WithMaxValueSize sets the largest value Save accepts; larger values fail
-// with msalcache.ErrTooLarge before anything is sent. Values outside
-// 1..MaxValueSize are clamped into that range. A server configured with a
-// smaller proto-max-bulk-len drops the connection in the middle of a larger
-// write, which go-redis reports as a network error; set the limit below the
-// server's so that such values fail cleanly with ErrTooLarge instead.
+// WithMaxValueSize sets the largest value Save accepts, 1 to MaxValueSize
+// bytes; larger values fail with msalcache.ErrTooLarge before anything is
+// sent. A server configured with a smaller proto-max-bulk-len drops the
+// connection in the middle of a larger write, which go-redis reports as a
+// network error; set the limit below the server's so that such values fail
+// cleanly with ErrTooLarge instead.
 func WithMaxValueSize(n int) Option {
-	return func(s *Store) { s.maxValue = min(max(n, 1), MaxValueSize) }
+	return func(c *config) error {
+		if err := storeopt.Size("WithMaxValueSize", n, MaxValueSize,
+			"Redis holds at most MaxValueSize bytes per value in this store's records", "64 MiB"); err != nil {
+			return err
+		}
+		c.maxValue = n
+		return nil
+	}
 }
 
 // WithCloseClient makes Close close the redis client too. Without it the
 // caller keeps ownership of the client, which is what you want when the same
 // client serves other parts of the program.
 func WithCloseClient() Option {
-	return func(s *Store) { s.closeClient = true }
+	return func(c *config) error {
+		c.closeClient = true
+		return nil
+	}
 }
 
 // New returns a Store that keeps its keys in the database c points at. The
 // store does not take ownership of c: Close leaves it open unless
 // WithCloseClient is given. New does no I/O; call Ping to check the
-// connection.
+// connection. A nil c or an invalid option does not make New fail: every
+// call of the Store fails instead, with an error that says what to pass.
 func New(c redis.UniversalClient, opts ...Option) *Store {
-	s := &Store{c: c, ctxAware: contextTimeoutEnabled(c), prefix: DefaultPrefix, maxValue: DefaultMaxValueSize}
-	for _, o := range opts {
-		if o != nil {
-			o(s)
-		}
+	s := &Store{c: c, config: config{prefix: DefaultPrefix, maxValue: DefaultMaxValueSize}}
+	s.cfgErr = storeopt.Apply(&s.config, opts)
+	if c == nil {
+		s.cfgErr = errNilClient
+	} else {
+		s.ctxAware = contextTimeoutEnabled(c)
 	}
 	return s
 }
@@ -190,10 +214,11 @@ func contextTimeoutEnabled(c redis.UniversalClient) bool {
 	return false
 }
 
-// MaxValueSize reports the largest value Save accepts.
+// MaxValueSize reports the largest value Save accepts: DefaultMaxValueSize
+// or the size given to WithMaxValueSize.
 func (s *Store) MaxValueSize() int { return s.maxValue }
 
-var errNilClient = errors.New("redisstore: nil redis client")
+var errNilClient = errors.New("New(nil): pass a redis.UniversalClient, such as the *redis.Client of redis.NewClient")
 
 // errWrongType reports a key under the store's prefix that holds a hash, a
 // list or another type that is not a string: something else wrote it.
@@ -201,11 +226,11 @@ var errWrongType = fmt.Errorf("the key holds a Redis type other than a string: %
 
 // start checks that a call may proceed.
 func (s *Store) start(ctx context.Context, op string) error {
+	if s.cfgErr != nil {
+		return fmt.Errorf("redisstore: %s: %w", op, s.cfgErr)
+	}
 	if s.closed.Load() {
 		return fmt.Errorf("redisstore: %s: %w", op, msalcache.ErrClosed)
-	}
-	if s.c == nil {
-		return errNilClient
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("redisstore: %s: %w", op, err)
@@ -252,7 +277,7 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 	if len(value) > s.maxValue {
 		return msalcache.NoVersion, fmt.Errorf("redisstore: save: %d bytes, limit %d: %w", len(value), s.maxValue, msalcache.ErrTooLarge)
 	}
-	v := newVersion()
+	v := netstore.NewVersion()
 	rec := record.Encode(v, value)
 	var res int64
 	err := s.run(ctx, func(ctx context.Context) error {
@@ -267,17 +292,6 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 		return msalcache.NoVersion, fmt.Errorf("redisstore: save: %w", msalcache.ErrConflict)
 	}
 	return v, nil
-}
-
-// newVersion picks a random non-zero version. math/rand/v2's global source
-// is ChaCha8 seeded by the runtime from the OS, so two processes do not
-// produce the same sequence.
-func newVersion() msalcache.Version {
-	for {
-		if v := msalcache.Version(rand.Uint64()); v != msalcache.NoVersion {
-			return v
-		}
-	}
 }
 
 // Delete implements msalcache.Store.
@@ -334,37 +348,21 @@ func (s *Store) run(ctx context.Context, fn func(context.Context) error) error {
 }
 
 // wrap turns a go-redis error into one that callers can test with
-// errors.Is against the msalcache sentinels and the context errors. The
-// message never names the key.
+// errors.Is against the msalcache sentinels and the context errors (see
+// netstore.Wrap). The message never names the key.
 func (s *Store) wrap(ctx context.Context, op string, err error) error {
+	var kind error
 	switch {
 	case errors.Is(err, redis.Nil):
-		return fmt.Errorf("redisstore: %s: %w", op, msalcache.ErrNotFound)
-	case ctx.Err() != nil:
-		cerr := ctx.Err()
-		if errors.Is(err, cerr) {
-			return fmt.Errorf("redisstore: %s: %w", op, err)
-		}
-		return fmt.Errorf("redisstore: %s: %w: %w", op, cerr, err)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return fmt.Errorf("redisstore: %s: %w", op, err)
-	case isTimeout(err):
-		return fmt.Errorf("redisstore: %s: %w: %w", op, context.DeadlineExceeded, err)
+		kind = msalcache.ErrNotFound
+	case netstore.IsTimeout(err), errors.Is(err, redis.ErrPoolTimeout):
+		// Socket deadlines from ReadTimeout/WriteTimeout, and waiting
+		// for a pooled connection.
+		kind = context.DeadlineExceeded
 	case errors.Is(err, redis.ErrClosed):
-		return fmt.Errorf("redisstore: %s: %w: %w", op, msalcache.ErrClosed, err)
+		kind = msalcache.ErrClosed
 	}
-	return fmt.Errorf("redisstore: %s: %w", op, err)
-}
-
-// isTimeout reports the timeouts go-redis returns instead of ctx errors:
-// socket deadlines from ReadTimeout/WriteTimeout and waiting for a pooled
-// connection.
-func isTimeout(err error) bool {
-	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, redis.ErrPoolTimeout) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return netstore.Wrap(ctx, "redisstore: "+op, err, kind)
 }
 
 // ttlArg renders ttl as Redis milliseconds; "0" means no expiry. A positive

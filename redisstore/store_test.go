@@ -458,8 +458,10 @@ func TestTooLargeFailsBeforeTheNetwork(t *testing.T) {
 	if got := redisstore.New(c).MaxValueSize(); got != redisstore.DefaultMaxValueSize {
 		t.Fatalf("default MaxValueSize = %d", got)
 	}
-	if got := redisstore.New(c, redisstore.WithMaxValueSize(1<<40)).MaxValueSize(); got != redisstore.MaxValueSize {
-		t.Fatalf("MaxValueSize above the Redis limit = %d, want %d", got, redisstore.MaxValueSize)
+	// A limit above what Redis can hold is refused, not clamped (see
+	// TestInvalidOptionFailsEveryCall); the largest it can hold is taken.
+	if got := redisstore.New(c, redisstore.WithMaxValueSize(redisstore.MaxValueSize)).MaxValueSize(); got != redisstore.MaxValueSize {
+		t.Fatalf("MaxValueSize at the Redis limit = %d, want %d", got, redisstore.MaxValueSize)
 	}
 }
 
