@@ -47,3 +47,18 @@ func Example_limits() {
 	// invalid key: true
 	// volatile: true
 }
+
+// New returns no error, so an option it cannot honour makes every call of
+// the store fail with an error that says what to pass, before anything is
+// sent: this example needs no server.
+func ExampleNew_invalidOption() {
+	store := memcachestore.New(memcache.New("127.0.0.1:11211"), memcachestore.WithPrefix("my app:"))
+	defer store.Close()
+
+	_, _, err := store.Load(context.Background(), "partition")
+	fmt.Println(errors.Is(err, memcachestore.ErrInvalidKey))
+	fmt.Println(err)
+	// Output:
+	// true
+	// memcachestore: load: WithPrefix("my app:"): byte 2 is 0x20, and memcached keys have no spaces or control characters; pass a prefix without them (memcachestore: invalid key)
+}

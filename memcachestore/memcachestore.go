@@ -32,8 +32,9 @@
 // refuses a store that reports msalcache.IsVolatile.
 //
 // memcached cannot enumerate its keys, so the store does not implement
-// msalcache.Lister: tools that list or migrate a store's keys cannot work on
-// it. To move to another store, let the new one fill from token misses.
+// msalcache.Lister: nothing can walk its keys to inspect them or copy them
+// elsewhere. To move to another store, let the new one fill from token
+// misses.
 //
 // # Records, versions and compare-and-set
 //
@@ -80,8 +81,9 @@
 // its 8-byte version, so DefaultMaxValueSize is 1 MiB - 512, which fits with
 // room to spare. Larger values fail with msalcache.ErrTooLarge before
 // anything is sent; set WithMaxValueSize to match a server run with a larger
-// -I. If the server still refuses an item ("SERVER_ERROR object too large
-// for cache"), that error wraps msalcache.ErrTooLarge too.
+// -I (memcached takes at most -I 1024m, hence MaxValueSize, 1 GiB - 512).
+// If the server still refuses an item ("SERVER_ERROR object too large for
+// cache"), that error wraps msalcache.ErrTooLarge too.
 //
 // # Expiry
 //
@@ -115,9 +117,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
-	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -125,7 +124,9 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/internal/ctxrun"
+	"github.com/msalcache/msalcache/internal/netstore"
 	"github.com/msalcache/msalcache/internal/record"
+	"github.com/msalcache/msalcache/internal/storeopt"
 )
 
 // DefaultPrefix is put in front of every key when WithPrefix is not given,
@@ -136,7 +137,16 @@ const DefaultPrefix = "msalcache:"
 // WithMaxValueSize says otherwise: memcached's default 1 MiB item limit
 // minus room for the item header, a 250-byte key, the CAS id and the
 // store's 8-byte version (see the package documentation).
-const DefaultMaxValueSize = 1<<20 - 512
+const DefaultMaxValueSize = 1<<20 - itemOverhead
+
+// MaxValueSize is the largest limit WithMaxValueSize accepts: memcached
+// refuses an item limit (-I) above 1 GiB, less the same room for the item
+// header, the key, the CAS id and the version.
+const MaxValueSize = 1<<30 - itemOverhead
+
+// itemOverhead is the room a value leaves in an item for what memcached
+// and the store add to it.
+const itemOverhead = 512
 
 // MaxKeyLen is the longest key memcached accepts.
 const MaxKeyLen = 250
@@ -168,77 +178,85 @@ const (
 // Store is an msalcache.Store backed by memcached. It also implements
 // msalcache.Pinger and msalcache.Volatile. It is safe for concurrent use.
 type Store struct {
-	c         *memcache.Client
-	prefix    string
-	maxValue  int
-	configErr error // reported by every call: nil client, bad prefix
+	c *memcache.Client
+	config
+	cfgErr error // the first invalid option (or a nil client): every call fails with it
 
 	mu     sync.RWMutex // guards closed against wg.Add racing Close's Wait
 	closed bool
 	wg     sync.WaitGroup // calls in progress, including abandoned ones
 }
 
-// Option configures a Store.
-type Option func(*Store)
+type config struct {
+	prefix   string
+	maxValue int
+}
+
+// Option configures a Store. New returns no error, like memcache.New, so an
+// invalid option makes every call of the Store fail with an error that
+// names the option and what to pass instead.
+type Option func(*config) error
 
 // WithPrefix sets the string put in front of every key (default
 // DefaultPrefix), so that several applications or environments can share
-// servers without seeing each other's keys. It may be empty. A prefix with
-// a byte at or below 0x20 or 0x7f, or longer than MaxPrefixLen, makes every
-// call fail with ErrInvalidKey.
+// servers without seeing each other's keys. An empty prefix means no
+// prefix at all: the store's keys are the memcached keys (and the empty
+// key, which memcached cannot hold, fails with ErrInvalidKey). A prefix
+// with a byte at or below 0x20 or 0x7f, or longer than MaxPrefixLen, is
+// refused: every call fails with an error wrapping ErrInvalidKey.
 func WithPrefix(p string) Option {
-	return func(s *Store) { s.prefix = p }
+	return func(c *config) error {
+		if len(p) > MaxPrefixLen {
+			return fmt.Errorf("WithPrefix: the prefix is %d bytes; pass at most MaxPrefixLen (%d), which leaves room for a shortened key (%w)", len(p), MaxPrefixLen, ErrInvalidKey)
+		}
+		if i := badByte(p); i >= 0 {
+			return fmt.Errorf("WithPrefix(%q): byte %d is 0x%02x, and memcached keys have no spaces or control characters; pass a prefix without them (%w)", p, i, p[i], ErrInvalidKey)
+		}
+		c.prefix = p
+		return nil
+	}
 }
 
-// WithMaxValueSize sets the largest value Save accepts; larger values fail
-// with msalcache.ErrTooLarge before anything is sent. Use it to match a
-// server run with a different -I. Zero or less keeps DefaultMaxValueSize.
-// Keep it about 512 bytes below the server's -I: the server counts the key
-// and the item header against its limit too.
+// WithMaxValueSize sets the largest value Save accepts, 1 to MaxValueSize
+// bytes; larger values fail with msalcache.ErrTooLarge before anything is
+// sent. Use it to match a server run with a different -I, and keep it
+// about 512 bytes below the server's -I: the server counts the key and the
+// item header against its limit too.
 func WithMaxValueSize(n int) Option {
-	return func(s *Store) {
-		if n > 0 {
-			s.maxValue = n
+	return func(c *config) error {
+		if err := storeopt.Size("WithMaxValueSize", n, MaxValueSize,
+			"memcached holds at most 1 GiB per item (-I 1024m), key and item header included", "of 1 MiB less 512 bytes"); err != nil {
+			return err
 		}
+		c.maxValue = n
+		return nil
 	}
 }
 
 // New returns a Store that keeps its keys on the servers of c. The store
 // does not take ownership of c: Close leaves its connections alone. New does
 // no I/O; call Ping to check the servers. Set c.Timeout: it bounds every
-// call, including those whose ctx has no deadline.
+// call, including those whose ctx has no deadline. A nil c or an invalid
+// option does not make New fail: every call of the Store fails instead,
+// with an error that says what to pass.
 func New(c *memcache.Client, opts ...Option) *Store {
-	s := &Store{c: c, prefix: DefaultPrefix, maxValue: DefaultMaxValueSize}
-	for _, o := range opts {
-		if o != nil {
-			o(s)
-		}
-	}
-	switch {
-	case c == nil:
-		s.configErr = errors.New("memcachestore: nil memcache client")
-	default:
-		s.configErr = checkPrefix(s.prefix)
+	s := &Store{c: c, config: config{prefix: DefaultPrefix, maxValue: DefaultMaxValueSize}}
+	s.cfgErr = storeopt.Apply(&s.config, opts)
+	if c == nil {
+		s.cfgErr = errNilClient
 	}
 	return s
 }
 
-// MaxValueSize reports the largest value Save accepts.
+var errNilClient = errors.New(`New(nil): pass a *memcache.Client, such as the one memcache.New("host:11211") returns`)
+
+// MaxValueSize reports the largest value Save accepts: DefaultMaxValueSize
+// or the size given to WithMaxValueSize.
 func (s *Store) MaxValueSize() int { return s.maxValue }
 
 // Volatile implements msalcache.Volatile: memcached evicts keys under
 // memory pressure and forgets them all when it restarts.
 func (s *Store) Volatile() bool { return true }
-
-func checkPrefix(p string) error {
-	if len(p) > MaxPrefixLen {
-		return fmt.Errorf("%w: prefix is %d bytes, at most %d allowed", ErrInvalidKey, len(p), MaxPrefixLen)
-	}
-	if i := badByte(p); i >= 0 {
-		return fmt.Errorf("%w: prefix byte %d is 0x%02x; memcached keys have no spaces or control characters", ErrInvalidKey, i, p[i])
-	}
-	return nil
-}
 
 // badByte returns the offset of the first byte memcached refuses in a key,
 // or -1.
@@ -249,6 +267,19 @@ func badByte(s string) int {
 		}
 	}
 	return -1
+}
+
+// callKey checks that a call on key may proceed as far as the store's
+// configuration and the key go, and returns the memcached key.
+func (s *Store) callKey(op, key string) (string, error) {
+	if s.cfgErr != nil {
+		return "", fmt.Errorf("memcachestore: %s: %w", op, s.cfgErr)
+	}
+	ikey, err := s.itemKey(key)
+	if err != nil {
+		return "", fmt.Errorf("memcachestore: %s: %w", op, err)
+	}
+	return ikey, nil
 }
 
 // itemKey turns a store key into the memcached key, shortening it as the
@@ -278,8 +309,8 @@ func (s *Store) itemKey(key string) (string, error) {
 // the caller must call s.wg.Done once the call, including any goroutine
 // it started, is over.
 func (s *Store) begin(ctx context.Context, op string) error {
-	if s.configErr != nil {
-		return fmt.Errorf("memcachestore: %s: %w", op, s.configErr)
+	if s.cfgErr != nil {
+		return fmt.Errorf("memcachestore: %s: %w", op, s.cfgErr)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -307,9 +338,9 @@ func (s *Store) run(ctx context.Context, fn func() error) error {
 // Load implements msalcache.Store with one gets. An item this store cannot
 // decode fails with an error wrapping msalcache.ErrCorrupt.
 func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
-	ikey, err := s.itemKey(key)
+	ikey, err := s.callKey("load", key)
 	if err != nil {
-		return nil, msalcache.NoVersion, fmt.Errorf("memcachestore: load: %w", err)
+		return nil, msalcache.NoVersion, err
 	}
 	if err := s.begin(ctx, "load"); err != nil {
 		return nil, msalcache.NoVersion, err
@@ -344,9 +375,9 @@ func decode(it *memcache.Item) ([]byte, msalcache.Version, error) {
 // Save implements msalcache.Store with add (ifVersion is NoVersion) or
 // gets and cas, as the package documentation describes.
 func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
-	ikey, err := s.itemKey(key)
+	ikey, err := s.callKey("save", key)
 	if err != nil {
-		return msalcache.NoVersion, fmt.Errorf("memcachestore: save: %w", err)
+		return msalcache.NoVersion, err
 	}
 	if len(value) > s.maxValue {
 		return msalcache.NoVersion, fmt.Errorf("memcachestore: save: %d bytes, limit %d: %w", len(value), s.maxValue, msalcache.ErrTooLarge)
@@ -354,7 +385,7 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 	if err := s.begin(ctx, "save"); err != nil {
 		return msalcache.NoVersion, err
 	}
-	v := newVersion()
+	v := netstore.NewVersion()
 	rec := record.Encode(v, value)
 	item := &memcache.Item{Key: ikey, Value: rec, Flags: recordFlags, Expiration: expiration(ttl, time.Now())}
 	err = s.run(ctx, func() error { return s.cas(ctx, item, ifVersion) })
@@ -402,17 +433,6 @@ func (s *Store) cas(ctx context.Context, item *memcache.Item, ifVersion msalcach
 	return err
 }
 
-// newVersion picks a random non-zero version. math/rand/v2's global source
-// is ChaCha8 seeded by the runtime from the OS, so two processes do not
-// produce the same sequence.
-func newVersion() msalcache.Version {
-	for {
-		if v := msalcache.Version(rand.Uint64()); v != msalcache.NoVersion {
-			return v
-		}
-	}
-}
-
 // expiration converts a TTL to memcached's expiration field, as the package
 // documentation describes: whole seconds rounded up, at least minExpiry,
 // relative up to 30 days and an absolute Unix time (from now) beyond; 0 for
@@ -438,9 +458,9 @@ func expiration(ttl time.Duration, now time.Time) int32 {
 
 // Delete implements msalcache.Store.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	ikey, err := s.itemKey(key)
+	ikey, err := s.callKey("delete", key)
 	if err != nil {
-		return fmt.Errorf("memcachestore: delete: %w", err)
+		return err
 	}
 	if err := s.begin(ctx, "delete"); err != nil {
 		return err
@@ -478,8 +498,9 @@ func (s *Store) Close() error {
 }
 
 // wrap turns a gomemcache error into one that callers can test with
-// errors.Is against the msalcache sentinels and the context errors. The
-// message never names the key, not even when gomemcache's does.
+// errors.Is against the msalcache sentinels and the context errors (see
+// netstore.Wrap). The message never names the key, not even when
+// gomemcache's does.
 func (s *Store) wrap(ctx context.Context, op, ikey string, err error) error {
 	if err == errConflict {
 		return err
@@ -487,21 +508,18 @@ func (s *Store) wrap(ctx context.Context, op, ikey string, err error) error {
 	if ikey != "" && strings.Contains(err.Error(), ikey) {
 		err = &redacted{err: err, msg: strings.ReplaceAll(err.Error(), ikey, "<key>")}
 	}
+	var kind error
 	switch {
 	case errors.Is(err, memcache.ErrCacheMiss):
-		return fmt.Errorf("memcachestore: %s: %w", op, msalcache.ErrNotFound)
-	case ctx.Err() != nil:
-		cerr := ctx.Err()
-		if errors.Is(err, cerr) {
-			return fmt.Errorf("memcachestore: %s: %w", op, err)
-		}
-		return fmt.Errorf("memcachestore: %s: %w: %w", op, cerr, err)
-	case isTimeout(err):
-		return fmt.Errorf("memcachestore: %s: %w: %w", op, context.DeadlineExceeded, err)
+		kind = msalcache.ErrNotFound
+	case netstore.IsTimeout(err), errors.As(err, new(*memcache.ConnectTimeoutError)):
+		// The client's Timeout: a socket deadline, or a dial that took
+		// too long.
+		kind = context.DeadlineExceeded
 	case isTooLarge(err):
-		return fmt.Errorf("memcachestore: %s: %w: %w", op, msalcache.ErrTooLarge, err)
+		kind = msalcache.ErrTooLarge
 	}
-	return fmt.Errorf("memcachestore: %s: %w", op, err)
+	return netstore.Wrap(ctx, "memcachestore: "+op, err, kind)
 }
 
 // redacted hides the memcached key, which holds a partition key, from an
@@ -513,17 +531,6 @@ type redacted struct {
 
 func (r *redacted) Error() string { return r.msg }
 func (r *redacted) Unwrap() error { return r.err }
-
-// isTimeout reports gomemcache's timeouts: a socket deadline (the client's
-// Timeout) or a dial that took too long.
-func isTimeout(err error) bool {
-	var cte *memcache.ConnectTimeoutError
-	if errors.As(err, &cte) || errors.Is(err, os.ErrDeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
 
 // isTooLarge reports the server refusing an item over its -I limit.
 // gomemcache hands this reply back only as text ("unexpected response
