@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"slices"
 	"time"
 
 	"github.com/msalcache/msalcache"
@@ -41,4 +42,29 @@ func Example() {
 	// create again: true
 	// loaded: v2
 	// after the TTL: true
+}
+
+// ExampleStore_List walks the keys under a prefix, as code that inspects or
+// copies a store's partitions would. Keys come in no particular order.
+func ExampleStore_List() {
+	ctx := context.Background()
+	store := memstore.New()
+	defer store.Close()
+	for _, k := range []string{"app1:alice", "app1:bob", "app2:carol"} {
+		if _, err := store.Save(ctx, k, []byte("cache"), msalcache.NoVersion, time.Hour); err != nil {
+			log.Fatal(err)
+		}
+	}
+	var keys []string
+	err := store.List(ctx, "app1:", func(key string) error {
+		keys = append(keys, key)
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	slices.Sort(keys)
+	fmt.Println(keys)
+	// Output:
+	// [app1:alice app1:bob]
 }

@@ -25,12 +25,14 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/storeopt"
 )
 
 // Store is an in-process msalcache.Store. The zero value is not usable; call
 // New.
 type Store struct {
-	now func() time.Time
+	now    func() time.Time
+	cfgErr error // the first invalid option: every call fails with it
 
 	mu      sync.Mutex
 	items   map[string]item
@@ -48,27 +50,43 @@ func (it item) live(now time.Time) bool {
 	return it.expires.IsZero() || now.Before(it.expires)
 }
 
-// Option configures a Store.
-type Option func(*Store)
+// Option configures a Store. New returns no error, so an invalid option
+// makes every call of the Store fail with an error that names the option
+// and what to pass instead.
+type Option func(*config) error
+
+type config struct {
+	now func() time.Time
+}
 
 // WithClock makes the store read time from now instead of time.Now, so
 // tests can step through expiry without sleeping.
 func WithClock(now func() time.Time) Option {
-	return func(s *Store) { s.now = now }
-}
-
-// New returns an empty Store.
-func New(opts ...Option) *Store {
-	s := &Store{now: time.Now, items: make(map[string]item)}
-	for _, o := range opts {
-		o(s)
+	return func(c *config) error {
+		if now == nil {
+			return storeopt.ErrNilClock
+		}
+		c.now = now
+		return nil
 	}
-	return s
 }
 
-// lock takes the mutex after checking ctx and that the store is open; on
-// success the caller must unlock.
-func (s *Store) lock(ctx context.Context) error {
+// New returns an empty Store. An invalid option does not make New fail:
+// every call of the Store fails instead, with an error that says what to
+// pass.
+func New(opts ...Option) *Store {
+	cfg := config{now: time.Now}
+	err := storeopt.Apply(&cfg, opts)
+	return &Store{now: cfg.now, cfgErr: err, items: make(map[string]item)}
+}
+
+// lock takes the mutex after checking the options, ctx and that the store
+// is open; on success the caller must unlock. op names the call in the
+// error of a store built with an invalid option.
+func (s *Store) lock(ctx context.Context, op string) error {
+	if s.cfgErr != nil {
+		return fmt.Errorf("memstore: %s: %w", op, s.cfgErr)
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -82,7 +100,7 @@ func (s *Store) lock(ctx context.Context) error {
 
 // Load implements msalcache.Store.
 func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
-	if err := s.lock(ctx); err != nil {
+	if err := s.lock(ctx, "load"); err != nil {
 		return nil, msalcache.NoVersion, err
 	}
 	defer s.mu.Unlock()
@@ -95,7 +113,7 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 
 // Save implements msalcache.Store.
 func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
-	if err := s.lock(ctx); err != nil {
+	if err := s.lock(ctx, "save"); err != nil {
 		return msalcache.NoVersion, err
 	}
 	defer s.mu.Unlock()
@@ -133,7 +151,7 @@ func (s *Store) sweepLocked(now time.Time) {
 
 // Delete implements msalcache.Store.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := s.lock(ctx); err != nil {
+	if err := s.lock(ctx, "delete"); err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
@@ -143,7 +161,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 
 // List implements msalcache.Lister.
 func (s *Store) List(ctx context.Context, prefix string, fn func(key string) error) error {
-	if err := s.lock(ctx); err != nil {
+	if err := s.lock(ctx, "list"); err != nil {
 		return err
 	}
 	now := s.now()
@@ -167,7 +185,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(key string) err
 
 // Ping implements msalcache.Pinger.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.lock(ctx); err != nil {
+	if err := s.lock(ctx, "ping"); err != nil {
 		return err
 	}
 	s.mu.Unlock()
