@@ -62,6 +62,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/storeopt"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -105,8 +106,9 @@ var (
 	errInvalidKey = fmt.Errorf("boltstore: key must be 1 to %d bytes", maxKeySize)
 )
 
-// Option configures Open.
-type Option func(*config)
+// Option configures Open. Open fails with the first invalid option's
+// error, which names the option and what to pass instead.
+type Option func(*config) error
 
 type config struct {
 	bucket        string
@@ -118,37 +120,46 @@ type config struct {
 // WithBucket keeps the store's records in the named bucket instead of
 // DefaultBucket. It lets a file that an application already keeps its own
 // buckets in hold the token cache too, provided the application opens it
-// through this package only. An empty name means the default.
+// through this package only. A name is 1 to bolt.MaxKeySize bytes.
 func WithBucket(name string) Option {
-	return func(c *config) {
-		if name != "" {
-			c.bucket = name
+	return func(c *config) error {
+		switch {
+		case name == "":
+			return fmt.Errorf(`WithBucket(""): pass a bucket name, or omit the option for the default %q`, DefaultBucket)
+		case len(name) > maxKeySize:
+			return fmt.Errorf("WithBucket: the name is %d bytes; pass at most %d, bbolt's limit", len(name), maxKeySize)
 		}
+		c.bucket = name
+		return nil
 	}
 }
 
 // WithLockTimeout sets how long Open waits for another holder of the file
 // to let go before it fails with ErrLocked. A process restarting while its
 // predecessor still shuts down may want longer than DefaultLockTimeout; a
-// command-line tool may want shorter. A value of zero or less means the
-// default: bbolt's own default, waiting forever, is never used.
+// short-lived program that must not stall may want shorter. It must be
+// positive: bbolt's own default, waiting forever, is never used.
 func WithLockTimeout(d time.Duration) Option {
-	return func(c *config) {
-		if d > 0 {
-			c.lockTimeout = d
+	return func(c *config) error {
+		if err := storeopt.Duration("WithLockTimeout", d, DefaultLockTimeout); err != nil {
+			return err
 		}
+		c.lockTimeout = d
+		return nil
 	}
 }
 
 // WithSweepInterval sets how often the background sweeper deletes expired
-// records from the file (DefaultSweepInterval when zero). Expired records
-// read as absent whether or not they were swept; sweeping only reclaims
-// space. A negative interval turns the sweeper off.
+// records from the file (default DefaultSweepInterval); it must be
+// positive. Expired records read as absent whether or not they were swept;
+// sweeping only reclaims space.
 func WithSweepInterval(d time.Duration) Option {
-	return func(c *config) {
-		if d != 0 {
-			c.sweepInterval = d
+	return func(c *config) error {
+		if err := storeopt.Duration("WithSweepInterval", d, DefaultSweepInterval); err != nil {
+			return err
 		}
+		c.sweepInterval = d
+		return nil
 	}
 }
 
@@ -156,10 +167,12 @@ func WithSweepInterval(d time.Duration) Option {
 // tests can step past a TTL without sleeping. It governs expiry on Save,
 // Load, List and the sweeper.
 func WithClock(now func() time.Time) Option {
-	return func(c *config) {
-		if now != nil {
-			c.now = now
+	return func(c *config) error {
+		if now == nil {
+			return storeopt.ErrNilClock
 		}
+		c.now = now
+		return nil
 	}
 }
 
@@ -199,8 +212,8 @@ func Open(path string, opts ...Option) (*Store, error) {
 		sweepInterval: DefaultSweepInterval,
 		now:           time.Now,
 	}
-	for _, o := range opts {
-		o(&c)
+	if err := storeopt.Apply(&c, opts); err != nil {
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
 	if path == "" {
 		return nil, errors.New("boltstore: open: empty path")
@@ -246,12 +259,9 @@ func Open(path string, opts ...Option) (*Store, error) {
 		writes: make(chan *writeOp, maxBatchOps),
 		stop:   make(chan struct{}),
 	}
-	s.bg.Add(1)
+	s.bg.Add(2)
 	go s.writer()
-	if c.sweepInterval > 0 {
-		s.bg.Add(1)
-		go s.sweeper(c.sweepInterval)
-	}
+	go s.sweeper(c.sweepInterval)
 	return s, nil
 }
 

@@ -43,6 +43,10 @@ func (s *Store) raw(t *testing.T, key string) bool {
 	return found
 }
 
+// noSweep is a sweep interval no test lasts: the tests that call sweep
+// themselves, or hold bbolt's write lock, must not meet the sweeper.
+const noSweep = 24 * time.Hour
+
 func TestSweeperDeletesExpiredRecords(t *testing.T) {
 	ctx := context.Background()
 	clock := newFakeClock()
@@ -83,7 +87,7 @@ func TestSweeperDeletesExpiredRecords(t *testing.T) {
 func TestSweepManyChunks(t *testing.T) {
 	ctx := context.Background()
 	clock := newFakeClock()
-	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), WithClock(clock.now), WithSweepInterval(-1))
+	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), WithClock(clock.now), WithSweepInterval(noSweep))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +129,7 @@ func TestSweepManyChunks(t *testing.T) {
 // the queue, cancels it, and checks that it returned at once and was never
 // written.
 func TestCanceledWhileQueued(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), WithSweepInterval(-1))
+	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), WithSweepInterval(noSweep))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +187,7 @@ func waitForStack(t *testing.T, frame string) {
 // its own, and the operations committed with it must still succeed and
 // report versions that match what was stored.
 func TestBatchIsolatesFailure(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), WithSweepInterval(-1))
+	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), WithSweepInterval(noSweep))
 	if err != nil {
 		t.Fatal(err)
 	}
