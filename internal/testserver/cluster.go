@@ -64,7 +64,7 @@ func RedisCluster(t testing.TB, masters int) *RedisClusterServer {
 	}
 	for i, n := range c.nodes[1:] {
 		if _, err := redisDo(c.nodes[0].Addr(), "", "CLUSTER", "MEET", "127.0.0.1",
-			strconv.Itoa(n.srv.port(0)), strconv.Itoa(n.srv.port(1))); err != nil {
+			strconv.Itoa(n.port(0)), strconv.Itoa(n.port(1))); err != nil {
 			t.Fatalf("testserver: CLUSTER MEET node %d: %v", i+1, err)
 		}
 	}
@@ -278,7 +278,7 @@ func (c *RedisClusterServer) migrateSlot(slot, from, to int) error {
 		if len(keys) == 0 {
 			break
 		}
-		args := []string{"MIGRATE", "127.0.0.1", strconv.Itoa(c.nodes[to].srv.port(0)), "", "0", "5000", "REPLACE", "KEYS"}
+		args := []string{"MIGRATE", "127.0.0.1", strconv.Itoa(c.nodes[to].port(0)), "", "0", "5000", "REPLACE", "KEYS"}
 		for _, k := range keys {
 			ks, _ := k.(string)
 			args = append(args, ks)
@@ -294,7 +294,7 @@ func (c *RedisClusterServer) migrateSlot(slot, from, to int) error {
 		return fmt.Errorf("SETSLOT NODE on source: %w", err)
 	}
 	for i, n := range c.nodes {
-		if i != from && i != to && n.srv.running() {
+		if i != from && i != to && n.running() {
 			// Best effort: the target's bumped epoch reaches them by gossip anyway.
 			_, _ = redisDo(n.Addr(), "", "CLUSTER", "SETSLOT", s, "NODE", dstID)
 		}

@@ -60,7 +60,7 @@ func TestStartErrorHasLogTail(t *testing.T) {
 	s := newServer(t, "redis-server", bin, 1, args, probeRedis(""))
 	err := s.start(true)
 	if err == nil {
-		s.kill()
+		s.Kill()
 		t.Fatal("start with a bad directive succeeded")
 	}
 	if msg := err.Error(); !strings.Contains(msg, "exited before serving") || !strings.Contains(msg, "no-such-directive") {
@@ -78,9 +78,24 @@ func TestRestartRetriesBusyPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(300*time.Millisecond, func() { l.Close() })
+	// Free the port once a start has found it busy, not after a guessed
+	// delay: the retry, not the timing, is under test.
+	busy := make(chan bool, 1)
+	logOffset := fileSize(r.logPath)
+	go func() {
+		defer l.Close()
+		deadline := time.Now().Add(readyTimeout)
+		for time.Now().Before(deadline) {
+			if strings.Contains(strings.ToLower(readFrom(r.logPath, logOffset)), "address already in use") {
+				busy <- true
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		busy <- false
+	}()
 	r.Restart(t)
-	if !strings.Contains(strings.ToLower(readFrom(r.srv.logPath, 0)), "address already in use") {
+	if !<-busy {
 		t.Error("the port was never found busy")
 	}
 	if _, err := redisDo(r.Addr(), "", "PING"); err != nil {

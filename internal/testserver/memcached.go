@@ -18,7 +18,7 @@ const memcachedGrace = 100 * time.Millisecond
 // stopped when the test that started it ends. Its methods may be called
 // from any goroutine, except Restart, which belongs to the test goroutine.
 type MemcachedServer struct {
-	srv *server
+	*server
 }
 
 // MemcachedOption configures a server started by Memcached.
@@ -58,11 +58,11 @@ func Memcached(t testing.TB, opts ...MemcachedOption) *MemcachedServer {
 		}
 		return append(a, cfg.args...)
 	}
-	m := &MemcachedServer{srv: newServer(t, "memcached", bin, 1, args, probeMemcached)}
+	m := &MemcachedServer{newServer(t, "memcached", bin, 1, args, probeMemcached)}
 	// memcached acts on SIGTERM only at its next clock tick, up to 1 s later,
 	// and has nothing to save: do not wait for it.
-	m.srv.grace = memcachedGrace
-	m.srv.launch(t)
+	m.grace = memcachedGrace
+	m.launch(t)
 	return m
 }
 
@@ -107,37 +107,3 @@ func probeMemcached(addr string, pid int) error {
 	}
 	return nil
 }
-
-// Addr returns the server's "127.0.0.1:port". The port stays the same
-// across Restart.
-func (m *MemcachedServer) Addr() string { return m.srv.addr() }
-
-// PID returns the pid of the last process started for the server; after
-// Kill or Stop it still returns the pid of the process that is now gone.
-func (m *MemcachedServer) PID() int { return m.srv.pid() }
-
-// Kill kills the server with SIGKILL, simulating a crash, and waits for it
-// to be gone. It does nothing if the server is not running.
-func (m *MemcachedServer) Kill() { m.srv.kill() }
-
-// Stop sends the server SIGTERM, and SIGKILL 100 ms later (memcached takes
-// up to a second to act on SIGTERM and has nothing to save), and waits for
-// it to be gone. It does nothing if the server is not running.
-func (m *MemcachedServer) Stop() { m.srv.stop() }
-
-// Restart stops the server if it is running and starts it again on the same
-// port with the same arguments. memcached keeps nothing: it comes back
-// empty.
-func (m *MemcachedServer) Restart(t testing.TB) {
-	t.Helper()
-	m.srv.restart(t)
-}
-
-// Freeze stops the server with SIGSTOP and returns once all its threads
-// are stopped: it keeps its port and the kernel still accepts connections,
-// but it answers nothing until Thaw, like a hung server.
-// Stop, Kill and the test cleanup also work on a frozen server.
-func (m *MemcachedServer) Freeze() { m.srv.freeze() }
-
-// Thaw resumes a server stopped by Freeze (SIGCONT).
-func (m *MemcachedServer) Thaw() { m.srv.signal(sigCont) }

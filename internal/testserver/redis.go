@@ -12,7 +12,7 @@ import (
 // methods may be called from any goroutine, except Restart, which fails the
 // test on error and so belongs to the test goroutine.
 type RedisServer struct {
-	srv      *server
+	*server
 	password string
 }
 
@@ -63,15 +63,10 @@ func startRedis(t testing.TB, cfg redisConfig, nports int, extra func(ports []in
 	r := &RedisServer{password: cfg.password}
 	var confPath string
 	args := func(ports []int) []string {
-		a := []string{confPath,
-			"--port", strconv.Itoa(ports[0]),
-			"--bind", "127.0.0.1",
-			"--protected-mode", "no",
-			"--daemonize", "no",
-			"--dir", r.srv.dir,
+		a := append(redisArgs(confPath, ports[0], r.dir),
 			"--save", "",
 			"--appendonly", "no",
-		}
+		)
 		if cfg.password != "" {
 			a = append(a, "--requirepass", cfg.password)
 		}
@@ -80,51 +75,27 @@ func startRedis(t testing.TB, cfg redisConfig, nports int, extra func(ports []in
 		}
 		return append(a, cfg.args...)
 	}
-	r.srv = newServer(t, "redis-server", bin, nports, args, probeRedis(cfg.password))
-	confPath = filepath.Join(r.srv.dir, "redis.conf")
+	r.server = newServer(t, "redis-server", bin, nports, args, probeRedis(cfg.password))
+	confPath = filepath.Join(r.dir, "redis.conf")
 	if err := os.WriteFile(confPath, []byte(cfg.conf), 0o644); err != nil {
 		t.Fatalf("testserver: write %s: %v", confPath, err)
 	}
-	r.srv.launch(t)
+	r.launch(t)
 	return r
 }
 
-// Addr returns the server's "127.0.0.1:port". The port stays the same
-// across Restart.
-func (r *RedisServer) Addr() string { return r.srv.addr() }
+// redisArgs is the start of every redis-server command line here, sentinels
+// included: the config file, then the loopback port, in the foreground,
+// with its files in dir.
+func redisArgs(conf string, port int, dir string) []string {
+	return []string{conf,
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--protected-mode", "no",
+		"--daemonize", "no",
+		"--dir", dir,
+	}
+}
 
 // Password returns the password set with RedisPassword, or "".
 func (r *RedisServer) Password() string { return r.password }
-
-// Dir returns the server's data directory (its --dir, also holding
-// redis.conf and server.log). It survives Restart.
-func (r *RedisServer) Dir() string { return r.srv.dir }
-
-// PID returns the pid of the last process started for the server; after
-// Kill or Stop it still returns the pid of the process that is now gone.
-func (r *RedisServer) PID() int { return r.srv.pid() }
-
-// Kill kills the server with SIGKILL, simulating a crash, and waits for it
-// to be gone. It does nothing if the server is not running.
-func (r *RedisServer) Kill() { r.srv.kill() }
-
-// Stop shuts the server down with SIGTERM (SIGKILL after a short grace) and
-// waits for it to be gone. It does nothing if the server is not running.
-func (r *RedisServer) Stop() { r.srv.stop() }
-
-// Restart stops the server if it is running and starts it again with the
-// same port, directory and arguments, so that with --appendonly yes the data
-// comes back. It returns once the server answers and has loaded its data.
-func (r *RedisServer) Restart(t testing.TB) {
-	t.Helper()
-	r.srv.restart(t)
-}
-
-// Freeze stops the server with SIGSTOP and returns once all its threads
-// are stopped: it keeps its port and the kernel still accepts connections,
-// but it answers nothing until Thaw, like a hung server.
-// Stop, Kill and the test cleanup also work on a frozen server.
-func (r *RedisServer) Freeze() { r.srv.freeze() }
-
-// Thaw resumes a server stopped by Freeze (SIGCONT).
-func (r *RedisServer) Thaw() { r.srv.signal(sigCont) }

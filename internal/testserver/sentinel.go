@@ -49,9 +49,9 @@ func RedisSentinel(t testing.TB) *SentinelSetup {
 	// replicas to come; there is only one.
 	fast := []string{"--repl-diskless-sync-delay", "0"}
 	s.master = startRedis(t, redisConfig{args: fast}, 1, nil)
-	s.replica = startRedis(t, redisConfig{args: fast, conf: fmt.Sprintf("replicaof 127.0.0.1 %d\n", s.master.srv.port(0))}, 1, nil)
+	s.replica = startRedis(t, redisConfig{args: fast, conf: fmt.Sprintf("replicaof 127.0.0.1 %d\n", s.master.port(0))}, 1, nil)
 	waitFor(t, sentinelTimeout, "replica in sync", func() error {
-		return replicaOf(s.replica.Addr(), s.master.srv.port(0))
+		return replicaOf(s.replica.Addr(), s.master.port(0))
 	})
 
 	// The sentinels start after the replica is in sync, so their first INFO
@@ -61,26 +61,20 @@ sentinel monitor %[1]s 127.0.0.1 %[2]d 2
 sentinel down-after-milliseconds %[1]s 1000
 sentinel failover-timeout %[1]s 5000
 sentinel parallel-syncs %[1]s 1
-`, sentinelMasterName, s.master.srv.port(0))
+`, sentinelMasterName, s.master.port(0))
 	bin := lookBinary(t, "redis-server")
 	for range sentinelCount {
 		r := &RedisServer{}
 		var confPath string
 		args := func(ports []int) []string {
-			return []string{confPath, "--sentinel",
-				"--port", strconv.Itoa(ports[0]),
-				"--bind", "127.0.0.1",
-				"--protected-mode", "no",
-				"--daemonize", "no",
-				"--dir", r.srv.dir,
-			}
+			return append(redisArgs(confPath, ports[0], r.dir), "--sentinel")
 		}
-		r.srv = newServer(t, "redis-sentinel", bin, 1, args, probeRedis(""))
-		confPath = filepath.Join(r.srv.dir, "sentinel.conf")
+		r.server = newServer(t, "redis-sentinel", bin, 1, args, probeRedis(""))
+		confPath = filepath.Join(r.dir, "sentinel.conf")
 		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 			t.Fatalf("testserver: write %s: %v", confPath, err)
 		}
-		r.srv.launch(t)
+		r.launch(t)
 		s.sentinels = append(s.sentinels, r)
 	}
 	waitFor(t, sentinelTimeout, "sentinels see master, replica and each other", s.settled)
@@ -127,7 +121,7 @@ func (s *SentinelSetup) Failover(t testing.TB) {
 	waitFor(t, sentinelTimeout, "SENTINEL FAILOVER accepted", func() error {
 		var err error
 		for _, r := range s.sentinels {
-			if !r.srv.running() {
+			if !r.running() {
 				continue
 			}
 			if _, err = redisDo(r.Addr(), "", "SENTINEL", "FAILOVER", sentinelMasterName); err == nil {
@@ -136,10 +130,10 @@ func (s *SentinelSetup) Failover(t testing.TB) {
 		}
 		return err // e.g. NOGOODSLAVE while a sentinel still learns the replica
 	})
-	newPort := newMaster.srv.port(0)
+	newPort := newMaster.port(0)
 	waitFor(t, sentinelTimeout, "failover done", func() error {
 		for i, r := range s.sentinels {
-			if !r.srv.running() {
+			if !r.running() {
 				continue
 			}
 			if got, err := s.masterAddr(r); err != nil {
@@ -155,7 +149,7 @@ func (s *SentinelSetup) Failover(t testing.TB) {
 		if info["role"] != "master" {
 			return fmt.Errorf("new master has role %s", info["role"])
 		}
-		if oldMaster.srv.running() {
+		if oldMaster.running() {
 			if err := replicaOf(oldMaster.Addr(), newPort); err != nil {
 				demote(oldMaster, newPort)
 				return fmt.Errorf("old master: %w", err)

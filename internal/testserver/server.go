@@ -139,7 +139,9 @@ var errAddrInUse = errors.New("address already in use")
 
 // server is one server instance: a binary, its ports, its directory, and
 // the process currently running it (if any). RedisServer and
-// MemcachedServer wrap it.
+// MemcachedServer embed it, so that they share the methods that control
+// the process (Addr, PID, Dir, Kill, Stop, Restart, Freeze, Thaw); each
+// adds what is its own.
 type server struct {
 	name    string // for messages: "redis-server", "memcached", "redis-sentinel"
 	bin     string
@@ -178,14 +180,21 @@ func (s *server) launch(t testing.TB) {
 	if err := s.start(true); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.stop)
+	t.Cleanup(s.Stop)
 }
 
-func (s *server) addr() string {
+// Addr returns the server's "127.0.0.1:port". The port stays the same
+// across Restart.
+func (s *server) Addr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return "127.0.0.1:" + strconv.Itoa(s.ports[0])
 }
+
+// Dir returns the server's own directory, in t.TempDir(): its working
+// directory (a redis-server's --dir, holding redis.conf and its data), and
+// the home of its log, server.log. It survives Restart.
+func (s *server) Dir() string { return s.dir }
 
 func (s *server) port(i int) int {
 	s.mu.Lock()
@@ -193,7 +202,9 @@ func (s *server) port(i int) int {
 	return s.ports[i]
 }
 
-func (s *server) pid() int {
+// PID returns the pid of the last process started for the server; after
+// Kill or Stop it still returns the pid of the process that is now gone.
+func (s *server) PID() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastPID
@@ -274,32 +285,44 @@ func (s *server) waitReady(p *process, addr string, logOffset int64) error {
 	}
 }
 
-// stop stops the running process, if any, gracefully.
-func (s *server) stop() {
-	s.mu.Lock()
-	p := s.proc
-	s.proc = nil
-	s.mu.Unlock()
-	if p != nil {
+// Stop shuts the server down with SIGTERM, and SIGKILL after a grace (3 s
+// for a redis-server; 100 ms for memcached, which takes up to a second to
+// act on SIGTERM and has nothing to save), and waits for it to be gone. It
+// does nothing if the server is not running. It also works on a frozen
+// server.
+func (s *server) Stop() {
+	if p := s.take(); p != nil {
 		p.stop(s.grace)
 	}
 }
 
-// kill kills the running process, if any.
-func (s *server) kill() {
-	s.mu.Lock()
-	p := s.proc
-	s.proc = nil
-	s.mu.Unlock()
-	if p != nil {
+// Kill kills the server with SIGKILL, simulating a crash, and waits for it
+// to be gone. It does nothing if the server is not running.
+func (s *server) Kill() {
+	if p := s.take(); p != nil {
 		p.kill()
 	}
 }
 
-// restart stops the server if it runs and starts it again on its ports.
-func (s *server) restart(t testing.TB) {
+// take returns the running process, if any, and forgets it, so that only
+// one caller stops it.
+func (s *server) take() *process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proc
+	s.proc = nil
+	return p
+}
+
+// Restart stops the server if it is running and starts it again with the
+// same port, directory and arguments, and returns once it answers. What
+// comes back is the server's own business: a redis-server run with
+// --appendonly yes has loaded its data by then; memcached comes back
+// empty. Restart fails the test on error, so it belongs to the test
+// goroutine.
+func (s *server) Restart(t testing.TB) {
 	t.Helper()
-	s.stop()
+	s.Stop()
 	if err := s.start(false); err != nil {
 		t.Fatal(err)
 	}
@@ -311,13 +334,18 @@ func (s *server) signal(sig os.Signal) {
 	}
 }
 
-// freeze stops the server with SIGSTOP and returns once it is stopped.
-func (s *server) freeze() {
+// Freeze stops the server with SIGSTOP and returns once all its threads
+// are stopped: it keeps its port and the kernel still accepts connections,
+// but it answers nothing until Thaw, like a hung server.
+func (s *server) Freeze() {
 	if p := s.current(); p != nil && sigStop != nil {
 		p.signal(sigStop)
 		waitStopped(p.pid())
 	}
 }
+
+// Thaw resumes a server stopped by Freeze (SIGCONT).
+func (s *server) Thaw() { s.signal(sigCont) }
 
 func fileSize(path string) int64 {
 	fi, err := os.Stat(path)
