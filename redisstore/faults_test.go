@@ -90,14 +90,21 @@ func (f *farm) instance() *msalcache.Adapter {
 // client returns a fresh MSAL client for tenant on instance a (an Adapter,
 // or a hook wrapping one).
 func (f *farm) client(a cache.ExportReplace, tenant string) (confidential.Client, error) {
+	return newFarmClient(f.entra, tenant, a)
+}
+
+// newFarmClient returns a new MSAL confidential client of the fault tests'
+// farm application for tenant, on entra's token endpoint, with hook as its
+// cache.
+func newFarmClient(entra *entratest.Server, tenant string, hook cache.ExportReplace) (confidential.Client, error) {
 	cred, err := confidential.NewCredFromSecret("fault-secret")
 	if err != nil {
 		return confidential.Client{}, err
 	}
-	return confidential.New(f.entra.Authority(tenant), farmClientID, cred,
-		confidential.WithHTTPClient(f.entra.Client()),
+	return confidential.New(entra.Authority(tenant), farmClientID, cred,
+		confidential.WithHTTPClient(entra.Client()),
 		confidential.WithInstanceDiscovery(false),
-		confidential.WithCache(a))
+		confidential.WithCache(hook))
 }
 
 // appToken serves one request of instance a that needs an app token for
@@ -108,7 +115,13 @@ func (f *farm) appToken(a cache.ExportReplace, tenant string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ar, err := c.AcquireTokenByCredential(context.Background(), []string{farmScope})
+	return acquireAppToken(context.Background(), c, tenant)
+}
+
+// acquireAppToken gets tenant's app token through c and checks that it is
+// one.
+func acquireAppToken(ctx context.Context, c confidential.Client, tenant string) (string, error) {
+	ar, err := c.AcquireTokenByCredential(ctx, []string{farmScope})
 	if err != nil {
 		return "", err
 	}
@@ -416,10 +429,17 @@ func TestFaultRedisKilledMidLoad(t *testing.T) {
 // timeout.
 func TestFaultFrozenServer(t *testing.T) {
 	t.Parallel()
+	inBothContextModes(t, testFrozenServer)
+}
+
+// inBothContextModes runs test in parallel subtests, with go-redis clients
+// built without and with ContextTimeoutEnabled: the store takes a
+// different path for each (see the package documentation).
+func inBothContextModes(t *testing.T, test func(t *testing.T, ctxTimeout bool)) {
 	for _, ctxTimeout := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ContextTimeoutEnabled=%v", ctxTimeout), func(t *testing.T) {
 			t.Parallel()
-			testFrozenServer(t, ctxTimeout)
+			test(t, ctxTimeout)
 		})
 	}
 }

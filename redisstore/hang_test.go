@@ -172,12 +172,7 @@ type outage struct {
 
 func TestFaultOutageBoundsHookCalls(t *testing.T) {
 	t.Parallel()
-	for _, ctxTimeout := range []bool{true, false} {
-		t.Run(fmt.Sprintf("ContextTimeoutEnabled=%v", ctxTimeout), func(t *testing.T) {
-			t.Parallel()
-			testOutageBoundsHookCalls(t, ctxTimeout)
-		})
-	}
+	inBothContextModes(t, testOutageBoundsHookCalls)
 }
 
 func testOutageBoundsHookCalls(t *testing.T, ctxTimeout bool) {
@@ -281,14 +276,7 @@ func testOutageBoundsHookCalls(t *testing.T, ctxTimeout bool) {
 
 // client returns a new MSAL client for tenant on instance in.
 func (o *outage) client(in *outageInstance, tenant string) (confidential.Client, error) {
-	cred, err := confidential.NewCredFromSecret("fault-secret")
-	if err != nil {
-		return confidential.Client{}, err
-	}
-	return confidential.New(o.entra.Authority(tenant), farmClientID, cred,
-		confidential.WithHTTPClient(o.entra.Client()),
-		confidential.WithInstanceDiscovery(false),
-		confidential.WithCache(in.hook))
+	return newFarmClient(o.entra, tenant, in.hook)
 }
 
 func (o *outage) signIn(c confidential.Client, u entratest.User) error {
@@ -312,18 +300,7 @@ func isUserToken(token string, u entratest.User) error {
 
 // appToken gets tenant's app token through c.
 func (o *outage) appToken(c confidential.Client, tenant string) (string, error) {
-	ar, err := c.AcquireTokenByCredential(o.ctx, []string{farmScope})
-	if err != nil {
-		return "", err
-	}
-	claims, err := entratest.ParseToken(ar.AccessToken)
-	if err != nil {
-		return "", err
-	}
-	if claims.Tenant != tenant || !claims.App {
-		return "", fmt.Errorf("asked for an app token of %s, got one of %s (app %v)", tenant, claims.Tenant, claims.App)
-	}
-	return ar.AccessToken, nil
+	return acquireAppToken(o.ctx, c, tenant)
 }
 
 // errNoToken is MSAL-Go's AcquireTokenSilent error when its cache holds no
