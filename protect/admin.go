@@ -86,6 +86,8 @@ const (
 	KeyRevoked
 )
 
+// String is the status as an operator reads it in logs and listings:
+// "pending", "active", "expired" or "revoked".
 func (s KeyStatus) String() string {
 	switch s {
 	case KeyPending:
