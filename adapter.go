@@ -217,7 +217,7 @@ func (a *Adapter) fill(ctx context.Context, p *partition, partitionKey, key stri
 		a.log(ctx, slog.LevelWarn, "replace: stored partition is not an MSAL cache; treating it as a miss", "replace", key, errAttr(err))
 		return p.unreadable()
 	}
-	owned, dropped := doc.ownedBy(partitionKey)
+	owned, dropped := doc.ownedBy(partitionKey, nil)
 	if dropped > 0 {
 		a.stats.foreignEntries.Add(uint64(dropped))
 		a.log(ctx, slog.LevelWarn,
@@ -298,7 +298,7 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 		// Lent entries, and anything else MSAL holds of other
 		// partitions, stay out of this one (see ownership.go).
 		var dropped int
-		if doc, dropped = doc.ownedBy(hints.PartitionKey); dropped > 0 {
+		if doc, dropped = doc.ownedBy(hints.PartitionKey, ownDoc); dropped > 0 {
 			out = doc.encode()
 		}
 	case perr != nil && !a.cfg.singlePart:

@@ -164,7 +164,7 @@ func FuzzDocument(f *testing.F) {
 		if _, err := parseDocument(m.encode()); err != nil {
 			t.Fatalf("merge result does not parse: %v", err)
 		}
-		db.ownedBy("uid.utid")
+		db.ownedBy("uid.utid", nil)
 		union(da, []*document{db}).encode()
 	})
 }

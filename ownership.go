@@ -1,6 +1,7 @@
 package msalcache
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"unicode/utf8"
@@ -102,7 +103,13 @@ func jsonString(v json.RawMessage) (string, bool) {
 // shared by every partition and always stays. Top-level fields other than
 // MSAL's sections are dropped too: their owners cannot be told, and a
 // future MSAL that stores entries there would otherwise bypass the rule.
-func (d *document) ownedBy(partitionKey string) (*document, int) {
+//
+// known, when not nil, is a document already known to belong to
+// partitionKey (what the adapter handed MSAL, or stored): an entry equal
+// byte for byte to known's entry under the same key is kept without being
+// read again. Export filters MSAL's whole cache on every write, and most of
+// it is what Replace handed over.
+func (d *document) ownedBy(partitionKey string, known *document) (*document, int) {
 	dropped := len(d.extra)
 	out := &document{}
 	for i := range numSections {
@@ -112,8 +119,14 @@ func (d *document) ownedBy(partitionKey string) (*document, int) {
 			continue
 		}
 		var kept map[string]json.RawMessage
+		var trusted map[string]json.RawMessage
+		if known != nil {
+			trusted = known.sections[i]
+		}
 		for k, v := range src {
-			if owner, ok := entryPartition(i, v); ok && owner == partitionKey {
+			if t, ok := trusted[k]; ok && bytes.Equal(t, v) {
+				kept = put(kept, k, v, len(src))
+			} else if owner, ok := entryPartition(i, v); ok && owner == partitionKey {
 				kept = put(kept, k, v, len(src))
 			} else {
 				dropped++

@@ -215,7 +215,7 @@ func (w *write) rebase(ctx context.Context) error {
 	if !a.cfg.singlePart {
 		// Another writer may run another version or another tool: what it
 		// stored of other partitions stays out of the merge.
-		theirs, _ = theirs.ownedBy(w.partitionKey)
+		theirs, _ = theirs.ownedBy(w.partitionKey, w.base)
 	}
 	w.rebaseOn(v, theirs)
 	return nil

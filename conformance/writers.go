@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -30,7 +31,7 @@ func testManyWritersLoseNothing(f *fixture) {
 	for _, writers := range []int{16, 64} {
 		// A generous deadline: the retries, not the deadline, are under
 		// test, and the race detector on 2 cores is slow.
-		adapters := []*msalcache.Adapter{
+		adapters := []suiteAdapter{
 			f.adapter(nil, msalcache.WithTimeout(time.Minute)),
 			f.adapter(nil, msalcache.WithTimeout(time.Minute)),
 		}
@@ -115,22 +116,14 @@ func (c *hookClient) Marshal() ([]byte, error) {
 	return bytes.Clone(c.data), nil
 }
 
-// addAppToken adds an app token for scope, in the shape MSAL-Go stores it.
+// addAppToken adds an app token for scope, with only the fields that
+// decide its partition and lifetime. It splices the entry into the bytes
+// the adapter handed over instead of decoding them: the partition grows to
+// 400 entries, and a decode per write would cost more than the adapter
+// under test.
 func (c *hookClient) addAppToken(scope string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	doc := map[string]map[string]json.RawMessage{}
-	if len(c.data) > 0 {
-		if err := json.Unmarshal(c.data, &doc); err != nil {
-			return fmt.Errorf("the adapter handed MSAL a cache it cannot read: %w", err)
-		}
-	}
-	if doc["AccessToken"] == nil {
-		doc["AccessToken"] = map[string]json.RawMessage{}
-	}
-	// Only the fields that decide the entry's partition and lifetime:
-	// the partition grows to 400 entries, and the cost of every write with
-	// it.
 	exp := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
 	entry, err := json.Marshal(map[string]string{
 		"credential_type": "AccessToken", "client_id": suiteClientID, "realm": suiteTenant,
@@ -139,9 +132,27 @@ func (c *hookClient) addAppToken(scope string) error {
 	if err != nil {
 		return err
 	}
-	doc["AccessToken"]["at-"+scope] = entry
-	c.data, err = json.Marshal(doc)
-	return err
+	entry = append(fmt.Appendf(nil, "%q:", "at-"+scope), entry...)
+	section := []byte(`"AccessToken":{`)
+	switch i := bytes.Index(c.data, section); {
+	case i >= 0:
+		at := i + len(section)
+		if c.data[at] != '}' {
+			entry = append(entry, ',')
+		}
+		c.data = slices.Concat(c.data[:at], entry, c.data[at:])
+	case len(c.data) < 2 || !json.Valid(c.data):
+		return fmt.Errorf("the adapter handed MSAL a cache it cannot read: %q", c.data)
+	default: // no access token yet: open the section
+		obj := bytes.TrimSpace(c.data)
+		body := bytes.TrimSpace(obj[1 : len(obj)-1])
+		out := slices.Concat([]byte("{"), section, entry, []byte("}"))
+		if len(body) > 0 {
+			out = append(append(out, ','), body...)
+		}
+		c.data = append(out, '}')
+	}
+	return nil
 }
 
 // accessTokens returns the scopes of the access tokens c holds.
