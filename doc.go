@@ -34,7 +34,9 @@
 //     context has no deadline.
 //   - No lost updates. Export writes with compare-and-set against the
 //     version the preceding Replace read; when another instance wrote in
-//     between, it merges the two caches entry by entry and retries.
+//     between, it merges the two caches entry by entry and retries until
+//     the call's deadline. Within one Adapter the writes of a partition
+//     take turns, so compare-and-set only arbitrates between instances.
 //   - Expiry. A user's partition lives [WithUserTTL] (90 days) after its
 //     last write; a partition of app tokens until its latest token
 //     expires. An empty partition is deleted; an unchanged one is not
