@@ -48,6 +48,11 @@ type Adapter struct {
 	// stay in memory until the next call. It runs only while the maps
 	// hold something, so an unused Adapter can be collected.
 	sweeper *time.Timer
+	closed  bool // Close was called: no more background work
+
+	l1        *l1       // nil without WithL1
+	versioner Versioner // the store, when it can read versions cheaply
+	closeOnce sync.Once
 }
 
 // New returns an Adapter that keeps MSAL's token cache in store. It fails
@@ -78,6 +83,16 @@ func New(store Store, opts ...Option) (*Adapter, error) {
 	}
 	a.reprotector, _ = cfg.protector.(Reprotector)
 	a.hasher, _ = cfg.protector.(KeyHasher)
+	if cfg.l1 != nil {
+		w, pushes := store.(Watcher)
+		a.l1 = newL1(*cfg.l1, cfg.now, pushes)
+		a.versioner, _ = store.(Versioner)
+		if pushes {
+			if err := a.watch(w); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return a, nil
 }
 
@@ -142,63 +157,129 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 		a.markOBO(key)
 		return nil
 	}
+	seq := a.nextSeq()
+	var tk *l1Ticket
+	var hit l1Hit
+	var inL1 bool
+	if a.l1 != nil {
+		tk, hit, inL1 = a.l1.begin(key)
+		if inL1 && hit.fresh {
+			if done := a.replaceFromL1(ctx, cs, u, key, seq, hit); done {
+				a.l1.end(tk, false, 0, nil, nil)
+				return nil
+			}
+		}
+	}
 	dctx, cancel := a.withDeadline(ctx)
 	defer cancel()
-	seq := a.nextSeq()
-
-	blob, v, err := a.load(dctx, key)
+	if inL1 && !hit.fresh && a.versioner != nil {
+		// Older than MaxStale: ask the store for the version only.
+		if v, err := a.version(dctx, key); err == nil && v == hit.version ||
+			errors.Is(err, ErrNotFound) && hit.version == NoVersion {
+			a.stats.l1Revalidated.Add(1)
+			a.l1.end(tk, true, hit.version, hit.raw, hit.doc)
+			tk = nil
+			if a.replaceFromL1(ctx, cs, u, key, seq, hit) {
+				return nil
+			}
+		}
+	}
+	p, exact := a.replaceFromStore(ctx, dctx, cs, key, hints.PartitionKey, seq)
+	if tk != nil {
+		if exact {
+			a.l1.end(tk, true, p.version, p.raw, p.doc)
+		} else {
+			a.l1.end(tk, false, 0, nil, nil)
+		}
+	}
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
-	var p *partition
+	if p == nil {
+		return nil // MSAL holds the partition already
+	}
+	if cs.handOver(ctx, a, u, key, p) {
+		a.markOBO(key)
+	}
+	return nil
+}
+
+// replaceFromL1 serves a partition the L1 confirmed. It reports false when
+// it cannot (the L1 keeps versions only, and MSAL does not hold this one).
+func (a *Adapter) replaceFromL1(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64, hit l1Hit) bool {
+	if cs.holds(key, hit.version, true, a.cfg.now()) {
+		a.stats.l1Hits.Add(1)
+		a.stats.reused.Add(1)
+		return true
+	}
+	if !hit.hasData {
+		return false
+	}
+	a.stats.l1Hits.Add(1)
+	p := &partition{version: hit.version, known: true, seq: seq, raw: hit.raw, doc: hit.doc}
+	if cs.handOver(ctx, a, u, key, p) {
+		a.markOBO(key)
+	}
+	return true
+}
+
+// replaceFromStore loads partition key from the store. It returns nil
+// when MSAL already holds what the store holds, else the partition to hand
+// over, and whether that partition is what the store holds, exactly, for
+// the L1 to keep.
+func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, key, partitionKey string, seq uint64) (p *partition, exact bool) {
+	blob, v, err := a.load(dctx, key)
+	if ctx.Err() != nil {
+		return nil, false
+	}
 	switch {
 	case err == nil && len(blob) > a.cfg.maxPartition:
 		a.stats.oversized.Add(1)
 		a.log(ctx, slog.LevelWarn,
 			"replace: stored partition is larger than WithMaxPartitionSize allows; treating it as a miss",
 			"replace", key, slog.Int("size", len(blob)), slog.Int("max", a.cfg.maxPartition))
-		p = (&partition{version: v, known: true, seq: seq}).unreadable()
+		return (&partition{version: v, known: true, seq: seq}).unreadable(), false
 	case err == nil:
 		a.stats.hits.Add(1)
 		if cs.holds(key, v, true, a.cfg.now()) {
 			a.stats.reused.Add(1)
-			return nil
+			// The L1 learns the version; it has no data to keep.
+			return nil, false
 		}
 		p = &partition{version: v, known: true, seq: seq}
 		plain, oerr := a.open(dctx, blob, key)
 		if oerr != nil {
 			a.stats.decryptErrors.Add(1)
 			a.log(ctx, slog.LevelWarn, "replace: cannot decrypt stored partition; treating it as a miss", "replace", key, errAttr(oerr))
-			p = p.unreadable()
-		} else {
-			p = a.fill(ctx, p, hints.PartitionKey, key, plain, a.needsReprotect(blob))
+			return p.unreadable(), false
 		}
+		p = a.fill(ctx, p, partitionKey, key, plain, a.needsReprotect(blob))
+		if !p.stale && p.docErr == nil {
+			_, _ = p.document()
+		}
+		return p, !p.stale && p.docErr == nil
 	case errors.Is(err, ErrNotFound):
 		a.stats.misses.Add(1)
 		if cs.holds(key, NoVersion, true, a.cfg.now()) {
-			return nil
+			return nil, false
 		}
-		p = &partition{known: true, seq: seq}
+		return &partition{known: true, seq: seq}, true
 	case errors.Is(err, ErrCorrupt):
 		// The store holds a record it cannot decode: a miss, and the next
 		// Export replaces the record (Save with NoVersion does).
 		a.stats.corruptBlobs.Add(1)
 		a.log(ctx, slog.LevelWarn, "replace: the store holds a corrupt record for this partition; treating it as a miss", "replace", key, errAttr(err))
-		p = (&partition{known: true, seq: seq}).unreadable()
+		return (&partition{known: true, seq: seq}).unreadable(), false
 	default:
 		a.stats.storeErrors.Add(1)
 		a.log(ctx, slog.LevelWarn, "replace: store failed; treating it as a miss", "replace", key, errAttr(err))
 		// MSAL still holds what it last loaded of this partition: keep
 		// serving it while the store is away.
 		if cs.holds(key, 0, false, a.cfg.now()) {
-			return nil
+			return nil, false
 		}
-		p = &partition{seq: seq}
+		return &partition{seq: seq}, false
 	}
-	if cs.handOver(ctx, a, u, key, p) {
-		a.markOBO(key)
-	}
-	return nil
 }
 
 // fill sets p's data to plain, the stored partition partitionKey decrypted,
@@ -320,7 +401,21 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 		w.base, w.ifVersion = ownDoc, own.version
 		w.versionKnown, w.baseSeq = own.known, own.seq
 	}
+	var tk *l1Ticket
+	if a.l1 != nil {
+		tk, _, _ = a.l1.begin(key)
+	}
 	v, werr := w.run(dctx)
+	switch {
+	case tk == nil:
+	case werr != nil:
+		a.l1.end(tk, false, 0, nil, nil)
+		a.l1.forget(key) // a timed-out write may still land
+	case v == NoVersion: // deleted: MSAL exported it empty
+		a.l1.end(tk, true, NoVersion, nil, nil)
+	default:
+		a.l1.end(tk, true, v, w.out, w.doc)
+	}
 	next := &partition{version: v, known: werr == nil, seq: a.nextSeq(), raw: w.out, doc: w.doc, used: a.cfg.now(), behind: w.merged}
 	if werr != nil {
 		// MSAL keeps the token in memory. Remember it as this partition's
@@ -353,7 +448,11 @@ func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
 	ctx, cancel := a.withDeadline(ctx)
 	defer cancel()
 	key := a.StoreKey(partitionKey)
-	if err := a.deleteKey(ctx, key); err != nil {
+	err := a.deleteKey(ctx, key)
+	if a.l1 != nil {
+		a.l1.forget(key) // even on failure: the delete may have landed
+	}
+	if err != nil {
 		return fmt.Errorf("msalcache: remove partition: %w", err)
 	}
 	// Forget it everywhere, so no client lends it to another partition and

@@ -192,7 +192,7 @@ func (a *Adapter) clientFor(target any) *clientState {
 }
 
 func (a *Adapter) armSweeperLocked() {
-	if a.sweeper == nil {
+	if a.sweeper == nil && !a.closed {
 		a.sweeper = time.AfterFunc(a.cfg.clientIdle, a.sweepIdle)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"time"
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/public"
@@ -160,4 +161,45 @@ func ExampleWithMaxPartitionSize() {
 	}
 	fmt.Println(a.Stats().Oversized)
 	// Output: 0
+}
+
+// With an L1, a silent call whose partition the instance already confirmed
+// is served from memory, and a write on another instance drops it at once
+// on a store that reports changes (Redis, memstore, boltstore); on others,
+// MaxStale bounds how long it is trusted.
+func ExampleWithL1() {
+	ctx := context.Background()
+	entra := entratest.NewServer()
+	defer entra.Close()
+	store := memstore.New()
+	defer store.Close()
+
+	adapter, err := msalcache.New(store, msalcache.WithPlaintext(),
+		msalcache.WithL1(msalcache.L1Options{MaxBytes: 16 << 20, MaxStale: time.Second}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer adapter.Close() // ends the watch of the store
+	cred, err := confidential.NewCredFromSecret("client-secret")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for range 3 { // a client per request, as a web handler builds one
+		client, err := confidential.New(entra.Authority("contoso"), "my-client-id", cred,
+			confidential.WithCache(adapter), confidential.WithHTTPClient(entra.Client()))
+		if err != nil {
+			log.Fatal(err)
+		}
+		if _, err := client.AcquireTokenByCredential(ctx, []string{"api://backend/.default"}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	st := adapter.Stats()
+	fmt.Println("token requests:", entra.TokenRequests())
+	fmt.Println("store loads:", st.Hits+st.Misses) // the first client's miss
+	fmt.Println("served from the L1:", st.L1Hits > 0)
+	// Output:
+	// token requests: 1
+	// store loads: 1
+	// served from the L1: true
 }

@@ -44,6 +44,7 @@ type config struct {
 	exportAttempts int
 	clientIdle     time.Duration
 	maxPartition   int
+	l1             *L1Options // nil: no L1
 }
 
 func defaultConfig() config {

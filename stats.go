@@ -46,17 +46,25 @@ type Stats struct {
 	// ExportFailures counts Exports that gave up: the token was served to
 	// the caller but not stored for other instances.
 	ExportFailures uint64
+	// L1Hits counts Replace calls served by the L1 (WithL1) without loading
+	// the partition; L1Revalidated the ones among them that first asked
+	// the store for the version, the entry being older than MaxStale.
+	L1Hits, L1Revalidated uint64
+	// L1Entries and L1Bytes are what the L1 holds now.
+	L1Entries int
+	L1Bytes   int64
 }
 
 type counters struct {
 	hits, reused, misses, writes, skippedWrites, deletes, conflicts, oboSkips,
-	storeErrors, decryptErrors, corruptBlobs, foreignEntries, oversized, exportFailures atomic.Uint64
+	storeErrors, decryptErrors, corruptBlobs, foreignEntries, oversized, exportFailures,
+	l1Hits, l1Revalidated atomic.Uint64
 }
 
 // Stats returns a snapshot of the Adapter's counters.
 func (a *Adapter) Stats() Stats {
 	c := &a.stats
-	return Stats{
+	s := Stats{
 		Hits:           c.hits.Load(),
 		Reused:         c.reused.Load(),
 		Misses:         c.misses.Load(),
@@ -71,5 +79,11 @@ func (a *Adapter) Stats() Stats {
 		ForeignEntries: c.foreignEntries.Load(),
 		Oversized:      c.oversized.Load(),
 		ExportFailures: c.exportFailures.Load(),
+		L1Hits:         c.l1Hits.Load(),
+		L1Revalidated:  c.l1Revalidated.Load(),
 	}
+	if a.l1 != nil {
+		s.L1Entries, s.L1Bytes = a.l1.size()
+	}
+	return s
 }

@@ -106,3 +106,54 @@ func IsVolatile(s Store) bool {
 	v, ok := s.(Volatile)
 	return ok && v.Volatile()
 }
+
+// Watcher is implemented by stores that can tell their users that a key
+// changed, through any handle or instance, soon after it did: Redis
+// publishes from its compare-and-set script, memstore and boltstore tell
+// every Adapter in the process. An Adapter with WithL1 watches such a
+// store, so that the data it keeps in memory is dropped as soon as another
+// instance writes or deletes it, instead of being trusted for MaxStale.
+type Watcher interface {
+	// Watch calls fn for every Change until stop is called. The first
+	// call says ChangeWatchUp once the store sees every change; until
+	// then, and after a ChangeWatchDown until the next ChangeWatchUp,
+	// the caller trusts nothing it learned from the store. fn runs on the
+	// store's goroutine or inside the writer's call: it must be quick and
+	// must not call the store. stop waits for fn's last call to return.
+	Watch(ctx context.Context, fn func(Change)) (stop func(), err error)
+}
+
+// Change is one notification of a Watcher.
+type Change struct {
+	Kind ChangeKind
+	// Key is the changed key (ChangeKey only).
+	Key string
+	// Version is the key's version after the change, or NoVersion when
+	// the key was deleted or the store cannot tell.
+	Version Version
+}
+
+// ChangeKind says what a Change reports.
+type ChangeKind uint8
+
+const (
+	// ChangeKey reports that Key was written or deleted.
+	ChangeKey ChangeKind = iota
+	// ChangeWatchUp reports that the store sees every change from now on
+	// (when the watch starts, and after it recovers).
+	ChangeWatchUp
+	// ChangeWatchDown reports that changes may be missed (a dropped
+	// connection, a failover): forget what was learned, trust nothing
+	// until ChangeWatchUp.
+	ChangeWatchDown
+)
+
+// Versioner is implemented by stores that can read a key's version without
+// its value, for less than a Load (memcached's meta get, a few bytes of a
+// Redis record). An Adapter with WithL1 uses it to revalidate an entry
+// older than MaxStale instead of loading the partition again.
+type Versioner interface {
+	// Version returns key's current version, or an error wrapping
+	// ErrNotFound when the key is absent or expired.
+	Version(ctx context.Context, key string) (Version, error)
+}

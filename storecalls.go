@@ -32,6 +32,15 @@ func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error)
 	return r.blob, r.v, nil
 }
 
+func (a *Adapter) version(ctx context.Context, key string) (Version, error) {
+	var v Version
+	err := ctxrun.Do(ctx, func() (err error) {
+		v, err = a.versioner.Version(ctx, key)
+		return err
+	})
+	return v, err
+}
+
 func (a *Adapter) save(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error) {
 	var v Version
 	err := ctxrun.Do(ctx, func() (err error) {

@@ -1,0 +1,280 @@
+package msalcache
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Defaults of L1Options.
+const (
+	// DefaultL1MaxBytes bounds the partitions an L1 keeps in memory.
+	DefaultL1MaxBytes = 64 << 20
+	// DefaultL1MaxStale is how long an L1 trusts what it confirmed before
+	// asking the store again.
+	DefaultL1MaxStale = 2 * time.Second
+)
+
+// L1Options configures the in-process cache that WithL1 puts in front of
+// the store.
+type L1Options struct {
+	// MaxBytes bounds the decrypted partitions kept in memory; the least
+	// recently used go first. Zero means DefaultL1MaxBytes (64 MiB).
+	MaxBytes int64
+	// MaxStale is the longest the L1 serves what it confirmed without
+	// asking the store, whatever else it hears: a hard bound on how stale
+	// a token can be. On a store that pushes changes (a Watcher: Redis,
+	// memstore, boltstore) an entry is dropped as soon as another instance
+	// writes it, so MaxStale only covers changes the store cannot report
+	// (expiry, eviction, an operator's FLUSHDB). On a store that cannot
+	// push (memcached) it is the staleness itself: a sign-out or a new
+	// token on another instance is seen within MaxStale, not at once.
+	// Zero means DefaultL1MaxStale (2 s).
+	MaxStale time.Duration
+	// VersionsOnly keeps only the version of each partition, never its
+	// decrypted tokens: a client that already holds the version is still
+	// served without I/O, but a new client loads from the store.
+	VersionsOnly bool
+}
+
+// WithL1 puts a coherent in-process cache in front of the store. It
+// remembers, per partition, the version the adapter last confirmed and
+// (unless VersionsOnly) the decrypted partition, so that a silent call
+// whose MSAL client already holds that version does no I/O at all, and a
+// new client (one per request) is served from memory.
+//
+// Unlike an L1 that is never told of other servers' writes, it stays
+// coherent across a farm: a store that implements Watcher reports every
+// write and delete, from any instance, and the entry is dropped at once;
+// while the store cannot report (a dropped subscription, a failover) the
+// L1 is flushed and bypassed. Whatever the store, nothing is served that
+// was confirmed longer than MaxStale ago without asking the store again,
+// with a version-only probe where the store is a Versioner.
+//
+// Call Adapter.Close when done with the Adapter, to end the watch.
+func WithL1(o L1Options) Option {
+	return func(c *config) error {
+		switch {
+		case o.MaxBytes < 0:
+			return fmt.Errorf("msalcache: WithL1: MaxBytes %d: pass a positive size in bytes, or 0 for the default %d", o.MaxBytes, DefaultL1MaxBytes)
+		case o.MaxStale < 0:
+			return fmt.Errorf("msalcache: WithL1: MaxStale %v: pass a positive duration, or 0 for the default %v", o.MaxStale, DefaultL1MaxStale)
+		}
+		if o.MaxBytes == 0 {
+			o.MaxBytes = DefaultL1MaxBytes
+		}
+		if o.MaxStale == 0 {
+			o.MaxStale = DefaultL1MaxStale
+		}
+		c.l1 = &o
+		return nil
+	}
+}
+
+// l1 is the Adapter's in-process cache of confirmed partitions.
+//
+// Coherence rests on one rule: an entry is set only if no Change of its key
+// arrived since the store call that produced it began, unless the latest
+// Change reports the very version being set (an instance's own write,
+// reported back to it). Calls register for the duration (begin/end), so
+// that a Change arriving mid-call is seen even for a key held nowhere.
+type l1 struct {
+	opts L1Options
+	now  func() time.Time
+	stop func()
+
+	mu      sync.Mutex
+	entries map[string]*l1Entry
+	lru     list.List // of *l1Entry holding data, most recently used first
+	bytes   int64
+	live    bool // changes are reported (always, for a store that cannot push)
+}
+
+// l1Entry is one partition key's state.
+type l1Entry struct {
+	key      string
+	gen      uint64  // counts the Changes of key and the flushes
+	pushed   Version // what the latest Change of key reported
+	inflight int     // calls between begin and end
+
+	held      bool // what follows is set
+	version   Version
+	confirmed time.Time
+	raw       []byte    // the partition's own entries, decrypted; nil when absent or VersionsOnly
+	doc       *document // raw parsed, or nil
+	size      int64
+	elem      *list.Element
+}
+
+// l1Overhead approximates what an entry costs beyond its data.
+const l1Overhead = 200
+
+// l1Ticket is one call's registration with the l1.
+type l1Ticket struct {
+	e   *l1Entry
+	gen uint64
+}
+
+// l1Hit is a confirmed partition served from the l1.
+type l1Hit struct {
+	version Version
+	raw     []byte
+	doc     *document
+	hasData bool // raw and doc are the partition (not VersionsOnly)
+	fresh   bool // confirmed within MaxStale
+}
+
+func newL1(o L1Options, now func() time.Time, pushes bool) *l1 {
+	return &l1{opts: o, now: now, entries: make(map[string]*l1Entry), live: !pushes}
+}
+
+// begin registers a call on key and returns what the l1 holds of it.
+func (c *l1) begin(key string) (*l1Ticket, l1Hit, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[key]
+	if e == nil {
+		e = &l1Entry{key: key}
+		c.entries[key] = e
+	}
+	e.inflight++
+	t := &l1Ticket{e: e, gen: e.gen}
+	if !c.live || !e.held {
+		return t, l1Hit{}, false
+	}
+	if e.elem != nil {
+		c.lru.MoveToFront(e.elem)
+	}
+	return t, l1Hit{
+		version: e.version, raw: e.raw, doc: e.doc,
+		hasData: !c.opts.VersionsOnly,
+		fresh:   c.now().Sub(e.confirmed) <= c.opts.MaxStale,
+	}, true
+}
+
+// end closes the call t, setting what it confirmed when set is true.
+func (c *l1) end(t *l1Ticket, set bool, v Version, raw []byte, doc *document) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := t.e
+	e.inflight--
+	if set && c.live && (e.gen == t.gen || e.pushed == v && v != NoVersion) {
+		c.setLocked(e, v, raw, doc)
+	}
+	if e.inflight == 0 && !e.held {
+		delete(c.entries, e.key)
+	}
+}
+
+func (c *l1) setLocked(e *l1Entry, v Version, raw []byte, doc *document) {
+	if c.opts.VersionsOnly {
+		raw, doc = nil, nil
+	}
+	c.bytes -= e.size
+	e.held, e.version, e.confirmed, e.raw, e.doc = true, v, c.now(), raw, doc
+	e.size = int64(len(raw)) + l1Overhead
+	c.bytes += e.size
+	if e.elem == nil {
+		e.elem = c.lru.PushFront(e)
+	} else {
+		c.lru.MoveToFront(e.elem)
+	}
+	for c.bytes > c.opts.MaxBytes && c.lru.Len() > 1 {
+		c.dropLocked(c.lru.Back().Value.(*l1Entry))
+	}
+}
+
+// dropLocked forgets what e holds, and e itself unless a call is on it.
+func (c *l1) dropLocked(e *l1Entry) {
+	if e.held {
+		c.bytes -= e.size
+		c.lru.Remove(e.elem)
+		e.held, e.raw, e.doc, e.size, e.elem = false, nil, nil, 0, nil
+	}
+	if e.inflight == 0 {
+		delete(c.entries, e.key)
+	}
+}
+
+// forget drops key, as after a Remove or a failed write.
+func (c *l1) forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.entries[key]; e != nil {
+		e.gen++
+		e.pushed = NoVersion
+		c.dropLocked(e)
+	}
+}
+
+// onChange is the Watcher's callback.
+func (c *l1) onChange(ch Change) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch ch.Kind {
+	case ChangeKey:
+		e := c.entries[ch.Key]
+		if e == nil {
+			return // held nowhere, no call on it: nothing to correct
+		}
+		e.gen++
+		e.pushed = ch.Version
+		if e.held && (e.version != ch.Version || ch.Version == NoVersion) {
+			c.dropLocked(e)
+		}
+	case ChangeWatchUp, ChangeWatchDown:
+		// Whatever was learned before may have missed changes.
+		for _, e := range c.entries {
+			e.gen++
+			e.pushed = NoVersion
+			c.dropLocked(e)
+		}
+		c.live = ch.Kind == ChangeWatchUp
+	}
+}
+
+// size reports how many partitions the l1 holds, and their bytes.
+func (c *l1) size() (entries int, bytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len(), c.bytes
+}
+
+// Close ends what the Adapter runs in the background: the L1's watch of
+// the store (see WithL1) and the sweep of idle clients. The Adapter keeps
+// serving after Close, straight from the store. Close does not close the
+// store.
+func (a *Adapter) Close() error {
+	a.closeOnce.Do(func() {
+		if a.l1 != nil {
+			if a.l1.stop != nil {
+				a.l1.stop()
+			}
+			a.l1.onChange(Change{Kind: ChangeWatchDown})
+		}
+		a.mu.Lock()
+		a.closed = true
+		if a.sweeper != nil {
+			a.sweeper.Stop()
+			a.sweeper = nil
+		}
+		a.mu.Unlock()
+	})
+	return nil
+}
+
+// watch starts the L1's watch of a store that reports changes.
+func (a *Adapter) watch(w Watcher) error {
+	stop, err := w.Watch(context.Background(), a.l1.onChange)
+	if err != nil {
+		return fmt.Errorf("msalcache: WithL1: the store cannot report changes: %w", err)
+	}
+	if stop == nil {
+		return errors.New("msalcache: WithL1: the store's Watch returned no stop function")
+	}
+	a.l1.stop = stop
+	return nil
+}
