@@ -1,21 +1,25 @@
 // Package benchmarks measures, side by side in one run, what a silent
 // token call of MSAL-Go costs with no external cache, with the naive
 // cache accessor applications write today, and with msalcache's Adapter,
-// on every store of this module, next to each store's raw round trip. It
+// on every store of this module, next to each store's raw round trip; and
+// the pieces beneath it: Replace and Export alone, silent calls from many
+// goroutines at once, and redisstore's own calls on each of its paths. It
 // holds only benchmarks and the tests that keep them honest; it is the
-// proof behind the project's speed targets.
+// proof behind the project's speed targets, and the project's one home
+// for benchmarks, with one naive accessor per store.
 //
 // # Run
 //
 //	go test -run '^$' -bench . -benchmem ./benchmarks
 //
-// The run takes about a minute. It starts its own redis-server and
+// The run takes a few minutes. It starts its own redis-server and
 // memcached (internal/testserver), once per store and benchmark function,
 // on free loopback ports, and stops them when the store's benchmarks end;
 // without the binaries those stores are skipped (apt-get install
 // redis-server memcached). The bbolt files live in a temporary directory.
-// Plain go test ./... runs the unit tests only, starts no server, and
-// prints nothing more.
+// -bench with a pattern runs a part, e.g. -bench 'Load|Save' for the
+// Redis call paths. Plain go test ./... runs the unit tests only, starts
+// no server, and prints nothing more.
 //
 // # What is measured
 //
@@ -40,6 +44,17 @@
 //     with a protect.KeyRing kept in the same store; for memcached, which
 //     may evict it, the ring lives in a memstore.
 //
+// BenchmarkReplace/<store>/<case> times the read path alone, without
+// MSAL: Replace of a stored user cache of about 4 KiB into a stand-in for
+// MSAL's cache that keeps the bytes as they come, so MSAL's parse, most of
+// a naive silent call, is left out and the accessor's own cost shows.
+// naive loads and hands over. The Adapter's cases, plain and encrypted:
+// unchanged, where MSAL's cache already holds the stored version (every
+// call after the first of a long-lived client), and handed-over, a new
+// MSAL cache each call (a client per request), so every call decrypts,
+// parses and hands over. Each run checks the Adapter's counters: every
+// call read the store, and each was reused, or none was, as the case says.
+//
 // BenchmarkExport/<store>/<case> times the write path alone: Export of a
 // user cache of about 4 KiB that changed since the last write (two caches
 // in turn), through the naive accessor and the two Adapters, and checks
@@ -47,23 +62,66 @@
 // request to Entra ID, which costs milliseconds, so these figures matter
 // much less than the silent ones.
 //
+// BenchmarkSharedClient/<store>/<case> times silent calls for 8 signed-in
+// users, in turn, from 8 goroutines per CPU through one confidential
+// client shared by all of them, as a web app that builds its client once
+// does: floor (no external cache), naive, adapter-plain and
+// adapter-encrypted. MSAL-Go loads a partition under a read lock and reads
+// it after releasing the lock, so with the naive accessor concurrent
+// users replace each other's partitions in between and calls fail with
+// "no token found": the failed calls column counts them (the Adapter keeps
+// the partitions of calls in flight loaded). BenchmarkClientPerCall is the
+// same with a new client per call, as apps do that build one per request;
+// it has no floor, since a new client without an external cache holds no
+// token. token requests counts the 8 sign-ins and any redemption a failed
+// lookup caused. A call that returns another user's token fails the run.
+//
+// BenchmarkLoad/redis/<case> and BenchmarkSave/redis/<case> time
+// redisstore itself: Load of a 4 KiB value, and compare-and-set Save of
+// one with a TTL, each based on the version of the one before, next to the
+// same call through a default go-redis client (raw: GET, and SET PX). The
+// cases are the ways the store gets called, since go-redis ignores ctx for
+// network I/O unless the client has ContextTimeoutEnabled:
+// ctx=background (called directly), ctx=deadline on a default client (as
+// the Adapter always calls it: the store runs the command on a goroutine
+// of its own, which it can abandon at the deadline) and
+// ctx=deadline,ContextTimeoutEnabled (called directly; go-redis puts the
+// deadline on the socket). The cases of one benchmark take turns in one
+// loop, so that a machine whose load drifts during the run moves them all
+// alike: their differences are a few microseconds, and separate
+// benchmarks seconds apart would drift by more. BenchmarkLoadParallel and
+// BenchmarkSaveParallel run raw and ctx=deadline from 8 goroutines per
+// CPU (Save on a key per goroutine), where the store's extra goroutine
+// competes with the callers for the CPUs.
+//
 // # Reading the output
 //
-// go test prints its usual lines, with three metrics besides ns/op, B/op
-// and allocs/op: p50-ns and p99-ns, the median and 99th percentile of the
+// go test prints its usual lines, with metrics besides ns/op, B/op and
+// allocs/op: p50-ns and p99-ns, the median and 99th percentile of the
 // calls of the final run, each timed on its own (one monotonic clock read
-// per call, in a histogram with buckets 0.8% wide); and token-requests.
-// After them one markdown table sums up the run:
+// per call, in a histogram with buckets 0.8% wide); token-requests; and
+// failed/op on the concurrent benchmarks. The lines of BenchmarkLoad and
+// BenchmarkSave show the sum of their cases as ns/op and each case's mean
+// as <case>-ns. After them one markdown table sums up the run, a row per
+// case:
 //
-//	| path | store | case | time/op | p50 | p99 | B/op | allocs/op | token requests | vs naive | vs floor |
+//	| path | store | case | time/op | p50 | p99 | B/op | allocs/op | token requests | failed calls | vs naive | vs floor |
 //
 // time/op is the mean of the final run (ns/op), so it includes garbage
 // collection and anything else the machine did; p50 is the typical call
-// and p99 its tail. "vs naive" divides time/op by that of the naive
-// accessor on the same store and path: below 1 the Adapter is faster than
-// the code it replaces. "vs floor" divides it by MSAL-Go's silent call
-// without an external cache. "—" marks what does not apply (no MSAL
-// client in raw and export rows, no naive or floor to divide by).
+// and p99 its tail. On the concurrent paths (sharedclient, clientpercall,
+// loadparallel, saveparallel) time/op is the wall time divided by the
+// calls, the inverse of the throughput, while p50 and p99 stay the
+// latencies of single calls, which are longer by about the number of
+// goroutines per CPU. On load and save, whose cases take turns, B/op and
+// allocs/op come from each case run alone after the timed loop. "vs
+// naive" divides time/op by that of the naive accessor on the same store
+// and path: below 1 the Adapter is faster than the code it replaces. "vs
+// floor" divides it by the path's floor, MSAL-Go without an external
+// cache (silent, sharedclient), or on a path without one by the raw call
+// of the same store and path (load, save and their parallel paths).
+// failed calls is the share of calls that failed, where they are counted.
+// "—" marks what does not apply.
 //
 // On the silent path the Adapter usually beats the naive accessor: the
 // naive one hands MSAL the blob on every call and MSAL parses it (hundreds

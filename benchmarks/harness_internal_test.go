@@ -66,6 +66,8 @@ func TestSplitName(t *testing.T) {
 		{"BenchmarkSilent/floor", "silent", "", "floor"},
 		{"BenchmarkSilent/redis/adapter-plain", "silent", "redis", "adapter-plain"},
 		{"BenchmarkExport/bbolt/naive", "export", "bbolt", "naive"},
+		{"BenchmarkReplace/memstore/adapter-plain/handed-over", "replace", "memstore", "adapter-plain/handed-over"},
+		{"BenchmarkLoad/redis/ctx=deadline,ContextTimeoutEnabled", "load", "redis", "ctx=deadline,ContextTimeoutEnabled"},
 	} {
 		p, s, k := splitName(tc.name)
 		if p != tc.path || s != tc.store || k != tc.kase {
@@ -75,35 +77,58 @@ func TestSplitName(t *testing.T) {
 }
 
 // TestRenderTable checks that each row is divided by the naive accessor of
-// its own store and path, and by its path's floor.
+// its own store and path, and by its path's floor or, on a path without
+// one, by the raw call of its own store and path; and that failed calls
+// show only where they were counted.
 func TestRenderTable(t *testing.T) {
 	if got := renderTable(nil); got != "" {
 		t.Fatalf("table of no results = %q, want nothing", got)
 	}
 	got := renderTable([]*result{
 		{name: "BenchmarkSilent/floor", nsPerOp: 5000, tokenRequests: 1},
+		{name: "BenchmarkSilent/redis/raw", nsPerOp: 20000, tokenRequests: -1},
 		{name: "BenchmarkSilent/redis/naive", nsPerOp: 40000, tokenRequests: 1},
 		{name: "BenchmarkSilent/redis/adapter-plain", nsPerOp: 30000, tokenRequests: 1},
 		{name: "BenchmarkSilent/bbolt/naive", nsPerOp: 20000, tokenRequests: 1},
 		{name: "BenchmarkExport/redis/naive", nsPerOp: 10000, tokenRequests: -1},
 		{name: "BenchmarkExport/redis/adapter-plain", nsPerOp: 25000, tokenRequests: -1},
+		{name: "BenchmarkLoad/redis/raw", nsPerOp: 20000, tokenRequests: -1},
+		{name: "BenchmarkLoad/redis/ctx=deadline", nsPerOp: 30000, tokenRequests: -1},
+		{name: "BenchmarkLoad/bbolt/ctx=deadline", nsPerOp: 1000, tokenRequests: -1},
+		{name: "BenchmarkSharedClient/memstore/naive", nsPerOp: 8000, tokenRequests: 8, counted: 400, failed: 100},
+		{name: "BenchmarkSharedClient/memstore/adapter-plain", nsPerOp: 2000, tokenRequests: 8, counted: 1000},
 	})
 	for _, want := range []string{
 		"| silent | — | floor | 5.00 µs |",
-		"| 1 | — | 1.00× |",
+		"| 1 | — | — | 1.00× |",
+		"| silent | redis | raw | 20.0 µs |",
+		"| — | — | 0.50× | 4.00× |",
 		"| silent | redis | adapter-plain | 30.0 µs |",
-		"| 1 | 0.75× | 6.00× |",
+		"| 1 | — | 0.75× | 6.00× |",
 		"| silent | bbolt | naive | 20.0 µs |",
-		"| 1 | 1.00× | 4.00× |",
+		"| 1 | — | 1.00× | 4.00× |",
 		"| export | redis | adapter-plain | 25.0 µs |",
-		"| — | 2.50× | — |",
+		"| — | — | 2.50× | — |",
+		"| load | redis | ctx=deadline | 30.0 µs |",
+		"| — | — | — | 1.50× |",
+		"| load | bbolt | ctx=deadline | 1.00 µs |",
+		"| sharedclient | memstore | naive | 8.00 µs |",
+		"| 8 | 25.0% | 1.00× | — |",
+		"| sharedclient | memstore | adapter-plain | 2.00 µs |",
+		"| 8 | 0.0% | 0.25× | — |",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}
 	}
-	if n := strings.Count(got, "\n"); n != 8 {
-		t.Errorf("table has %d lines, want a header, a rule and 6 rows:\n%s", n, got)
+	// The raw call of one store is no floor for another.
+	for _, line := range strings.Split(got, "\n") {
+		if strings.HasPrefix(line, "| load | bbolt |") && !strings.HasSuffix(line, "| — | — |") {
+			t.Errorf("bbolt's load row is divided by another store's raw call: %s", line)
+		}
+	}
+	if n := strings.Count(got, "\n"); n != 14 {
+		t.Errorf("table has %d lines, want a header, a rule and 12 rows:\n%s", n, got)
 	}
 }
 

@@ -27,6 +27,15 @@ func (h *histogram) record(d time.Duration) {
 	h.n++
 }
 
+// add merges o into h, so that goroutines can each record into their own
+// histogram without a lock.
+func (h *histogram) add(o *histogram) {
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.n += o.n
+}
+
 func bucketOf(v uint64) int {
 	if v < histSub {
 		return int(v)
