@@ -52,9 +52,10 @@
 // Save that fails this way may still have been applied; the next Load tells.
 //
 // The hand-off to that goroutine costs about 10 µs per call on a loopback
-// server (BenchmarkLoad). A client built with ContextTimeoutEnabled puts the
-// ctx deadline on the socket itself, so for a ctx with a deadline the store
-// calls it directly and saves that cost. The one difference: a ctx cancelled
+// server (BenchmarkLoad, in the module's benchmarks directory). A client
+// built with ContextTimeoutEnabled puts the ctx deadline on the socket
+// itself, so for a ctx with a deadline the store calls it directly and
+// saves that cost. The one difference: a ctx cancelled
 // before its deadline then ends the call when the reply in flight arrives
 // (for a healthy server, microseconds later) or at the deadline, not at
 // once. A ctx that can never be done (context.Background) is always called
