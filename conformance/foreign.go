@@ -17,7 +17,7 @@ import (
 // rewrite replaces what the store holds for partitionKey with edit's
 // result, re-encoded unlike MSAL (indented, keys sorted, an unknown field
 // in every entry) and sealed as the adapter seals.
-func (f *fixture) rewrite(a *msalcache.Adapter, partitionKey string, edit func(doc map[string]map[string]json.RawMessage)) {
+func (f *fixture) rewrite(a suiteAdapter, partitionKey string, edit func(doc map[string]map[string]json.RawMessage)) {
 	f.t.Helper()
 	doc := f.partition(a, partitionKey)
 	if doc == nil {

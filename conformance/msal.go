@@ -3,18 +3,18 @@ package conformance
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/public"
 
@@ -43,6 +43,26 @@ type MSALSetup struct {
 	// Damaged names the damaged records PutRaw plants (for example the
 	// store's Capabilities.CorruptRecords); the suite adds a 3-byte value.
 	Damaged map[string][]byte
+
+	// newAdapter, when set, builds every adapter the suite puts behind
+	// MSAL in place of msalcache.New, so that the suite's own test can run
+	// it against deliberately broken adapters (msal_test.go). It is given
+	// the store the adapter must use, the subtest's Protector (nil for
+	// plaintext) and the options the suite would pass to msalcache.New
+	// besides WithProtector or WithPlaintext, which it chooses itself.
+	// Unexported: a backend's test has only the one Adapter to run.
+	newAdapter func(store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (suiteAdapter, error)
+}
+
+// suiteAdapter is what the suite needs of an adapter: the hook MSAL calls,
+// and the methods the suite itself calls to sign users out, read counters
+// and find stored partitions. *msalcache.Adapter is the one a backend's test
+// runs; msal_test.go puts broken ones in its place.
+type suiteAdapter interface {
+	cache.ExportReplace
+	Remove(ctx context.Context, partitionKey string) error
+	Stats() msalcache.Stats
+	StoreKey(partitionKey string) string
 }
 
 // Values the suite's MSAL clients use.
@@ -63,6 +83,7 @@ const (
 // failing store never fails a token call. Token-endpoint request counts
 // prove every cache hit.
 func RunMSALTests(t *testing.T, setup MSALSetup) {
+	t.Helper()
 	if setup.NewStore == nil {
 		t.Fatal("conformance: MSALSetup.NewStore is nil")
 	}
@@ -140,25 +161,34 @@ func newFixture(t *testing.T, setup MSALSetup) *fixture {
 
 // adapter builds one application instance's Adapter over the shared store
 // (or over store, when given).
-func (f *fixture) adapter(store msalcache.Store, opts ...msalcache.Option) *msalcache.Adapter {
+func (f *fixture) adapter(store msalcache.Store, opts ...msalcache.Option) suiteAdapter {
 	f.t.Helper()
 	if store == nil {
 		store = f.store
 	}
 	all := append([]msalcache.Option{msalcache.WithLogger(testLogger(f.t))}, f.setup.Options...)
-	if f.protector != nil {
-		all = append(all, msalcache.WithProtector(f.protector))
-	} else {
-		all = append(all, msalcache.WithPlaintext())
+	build := f.setup.newAdapter
+	if build == nil {
+		build = newAdapter
 	}
-	a, err := msalcache.New(store, append(all, opts...)...)
+	a, err := build(store, f.protector, append(all, opts...))
 	if err != nil {
 		f.t.Fatalf("msalcache.New: %v", err)
 	}
 	return a
 }
 
-func (f *fixture) confidential(a *msalcache.Adapter, tenant string) confidential.Client {
+// newAdapter is the suite's adapter: msalcache.New, encrypting with
+// protector unless it is nil.
+func newAdapter(store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (suiteAdapter, error) {
+	choice := msalcache.WithPlaintext()
+	if protector != nil {
+		choice = msalcache.WithProtector(protector)
+	}
+	return msalcache.New(store, append(opts, choice)...)
+}
+
+func (f *fixture) confidential(a suiteAdapter, tenant string) confidential.Client {
 	f.t.Helper()
 	cred, err := confidential.NewCredFromSecret(suiteSecret)
 	if err != nil {
@@ -234,7 +264,7 @@ func (f *fixture) requests(want int) {
 
 // partition reads and decrypts what the store holds for partitionKey; nil
 // when absent.
-func (f *fixture) partition(a *msalcache.Adapter, partitionKey string) map[string]map[string]json.RawMessage {
+func (f *fixture) partition(a suiteAdapter, partitionKey string) map[string]map[string]json.RawMessage {
 	f.t.Helper()
 	key := a.StoreKey(partitionKey)
 	blob, _, err := f.store.Load(f.ctx, key)
@@ -244,6 +274,13 @@ func (f *fixture) partition(a *msalcache.Adapter, partitionKey string) map[strin
 	if err != nil {
 		f.t.Fatalf("store.Load: %v", err)
 	}
+	return f.decode(key, blob)
+}
+
+// decode decrypts and parses blob, stored under key.
+func (f *fixture) decode(key string, blob []byte) map[string]map[string]json.RawMessage {
+	f.t.Helper()
+	var err error
 	if f.protector != nil {
 		if blob, err = f.protector.Unprotect(f.ctx, blob, []byte(key)); err != nil {
 			f.t.Fatalf("Unprotect of a stored partition: %v", err)
@@ -390,16 +427,24 @@ func testPublicClient(f *fixture) {
 	f.requests(1)
 }
 
+// testOnBehalfOf: on MSAL-Go's on-behalf-of path the Export that follows
+// a token purchase hands over the user-flow manager, which holds other
+// users' tokens, under the key of the OBO partition (the hash of the
+// assertion). The check is on what each instance actually saved under the
+// keys MSAL passed to the hook on that path, recorded as MSAL passed them:
+// reading back one partition under a key the suite derives itself would
+// pass on nothing whenever the adapter, rightly, never writes there, and
+// would stay silent if MSAL's key changed.
 func testOnBehalfOf(f *fixture) {
-	alice, bob := f.users[0], f.users[1]
+	alice, bob, carol, dave := f.users[0], f.users[1], f.users[2], f.users[3]
 	// The middle tier has alice signed in through its web front end, so its
 	// client's user cache holds alice's tokens.
-	a1 := f.adapter(nil)
+	saved1 := &saveRecorder{Store: f.store}
+	a1 := &hookRecorder{suiteAdapter: f.adapter(saved1)}
 	api1 := f.confidential(a1, suiteTenant)
 	f.signIn(api1, alice)
 	// carol signs out elsewhere: the adapter forgets what this client
 	// holds, but MSAL's user cache still holds alice's and carol's tokens.
-	carol := f.users[2]
 	f.signIn(api1, carol)
 	if err := a1.Remove(f.ctx, carol.HomeAccountID); err != nil {
 		f.t.Fatal(err)
@@ -414,6 +459,7 @@ func testOnBehalfOf(f *fixture) {
 	f.srv.ResetCounters()
 
 	downstream := []string{"api://downstream/read"}
+	a1.start()
 	for i := range 2 {
 		ar, err := api1.AcquireTokenOnBehalfOf(f.ctx, assertion, downstream)
 		if err != nil {
@@ -422,25 +468,118 @@ func testOnBehalfOf(f *fixture) {
 		f.mustBeFor(ar.AccessToken, bob)
 	}
 	f.requests(1) // the second call was served in process
-
-	sum := sha256.Sum256([]byte(assertion))
-	oboKey := base64.URLEncoding.EncodeToString(sum[:])
-	for owner := range owners(f.partition(a1, oboKey)) {
-		if owner != bob.HomeAccountID {
-			f.t.Fatalf("the OBO partition holds data of account %s, not bob's", owner)
-		}
+	oboKeys := a1.stop()
+	if len(oboKeys) == 0 {
+		f.t.Fatal("MSAL-Go made no Export on the on-behalf-of path: the scenario no longer exercises it")
 	}
 
-	api2 := f.confidential(f.adapter(nil), suiteTenant)
+	// Instance 2 holds another user, dave, when bob's call arrives.
+	saved2 := &saveRecorder{Store: f.store}
+	a2 := &hookRecorder{suiteAdapter: f.adapter(saved2)}
+	api2 := f.confidential(a2, suiteTenant)
+	f.signIn(api2, dave)
+	a2.start()
 	ar, err := api2.AcquireTokenOnBehalfOf(f.ctx, assertion, downstream)
 	if err != nil {
 		f.t.Fatalf("OBO on instance 2: %v", err)
 	}
 	f.mustBeFor(ar.AccessToken, bob)
+	oboKeys2 := a2.stop()
+	if len(oboKeys2) == 0 {
+		f.t.Fatal("MSAL-Go made no Export on instance 2's on-behalf-of call: the scenario no longer exercises it")
+	}
 
+	for i, inst := range []struct {
+		a     suiteAdapter
+		saved *saveRecorder
+		keys  []string
+	}{{a1, saved1, oboKeys}, {a2, saved2, oboKeys2}} {
+		for _, pk := range inst.keys {
+			key := inst.a.StoreKey(pk)
+			for _, blob := range inst.saved.values(key) {
+				for owner, n := range owners(f.decode(key, blob)) {
+					if owner != bob.HomeAccountID {
+						f.t.Fatalf("on instance %d's on-behalf-of call, the adapter stored %d entries of account %q under the key MSAL-Go exported (%s): MSAL hands over the other manager there, another user's data",
+							i+1, n, owner, pk)
+					}
+				}
+			}
+			for owner := range owners(f.partition(inst.a, pk)) {
+				if owner != bob.HomeAccountID {
+					f.t.Fatalf("the OBO partition holds data of account %s, not bob's", owner)
+				}
+			}
+		}
+	}
 	if got := owners(f.partition(a1, alice.HomeAccountID)); len(got) != 1 || got[alice.HomeAccountID] == 0 {
 		f.t.Fatalf("alice's partition changed by the OBO calls: owners %v", got)
 	}
+}
+
+// hookRecorder records the partition keys MSAL exports under while
+// started, so that a subtest checks the keys MSAL actually used.
+type hookRecorder struct {
+	suiteAdapter
+	mu      sync.Mutex
+	on      bool
+	exports []string
+}
+
+func (r *hookRecorder) start() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.on, r.exports = true, nil
+}
+
+// stop ends the recording and returns the distinct keys exported under.
+func (r *hookRecorder) stop() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.on = false
+	var keys []string
+	for _, k := range r.exports {
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// Export implements cache.ExportReplace.
+func (r *hookRecorder) Export(ctx context.Context, m cache.Marshaler, h cache.ExportHints) error {
+	r.mu.Lock()
+	if r.on {
+		r.exports = append(r.exports, h.PartitionKey)
+	}
+	r.mu.Unlock()
+	return r.suiteAdapter.Export(ctx, m, h)
+}
+
+// saveRecorder keeps a copy of every value saved through it, by key.
+type saveRecorder struct {
+	msalcache.Store
+	mu    sync.Mutex
+	saved map[string][][]byte
+}
+
+// Save implements msalcache.Store.
+func (s *saveRecorder) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+	nv, err := s.Store.Save(ctx, key, v, ifv, ttl)
+	if err == nil {
+		s.mu.Lock()
+		if s.saved == nil {
+			s.saved = map[string][][]byte{}
+		}
+		s.saved[key] = append(s.saved[key], bytes.Clone(v))
+		s.mu.Unlock()
+	}
+	return nv, err
+}
+
+func (s *saveRecorder) values(key string) [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saved[key]
 }
 
 func testRemoveAccount(f *fixture) {
@@ -449,6 +588,16 @@ func testRemoveAccount(f *fixture) {
 	web1 := f.confidential(a1, suiteTenant)
 	f.signIn(web1, alice)
 	f.signIn(web1, bob)
+	// Instance 3 serves both before alice signs out on instance 1, so its
+	// MSAL client holds her tokens in memory.
+	web3 := f.confidential(f.adapter(nil), suiteTenant)
+	for _, u := range []entratest.User{alice, bob} {
+		tok, err := f.silent(web3, u, userScope)
+		if err != nil {
+			f.t.Fatalf("instance 3, before the sign-out, silent call for %s: %v", u.Username, err)
+		}
+		f.mustBeFor(tok, u)
+	}
 	acct, err := web1.Account(f.ctx, alice.HomeAccountID)
 	if err != nil {
 		f.t.Fatal(err)
@@ -469,6 +618,11 @@ func testRemoveAccount(f *fixture) {
 	if _, err := f.silent(web1, alice, userScope); err == nil {
 		f.t.Fatal("instance 1 still serves alice after sign-out")
 	}
+	// Her partition is gone, so instance 3's next load of it is a miss,
+	// which must reset what its MSAL client holds.
+	if _, err := f.silent(web3, alice, userScope); err == nil {
+		f.t.Fatal("instance 3 still serves alice after she signed out on instance 1: a miss left MSAL's in-memory cache as it was")
+	}
 	tok, err := f.silent(web2, bob, userScope)
 	if err != nil {
 		f.t.Fatalf("bob lost his sign-in when alice signed out: %v", err)
@@ -481,7 +635,7 @@ func testConcurrentWriters(f *fixture) {
 	const instances, scopesEach = 4, 4
 	var wg sync.WaitGroup
 	errs := make(chan error, instances*scopesEach*2)
-	adapters := make([]*msalcache.Adapter, instances)
+	adapters := make([]suiteAdapter, instances)
 	for i := range instances {
 		adapters[i] = f.adapter(nil)
 		c := f.confidential(adapters[i], suiteTenant)
@@ -661,7 +815,8 @@ func (s SharedClientFigures) String() string {
 // sharedClientRun signs users in, then runs goroutines×perG silent calls
 // for them at once, through client (a shared client, when not nil) or a new
 // client per call.
-func (f *fixture) sharedClientRun(a *msalcache.Adapter, shared bool, goroutines, perG int) SharedClientFigures {
+func (f *fixture) sharedClientRun(a suiteAdapter, shared bool, goroutines, perG int) SharedClientFigures {
+	f.t.Helper()
 	users := f.users
 	signer := f.confidential(a, suiteTenant)
 	for _, u := range users {
