@@ -489,11 +489,12 @@ func testOnBehalfOf(f *fixture) {
 		f.t.Fatal("MSAL-Go made no Export on instance 2's on-behalf-of call: the scenario no longer exercises it")
 	}
 
-	for i, inst := range []struct {
+	instances := []struct {
 		a     suiteAdapter
 		saved *saveRecorder
 		keys  []string
-	}{{a1, saved1, oboKeys}, {a2, saved2, oboKeys2}} {
+	}{{a1, saved1, oboKeys}, {a2, saved2, oboKeys2}}
+	for i, inst := range instances {
 		for _, pk := range inst.keys {
 			key := inst.a.StoreKey(pk)
 			for _, blob := range inst.saved.values(key) {
@@ -504,6 +505,10 @@ func testOnBehalfOf(f *fixture) {
 					}
 				}
 			}
+		}
+	}
+	for _, inst := range instances {
+		for _, pk := range inst.keys {
 			for owner := range owners(f.partition(inst.a, pk)) {
 				if owner != bob.HomeAccountID {
 					f.t.Fatalf("the OBO partition holds data of account %s, not bob's", owner)
