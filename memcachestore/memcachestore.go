@@ -225,7 +225,7 @@ func WithPrefix(p string) Option {
 func WithMaxValueSize(n int) Option {
 	return func(c *config) error {
 		if err := storeopt.Size("WithMaxValueSize", n, MaxValueSize,
-			"memcached holds at most 1 GiB per item (-I 1024m), key and item header included", "of 1 MiB less 512 bytes"); err != nil {
+			"memcached holds at most 1 GiB per item (-I 1024m), key and item header included", fmt.Sprintf("of 1 MiB less %d bytes", itemOverhead)); err != nil {
 			return err
 		}
 		c.maxValue = n

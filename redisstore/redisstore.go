@@ -166,7 +166,7 @@ func WithPrefix(p string) Option {
 func WithMaxValueSize(n int) Option {
 	return func(c *config) error {
 		if err := storeopt.Size("WithMaxValueSize", n, MaxValueSize,
-			"Redis holds at most MaxValueSize bytes per value in this store's records", "64 MiB"); err != nil {
+			"Redis holds at most MaxValueSize bytes per value in this store's records", fmt.Sprintf("%d MiB", DefaultMaxValueSize>>20)); err != nil {
 			return err
 		}
 		c.maxValue = n
