@@ -274,8 +274,12 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 		a.stats.storeErrors.Add(1)
 		a.log(ctx, slog.LevelWarn, "replace: store failed; treating it as a miss", "replace", key, errAttr(err))
 		// MSAL still holds what it last loaded of this partition: keep
-		// serving it while the store is away.
-		if cs.holds(key, 0, false, a.cfg.now()) {
+		// serving it while the store is away. So does a client the adapter
+		// forgot while it was idle: resetting it would sign its users out
+		// of this instance for the length of the outage. (A miss resets,
+		// an error does not: Export stores only the partition's own
+		// entries, and MSAL serves an account only its own tokens.)
+		if cs.holds(key, 0, false, a.cfg.now()) || cs.untracked() {
 			return nil, false
 		}
 		return &partition{seq: seq}, false
@@ -466,7 +470,7 @@ func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
 	for _, cs := range clients {
 		cs.mu.Lock()
 		if _, ok := cs.parts[key]; ok {
-			cs.valid, cs.parts = false, nil
+			cs.valid, cs.parts, cs.mustReset = false, nil, true
 		}
 		cs.mu.Unlock()
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -549,5 +550,57 @@ func TestExportsOfOnePartitionTakeTurns(t *testing.T) {
 	st := a.Stats()
 	if n := len(doc.sections[secAccessToken]); n != writers || st.Conflicts != 0 || st.Writes != writers {
 		t.Fatalf("%d of %d tokens stored, %d writes, %d compare-and-set conflicts; want all, %d writes and no conflict", n, writers, st.Writes, st.Conflicts, writers)
+	}
+}
+
+// failStore fails every call while down is set.
+type failStore struct {
+	*mapStore
+	down atomic.Bool
+}
+
+func (s *failStore) Load(ctx context.Context, key string) ([]byte, Version, error) {
+	if s.down.Load() {
+		return nil, NoVersion, errors.New("store down (injected)")
+	}
+	return s.mapStore.Load(ctx, key)
+}
+
+// A client the adapter forgot while idle keeps what MSAL holds when the
+// store then fails: an outage must not sign its users out of the instance.
+// A client whose partition was removed is still reset.
+func TestStoreErrorLeavesAForgottenClientAlone(t *testing.T) {
+	s := &failStore{mapStore: newMapStore()}
+	a := newTestAdapter(t, s)
+	if _, err := s.Save(ctx, a.StoreKey("alice"), []byte(aliceCache), NoVersion, 0); err != nil {
+		t.Fatal(err)
+	}
+	c := &target{}
+	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	delete(a.clients, c) // what the idle sweep does
+	a.mu.Unlock()
+	s.down.Store(true)
+	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if string(c.data) != aliceCache {
+		t.Fatalf("a store error reset a forgotten client's cache to %q", c.data)
+	}
+	s.down.Store(false)
+	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Remove(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	s.down.Store(true)
+	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if string(c.data) != "{}" {
+		t.Fatalf("after Remove, a store error left the removed partition in MSAL's cache: %q", c.data)
 	}
 }

@@ -25,6 +25,9 @@ type clientState struct {
 	valid    bool
 	parts    map[string]*partition // by store key
 	lastUsed time.Time
+	// mustReset marks a client whose cache may hold a removed partition:
+	// the next Replace resets it even when the store fails.
+	mustReset bool
 }
 
 // partition is one stored partition as the adapter last saw it.
@@ -71,6 +74,15 @@ func (cs *clientState) holds(key string, v Version, exact bool, now time.Time) b
 	cur.used = now
 	cs.lastUsed = now
 	return true
+}
+
+// untracked reports whether the adapter knows nothing of what MSAL's cache
+// holds (a new client, or one forgotten while idle) and no Remove asked for
+// a reset.
+func (cs *clientState) untracked() bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return !cs.valid && !cs.mustReset && !cs.partitioned
 }
 
 func (cs *clientState) isPartitioned() bool {
@@ -135,7 +147,7 @@ func (cs *clientState) handOver(ctx context.Context, a *Adapter, u cache.Unmarsh
 		parts[q.key] = q.p
 	}
 	parts[key] = p
-	cs.parts, cs.valid = parts, true
+	cs.parts, cs.valid, cs.mustReset = parts, true, false
 	return false
 }
 
