@@ -68,3 +68,39 @@ func ExampleStore_List() {
 	// Output:
 	// [app1:alice app1:bob]
 }
+
+// ExampleStore_Watch shows what an Adapter with msalcache.WithL1 relies
+// on: every write and delete through the Store, by any Adapter in the
+// process, reaches every watcher before the write returns, so an L1 drops
+// what another instance overwrote before anyone can read it.
+func ExampleStore_Watch() {
+	ctx := context.Background()
+	store := memstore.New()
+	defer store.Close()
+
+	stop, err := store.Watch(ctx, func(c msalcache.Change) {
+		switch c.Kind {
+		case msalcache.ChangeWatchUp:
+			fmt.Println("watching")
+		case msalcache.ChangeKey:
+			fmt.Printf("changed: %s, deleted: %v\n", c.Key, c.Version == msalcache.NoVersion)
+		}
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer stop()
+
+	if _, err := store.Save(ctx, "app:partition", []byte("tokens"), msalcache.NoVersion, time.Hour); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("saved") // printed after the watcher heard of it
+	if err := store.Delete(ctx, "app:partition"); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// watching
+	// changed: app:partition, deleted: false
+	// saved
+	// changed: app:partition, deleted: true
+}

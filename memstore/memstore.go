@@ -5,6 +5,18 @@
 // survive a restart, and tests. It is also the reference implementation of
 // the Store contract: read it first when writing a backend of your own.
 //
+// # Watching
+//
+// A Store is an msalcache.Watcher, exact within the process: every Save,
+// every Delete and every expired item the periodic sweep drops is reported
+// to every function registered with Watch on the same Store before the
+// Save or Delete that made the change returns. So once a write through one
+// Adapter has returned, no Adapter with msalcache.WithL1 over the same
+// Store serves what it overwrote or deleted. An expiry is reported only
+// when the sweep drops the item (a Load reports it absent at once), so it
+// is left to the L1's MaxStale. A Store is also an msalcache.Versioner,
+// whose Version reads a key's version without copying its value.
+//
 // It keeps values as Go slices, never as encoded bytes, so it cannot hold a
 // record it cannot decode and never returns msalcache.ErrCorrupt; the
 // conformance suite's CorruptRecord subtest skips it (it declares no
@@ -18,6 +30,7 @@ package memstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -28,17 +41,41 @@ import (
 	"github.com/msalcache/msalcache/internal/storeopt"
 )
 
-// Store is an in-process msalcache.Store. The zero value is not usable; call
-// New.
+// Store is an in-process msalcache.Store, and also an msalcache.Lister,
+// msalcache.Pinger, msalcache.Watcher and msalcache.Versioner, so that
+// every Adapter sharing it can keep an L1 that is never stale. The zero
+// value is not usable; call New.
 type Store struct {
 	now    func() time.Time
 	cfgErr error // the first invalid option: every call fails with it
 
-	mu      sync.Mutex
-	items   map[string]item
-	counter msalcache.Version
-	closed  bool
+	mu       sync.Mutex
+	items    map[string]item
+	counter  msalcache.Version
+	closed   bool
+	watching int                // watchers registered: changes are queued only while there are some
+	pending  []msalcache.Change // committed, in commit order, not yet told
+
+	// tellMu is held while watchers are told of changes, and while they
+	// are added or removed: it keeps every watcher's changes in commit
+	// order without holding mu (which Load needs) during the calls.
+	tellMu   sync.Mutex
+	watchers []*watcher
+	spare    []msalcache.Change // the batch buffer not in use as pending
 }
+
+// watcher is one registration of Watch.
+type watcher struct {
+	fn func(msalcache.Change)
+}
+
+var (
+	_ msalcache.Store     = (*Store)(nil)
+	_ msalcache.Lister    = (*Store)(nil)
+	_ msalcache.Pinger    = (*Store)(nil)
+	_ msalcache.Watcher   = (*Store)(nil)
+	_ msalcache.Versioner = (*Store)(nil)
+)
 
 type item struct {
 	value   []byte
@@ -111,18 +148,33 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 	return slices.Clone(it.value), it.version, nil
 }
 
-// Save implements msalcache.Store.
+// Version implements msalcache.Versioner: the version Load would return,
+// without copying the value.
+func (s *Store) Version(ctx context.Context, key string) (msalcache.Version, error) {
+	if err := s.lock(ctx, "version"); err != nil {
+		return msalcache.NoVersion, err
+	}
+	defer s.mu.Unlock()
+	it, ok := s.items[key]
+	if !ok || !it.live(s.now()) {
+		return msalcache.NoVersion, msalcache.ErrNotFound
+	}
+	return it.version, nil
+}
+
+// Save implements msalcache.Store. Every watcher has been told of the new
+// version when it returns.
 func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
 	if err := s.lock(ctx, "save"); err != nil {
 		return msalcache.NoVersion, err
 	}
-	defer s.mu.Unlock()
 	now := s.now()
 	cur := msalcache.NoVersion
 	if it, ok := s.items[key]; ok && it.live(now) {
 		cur = it.version
 	}
 	if cur != ifVersion {
+		s.mu.Unlock()
 		return msalcache.NoVersion, msalcache.ErrConflict
 	}
 	s.counter++
@@ -131,7 +183,9 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 		it.expires = now.Add(ttl)
 	}
 	s.items[key] = it
+	s.queueLocked(key, it.version)
 	s.sweepLocked(now)
+	s.unlockAndTell()
 	return it.version, nil
 }
 
@@ -145,18 +199,103 @@ func (s *Store) sweepLocked(now time.Time) {
 	for k, it := range s.items {
 		if !it.live(now) {
 			delete(s.items, k)
+			s.queueLocked(k, msalcache.NoVersion)
 		}
 	}
 }
 
-// Delete implements msalcache.Store.
+// Delete implements msalcache.Store. Every watcher has been told of the
+// deletion when it returns, even of an absent key (which may have been an
+// expired one, still held by an L1).
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := s.lock(ctx, "delete"); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
 	delete(s.items, key)
+	s.queueLocked(key, msalcache.NoVersion)
+	s.unlockAndTell()
 	return nil
+}
+
+// queueLocked records a committed change of key for the watchers, when
+// there are any. Queueing under mu puts changes in commit order.
+func (s *Store) queueLocked(key string, v msalcache.Version) {
+	if s.watching > 0 {
+		s.pending = append(s.pending, msalcache.Change{Kind: msalcache.ChangeKey, Key: key, Version: v})
+	}
+}
+
+// unlockAndTell releases mu and, if the call queued changes, tells every
+// watcher of every queued change before returning: that is what makes a
+// write that returned visible to every L1. Whoever holds tellMu delivers
+// everything queued so far, so a write whose change another caller took
+// is told by the time this one gets tellMu.
+func (s *Store) unlockAndTell() {
+	queued := len(s.pending) > 0
+	s.mu.Unlock()
+	if !queued {
+		return
+	}
+	s.tellMu.Lock()
+	defer s.tellMu.Unlock()
+	s.tellLocked()
+}
+
+// tellLocked delivers the queued changes; the caller holds tellMu, not mu.
+func (s *Store) tellLocked() {
+	s.mu.Lock()
+	batch := s.pending
+	s.pending = s.spare[:0]
+	s.mu.Unlock()
+	for _, c := range batch {
+		for _, w := range s.watchers {
+			w.fn(c)
+		}
+	}
+	clear(batch) // drop the keys
+	s.spare = batch
+}
+
+// Watch implements msalcache.Watcher. fn is told of every change committed
+// after Watch began (and perhaps of some just before), always in commit
+// order, first with ChangeWatchUp before Watch returns. fn runs inside
+// the writer's Save or Delete, never with the lock that Load needs held:
+// it may call Load, Version and List, but a Save, Delete, Watch, stop or
+// Close from fn deadlocks. ctx bounds only the call of Watch itself.
+//
+// stop removes fn, waiting for a call of fn in progress to return; later
+// calls of stop do nothing. Close tells every watcher ChangeWatchDown
+// (nothing is vouched for any more) as its last call.
+func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func(), err error) {
+	if fn == nil {
+		return nil, errors.New("memstore: watch: nil func: pass the function to call for each change")
+	}
+	s.tellMu.Lock()
+	defer s.tellMu.Unlock()
+	if err := s.lock(ctx, "watch"); err != nil {
+		return nil, err
+	}
+	s.watching++
+	s.mu.Unlock()
+	w := &watcher{fn: fn}
+	s.watchers = append(s.watchers, w)
+	fn(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+	var once sync.Once
+	return func() { once.Do(func() { s.unwatch(w) }) }, nil
+}
+
+// unwatch removes w. Holding tellMu waits for a delivery in progress.
+func (s *Store) unwatch(w *watcher) {
+	s.tellMu.Lock()
+	defer s.tellMu.Unlock()
+	i := slices.Index(s.watchers, w)
+	if i < 0 {
+		return // removed by Close
+	}
+	s.watchers = slices.Delete(s.watchers, i, i+1)
+	s.mu.Lock()
+	s.watching--
+	s.mu.Unlock()
 }
 
 // List implements msalcache.Lister.
@@ -192,11 +331,25 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close implements msalcache.Store. It drops every item.
+// Close implements msalcache.Store. It drops every item, tells every
+// watcher of the changes committed before it and then ChangeWatchDown, and
+// removes them: they get no call after Close returns, and Watch fails with
+// msalcache.ErrClosed.
 func (s *Store) Close() error {
+	s.tellMu.Lock()
+	defer s.tellMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closed = true
 	s.items = nil
+	s.mu.Unlock()
+	s.tellLocked()
+	for _, w := range s.watchers {
+		w.fn(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+	}
+	s.watchers = nil
+	s.mu.Lock()
+	s.watching = 0
+	s.pending = nil
+	s.mu.Unlock()
 	return nil
 }
