@@ -48,6 +48,19 @@
 // instead of N, while a lone writer pays for exactly one and waits for no
 // timer. Each write still compares versions inside the transaction, so
 // batching never weakens compare-and-set.
+//
+// # Watching
+//
+// A Store is an msalcache.Watcher, exact within the process (the only place
+// its file can be written from while it is open): the writer goroutine
+// tells every function registered with Watch of each Save (with its new
+// version) and Delete it committed, before any of those calls returns, and
+// the sweeper tells of each expired record it deletes. So once a write
+// through one Adapter has returned, no Adapter with msalcache.WithL1 over
+// the same Store serves what it overwrote or deleted. An expiry is told
+// only when the sweeper deletes the record (a Load reports it absent at
+// once), so it is left to the L1's MaxStale. A Store is also an
+// msalcache.Versioner, whose Version reads only a record's header.
 package boltstore
 
 import (
@@ -176,9 +189,11 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
-// Store is an msalcache.Store, msalcache.Lister and msalcache.Pinger backed
-// by a bbolt file. It is safe for concurrent use. The zero value is not
-// usable; call Open.
+// Store is an msalcache.Store, msalcache.Lister, msalcache.Pinger,
+// msalcache.Watcher and msalcache.Versioner backed by a bbolt file, so
+// that the Adapters of a process can share it with an L1 that is never
+// stale. It is safe for concurrent use. The zero value is not usable; call
+// Open.
 type Store struct {
 	db     *bolt.DB
 	path   string
@@ -192,12 +207,26 @@ type Store struct {
 	writes chan *writeOp
 	stop   chan struct{}  // closed by Close to end the background goroutines
 	bg     sync.WaitGroup // writer and sweeper
+
+	// tellMu is held by the writer and the sweeper from their write
+	// transaction until every watcher has been told of it, and while
+	// watchers are added or removed: so each watcher hears the changes of
+	// a key in commit order, and stop waits for a call in progress.
+	tellMu   sync.Mutex
+	watchers []*watcher
+}
+
+// watcher is one registration of Watch.
+type watcher struct {
+	fn func(msalcache.Change)
 }
 
 var (
-	_ msalcache.Store  = (*Store)(nil)
-	_ msalcache.Lister = (*Store)(nil)
-	_ msalcache.Pinger = (*Store)(nil)
+	_ msalcache.Store     = (*Store)(nil)
+	_ msalcache.Lister    = (*Store)(nil)
+	_ msalcache.Pinger    = (*Store)(nil)
+	_ msalcache.Watcher   = (*Store)(nil)
+	_ msalcache.Versioner = (*Store)(nil)
 )
 
 // Open opens the bbolt file at path, creating it with mode 0600 if it does
@@ -379,8 +408,49 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 	return value, version, nil
 }
 
+// Version implements msalcache.Versioner: it reads the version and expiry
+// from the record's header, without copying the value. A record that
+// cannot be decoded fails with an error wrapping ErrCorrupt, as in Load.
+func (s *Store) Version(ctx context.Context, key string) (msalcache.Version, error) {
+	if err := checkKey(key); err != nil {
+		return msalcache.NoVersion, err
+	}
+	if err := s.enter(ctx); err != nil {
+		return msalcache.NoVersion, err
+	}
+	defer s.calls.Done()
+	version := msalcache.NoVersion
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("boltstore: %w", err)
+		}
+		b, err := s.bucketOf(tx)
+		if err != nil {
+			return err
+		}
+		raw := b.Get([]byte(key)) // bbolt's memory map: nothing is copied
+		if raw == nil {
+			return msalcache.ErrNotFound
+		}
+		rec, err := decodeRecord(raw) // the header only; value aliases raw
+		if err != nil {
+			return fmt.Errorf("boltstore: version: %w", err)
+		}
+		if !rec.live(s.now().UnixNano()) {
+			return msalcache.ErrNotFound
+		}
+		version = rec.version
+		return nil
+	})
+	if err != nil {
+		return msalcache.NoVersion, err
+	}
+	return version, nil
+}
+
 // Save implements msalcache.Store. A record that cannot be decoded counts
-// as absent, so that Save with msalcache.NoVersion replaces it.
+// as absent, so that Save with msalcache.NoVersion replaces it. Every
+// watcher has been told of the new version when Save returns.
 func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
 	if err := checkKey(key); err != nil {
 		return msalcache.NoVersion, err
@@ -410,7 +480,9 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 	return op.version, nil
 }
 
-// Delete implements msalcache.Store.
+// Delete implements msalcache.Store. Every watcher has been told of the
+// deletion when it returns, even of an absent key (which may have been an
+// expired one, still held by an L1).
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := checkKey(key); err != nil {
 		return err
@@ -506,9 +578,54 @@ func (s *Store) Ping(ctx context.Context) error {
 	})
 }
 
-// Close waits for calls in progress, stops the sweeper and closes the file,
-// releasing its lock. Later calls fail with msalcache.ErrClosed; a second
-// Close returns nil.
+// Watch implements msalcache.Watcher. fn is told of every change committed
+// after Watch began, in commit order, first with ChangeWatchUp before
+// Watch returns. fn runs on the store's writer or sweeper goroutine, after
+// the transaction and before the writes it committed return: it may call
+// Load, Version and List, but a Save or Delete from fn deadlocks (it would
+// wait for the writer that is calling fn), and so do Watch, stop and Close.
+// ctx bounds only the call of Watch itself.
+//
+// stop removes fn, waiting for a call of fn in progress to return; later
+// calls of stop do nothing. Close tells every watcher ChangeWatchDown
+// (nothing is vouched for any more) as its last call.
+func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func(), err error) {
+	if fn == nil {
+		return nil, errors.New("boltstore: watch: nil func: pass the function to call for each change")
+	}
+	if err := s.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer s.calls.Done()
+	s.tellMu.Lock()
+	defer s.tellMu.Unlock()
+	w := &watcher{fn: fn}
+	s.watchers = append(s.watchers, w)
+	fn(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+	var once sync.Once
+	return func() { once.Do(func() { s.unwatch(w) }) }, nil
+}
+
+// unwatch removes w. Holding tellMu waits for a delivery in progress.
+func (s *Store) unwatch(w *watcher) {
+	s.tellMu.Lock()
+	defer s.tellMu.Unlock()
+	if i := slices.Index(s.watchers, w); i >= 0 {
+		s.watchers = slices.Delete(s.watchers, i, i+1)
+	}
+}
+
+// tellLocked tells every watcher of c; the caller holds tellMu.
+func (s *Store) tellLocked(c msalcache.Change) {
+	for _, w := range s.watchers {
+		w.fn(c)
+	}
+}
+
+// Close waits for calls in progress, stops the sweeper, tells every
+// watcher ChangeWatchDown and removes it, and closes the file, releasing
+// its lock. Later calls fail with msalcache.ErrClosed, Watch included; a
+// second Close returns nil.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -520,8 +637,44 @@ func (s *Store) Close() error {
 	s.calls.Wait()
 	close(s.stop)
 	s.bg.Wait()
+	s.tellMu.Lock()
+	s.tellLocked(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+	s.watchers = nil
+	s.tellMu.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("boltstore: close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// sweepChunk deletes those of keys that are still expired, in one write
+// transaction, and tells the watchers which it deleted.
+func (s *Store) sweepChunk(keys [][]byte) error {
+	s.tellMu.Lock()
+	defer s.tellMu.Unlock()
+	deleted := keys[:0]
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		deleted = keys[:0]
+		b, err := s.bucketOf(tx)
+		if err != nil {
+			return err
+		}
+		now := s.now().UnixNano()
+		for _, k := range keys {
+			if rec, err := decodeRecord(b.Get(k)); err == nil && !rec.live(now) {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+				deleted = append(deleted, k)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range deleted {
+		s.tellLocked(msalcache.Change{Kind: msalcache.ChangeKey, Key: string(k)})
 	}
 	return nil
 }
@@ -582,22 +735,7 @@ func (s *Store) sweep() error {
 			return err
 		}
 		if len(expired) > 0 {
-			err = s.db.Update(func(tx *bolt.Tx) error {
-				b, err := s.bucketOf(tx)
-				if err != nil {
-					return err
-				}
-				now := s.now().UnixNano()
-				for _, k := range expired {
-					if rec, err := decodeRecord(b.Get(k)); err == nil && !rec.live(now) {
-						if err := b.Delete(k); err != nil {
-							return err
-						}
-					}
-				}
-				return nil
-			})
-			if err != nil {
+			if err := s.sweepChunk(expired); err != nil {
 				return err
 			}
 		}

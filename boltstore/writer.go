@@ -108,8 +108,12 @@ func (s *Store) writer() {
 // commit applies ops in one write transaction and closes every op's done
 // channel. An operation that makes bbolt fail is reported alone and the
 // rest are retried without it, so one bad write does not fail its
-// neighbours.
+// neighbours. Every watcher is told of every committed write before any
+// done channel of the transaction is closed, so that a Save or Delete
+// returns only once every L1 in the process knows of it.
 func (s *Store) commit(ops []*writeOp) {
+	s.tellMu.Lock()
+	defer s.tellMu.Unlock()
 	for len(ops) > 0 {
 		failed := -1
 		err := s.db.Update(func(tx *bolt.Tx) error {
@@ -132,6 +136,13 @@ func (s *Store) commit(ops []*writeOp) {
 			close(op.done)
 			ops = slices.Delete(ops, failed, failed+1)
 			continue
+		}
+		if err == nil && len(s.watchers) > 0 {
+			for _, op := range ops {
+				if op.err == nil {
+					s.tellLocked(msalcache.Change{Kind: msalcache.ChangeKey, Key: string(op.key), Version: op.version})
+				}
+			}
 		}
 		for _, op := range ops {
 			if err != nil && op.err == nil {

@@ -1,0 +1,471 @@
+package boltstore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/boltstore"
+	"path/filepath"
+)
+
+// newStore opens a store in a new file, with a sweeper that these tests
+// do not meet.
+func newStore(t *testing.T) *boltstore.Store {
+	t.Helper()
+	return open(t, filepath.Join(t.TempDir(), "cache.db"), boltstore.WithSweepInterval(24*time.Hour))
+}
+
+// recorder is a watcher that keeps what it was told.
+type recorder struct {
+	mu      sync.Mutex
+	changes []msalcache.Change
+}
+
+func (r *recorder) fn(c msalcache.Change) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, c)
+}
+
+func (r *recorder) all() []msalcache.Change {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]msalcache.Change(nil), r.changes...)
+}
+
+// has reports whether r was told c.
+func (r *recorder) has(c msalcache.Change) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, got := range r.changes {
+		if got == c {
+			return true
+		}
+	}
+	return false
+}
+
+func watch(t *testing.T, s msalcache.Watcher) (*recorder, func()) {
+	t.Helper()
+	r := &recorder{}
+	stop, err := s.Watch(context.Background(), r.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.all(); len(got) != 1 || got[0].Kind != msalcache.ChangeWatchUp {
+		t.Fatalf("Watch returned after telling %+v; want ChangeWatchUp first", got)
+	}
+	return r, stop
+}
+
+func keyChange(key string, v msalcache.Version) msalcache.Change {
+	return msalcache.Change{Kind: msalcache.ChangeKey, Key: key, Version: v}
+}
+
+// Every watcher is told of a Save (with its version) and of a Delete
+// (NoVersion) before the call returns, from many writers at once, and
+// each in commit order: the versions of a key reach every watcher in the
+// order they were written.
+func TestWatchTellsEveryWatcherBeforeWriteReturns(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	defer s.Close()
+	r1, stop1 := watch(t, s)
+	defer stop1()
+	r2, stop2 := watch(t, s)
+	defer stop2()
+
+	v, err := s.Save(ctx, "k", []byte("one"), msalcache.NoVersion, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range []*recorder{r1, r2} {
+		if !r.has(keyChange("k", v)) {
+			t.Fatalf("watcher %d was not told of the Save before it returned: %+v", i+1, r.all())
+		}
+	}
+	if _, err := s.Save(ctx, "k", []byte("lost"), msalcache.NoVersion, 0); !errors.Is(err, msalcache.ErrConflict) {
+		t.Fatalf("create of an existing key = %v", err)
+	}
+	if err := s.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	want := []msalcache.Change{{Kind: msalcache.ChangeWatchUp}, keyChange("k", v), keyChange("k", msalcache.NoVersion)}
+	for i, r := range []*recorder{r1, r2} {
+		if got := r.all(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("watcher %d was told %+v; want %+v (a conflicting Save changes nothing)", i+1, got, want)
+		}
+	}
+
+	// Many writers on few keys.
+	const writers, rounds = 8, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := fmt.Sprint("key", w%3)
+			for range rounds {
+				cur, _ := s.Version(ctx, key)
+				v, err := s.Save(ctx, key, []byte("v"), cur, 0)
+				if errors.Is(err, msalcache.ErrConflict) {
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !r1.has(keyChange(key, v)) || !r2.has(keyChange(key, v)) {
+					errs <- fmt.Errorf("Save of %s returned version %d before every watcher was told", key, v)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, r := range []*recorder{r1, r2} {
+		last := map[string]msalcache.Version{}
+		for _, c := range r.all()[3:] {
+			if c.Version <= last[c.Key] {
+				t.Fatalf("watcher %d was told version %d of %s after %d: out of commit order", i+1, c.Version, c.Key, last[c.Key])
+			}
+			last[c.Key] = c.Version
+		}
+	}
+}
+
+// After stop returns, fn is not running and is never called again; stop
+// waits for a call in progress.
+func TestWatchStop(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	defer s.Close()
+	var inFn, calls atomic.Int32
+	entered, release := make(chan struct{}), make(chan struct{})
+	stop, err := s.Watch(ctx, func(c msalcache.Change) {
+		calls.Add(1)
+		if c.Kind != msalcache.ChangeKey {
+			return
+		}
+		inFn.Add(1)
+		defer inFn.Add(-1)
+		close(entered)
+		<-release
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := make(chan error, 1)
+	go func() {
+		_, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0)
+		saved <- err
+	}()
+	select {
+	case <-entered:
+	case err := <-saved:
+		t.Fatalf("Save returned (%v) without telling the watcher", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Save has not told the watcher within 10s")
+	}
+	stopped := make(chan int32, 1)
+	go func() {
+		stop()
+		stopped <- inFn.Load()
+	}()
+	select {
+	case n := <-stopped:
+		t.Fatalf("stop returned while fn was still running (%d calls in it)", n)
+	case err := <-saved:
+		t.Fatalf("Save returned (%v) while a watcher was still being told", err)
+	default:
+	}
+	close(release)
+	if n := <-stopped; n != 0 {
+		t.Fatalf("stop returned with %d calls of fn in progress", n)
+	}
+	if err := <-saved; err != nil {
+		t.Fatal(err)
+	}
+	n := calls.Load()
+	if _, err := s.Save(ctx, "k2", []byte("v"), msalcache.NoVersion, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	stop() // a second stop does nothing
+	if got := calls.Load(); got != n {
+		t.Fatalf("fn was called %d times after stop", got-n)
+	}
+}
+
+// Close tells every watcher ChangeWatchDown as its last call; Watch after
+// Close fails with ErrClosed.
+func TestWatchAfterClose(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	r, stop := watch(t, s)
+	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := r.all()
+	if last := got[len(got)-1]; last.Kind != msalcache.ChangeWatchDown {
+		t.Fatalf("a watcher's last call before Close returned was %+v; want ChangeWatchDown", last)
+	}
+	if _, err := s.Watch(ctx, func(msalcache.Change) { t.Error("fn called by a Watch that failed") }); !errors.Is(err, msalcache.ErrClosed) {
+		t.Fatalf("Watch after Close = %v; want ErrClosed", err)
+	}
+	_, _ = s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0)
+	_ = s.Delete(ctx, "k")
+	stop()
+	if err := s.Close(); err != nil {
+		t.Fatalf("a second Close = %v", err)
+	}
+	if n := len(r.all()); n != len(got) {
+		t.Fatalf("a watcher was called %d times after Close", n-len(got))
+	}
+	if _, err := s.Version(ctx, "k"); !errors.Is(err, msalcache.ErrClosed) {
+		t.Fatalf("Version after Close = %v; want ErrClosed", err)
+	}
+}
+
+// fn may read the store: it is called after the write transaction.
+func TestWatchFnMayLoad(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	defer s.Close()
+	var seen []string
+	stop, err := s.Watch(ctx, func(c msalcache.Change) {
+		if c.Kind == msalcache.ChangeKey {
+			b, _, err := s.Load(ctx, c.Key)
+			seen = append(seen, fmt.Sprintf("%s=%s %v", c.Key, b, err))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0); err != nil {
+		t.Fatal(err)
+	}
+	if want := "k=v <nil>"; len(seen) != 1 || seen[0] != want {
+		t.Fatalf("fn read %q; want [%s]", seen, want)
+	}
+}
+
+// The sweeper reports the expired records it deletes.
+func TestWatchSweepReportsExpiredRecords(t *testing.T) {
+	ctx := context.Background()
+	var now atomic.Int64
+	now.Store(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	s := open(t, filepath.Join(t.TempDir(), "cache.db"),
+		boltstore.WithClock(func() time.Time { return time.Unix(0, now.Load()) }),
+		boltstore.WithSweepInterval(5*time.Millisecond))
+	defer s.Close()
+	r, stop := watch(t, s)
+	defer stop()
+	if _, err := s.Save(ctx, "expiring", []byte("v"), msalcache.NoVersion, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	now.Add(int64(time.Minute))
+	for deadline := time.Now().Add(10 * time.Second); !r.has(keyChange("expiring", msalcache.NoVersion)); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sweeper has not reported the expired record within 10s: %+v", r.all())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	defer s.Close()
+	if _, err := s.Version(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+		t.Fatalf("Version of an absent key = %v; want ErrNotFound", err)
+	}
+	v1, err := s.Save(ctx, "k", []byte("one"), msalcache.NoVersion, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkVersion := func(want msalcache.Version) {
+		t.Helper()
+		got, err := s.Version(ctx, "k")
+		_, loaded, lerr := s.Load(ctx, "k")
+		if err != nil || lerr != nil || got != want || loaded != want {
+			t.Fatalf("Version = %d, %v; Load = %d, %v; want %d", got, err, loaded, lerr, want)
+		}
+	}
+	checkVersion(v1)
+	v2, err := s.Save(ctx, "k", []byte("two"), v1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v2 == v1 {
+		t.Fatal("a Save kept the version")
+	}
+	checkVersion(v2)
+	if err := s.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Version(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+		t.Fatalf("Version after Delete = %v; want ErrNotFound", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.Version(cctx, "k"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Version with a cancelled ctx = %v", err)
+	}
+	if _, err := s.Version(ctx, ""); err == nil {
+		t.Fatal("Version of the empty key succeeded")
+	}
+}
+
+// Version reports a record it cannot decode as Load does, and expiry at
+// its exact instant.
+func TestVersionCorruptAndExpired(t *testing.T) {
+	ctx := context.Background()
+	var now atomic.Int64
+	now.Store(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	s := open(t, filepath.Join(t.TempDir(), "cache.db"), boltstore.WithSweepInterval(24*time.Hour),
+		boltstore.WithClock(func() time.Time { return time.Unix(0, now.Load()) }))
+	defer s.Close()
+	for name, raw := range boltstore.CorruptRecords {
+		if err := boltstore.PutRaw(ctx, s, name, raw); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Version(ctx, name); !errors.Is(err, msalcache.ErrCorrupt) {
+			t.Errorf("Version of corrupt record %s = %v; want ErrCorrupt", name, err)
+		}
+	}
+	v, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now.Add(int64(time.Minute - 1))
+	if got, err := s.Version(ctx, "k"); err != nil || got != v {
+		t.Fatalf("Version 1ns before expiry = %d, %v; want %d", got, err, v)
+	}
+	now.Add(1)
+	if _, err := s.Version(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+		t.Fatalf("Version at the expiry instant = %v; want ErrNotFound", err)
+	}
+}
+
+func TestWatchNilFunc(t *testing.T) {
+	s := newStore(t)
+	defer s.Close()
+	if _, err := s.Watch(context.Background(), nil); err == nil {
+		t.Error("Watch(ctx, nil) succeeded")
+	}
+}
+
+// target stands in for MSAL's cache: what the adapter hands it on
+// Replace, and what it exports.
+type target struct {
+	mu   sync.Mutex
+	data []byte
+}
+
+func (c *target) Unmarshal(b []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.data = bytes.Clone(b)
+	return nil
+}
+
+func (c *target) Marshal() ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.data), nil
+}
+
+const (
+	appKey   = "c_t_AppTokenCache"
+	appToken = `{"AccessToken":{"at":{"client_id":"c","realm":"t","expires_on":"1900000000","secret":"%s"}}}`
+)
+
+func newL1Adapter(t *testing.T, s msalcache.Store) *msalcache.Adapter {
+	t.Helper()
+	// MaxStale of an hour: anything these tests see came through the push.
+	a, err := msalcache.New(s, msalcache.WithPlaintext(), msalcache.WithLogger(slog.New(slog.DiscardHandler)),
+		msalcache.WithL1(msalcache.L1Options{MaxStale: time.Hour}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// writeApp stores an app token through a, as MSAL's Export after a token
+// request does.
+func writeApp(t *testing.T, a *msalcache.Adapter, secret string) {
+	t.Helper()
+	c := &target{}
+	if err := a.Replace(context.Background(), c, cache.ReplaceHints{PartitionKey: appKey}); err != nil {
+		t.Fatal(err)
+	}
+	c.data = []byte(fmt.Sprintf(appToken, secret))
+	if err := a.Export(context.Background(), c, cache.ExportHints{PartitionKey: appKey}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readApp returns what a new client of a is handed for the app partition.
+func readApp(t *testing.T, a *msalcache.Adapter) string {
+	t.Helper()
+	c := &target{}
+	if err := a.Replace(context.Background(), c, cache.ReplaceHints{PartitionKey: appKey}); err != nil {
+		t.Fatal(err)
+	}
+	return string(c.data)
+}
+
+// Two Adapters with an L1 over one Store: B serves from memory, and a
+// write or a Remove through A reaches B's very next call, with MaxStale
+// an hour away.
+func TestTwoAdaptersWithL1(t *testing.T) {
+	s := newStore(t)
+	defer s.Close()
+	a, b := newL1Adapter(t, s), newL1Adapter(t, s)
+	writeApp(t, a, "one")
+	want := fmt.Sprintf(appToken, "one")
+	for range 3 {
+		if got := readApp(t, b); got != want {
+			t.Fatalf("b read %q; want %q", got, want)
+		}
+	}
+	if st := b.Stats(); st.L1Hits < 2 {
+		t.Fatalf("b's L1 served %d of 3 reads; the test needs the L1 in play", st.L1Hits)
+	}
+	writeApp(t, a, "two")
+	if got, want := readApp(t, b), fmt.Sprintf(appToken, "two"); got != want {
+		t.Fatalf("after a wrote, b read %q; want %q", got, want)
+	}
+	if err := a.Remove(context.Background(), appKey); err != nil {
+		t.Fatal(err)
+	}
+	if got := readApp(t, b); got != "{}" {
+		t.Fatalf("after a removed the partition, b read %q; want {}", got)
+	}
+	writeApp(t, b, "three") // and the other way round
+	if got, want := readApp(t, a), fmt.Sprintf(appToken, "three"); got != want {
+		t.Fatalf("after b wrote, a read %q; want %q", got, want)
+	}
+}
