@@ -195,17 +195,18 @@ var namespaces atomic.Int64
 // newAdapter builds an Adapter over store, encrypting with p unless it is
 // nil. Each gets a namespace of its own, so every invocation of a
 // benchmark starts from an empty partition.
-func newAdapter(b *testing.B, store msalcache.Store, p msalcache.Protector) *msalcache.Adapter {
+func newAdapter(b *testing.B, store msalcache.Store, p msalcache.Protector, extra ...msalcache.Option) *msalcache.Adapter {
 	opts := []msalcache.Option{msalcache.WithNamespace(fmt.Sprintf("bench%d", namespaces.Add(1)))}
 	if p != nil {
 		opts = append(opts, msalcache.WithProtector(p))
 	} else {
 		opts = append(opts, msalcache.WithPlaintext())
 	}
-	a, err := msalcache.New(store, opts...)
+	a, err := msalcache.New(store, append(opts, extra...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { a.Close() })
 	return a
 }
 
