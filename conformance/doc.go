@@ -11,7 +11,10 @@
 //     loses an update (under the race detector, with goroutines racing on one
 //     key), expiry, binary-safe values and keys of the documented alphabet,
 //     copies in and out, cancellation, ErrClosed after Close, and the
-//     optional Lister, Pinger and Volatile interfaces. Capabilities declares
+//     optional Lister, Pinger, Volatile, Watcher and Versioner interfaces
+//     (a write through another handle, Capabilities.OpenHandle, reaches a
+//     watch within a bound, and a push channel cut by
+//     Capabilities.BreakWatch is reported and recovers). Capabilities declares
 //     a store's value limit, TTL granularity and whether it evicts, and,
 //     through PutRaw and CorruptRecords, how to plant raw bytes past the
 //     store's record format: the suite then checks that a record the store

@@ -61,6 +61,25 @@ type Capabilities struct {
 	// which it only requires the store to survive. It is required when
 	// PutRaw is set.
 	CorruptRecords map[string][]byte
+
+	// OpenHandle returns another handle on the same data as s, as a second
+	// instance of the application would open: another client,
+	// connection or Store value over the same server, file or map. The
+	// Watch subtest writes through it and expects the watcher on s to hear
+	// of it, since an L1 must learn of writes made by other instances, not
+	// only of its own. The suite closes the handle when the subtest ends;
+	// close what else OpenHandle opened (a client) with t.Cleanup. nil
+	// means the suite uses s itself, which is right only for a store whose
+	// handles all share one Store value.
+	OpenHandle func(t *testing.T, s msalcache.Store) msalcache.Store
+
+	// BreakWatch cuts the channel through which s learns of changes, as a
+	// dropped connection or a failover would (for Redis: CLIENT KILL TYPE
+	// pubsub). The Watch subtest then expects s's watcher to be told
+	// ChangeWatchDown and then ChangeWatchUp again, and to hear changes
+	// after that. nil skips that part, for a store whose push cannot
+	// break (memstore tells its watchers in process).
+	BreakWatch func(t *testing.T, s msalcache.Store)
 }
 
 const (
@@ -87,6 +106,16 @@ const keyAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 // store cannot decode and checks that Load reports them as
 // msalcache.ErrCorrupt and that a Save with msalcache.NoVersion repairs
 // them.
+//
+// A store that implements msalcache.Watcher is checked in the Watch
+// subtest: the watch says ChangeWatchUp first; a Save and a Delete through
+// another handle (Capabilities.OpenHandle) reach it as ChangeKey within a
+// few seconds, with the version the Save returned; with
+// Capabilities.BreakWatch, a cut push channel is reported as
+// ChangeWatchDown and recovers with ChangeWatchUp; and stop ends the
+// calls. A msalcache.Versioner is checked in the Versioner subtest: the
+// version Load would return, and ErrNotFound for a deleted, expired or
+// absent key.
 //
 // Every subtest calls newStore for a store of its own and closes it when the
 // subtest ends (stores must therefore accept a second Close without
@@ -125,6 +154,8 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) msalcache.Store, ca
 		{"Lister", h.testLister},
 		{"Pinger", h.testPinger},
 		{"Volatile", h.testVolatile},
+		{"Watch", h.testWatch},
+		{"Versioner", h.testVersioner},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -647,8 +678,9 @@ func callPromptly(t *testing.T, what string, fn func() error) error {
 	}
 }
 
-// checkCtxErr calls Load, Save, Delete (and List and Ping when implemented)
-// with ctx and expects every one to fail with an error wrapping want.
+// checkCtxErr calls Load, Save, Delete (and List, Ping, Version and Watch
+// when implemented) with ctx and expects every one to fail with an error
+// wrapping want.
 func (h *storeHarness) checkCtxErr(t *testing.T, s msalcache.Store, ctx context.Context, want error) {
 	t.Helper()
 	mustSave(t, s, "present", []byte("x"), msalcache.NoVersion, 0)
@@ -674,6 +706,15 @@ func (h *storeHarness) checkCtxErr(t *testing.T, s msalcache.Store, ctx context.
 	}
 	if p, ok := s.(msalcache.Pinger); ok {
 		check("Ping", callPromptly(t, "Ping", func() error { return p.Ping(ctx) }))
+	}
+	if vr, ok := s.(msalcache.Versioner); ok {
+		check("Version", callPromptly(t, "Version", func() error {
+			_, err := vr.Version(ctx, "present")
+			return err
+		}))
+	}
+	if w, ok := s.(msalcache.Watcher); ok {
+		check("Watch", callPromptly(t, "Watch", func() error { return watchOnce(ctx, w) }))
 	}
 	// A call that was refused must not have happened.
 	wantNotFound(t, s, "new", "after Save was called with a done context")
@@ -718,6 +759,13 @@ func (h *storeHarness) testUseAfterClose(t *testing.T, s msalcache.Store) {
 		if err := p.Ping(ctx); err == nil {
 			t.Error("Ping after Close returned nil; a closed store does not answer")
 		}
+	}
+	if vr, ok := s.(msalcache.Versioner); ok {
+		_, err := vr.Version(ctx, "k")
+		check("Version", err)
+	}
+	if w, ok := s.(msalcache.Watcher); ok {
+		check("Watch", watchOnce(ctx, w))
 	}
 	func() {
 		defer func() {
@@ -1024,4 +1072,14 @@ func (h *storeHarness) testCorruptRecord(t *testing.T, s msalcache.Store) {
 		}
 		wantValue(t, s, key, []byte("after random"), msalcache.NoVersion)
 	}
+}
+
+// watchOnce calls Watch and, should it succeed, stops the watch at once:
+// for the checks that expect Watch to fail.
+func watchOnce(ctx context.Context, w msalcache.Watcher) error {
+	stop, err := w.Watch(ctx, func(msalcache.Change) {})
+	if err == nil && stop != nil {
+		stop()
+	}
+	return err
 }

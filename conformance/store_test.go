@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,24 +86,35 @@ func TestSuiteCatchesFaults(t *testing.T) {
 		{"corrupt-leak", "CorruptRecord", "quotes the record's bytes"},
 		{"corrupt-unlisted", "CorruptRecord", "is still a key"},
 		{"corrupt-panic", "CorruptRecord", "panicked on a record"},
+		{"never-up", "Watch", "must say ChangeWatchUp"},
+		{"drops-foreign", "Watch", "did not reach the watcher"},
+		{"wrong-version", "Watch", "but the write returned"},
+		{"calls-after-stop", "Watch", "stop must end the calls"},
+		{"no-recovery", "Watch", "the watch does not recover"},
+		{"break-unnoticed", "Watch", "was not told ChangeWatchDown"},
+		{"stale-version", "Versioner", "after another Save returned"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.fault+"/"+tc.subtest, func(t *testing.T) {
 			t.Parallel()
-			cmd := exec.Command(os.Args[0], "-test.run=^TestFaultyStore$/^"+tc.subtest+"$", "-test.v")
+			runner := "TestFaultyStore"
+			if hubFaults[tc.fault] {
+				runner = "TestFaultyWatcher"
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^"+runner+"$/^"+tc.subtest+"$", "-test.v")
 			cmd.Env = append(os.Environ(), faultEnv+"="+tc.fault)
 			out, err := cmd.CombinedOutput()
 			if err == nil {
 				t.Fatalf("the suite passed a store with fault %q:\n%s", tc.fault, out)
 			}
-			if !strings.Contains(string(out), "--- FAIL: TestFaultyStore/"+tc.subtest) {
+			if !strings.Contains(string(out), "--- FAIL: "+runner+"/"+tc.subtest) {
 				t.Fatalf("fault %q did not fail subtest %s:\n%s", tc.fault, tc.subtest, out)
 			}
 			if !strings.Contains(string(out), tc.message) || strings.Contains(string(out), "panic:") || strings.Contains(string(out), "goroutine ") {
 				t.Fatalf("fault %q failed %s without saying %q:\n%s", tc.fault, tc.subtest, tc.message, out)
 			}
 			for _, line := range strings.Split(string(out), "\n") {
-				if strings.Contains(line, "store.go:") {
+				if strings.Contains(line, "store.go:") || strings.Contains(line, "storewatch.go:") {
 					t.Log(strings.TrimSpace(line))
 				}
 			}
@@ -355,4 +367,286 @@ func (s *faultyStore) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	return nil
+}
+
+// hubStore is a handle on a watchHub, as a redisstore.Store is a handle on
+// a Redis server: every handle of one hub shares its data, and a watch on
+// any handle hears the writes of every handle, delivered later on the
+// hub's goroutine, as a subscription hears them. With a fault it breaks
+// one rule of msalcache.Watcher or msalcache.Versioner:
+//
+//   - never-up: a watch is never told ChangeWatchUp.
+//   - drops-foreign: a watch hears only its own handle's writes.
+//   - wrong-version: a Save is reported with a version it did not write.
+//   - calls-after-stop: stop returns without ending the calls.
+//   - no-recovery: a broken watch says ChangeWatchDown, never Up again.
+//   - break-unnoticed: a broken watch goes deaf without saying so.
+//   - stale-version: Version answers with the first version it read of a
+//     key, as a cache in front of the probe would.
+type hubStore struct {
+	hub    *watchHub
+	fault  string
+	closed atomic.Bool
+	mu     sync.Mutex
+	seen   map[string]msalcache.Version // for stale-version
+}
+
+// watchHub is the shared side of hubStores: their data (a memstore, whose
+// own Watch goes unused) and their watches.
+type watchHub struct {
+	data *memstore.Store
+
+	// deliverMu is held while fn is called, so that stop, by taking it,
+	// waits for a call in progress.
+	deliverMu sync.Mutex
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []hubItem
+	seq     uint64
+	watches map[*hubWatch]bool
+	done    bool
+	exited  chan struct{}
+}
+
+type hubItem struct {
+	seq    uint64
+	c      msalcache.Change
+	origin *hubStore // the handle that wrote, for drops-foreign
+	to     *hubWatch // nil: every watch that began before seq
+}
+
+type hubWatch struct {
+	owner *hubStore
+	fn    func(msalcache.Change)
+	since uint64 // the seq of its ChangeWatchUp: it hears nothing older
+	deaf  bool   // break-unnoticed: cut, and nobody says so
+}
+
+func newWatchHub(t *testing.T) *watchHub {
+	h := &watchHub{data: memstore.New(), watches: map[*hubWatch]bool{}, exited: make(chan struct{})}
+	h.cond = sync.NewCond(&h.mu)
+	go h.deliver()
+	t.Cleanup(func() {
+		h.mu.Lock()
+		h.done = true
+		h.cond.Broadcast()
+		h.mu.Unlock()
+		<-h.exited
+	})
+	return h
+}
+
+// enqueueLocked queues c; h.mu is held.
+func (h *watchHub) enqueueLocked(c msalcache.Change, origin *hubStore, to *hubWatch) uint64 {
+	h.seq++
+	h.queue = append(h.queue, hubItem{seq: h.seq, c: c, origin: origin, to: to})
+	h.cond.Broadcast()
+	return h.seq
+}
+
+func (h *watchHub) enqueue(c msalcache.Change, origin *hubStore) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.enqueueLocked(c, origin, nil)
+}
+
+// deliver is the hub's goroutine: it calls the watches' fns, in order.
+func (h *watchHub) deliver() {
+	defer close(h.exited)
+	for {
+		h.mu.Lock()
+		for len(h.queue) == 0 && !h.done {
+			h.cond.Wait()
+		}
+		if h.done {
+			h.mu.Unlock()
+			return
+		}
+		it := h.queue[0]
+		h.queue = h.queue[1:]
+		h.mu.Unlock()
+
+		h.deliverMu.Lock()
+		h.mu.Lock()
+		var fns []func(msalcache.Change)
+		for w := range h.watches {
+			switch {
+			case it.to != nil && it.to != w, it.to == nil && it.seq < w.since:
+			case it.to == nil && w.deaf:
+			case it.to == nil && w.owner.fault == "drops-foreign" && it.origin != w.owner:
+			default:
+				fns = append(fns, w.fn)
+			}
+		}
+		h.mu.Unlock()
+		for _, fn := range fns {
+			fn(it.c)
+		}
+		h.deliverMu.Unlock()
+	}
+}
+
+func newHubStore(t *testing.T, fault string) msalcache.Store {
+	return &hubStore{hub: newWatchHub(t), fault: fault}
+}
+
+// openHubHandle is hubStore's Capabilities.OpenHandle.
+func openHubHandle(t *testing.T, s msalcache.Store) msalcache.Store {
+	h := s.(*hubStore)
+	return &hubStore{hub: h.hub, fault: h.fault}
+}
+
+// breakHubWatch is hubStore's Capabilities.BreakWatch: s's watches are
+// cut, told so, and re-established, as a client reconnects.
+func breakHubWatch(t *testing.T, s msalcache.Store) {
+	h := s.(*hubStore)
+	hub := h.hub
+	hub.mu.Lock()
+	defer hub.mu.Unlock()
+	for w := range hub.watches {
+		if w.owner != h {
+			continue
+		}
+		if h.fault == "break-unnoticed" {
+			w.deaf = true
+			continue
+		}
+		hub.enqueueLocked(msalcache.Change{Kind: msalcache.ChangeWatchDown}, h, w)
+		if h.fault != "no-recovery" {
+			hub.enqueueLocked(msalcache.Change{Kind: msalcache.ChangeWatchUp}, h, w)
+		}
+	}
+}
+
+func (s *hubStore) enter(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return msalcache.ErrClosed
+	}
+	return nil
+}
+
+func (s *hubStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+	if err := s.enter(ctx); err != nil {
+		return nil, 0, err
+	}
+	return s.hub.data.Load(ctx, key)
+}
+
+func (s *hubStore) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+	if err := s.enter(ctx); err != nil {
+		return 0, err
+	}
+	v, err := s.hub.data.Save(ctx, key, value, ifVersion, ttl)
+	if err == nil {
+		told := v
+		if s.fault == "wrong-version" {
+			told = v + 1
+		}
+		s.hub.enqueue(msalcache.Change{Kind: msalcache.ChangeKey, Key: key, Version: told}, s)
+	}
+	return v, err
+}
+
+func (s *hubStore) Delete(ctx context.Context, key string) error {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	err := s.hub.data.Delete(ctx, key)
+	if err == nil {
+		s.hub.enqueue(msalcache.Change{Kind: msalcache.ChangeKey, Key: key}, s)
+	}
+	return err
+}
+
+func (s *hubStore) Version(ctx context.Context, key string) (msalcache.Version, error) {
+	if err := s.enter(ctx); err != nil {
+		return 0, err
+	}
+	v, err := s.hub.data.Version(ctx, key)
+	if s.fault == "stale-version" && err == nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if old, ok := s.seen[key]; ok {
+			return old, nil
+		}
+		if s.seen == nil {
+			s.seen = map[string]msalcache.Version{}
+		}
+		s.seen[key] = v
+	}
+	return v, err
+}
+
+func (s *hubStore) Watch(ctx context.Context, fn func(msalcache.Change)) (func(), error) {
+	if err := s.enter(ctx); err != nil {
+		return nil, err
+	}
+	hub := s.hub
+	w := &hubWatch{owner: s, fn: fn}
+	hub.mu.Lock()
+	if s.fault == "never-up" {
+		w.since = hub.seq + 1
+	} else {
+		w.since = hub.enqueueLocked(msalcache.Change{Kind: msalcache.ChangeWatchUp}, s, w)
+	}
+	hub.watches[w] = true
+	hub.mu.Unlock()
+	if s.fault == "calls-after-stop" {
+		return func() {}, nil
+	}
+	return func() { s.unwatch(w) }, nil
+}
+
+// unwatch removes w; taking deliverMu waits for a call of fn in progress.
+func (s *hubStore) unwatch(w *hubWatch) {
+	s.hub.deliverMu.Lock()
+	defer s.hub.deliverMu.Unlock()
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	delete(s.hub.watches, w)
+}
+
+func (s *hubStore) Close() error {
+	s.closed.Store(true)
+	s.hub.deliverMu.Lock()
+	defer s.hub.deliverMu.Unlock()
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	for w := range s.hub.watches {
+		if w.owner == s {
+			delete(s.hub.watches, w)
+		}
+	}
+	return nil
+}
+
+// hubFaults are the faults of hubStore, run by TestFaultyWatcher.
+var hubFaults = map[string]bool{
+	"never-up": true, "drops-foreign": true, "wrong-version": true, "calls-after-stop": true,
+	"no-recovery": true, "break-unnoticed": true, "stale-version": true,
+}
+
+// hubCaps are the capabilities TestFaultyWatcher and TestFaultFreeWatcher
+// declare for hubStore.
+var hubCaps = conformance.Capabilities{OpenHandle: openHubHandle, BreakWatch: breakHubWatch}
+
+// TestFaultFreeWatcher runs the whole suite on hubStore without a fault:
+// it must pass, so each failure TestSuiteCatchesFaults sees from
+// TestFaultyWatcher comes from the fault it injected.
+func TestFaultFreeWatcher(t *testing.T) {
+	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store { return newHubStore(t, "") }, hubCaps)
+}
+
+// TestFaultyWatcher runs the suite on a hubStore with the fault named by
+// faultEnv; TestSuiteCatchesFaults expects it to fail.
+func TestFaultyWatcher(t *testing.T) {
+	fault := os.Getenv(faultEnv)
+	if fault == "" {
+		t.Skip("run by TestSuiteCatchesFaults")
+	}
+	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store { return newHubStore(t, fault) }, hubCaps)
 }
