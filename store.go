@@ -149,7 +149,7 @@ const (
 )
 
 // Versioner is implemented by stores that can read a key's version without
-// its value, for less than a Load (memcached's meta get, a few bytes of a
+// its value, for less than a Load (a record header: bbolt, memstore, a few bytes of a
 // Redis record). An Adapter with WithL1 uses it to revalidate an entry
 // older than MaxStale instead of loading the partition again.
 type Versioner interface {
