@@ -26,7 +26,10 @@
 //     optional Protector, Adapter options) behind real MSAL-Go clients that
 //     talk to an entratest token endpoint, and counts token requests, so
 //     that a cache hit, a cross-user leak or a lost token shows up as a
-//     number.
+//     number. Its L1 subtests run two instances with msalcache.WithL1: a
+//     token renewed or a user signed out on one is what the other serves
+//     once the change reached it, nothing older than MaxStale is served
+//     with the push cut, and the hot path makes no store call.
 //
 // RunStoreBenchmarks measures any store the way the Adapter uses it, so
 // that every backend's figures compare.

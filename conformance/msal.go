@@ -43,6 +43,13 @@ type MSALSetup struct {
 	// Damaged names the damaged records PutRaw plants (for example the
 	// store's Capabilities.CorruptRecords); the suite adds a 3-byte value.
 	Damaged map[string][]byte
+	// SkipLoadTests skips the suite's load subtests,
+	// ManyWritersLoseNothing and SharedClientManyUsers, and nothing else.
+	// They cost most of the suite's time and measure the Adapter's
+	// retries and lending under load, which do not depend on how a store
+	// is deployed: set it for a second topology of a store on which they
+	// already ran (redisstore sets it for Sentinel and Cluster).
+	SkipLoadTests bool
 
 	// newAdapter, when set, builds every adapter the suite puts behind
 	// MSAL in place of msalcache.New, so that the suite's own test can run
@@ -63,6 +70,7 @@ type suiteAdapter interface {
 	Remove(ctx context.Context, partitionKey string) error
 	Stats() msalcache.Stats
 	StoreKey(partitionKey string) string
+	Close() error
 }
 
 // Values the suite's MSAL clients use.
@@ -82,6 +90,13 @@ const (
 // client pitfalls are handled, concurrent writers lose nothing, and a
 // failing store never fails a token call. Token-endpoint request counts
 // prove every cache hit.
+//
+// The L1 subtests run two instances with msalcache.WithL1 over the store:
+// a token renewed on one is served by the other, and a sign-out on one
+// reaches the other, once the change reached it (through the store's push
+// when it is a msalcache.Watcher, else after MaxStale); with the push cut,
+// nothing older than MaxStale is served; and with the partition confirmed,
+// silent calls make no store call at all.
 func RunMSALTests(t *testing.T, setup MSALSetup) {
 	t.Helper()
 	if setup.NewStore == nil {
@@ -99,14 +114,29 @@ func RunMSALTests(t *testing.T, setup MSALSetup) {
 	run("ForeignBytesNeverStored", testForeignBytesNeverStored)
 	run("RemovedUserNeverServed", testRemovedUserNeverServed)
 	run("ConcurrentWritersLoseNothing", testConcurrentWriters)
+	// load runs a load subtest unless the setup already ran it on
+	// another topology of the same store.
+	load := func(name string, test func(f *fixture)) {
+		if setup.SkipLoadTests {
+			t.Run(name, func(t *testing.T) {
+				t.Skip("MSALSetup.SkipLoadTests: this load subtest ran on another topology of the store")
+			})
+			return
+		}
+		run(name, test)
+	}
 	if setup.NewProtector == nil {
 		// The suite's costliest subtest, and what it proves (retries of
 		// compare-and-set) does not depend on encryption.
-		run("ManyWritersLoseNothing", testManyWritersLoseNothing)
+		load("ManyWritersLoseNothing", testManyWritersLoseNothing)
 	}
 	run("FailingStoreNeverFailsTokenCalls", testFailingStore)
 	run("SlowStoreBoundedByTimeout", testSlowStore)
-	run("SharedClientManyUsers", testSharedClient)
+	load("SharedClientManyUsers", testSharedClient)
+	run("L1RefreshOnAServedOnB", testL1RefreshOnAServedOnB)
+	run("L1RemoveOnAReachesB", testL1RemoveOnAReachesB)
+	run("L1NeverOlderThanMaxStale", testL1NeverOlderThanMaxStale)
+	run("L1HotPathNoStoreCalls", testL1HotPath)
 	if setup.NewProtector != nil {
 		run("NothingInClear", testNothingInClear)
 	}
@@ -175,6 +205,8 @@ func (f *fixture) adapter(store msalcache.Store, opts ...msalcache.Option) suite
 	if err != nil {
 		f.t.Fatalf("msalcache.New: %v", err)
 	}
+	// Ends the L1's watch before the caller's cleanup closes the store.
+	f.t.Cleanup(func() { a.Close() })
 	return a
 }
 

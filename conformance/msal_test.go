@@ -37,7 +37,16 @@ var brokenCases = []struct{ broken, subtest, message string }{
 	{"stores-in-clear", "NothingInClear", "in clear"},
 	{"never-stores", "AppTokenSharedByInstances", "another token than the one instance 1 stored"},
 	{"never-stores", "UserServedOnAnotherInstance", "account not in the cache"},
+	{"l1-deaf", "L1RefreshOnAServedOnB", "its L1 ignores other instances' writes"},
+	{"l1-deaf", "L1RemoveOnAReachesB", "once the sign-out had reached B"},
+	{"l1-ignores-maxstale", "L1NeverOlderThanMaxStale", "does not bound staleness by MaxStale"},
+	{"l1-reads-through", "L1HotPathNoStoreCalls", "does not serve the hot path from memory"},
 }
+
+// l1Subtests are the subtests that run "none-nopush", the unbroken adapter
+// over a store that cannot push, so that the L1 scenarios' MaxStale path
+// is proven to pass a correct adapter too.
+var l1Subtests = []string{"L1RefreshOnAServedOnB", "L1RemoveOnAReachesB", "L1NeverOlderThanMaxStale", "L1HotPathNoStoreCalls"}
 
 // TestMSALSuiteCatchesBrokenAdapters proves that RunMSALTests fails
 // adapters that break what it exists to check, each in the subtest meant
@@ -53,18 +62,23 @@ func TestMSALSuiteCatchesBrokenAdapters(t *testing.T) {
 			subtests = append(subtests, tc.subtest)
 		}
 	}
-	t.Run("none", func(t *testing.T) {
-		t.Parallel()
-		out, err := runBroken("none", "("+strings.Join(subtests, "|")+")")
-		if err != nil {
-			t.Fatalf("the unbroken adapter failed the subtests that catch the broken ones (%v):\n%s", err, out)
-		}
-		for _, name := range subtests {
-			if !strings.Contains(out, "--- PASS: TestBrokenAdapter/"+name+" ") {
-				t.Fatalf("subtest %s did not run:\n%s", name, out)
+	for _, none := range []struct {
+		name     string
+		subtests []string
+	}{{"none", subtests}, {"none-nopush", l1Subtests}} {
+		t.Run(none.name, func(t *testing.T) {
+			t.Parallel()
+			out, err := runBroken(none.name, "("+strings.Join(none.subtests, "|")+")")
+			if err != nil {
+				t.Fatalf("the unbroken adapter failed the subtests that catch the broken ones (%v):\n%s", err, out)
 			}
-		}
-	})
+			for _, name := range none.subtests {
+				if !strings.Contains(out, "--- PASS: TestBrokenAdapter/"+name+" ") {
+					t.Fatalf("subtest %s did not run:\n%s", name, out)
+				}
+			}
+		})
+	}
 	for _, tc := range brokenCases {
 		t.Run(tc.broken+"/"+tc.subtest, func(t *testing.T) {
 			t.Parallel()
@@ -98,7 +112,8 @@ func runBroken(broken, pattern string) (string, error) {
 
 // TestBrokenAdapter runs the MSAL suite, encrypted, on memstore behind the
 // adapter named by brokenEnv; TestMSALSuiteCatchesBrokenAdapters expects it
-// to fail, or to pass for "none".
+// to fail, or to pass for "none" and "none-nopush" (memstore without its
+// Watcher and Versioner: a store that cannot push).
 func TestBrokenAdapter(t *testing.T) {
 	broken := os.Getenv(brokenEnv)
 	if broken == "" {
@@ -108,6 +123,9 @@ func TestBrokenAdapter(t *testing.T) {
 		NewStore: func(t *testing.T) msalcache.Store {
 			s := memstore.New()
 			t.Cleanup(func() { s.Close() })
+			if broken == "none-nopush" {
+				return struct{ msalcache.Store }{s}
+			}
 			return s
 		},
 		NewProtector: testring.New,
@@ -135,6 +153,12 @@ func TestBrokenAdapter(t *testing.T) {
 //   - fails-on-store-error: a store failure fails the token call.
 //   - stores-in-clear: ignores the Protector.
 //   - never-stores: shares nothing between instances.
+//   - l1-deaf: its L1 never hears the store's pushes (the store below it
+//     swallows every ChangeKey and keeps the watch up), so it serves what
+//     it holds until MaxStale whatever another instance wrote.
+//   - l1-ignores-maxstale: its L1 trusts an entry for an hour, whatever
+//     MaxStale was asked for.
+//   - l1-reads-through: Replace reads the store before consulting the L1.
 type brokenAdapter struct {
 	*msalcache.Adapter
 	fault     string
@@ -147,13 +171,20 @@ func newBrokenAdapter(fault string, store msalcache.Store, protector msalcache.P
 	// to a shared store: on memstore, without the race detector,
 	// instances' writes would otherwise overlap too rarely for
 	// ConcurrentWritersLoseNothing to see one lost every time.
-	store = &remoteStore{Store: store, blind: fault == "last-writer-wins"}
+	if fault == "l1-deaf" {
+		_, store = newProbe(store, true)
+	}
+	w, _ := store.(msalcache.Watcher)
+	v, _ := store.(msalcache.Versioner)
+	store = withCaps(&remoteStore{Store: store, blind: fault == "last-writer-wins"}, w, v)
 	b := &brokenAdapter{fault: fault, store: store, protector: protector}
 	switch fault {
 	case "one-partition":
 		opts = append(opts, msalcache.WithSinglePartition())
 	case "stores-in-clear":
 		protector = nil
+	case "l1-ignores-maxstale":
+		opts = append(opts, msalcache.WithL1(msalcache.L1Options{MaxStale: time.Hour}))
 	}
 	a, err := newAdapter(store, protector, opts)
 	if err != nil {
@@ -180,6 +211,10 @@ func (b *brokenAdapter) Replace(ctx context.Context, u cache.Unmarshaler, h cach
 			return errors.New("broken adapter: the store failed")
 		}
 		return nil
+	case "l1-reads-through":
+		if _, _, err := b.store.Load(ctx, b.StoreKey(h.PartitionKey)); err != nil && !errors.Is(err, msalcache.ErrNotFound) {
+			return err
+		}
 	}
 	return b.Adapter.Replace(ctx, u, h)
 }
@@ -249,7 +284,8 @@ func (b *brokenAdapter) Remove(ctx context.Context, partitionKey string) error {
 	return b.Adapter.Remove(ctx, partitionKey)
 }
 
-// remoteStore is a store a round trip away. When blind, it turns the
+// remoteStore is a store a round trip away (newBrokenAdapter passes on the
+// Watcher and Versioner of the store beneath). When blind, it turns the
 // Adapter's compare-and-set into an overwrite: every Save replaces what
 // the store holds, whatever version the Adapter loaded.
 type remoteStore struct {
@@ -285,4 +321,37 @@ func (s *remoteStore) Save(ctx context.Context, key string, v []byte, ifv msalca
 func (s *remoteStore) Delete(ctx context.Context, key string) error {
 	time.Sleep(roundTrip)
 	return s.Store.Delete(ctx, key)
+}
+
+// TestSkipLoadTests: MSALSetup.SkipLoadTests skips the two load subtests
+// and nothing else. It runs the suite on plaintext, where both exist, in a
+// child process limited to them and one other subtest.
+func TestSkipLoadTests(t *testing.T) {
+	if os.Getenv(brokenEnv) == "skip-load" {
+		RunMSALTests(t, MSALSetup{
+			NewStore: func(t *testing.T) msalcache.Store {
+				s := memstore.New()
+				t.Cleanup(func() { s.Close() })
+				return s
+			},
+			SkipLoadTests: true,
+		})
+		return
+	}
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSkipLoadTests$/^(ManyWritersLoseNothing|SharedClientManyUsers|AppTokenSharedByInstances)$", "-test.v")
+	cmd.Env = append(os.Environ(), brokenEnv+"=skip-load")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the suite failed with SkipLoadTests (%v):\n%s", err, out)
+	}
+	for _, want := range []string{
+		"--- SKIP: TestSkipLoadTests/ManyWritersLoseNothing ",
+		"--- SKIP: TestSkipLoadTests/SharedClientManyUsers ",
+		"--- PASS: TestSkipLoadTests/AppTokenSharedByInstances ",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("with SkipLoadTests the output lacks %q:\n%s", want, out)
+		}
+	}
 }
