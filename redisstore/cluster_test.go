@@ -49,7 +49,7 @@ func TestCluster(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
 			return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(smallMax))
-		}, conformance.Capabilities{MaxValueSize: smallMax})
+		}, withWatch(conformance.Capabilities{MaxValueSize: smallMax}, clusterDeployment(t, cl).newClient))
 	})
 
 	t.Run("Example", func(t *testing.T) {

@@ -37,12 +37,25 @@ func withRaw(caps conformance.Capabilities) conformance.Capabilities {
 	return caps
 }
 
+// withWatch adds to caps what the Watch subtest needs: a second handle on
+// a store's keys, through a client of its own from newClient (another
+// instance of the application), and a way to cut the subscription.
+func withWatch(caps conformance.Capabilities, newClient func(t testing.TB) redis.UniversalClient) conformance.Capabilities {
+	caps.OpenHandle = func(t *testing.T, s msalcache.Store) msalcache.Store {
+		return redisstore.New(newClient(t), redisstore.WithPrefix(redisstore.Prefix(s)), redisstore.WithMaxValueSize(caps.MaxValueSize))
+	}
+	caps.BreakWatch = func(t *testing.T, s msalcache.Store) {
+		killPubSub(t, redisstore.Client(s))
+	}
+	return caps
+}
+
 func TestConformanceSingle(t *testing.T) {
-	srv := testserver.Redis(t)
-	c := newClient(t, &redis.Options{Addr: srv.Addr()})
+	d := singleDeployment(t)
+	c := d.newClient(t)
 	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
 		return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(singleMax))
-	}, withRaw(conformance.Capabilities{MaxValueSize: singleMax}))
+	}, withWatch(withRaw(conformance.Capabilities{MaxValueSize: singleMax}), d.newClient))
 }
 
 func TestDefaultMaxValueSize(t *testing.T) {
@@ -88,11 +101,13 @@ func TestSentinel(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
 			return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(smallMax))
-		}, withRaw(conformance.Capabilities{MaxValueSize: smallMax}))
+		}, withWatch(withRaw(conformance.Capabilities{MaxValueSize: smallMax}), sentinelDeployment(setup).newClient))
 	})
 	t.Run("Example", func(t *testing.T) {
 		checkExample(t, newSentinel(setup.MasterName(), setup.SentinelAddrs()))
 	})
+	t.Run("Watch", func(t *testing.T) { runWatchTests(t, sentinelDeployment(setup)) })
+	t.Run("WatchFailover", func(t *testing.T) { testWatchFailover(t, setup) })
 	t.Run("Failover", func(t *testing.T) {
 		ctx := context.Background()
 		prefix := freshPrefix()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/msalcache/msalcache"
+	"github.com/redis/go-redis/v9"
 )
 
 // PutRaw is the conformance suite's Capabilities.PutRaw for this store: it
@@ -28,3 +29,22 @@ var CorruptRecords = map[string][]byte{
 	"zero-version-with-value": append(make([]byte, headerSize), `{"AccessToken":{"k":{"secret":"at"}}}`...),
 	"7-bytes":                 []byte("secret!"),
 }
+
+// WatchBarrier returns once the Watch callbacks in progress on s have
+// returned: a test that saw one watcher told of a change knows, after it,
+// that every watcher of s was.
+func WatchBarrier(s *Store) {
+	s.watch.mu.Lock()
+	//lint:ignore SA2001 waiting for the lock is the point
+	s.watch.mu.Unlock()
+}
+
+// Prefix returns the prefix s was built with, so that a test can open a
+// second handle on the same keys.
+func Prefix(s msalcache.Store) string { return s.(*Store).prefix }
+
+// Client returns the client s was built on.
+func Client(s msalcache.Store) redis.UniversalClient { return s.(*Store).c }
+
+// Channel returns the channel s publishes its changes on.
+func Channel(s *Store) string { return s.channel }

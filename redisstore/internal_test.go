@@ -208,3 +208,25 @@ func TestContextTimeoutEnabledDetected(t *testing.T) {
 		tc.c.Close()
 	}
 }
+
+// TestChangeMessage: what Save and Delete publish reads back as the change
+// it announces, and nothing else parses as one.
+func TestChangeMessage(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		v   msalcache.Version
+	}{
+		{"k", 1}, {"tc/ns/AbC-_.:/9", 0xffffffffffffffff}, {"deleted", msalcache.NoVersion}, {"x", 0x10},
+	} {
+		msg := changeMessage(tc.key, tc.v)
+		got, ok := parseChange(string(msg))
+		if want := (msalcache.Change{Kind: msalcache.ChangeKey, Key: tc.key, Version: tc.v}); !ok || got != want {
+			t.Errorf("parseChange(%q) = %+v, %v; want %+v", msg, got, ok, want)
+		}
+	}
+	for _, bad := range []string{"", "k", "k ", " 1", "k 1g", "k +1", "k -1", "k 0x1", "k 10000000000000000", "k 1_0"} {
+		if got, ok := parseChange(bad); ok {
+			t.Errorf("parseChange(%q) = %+v, want a refusal", bad, got)
+		}
+	}
+}

@@ -626,3 +626,40 @@ func TestLoadReturnsACopy(t *testing.T) {
 		t.Fatalf("second Load saw the first caller's change: %q..., %v", b2[:3], err)
 	}
 }
+
+// TestPublishDeniedByACL: a Redis 7 ACL user is given no pub/sub channel
+// unless granted one. Every write publishes, so such a user's Save and
+// Delete must fail, write nothing, and say what to grant.
+func TestPublishDeniedByACL(t *testing.T) {
+	ctx := context.Background()
+	srv, admin, _ := newSingle(t)
+	if err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">pw", "resetchannels", "~*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, &redis.Options{Addr: srv.Addr(), Username: "app", Password: "pw"})
+	s := redisstore.New(c)
+	ref := redisstore.New(admin)
+	v, err := ref.Save(ctx, "k", []byte("v1"), msalcache.NoVersion, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Save(ctx, "k", []byte("v2"), v, time.Minute); err == nil || !strings.Contains(err.Error(), "ACL SETUSER <user> &msalcache:changes:*") {
+		t.Fatalf("Save without the channel = %v, want an error naming the grant", err)
+	}
+	if err := s.Delete(ctx, "k"); err == nil || !strings.Contains(err.Error(), "&msalcache:changes:*") {
+		t.Fatalf("Delete without the channel = %v, want an error naming the grant", err)
+	}
+	if b, got, err := ref.Load(ctx, "k"); err != nil || got != v || string(b) != "v1" {
+		t.Fatalf("after the refused calls the key holds %q, %#x, %v; want v1, %#x untouched", b, got, err, v)
+	}
+	// Granted the channels the error names, the same user writes.
+	if err := admin.Do(ctx, "ACL", "SETUSER", "app", "&msalcache:changes:*").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Save(ctx, "k", []byte("v2"), v, time.Minute); err != nil {
+		t.Fatalf("Save with the channel granted = %v", err)
+	}
+	if err := s.Delete(ctx, "k"); err != nil {
+		t.Fatalf("Delete with the channel granted = %v", err)
+	}
+}

@@ -1,0 +1,724 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/testserver"
+	"github.com/msalcache/msalcache/redisstore"
+	"github.com/redis/go-redis/v9"
+)
+
+// watchLimit bounds every wait for a notification. Delivery takes
+// milliseconds; the limit is for a loaded 2-core machine under -race, and
+// for the health check (a stalled connection is noticed within about 2 s).
+const watchLimit = 15 * time.Second
+
+// recorder collects what a Watch callback is told.
+type recorder struct {
+	mu      sync.Mutex
+	changes []msalcache.Change
+	at      []time.Time
+	notify  chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1)} }
+
+func (r *recorder) fn(ch msalcache.Change) {
+	r.mu.Lock()
+	r.changes = append(r.changes, ch)
+	r.at = append(r.at, time.Now())
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+// snapshot returns what was recorded so far.
+func (r *recorder) snapshot() ([]msalcache.Change, []time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.changes), slices.Clone(r.at)
+}
+
+// waitFrom waits until a change at index from or later satisfies match,
+// and returns its index, or fails the test after watchLimit.
+func (r *recorder) waitFrom(t *testing.T, from int, what string, match func(msalcache.Change) bool) int {
+	t.Helper()
+	deadline := time.NewTimer(watchLimit)
+	defer deadline.Stop()
+	for {
+		changes, _ := r.snapshot()
+		for i := from; i < len(changes); i++ {
+			if match(changes[i]) {
+				return i
+			}
+		}
+		select {
+		case <-r.notify:
+		case <-deadline.C:
+			t.Fatalf("waited %v for %s; the watch reported %s", watchLimit, what, describe(changes[min(from, len(changes)):]))
+		}
+	}
+}
+
+// len returns how many changes were recorded.
+func (r *recorder) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.changes)
+}
+
+func isKind(k msalcache.ChangeKind) func(msalcache.Change) bool {
+	return func(ch msalcache.Change) bool { return ch.Kind == k }
+}
+
+func isKey(key string, v msalcache.Version) func(msalcache.Change) bool {
+	return func(ch msalcache.Change) bool {
+		return ch.Kind == msalcache.ChangeKey && ch.Key == key && ch.Version == v
+	}
+}
+
+func describe(changes []msalcache.Change) string {
+	if len(changes) == 0 {
+		return "nothing"
+	}
+	var s []string
+	for _, ch := range changes {
+		switch ch.Kind {
+		case msalcache.ChangeWatchUp:
+			s = append(s, "up")
+		case msalcache.ChangeWatchDown:
+			s = append(s, "down")
+		default:
+			s = append(s, fmt.Sprintf("%s@%x", ch.Key, uint64(ch.Version)))
+		}
+	}
+	if len(s) > 20 {
+		s = append(s[:10], fmt.Sprintf("... %d more ...", len(s)-20), s[len(s)-10])
+	}
+	return fmt.Sprint(s)
+}
+
+// watch starts a watch of s recorded by a new recorder, stopped when the
+// test ends, and waits for it to come up.
+func watch(t *testing.T, s *redisstore.Store) (*recorder, func()) {
+	t.Helper()
+	r := newRecorder()
+	stop, err := s.Watch(context.Background(), r.fn)
+	if err != nil {
+		t.Fatalf("Watch = %v", err)
+	}
+	t.Cleanup(stop)
+	if i := r.waitFrom(t, 0, "the watch to come up", isKind(msalcache.ChangeWatchUp)); i != 0 {
+		changes, _ := r.snapshot()
+		t.Fatalf("the first change reported was not ChangeWatchUp: %s", describe(changes))
+	}
+	return r, stop
+}
+
+// deployment is a way to reach one Redis deployment with as many clients
+// as a test needs.
+type deployment struct {
+	name      string
+	newClient func(t testing.TB) redis.UniversalClient
+	// kill cuts every pubsub connection of the deployment.
+	kill func(t *testing.T, c redis.UniversalClient)
+	// server is the single node's server, nil for other deployments.
+	server *testserver.RedisServer
+}
+
+func singleDeployment(t *testing.T) deployment {
+	srv := testserver.Redis(t)
+	return deployment{
+		name: "single",
+		newClient: func(t testing.TB) redis.UniversalClient {
+			return newClient(t, &redis.Options{Addr: srv.Addr()})
+		},
+		kill:   killPubSub,
+		server: srv,
+	}
+}
+
+func clusterDeployment(t *testing.T, cl *testserver.RedisClusterServer) deployment {
+	return deployment{
+		name:      "cluster",
+		newClient: func(t testing.TB) redis.UniversalClient { return newClusterClient(t, cl) },
+		kill:      killPubSub,
+	}
+}
+
+func sentinelDeployment(setup *testserver.SentinelSetup) deployment {
+	return deployment{
+		name:      "sentinel",
+		newClient: func(t testing.TB) redis.UniversalClient { return newFailoverClient(t, setup) },
+		kill:      killPubSub,
+	}
+}
+
+// killPubSub runs CLIENT KILL TYPE pubsub on every node c reaches: on
+// Cluster every node, else the server c sends commands to.
+func killPubSub(t *testing.T, c redis.UniversalClient) {
+	t.Helper()
+	ctx := context.Background()
+	kill := func(ctx context.Context, c *redis.Client) error {
+		return c.ClientKillByFilter(ctx, "TYPE", "pubsub").Err()
+	}
+	var err error
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		err = cc.ForEachShard(ctx, kill)
+	} else {
+		err = c.ClientKillByFilter(ctx, "TYPE", "pubsub").Err()
+	}
+	if err != nil {
+		t.Fatalf("CLIENT KILL TYPE pubsub: %v", err)
+	}
+}
+
+// handles returns two stores on the same data, each on a client of its
+// own, as two instances of an application have.
+func (d deployment) handles(t *testing.T) (a, b *redisstore.Store) {
+	prefix := freshPrefix()
+	a = redisstore.New(d.newClient(t), redisstore.WithPrefix(prefix))
+	b = redisstore.New(d.newClient(t), redisstore.WithPrefix(prefix))
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// runWatchTests checks, on one deployment, that the writes and deletes of
+// one handle reach the other's watcher, all of them and quickly, and that
+// a cut subscription is reported and recovers.
+func runWatchTests(t *testing.T, d deployment) {
+	t.Run("Delivery", func(t *testing.T) { testWatchDelivery(t, d) })
+	t.Run("ClientKill", func(t *testing.T) { testWatchClientKill(t, d) })
+	t.Run("AdaptersShareThroughL1", func(t *testing.T) { testAdaptersShareThroughL1(t, d) })
+}
+
+// watchMessages is how many writes the delivery test times.
+const watchMessages = 300
+
+func testWatchDelivery(t *testing.T, d deployment) {
+	ctx := context.Background()
+	a, b := d.handles(t)
+	rec, _ := watch(t, a)
+
+	// A write and a delete through b, each announced with its version.
+	v, err := b.Save(ctx, "k", []byte("v1"), msalcache.NoVersion, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := rec.waitFrom(t, 0, "the Save of k", isKey("k", v))
+	if err := b.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	i = rec.waitFrom(t, i+1, "the Delete of k", isKey("k", msalcache.NoVersion))
+
+	// A conflicting Save writes nothing and announces nothing; a write
+	// through a reaches its own watcher too.
+	if _, err := b.Save(ctx, "k", []byte("stale"), v, time.Minute); !errors.Is(err, msalcache.ErrConflict) {
+		t.Fatalf("stale Save = %v, want ErrConflict", err)
+	}
+	v2, err := a.Save(ctx, "k", []byte("v2"), msalcache.NoVersion, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := rec.waitFrom(t, i+1, "a's own Save of k", isKey("k", v2))
+	if changes, _ := rec.snapshot(); j != i+1 {
+		t.Fatalf("between the Delete and a's Save the watch reported %s; the conflicting Save must announce nothing", describe(changes[i+1:j]))
+	}
+
+	// watchMessages writes in a row: every one arrives, once, and soon. On
+	// Cluster the keys live on three masters, whose messages travel the
+	// cluster bus apart: only the order of one key's changes is kept.
+	start := rec.len()
+	sent := make(map[string]time.Time, watchMessages)
+	versions := make(map[string]msalcache.Version, watchMessages)
+	for n := range watchMessages {
+		k := fmt.Sprintf("d%d", n)
+		sent[k] = time.Now()
+		versions[k], err = b.Save(ctx, k, []byte("v"), msalcache.NoVersion, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var delays []time.Duration
+	deadline := time.Now().Add(watchLimit)
+	for next := start; len(delays) < watchMessages; {
+		changes, at := rec.snapshot()
+		for ; next < len(changes); next++ {
+			ch := changes[next]
+			if ch.Kind != msalcache.ChangeKey || ch.Version != versions[ch.Key] {
+				t.Fatalf("the watch reported %s during the timed writes", describe(changes[next:next+1]))
+			}
+			delays = append(delays, at[next].Sub(sent[ch.Key]))
+			delete(versions, ch.Key)
+		}
+		if len(delays) < watchMessages {
+			if time.Now().After(deadline) {
+				t.Fatalf("after %v, %d of %d writes were announced", watchLimit, len(delays), watchMessages)
+			}
+			select {
+			case <-rec.notify:
+			case <-time.After(time.Until(deadline)):
+			}
+		}
+	}
+	slices.Sort(delays)
+	pct := func(p int) time.Duration { return delays[(len(delays)-1)*p/100].Round(10 * time.Microsecond) }
+	t.Logf("%s: %d of %d writes announced, delay from the start of Save to the callback: p50 %v, p90 %v, p99 %v, max %v",
+		d.name, len(delays), watchMessages, pct(50), pct(90), pct(99), pct(100))
+}
+
+func testWatchClientKill(t *testing.T, d deployment) {
+	ctx := context.Background()
+	a, b := d.handles(t)
+	rec, _ := watch(t, a)
+	from := rec.len()
+	start := time.Now()
+	d.kill(t, d.newClient(t))
+	i := rec.waitFrom(t, from, "ChangeWatchDown after CLIENT KILL TYPE pubsub", isKind(msalcache.ChangeWatchDown))
+	down := time.Since(start)
+	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the kill", isKind(msalcache.ChangeWatchUp))
+	t.Logf("%s: down %v after the kill, up again %v after it", d.name, down.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	if changes, _ := rec.snapshot(); j != i+1 {
+		t.Fatalf("between down and up the watch reported %s", describe(changes[i+1:j]))
+	}
+	// Up means subscribed: the next change arrives.
+	v, err := b.Save(ctx, "after-kill", []byte("v"), msalcache.NoVersion, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFrom(t, j+1, "a change after the watch recovered", isKey("after-kill", v))
+}
+
+func TestWatchSingle(t *testing.T) {
+	runWatchTests(t, singleDeployment(t))
+}
+
+func TestWatchCluster(t *testing.T) {
+	cl := testserver.RedisCluster(t, 3)
+	d := clusterDeployment(t, cl)
+	runWatchTests(t, d)
+	// Resharding moves keys, not subscriptions: classic PUBLISH reaches
+	// every node, so the watch stays up and hears writes to the moved
+	// slot from its new owner.
+	t.Run("SlotMigration", func(t *testing.T) {
+		ctx := context.Background()
+		a, b := d.handles(t)
+		rec, _ := watch(t, a)
+		const k = "moving"
+		v, err := b.Save(ctx, k, []byte("v1"), msalcache.NoVersion, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := rec.waitFrom(t, 0, "the write before the migration", isKey(k, v))
+		c := d.newClient(t).(*redis.ClusterClient)
+		slot64, err := c.ClusterKeySlot(ctx, redisstore.Prefix(b)+k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slot := int(slot64)
+		from := cl.SlotOwner(t, slot)
+		cl.MigrateSlot(t, slot, from, (from+1)%3)
+		if got := cl.SlotOwner(t, slot); got == from {
+			t.Fatalf("slot %d still on node %d", slot, from)
+		}
+		v2, err := b.Save(ctx, k, []byte("v2"), v, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j := rec.waitFrom(t, i+1, "the write after the migration", isKey(k, v2))
+		if changes, _ := rec.snapshot(); j != i+1 {
+			t.Fatalf("across the migration the watch reported %s", describe(changes[i+1:j+1]))
+		}
+	})
+}
+
+// TestWatchStalledConnection freezes the server (SIGSTOP): the
+// subscription's connection stays open but nothing answers, which only the
+// health check can notice. The watch must go down within about 2 s, and
+// come up again once the server is thawed.
+func TestWatchStalledConnection(t *testing.T) {
+	d := singleDeployment(t)
+	srv := d.server
+	a, b := d.handles(t)
+	rec, _ := watch(t, a)
+	from := rec.len()
+	start := time.Now()
+	srv.Freeze()
+	thawed := false
+	defer func() {
+		if !thawed {
+			srv.Thaw()
+		}
+	}()
+	i := rec.waitFrom(t, from, "ChangeWatchDown with the server frozen", isKind(msalcache.ChangeWatchDown))
+	down := time.Since(start)
+	// watchInterval+watchTimeout is 2 s; the rest is slack for a loaded
+	// machine. A watch that never noticed would wait for watchLimit.
+	if down > 5*time.Second {
+		t.Errorf("a stalled subscription was reported down after %v; the health check promises about 2 s", down)
+	}
+	srv.Thaw()
+	thawed = true
+	thaw := time.Now()
+	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the thaw", isKind(msalcache.ChangeWatchUp))
+	t.Logf("down %v after the freeze; up %v after the thaw", down.Round(time.Millisecond), time.Since(thaw).Round(time.Millisecond))
+	v, err := b.Save(context.Background(), "after-thaw", []byte("v"), msalcache.NoVersion, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFrom(t, j+1, "a change after the thaw", isKey("after-thaw", v))
+}
+
+// numSub returns how many subscribers the channel has on the server c
+// talks to.
+func numSub(t *testing.T, c redis.UniversalClient, channel string) int64 {
+	t.Helper()
+	n, err := c.PubSubNumSub(context.Background(), channel).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n[channel]
+}
+
+// waitNumSub polls numSub until it is want.
+func waitNumSub(t *testing.T, c redis.UniversalClient, channel string, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(watchLimit)
+	for {
+		got := numSub(t, c, channel)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("PUBSUB NUMSUB %s = %d after %v, want %d", channel, got, watchLimit, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWatchOneSubscriptionPerStore: every Watch of a Store shares one
+// subscription, each is told everything (a late one starts with
+// ChangeWatchUp at once), stop waits for the callback in progress, the last
+// stop unsubscribes, and a Watch after that subscribes again.
+func TestWatchOneSubscriptionPerStore(t *testing.T) {
+	ctx := context.Background()
+	d := singleDeployment(t)
+	a, b := d.handles(t)
+	c := d.newClient(t)
+	ch := redisstore.Channel(a)
+	if n := numSub(t, c, ch); n != 0 {
+		t.Fatalf("%d subscribers before any Watch: the subscription must start lazily", n)
+	}
+	r1, stop1 := watch(t, a)
+	r2 := newRecorder()
+	stop2, err := a.Watch(ctx, r2.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Already up: the second watcher is told so before Watch returns.
+	if changes, _ := r2.snapshot(); len(changes) != 1 || changes[0].Kind != msalcache.ChangeWatchUp {
+		t.Fatalf("a Watch on a store whose subscription is up was told %s before it returned, want up", describe(changes))
+	}
+	if n := numSub(t, c, ch); n != 1 {
+		t.Fatalf("two Watches on one Store: %d subscribers, want 1", n)
+	}
+	v, err := b.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1.waitFrom(t, 0, "the change on watcher 1", isKey("k", v))
+	r2.waitFrom(t, 0, "the change on watcher 2", isKey("k", v))
+
+	// A callback in progress holds up stop; none runs after it returns.
+	entered, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	stopped, lateCalls := false, 0
+	blocking := true
+	stop3, err := a.Watch(ctx, func(ch msalcache.Change) {
+		mu.Lock()
+		if stopped {
+			lateCalls++
+		}
+		block := blocking && ch.Kind == msalcache.ChangeKey
+		blocking = blocking && !block
+		mu.Unlock()
+		if block {
+			close(entered)
+			<-release
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Save(ctx, "k2", []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	stopDone := make(chan struct{})
+	go func() {
+		stop3()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		close(stopDone)
+	}()
+	select {
+	case <-stopDone:
+		t.Fatal("stop returned while its callback was still running")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	<-stopDone
+	for n := range 20 {
+		if _, err := b.Save(ctx, fmt.Sprintf("late%d", n), []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r1.waitFrom(t, 0, "the last late write", func(ch msalcache.Change) bool { return ch.Key == "late19" })
+	redisstore.WatchBarrier(a)
+	mu.Lock()
+	if lateCalls != 0 {
+		t.Errorf("a stopped watcher was called %d times after stop returned", lateCalls)
+	}
+	mu.Unlock()
+
+	// Stopping twice is harmless; the last stop unsubscribes.
+	stop1()
+	stop1()
+	if n := numSub(t, c, ch); n != 1 {
+		t.Fatalf("one Watch left: %d subscribers, want 1", n)
+	}
+	stop2()
+	waitNumSub(t, c, ch, 0)
+	n := r2.len()
+	if _, err := b.Save(ctx, "k3", []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// And a new Watch subscribes afresh.
+	r4, _ := watch(t, a)
+	if got := r2.len(); got != n {
+		t.Fatalf("a stopped watcher was told %d more changes", got-n)
+	}
+	v5, err := b.Save(ctx, "k5", []byte("v"), msalcache.NoVersion, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r4.waitFrom(t, 0, "a change on the renewed subscription", isKey("k5", v5))
+}
+
+// testWatchFailover fails the Sentinel master over under a watch. The
+// subscription sits on the old master, which stays up as a replica, so no
+// connection breaks: the store must notice the new master (its run_id),
+// report the watch down, subscribe on the new master and report it up, and
+// then hear what is written there.
+func testWatchFailover(t *testing.T, setup *testserver.SentinelSetup) {
+	ctx := context.Background()
+	d := sentinelDeployment(setup)
+	a, b := d.handles(t)
+	rec, _ := watch(t, a)
+	before := setup.Master()
+	if n := numSub(t, newClient(t, &redis.Options{Addr: before.Addr()}), redisstore.Channel(a)); n != 1 {
+		t.Fatalf("the master has %d subscribers of the channel, want 1", n)
+	}
+	from := rec.len()
+	start := time.Now()
+	setup.Failover(t)
+	done := time.Now()
+	i := rec.waitFrom(t, from, "ChangeWatchDown across the failover", isKind(msalcache.ChangeWatchDown))
+	downAt := time.Since(start)
+	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the failover", isKind(msalcache.ChangeWatchUp))
+	t.Logf("failover took %v; watch down %v and up %v after it began",
+		done.Sub(start).Round(time.Millisecond), downAt.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	if n := numSub(t, newClient(t, &redis.Options{Addr: setup.Master().Addr()}), redisstore.Channel(a)); n != 1 {
+		t.Fatalf("after the watch came up again, the new master has %d subscribers of the channel, want 1", n)
+	}
+	// b's client may still be learning the new master (a write to the
+	// demoted one fails READONLY).
+	deadline := time.Now().Add(watchLimit)
+	for {
+		v, err := b.Save(ctx, "after-failover", []byte("v"), msalcache.NoVersion, time.Minute)
+		if err == nil {
+			rec.waitFrom(t, j+1, "a change written on the new master", isKey("after-failover", v))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Save after the failover = %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestWatchClose: Close tells the watchers that changes are no longer
+// reported, unsubscribes, and a Watch after it fails with ErrClosed.
+func TestWatchClose(t *testing.T) {
+	d := singleDeployment(t)
+	a, _ := d.handles(t)
+	c := d.newClient(t)
+	rec, stop := watch(t, a)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if changes, _ := rec.snapshot(); len(changes) != 2 || changes[1].Kind != msalcache.ChangeWatchDown {
+		t.Fatalf("after Close the watcher was told %s, want up, down", describe(changes))
+	}
+	waitNumSub(t, c, redisstore.Channel(a), 0)
+	stop() // harmless after Close
+	if _, err := a.Watch(context.Background(), rec.fn); !errors.Is(err, msalcache.ErrClosed) {
+		t.Fatalf("Watch after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestWatchRefusals: a Ring cannot be watched (its shards do not share
+// messages), and a nil callback or a done ctx is refused.
+func TestWatchRefusals(t *testing.T) {
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
+	if _, err := redisstore.New(ring).Watch(context.Background(), func(msalcache.Change) {}); err == nil || !strings.Contains(err.Error(), "Ring") {
+		t.Errorf("Watch on a Ring = %v, want an error naming the Ring", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	s := redisstore.New(c)
+	if _, err := s.Watch(context.Background(), nil); err == nil {
+		t.Error("Watch with a nil callback succeeded")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Watch(ctx, func(msalcache.Change) {}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Watch with a cancelled ctx = %v, want Canceled", err)
+	}
+}
+
+// TestWatchForeignMessage: a message on the channel that is not of this
+// store's format names no key this store can trust, so the watch reports
+// down and up, which flushes an L1, and goes on.
+func TestWatchForeignMessage(t *testing.T) {
+	ctx := context.Background()
+	d := singleDeployment(t)
+	a, b := d.handles(t)
+	c := d.newClient(t)
+	rec, _ := watch(t, a)
+	for _, msg := range []string{"nospace", "key nothex", "key ", " 1", "key 12345678901234567"} {
+		from := rec.len()
+		if err := c.Publish(ctx, redisstore.Channel(a), msg).Err(); err != nil {
+			t.Fatal(err)
+		}
+		i := rec.waitFrom(t, from, fmt.Sprintf("down after %q", msg), isKind(msalcache.ChangeWatchDown))
+		if i != from {
+			changes, _ := rec.snapshot()
+			t.Fatalf("%q was reported as %s", msg, describe(changes[from:]))
+		}
+		rec.waitFrom(t, i+1, fmt.Sprintf("up after %q", msg), isKind(msalcache.ChangeWatchUp))
+	}
+	v, err := b.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFrom(t, 0, "a change after the foreign messages", isKey("k", v))
+}
+
+// TestExampleWatch runs what ExampleStore_Watch does against a real
+// server.
+func TestExampleWatch(t *testing.T) {
+	d := singleDeployment(t)
+	a, b := d.handles(t)
+	got, err := watchOtherInstance(context.Background(), a, b)
+	if want := []string{"watch up", "key example written", "key example deleted"}; err != nil || !slices.Equal(got, want) {
+		t.Fatalf("watchOtherInstance = %q, %v; want %q", got, err, want)
+	}
+}
+
+// TestWatchServerRestart kills the server under a watch: the watch goes
+// down at once, keeps trying while nothing listens, and comes up once the
+// server is back (empty: the L1 must not trust anything from before).
+func TestWatchServerRestart(t *testing.T) {
+	d := singleDeployment(t)
+	a, b := d.handles(t)
+	rec, _ := watch(t, a)
+	from := rec.len()
+	start := time.Now()
+	d.server.Kill()
+	i := rec.waitFrom(t, from, "ChangeWatchDown after the kill", isKind(msalcache.ChangeWatchDown))
+	down := time.Since(start)
+	d.server.Restart(t)
+	restarted := time.Now()
+	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the restart", isKind(msalcache.ChangeWatchUp))
+	t.Logf("down %v after the kill; up %v after the server answered again", down.Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond))
+	v, err := b.Save(context.Background(), "after-restart", []byte("v"), msalcache.NoVersion, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFrom(t, j+1, "a change after the restart", isKey("after-restart", v))
+}
+
+// TestWatchConcurrentStartStop starts and stops watches from several
+// goroutines while another handle writes, under the race detector: no
+// callback runs after its stop returned, and each watcher that came up
+// saw ChangeWatchUp first.
+func TestWatchConcurrentStartStop(t *testing.T) {
+	ctx := context.Background()
+	d := singleDeployment(t)
+	a, b := d.handles(t)
+	writing, wrote := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for n := 0; ; n++ {
+			select {
+			case <-writing:
+				return
+			default:
+			}
+			if _, err := b.Save(ctx, fmt.Sprintf("w%d", n%50), []byte("v"), msalcache.NoVersion, time.Minute); err != nil && !errors.Is(err, msalcache.ErrConflict) {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				var mu sync.Mutex
+				var seen []msalcache.Change
+				stopped := false
+				stop, err := a.Watch(ctx, func(ch msalcache.Change) {
+					mu.Lock()
+					defer mu.Unlock()
+					if stopped {
+						t.Errorf("goroutine %d watch %d: called after stop returned", g, i)
+					}
+					seen = append(seen, ch)
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				time.Sleep(time.Duration(i) * time.Millisecond)
+				stop()
+				mu.Lock()
+				stopped = true
+				if len(seen) > 0 && seen[0].Kind != msalcache.ChangeWatchUp {
+					t.Errorf("goroutine %d watch %d: first change %s, want up", g, i, describe(seen[:1]))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(writing)
+	<-wrote
+	// Every watch stopped: the subscription ended.
+	waitNumSub(t, d.newClient(t), redisstore.Channel(a), 0)
+}
