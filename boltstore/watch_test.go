@@ -1,20 +1,19 @@
 package boltstore_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
+	"path/filepath"
+
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/boltstore"
-	"path/filepath"
+	"github.com/msalcache/msalcache/internal/storetest"
 )
 
 // newStore opens a store in a new file, with a sweeper that these tests
@@ -376,96 +375,11 @@ func TestWatchNilFunc(t *testing.T) {
 	}
 }
 
-// target stands in for MSAL's cache: what the adapter hands it on
-// Replace, and what it exports.
-type target struct {
-	mu   sync.Mutex
-	data []byte
-}
-
-func (c *target) Unmarshal(b []byte) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.data = bytes.Clone(b)
-	return nil
-}
-
-func (c *target) Marshal() ([]byte, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return bytes.Clone(c.data), nil
-}
-
-const (
-	appKey   = "c_t_AppTokenCache"
-	appToken = `{"AccessToken":{"at":{"client_id":"c","realm":"t","expires_on":"1900000000","secret":"%s"}}}`
-)
-
-func newL1Adapter(t *testing.T, s msalcache.Store) *msalcache.Adapter {
-	t.Helper()
-	// MaxStale of an hour: anything these tests see came through the push.
-	a, err := msalcache.New(s, msalcache.WithPlaintext(), msalcache.WithLogger(slog.New(slog.DiscardHandler)),
-		msalcache.WithL1(msalcache.L1Options{MaxStale: time.Hour}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	return a
-}
-
-// writeApp stores an app token through a, as MSAL's Export after a token
-// request does.
-func writeApp(t *testing.T, a *msalcache.Adapter, secret string) {
-	t.Helper()
-	c := &target{}
-	if err := a.Replace(context.Background(), c, cache.ReplaceHints{PartitionKey: appKey}); err != nil {
-		t.Fatal(err)
-	}
-	c.data = []byte(fmt.Sprintf(appToken, secret))
-	if err := a.Export(context.Background(), c, cache.ExportHints{PartitionKey: appKey}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// readApp returns what a new client of a is handed for the app partition.
-func readApp(t *testing.T, a *msalcache.Adapter) string {
-	t.Helper()
-	c := &target{}
-	if err := a.Replace(context.Background(), c, cache.ReplaceHints{PartitionKey: appKey}); err != nil {
-		t.Fatal(err)
-	}
-	return string(c.data)
-}
-
 // Two Adapters with an L1 over one Store: B serves from memory, and a
 // write or a Remove through A reaches B's very next call, with MaxStale
 // an hour away.
 func TestTwoAdaptersWithL1(t *testing.T) {
 	s := newStore(t)
 	defer s.Close()
-	a, b := newL1Adapter(t, s), newL1Adapter(t, s)
-	writeApp(t, a, "one")
-	want := fmt.Sprintf(appToken, "one")
-	for range 3 {
-		if got := readApp(t, b); got != want {
-			t.Fatalf("b read %q; want %q", got, want)
-		}
-	}
-	if st := b.Stats(); st.L1Hits < 2 {
-		t.Fatalf("b's L1 served %d of 3 reads; the test needs the L1 in play", st.L1Hits)
-	}
-	writeApp(t, a, "two")
-	if got, want := readApp(t, b), fmt.Sprintf(appToken, "two"); got != want {
-		t.Fatalf("after a wrote, b read %q; want %q", got, want)
-	}
-	if err := a.Remove(context.Background(), appKey); err != nil {
-		t.Fatal(err)
-	}
-	if got := readApp(t, b); got != "{}" {
-		t.Fatalf("after a removed the partition, b read %q; want {}", got)
-	}
-	writeApp(t, b, "three") // and the other way round
-	if got, want := readApp(t, a), fmt.Sprintf(appToken, "three"); got != want {
-		t.Fatalf("after b wrote, a read %q; want %q", got, want)
-	}
+	storetest.ExactL1(t, s)
 }

@@ -1,17 +1,14 @@
 package memcachestore_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/storetest"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/memcachestore"
 )
@@ -30,31 +27,6 @@ func TestNeitherWatcherNorVersioner(t *testing.T) {
 	}
 }
 
-// target stands in for MSAL's cache: what the adapter hands it on
-// Replace, and what it exports.
-type target struct {
-	mu   sync.Mutex
-	data []byte
-}
-
-func (c *target) Unmarshal(b []byte) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.data = bytes.Clone(b)
-	return nil
-}
-
-func (c *target) Marshal() ([]byte, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return bytes.Clone(c.data), nil
-}
-
-const (
-	appKey   = "c_t_AppTokenCache"
-	appToken = `{"AccessToken":{"at":{"client_id":"c","realm":"t","expires_on":"1900000000","secret":"%s"}}}`
-)
-
 // Two Adapters with an L1 over one memcached: B may serve what it
 // confirmed for MaxStale, but never longer. A write or a Remove through A
 // is what every read of B that starts more than MaxStale after it
@@ -65,35 +37,9 @@ func TestTwoAdaptersWithL1BoundedStaleness(t *testing.T) {
 	s := memcachestore.New(newClient(t, srv.Addr()), memcachestore.WithPrefix(uniquePrefix("l1:")))
 	defer s.Close()
 	const maxStale = 200 * time.Millisecond
-	newAdapter := func() *msalcache.Adapter {
-		a, err := msalcache.New(s, msalcache.WithPlaintext(), msalcache.WithLogger(slog.New(slog.DiscardHandler)),
-			msalcache.WithL1(msalcache.L1Options{MaxStale: maxStale}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { a.Close() })
-		return a
-	}
-	ctx := context.Background()
-	read := func(a *msalcache.Adapter) string {
-		t.Helper()
-		c := &target{}
-		if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: appKey}); err != nil {
-			t.Fatal(err)
-		}
-		return string(c.data)
-	}
-	write := func(a *msalcache.Adapter, secret string) {
-		t.Helper()
-		c := &target{}
-		if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: appKey}); err != nil {
-			t.Fatal(err)
-		}
-		c.data = []byte(fmt.Sprintf(appToken, secret))
-		if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: appKey}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	newAdapter := func() *msalcache.Adapter { return storetest.NewL1Adapter(t, s, maxStale) }
+	read := func(a *msalcache.Adapter) string { t.Helper(); return storetest.ReadApp(t, a) }
+	write := func(a *msalcache.Adapter, secret string) { t.Helper(); storetest.WriteApp(t, a, secret) }
 	// seenWithin reads through b until it gets want, failing if a read
 	// that started more than maxStale after changed returned anything
 	// else, or if want does not come within a generous deadline.
@@ -121,7 +67,7 @@ func TestTwoAdaptersWithL1BoundedStaleness(t *testing.T) {
 
 	a, b := newAdapter(), newAdapter()
 	write(a, "one")
-	one := fmt.Sprintf(appToken, "one")
+	one := fmt.Sprintf(storetest.AppToken, "one")
 	for range 3 {
 		if got := read(b); got != one {
 			t.Fatalf("b read %q; want %q", got, one)
@@ -131,9 +77,9 @@ func TestTwoAdaptersWithL1BoundedStaleness(t *testing.T) {
 		t.Fatal("b's L1 served none of 3 reads in a row; the test needs the L1 in play")
 	}
 	write(a, "two")
-	seenWithin(b, time.Now(), one, fmt.Sprintf(appToken, "two"))
-	if err := a.Remove(ctx, appKey); err != nil {
+	seenWithin(b, time.Now(), one, fmt.Sprintf(storetest.AppToken, "two"))
+	if err := a.Remove(context.Background(), storetest.AppKey); err != nil {
 		t.Fatal(err)
 	}
-	seenWithin(b, time.Now(), fmt.Sprintf(appToken, "two"), "{}")
+	seenWithin(b, time.Now(), fmt.Sprintf(storetest.AppToken, "two"), "{}")
 }
