@@ -836,15 +836,15 @@ func testSlowStore(f *fixture) {
 	}
 }
 
-// SharedClientFigures are the outcome of one run of the shared-client
+// sharedClientFigures are the outcome of one run of the shared-client
 // scenario. ExtraTokenRequests leaves out the refresh-token
 // redemptions the scenario asks for on purpose (one call in ten asks for a
 // scope not yet cached).
-type SharedClientFigures struct {
+type sharedClientFigures struct {
 	Calls, Failures, WrongTokens, ExtraTokenRequests int
 }
 
-func (s SharedClientFigures) String() string {
+func (s sharedClientFigures) String() string {
 	return fmt.Sprintf("%d silent calls: %d failed, %d got another user's token, %d extra token requests",
 		s.Calls, s.Failures, s.WrongTokens, s.ExtraTokenRequests)
 }
@@ -852,7 +852,7 @@ func (s SharedClientFigures) String() string {
 // sharedClientRun signs users in, then runs goroutines×perG silent calls
 // for them at once, through client (a shared client, when not nil) or a new
 // client per call.
-func (f *fixture) sharedClientRun(a suiteAdapter, shared bool, goroutines, perG int) SharedClientFigures {
+func (f *fixture) sharedClientRun(a suiteAdapter, shared bool, goroutines, perG int) sharedClientFigures {
 	f.t.Helper()
 	users := f.users
 	signer := f.confidential(a, suiteTenant)
@@ -902,7 +902,7 @@ func (f *fixture) sharedClientRun(a suiteAdapter, shared bool, goroutines, perG 
 			}
 		}
 	}
-	return SharedClientFigures{
+	return sharedClientFigures{
 		Calls:              goroutines * perG,
 		Failures:           int(failures.Load()),
 		WrongTokens:        int(wrong.Load()),
