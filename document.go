@@ -40,26 +40,28 @@ type document struct {
 }
 
 // parseDocument splits MSAL's cache JSON into sections and entries. It
-// checks the whole blob is valid JSON, then walks its structure without
-// decoding the entries, which stay slices of b: an Export parses every
-// blob it writes, and encoding/json's decoding made that the cost of a
-// write.
+// walks the blob once, checking its syntax as it goes, without decoding the
+// entries, which stay slices of b: an Export parses every blob it writes,
+// and encoding/json's decoding (later json.Valid followed by a second walk)
+// made that parse the cost of a write. Anything encoding/json would reject
+// is errNotCacheShape (FuzzValidJSON and FuzzParseDocument hold the two to
+// the same verdict).
 func parseDocument(b []byte) (*document, error) {
-	if !json.Valid(b) {
-		return nil, errNotCacheShape
-	}
 	s := scanner{b: b}
 	if s.next() != '{' {
 		return nil, errNotCacheShape
 	}
+	s.depth = 1 // the document's own braces, as encoding/json counts them
 	d := &document{}
 	if s.peek() == '}' {
-		return d, nil
+		s.i++
+		return d, s.end()
 	}
 	for {
 		name := s.key()
 		i := slices.Index(sectionNames[:], name)
 		switch {
+		case s.bad:
 		case i < 0:
 			if d.extra == nil {
 				d.extra = make(map[string]json.RawMessage)
@@ -73,16 +75,42 @@ func parseDocument(b []byte) (*document, error) {
 		default:
 			d.sections[i] = s.entries()
 		}
-		if s.next() != ',' {
-			return d, nil // '}': json.Valid vouched for the rest
+		switch s.next() {
+		case ',':
+		case '}':
+			return d, s.end()
+		default:
+			return nil, errNotCacheShape
 		}
 	}
 }
 
-// scanner walks JSON that json.Valid accepted, so it trusts the syntax.
+// maxDepth is encoding/json's nesting limit, kept so that the two agree on
+// what is JSON.
+const maxDepth = 10000
+
+// scanner walks JSON and checks its syntax on the way. At the first error
+// it sets bad and moves to the end, so every later read returns 0 and every
+// loop over the input stops; callers check bad (or end) once.
 type scanner struct {
-	b []byte
-	i int
+	b     []byte
+	i     int
+	depth int
+	bad   bool
+}
+
+func (s *scanner) fail() {
+	s.bad = true
+	s.i = len(s.b)
+}
+
+// end reports whether the walk met no error and only whitespace is left.
+func (s *scanner) end() error {
+	s.ws()
+	if s.bad || s.i != len(s.b) {
+		return errNotCacheShape
+	}
+	return nil
 }
 
 func (s *scanner) ws() {
@@ -91,22 +119,34 @@ func (s *scanner) ws() {
 	}
 }
 
+// peek returns the next byte that is not whitespace, or 0 at the end.
 func (s *scanner) peek() byte {
 	s.ws()
+	if s.i == len(s.b) {
+		return 0
+	}
 	return s.b[s.i]
 }
 
 func (s *scanner) next() byte {
 	c := s.peek()
-	s.i++
+	if s.i < len(s.b) {
+		s.i++
+	}
 	return c
 }
 
 // key reads an object key and its colon.
 func (s *scanner) key() string {
-	s.ws()
+	if s.peek() != '"' {
+		s.fail()
+		return ""
+	}
 	raw := s.value()
-	s.next() // ':'
+	if s.next() != ':' {
+		s.fail()
+		return ""
+	}
 	plain := raw[1 : len(raw)-1]
 	for _, c := range plain {
 		if c == '\\' || c >= utf8.RuneSelf {
@@ -126,56 +166,187 @@ func (s *scanner) entries() map[string]json.RawMessage {
 		s.i++
 		return nil
 	}
+	s.depth++
+	defer func() { s.depth-- }()
 	m := make(map[string]json.RawMessage)
 	for {
 		k := s.key()
-		m[k] = s.value()
-		if s.next() != ',' {
+		v := s.value()
+		if s.bad {
+			return nil
+		}
+		m[k] = v
+		if c := s.next(); c != ',' {
+			if c != '}' {
+				s.fail()
+			}
 			return m
 		}
 	}
 }
 
-// value skips one value and returns its bytes.
+// value reads one value, checking it, and returns its bytes (nil when it
+// is not valid JSON).
 func (s *scanner) value() json.RawMessage {
 	s.ws()
 	start := s.i
-	depth := 0
-	for {
-		c := s.b[s.i]
+	s.skip()
+	if s.bad {
+		return nil
+	}
+	return s.b[start:s.i:s.i]
+}
+
+func (s *scanner) skip() {
+	switch c := s.peek(); {
+	case c == '{':
+		s.container('}', true)
+	case c == '[':
+		s.container(']', false)
+	case c == '"':
+		s.str()
+	case c == '-' || '0' <= c && c <= '9':
+		s.number()
+	case c == 't':
+		s.literal("true")
+	case c == 'f':
+		s.literal("false")
+	case c == 'n':
+		s.literal("null")
+	default:
+		s.fail()
+	}
+}
+
+// container reads an object or an array, s.i at its opening bracket.
+func (s *scanner) container(end byte, object bool) {
+	if s.depth++; s.depth > maxDepth {
+		s.fail()
+		return
+	}
+	s.i++
+	if s.peek() == end {
 		s.i++
-		switch c {
-		case '"':
-			for s.b[s.i] != '"' {
-				if s.b[s.i] == '\\' {
-					s.i++
-				}
-				s.i++
+		s.depth--
+		return
+	}
+	for !s.bad {
+		if object {
+			if s.peek() != '"' {
+				s.fail()
+				return
 			}
-			s.i++
-		case '{', '[':
-			depth++
-		case '}', ']':
-			depth--
-		case ',', ':', ' ', '\t', '\n', '\r':
-		default:
-			// A literal or number runs to the next delimiter.
-			for s.i < len(s.b) && !isDelim(s.b[s.i]) {
-				s.i++
+			s.str()
+			if s.next() != ':' {
+				s.fail()
+				return
 			}
 		}
-		if depth == 0 {
-			return s.b[start:s.i:s.i]
+		s.skip()
+		switch s.next() {
+		case ',':
+		case end:
+			s.depth--
+			return
+		default:
+			s.fail()
 		}
 	}
 }
 
-func isDelim(c byte) bool {
-	switch c {
-	case ',', '}', ']', ':', ' ', '\t', '\n', '\r':
-		return true
+// str reads a string, s.i at its opening quote. Like encoding/json it
+// accepts any byte from 0x20 up, valid UTF-8 or not.
+func (s *scanner) str() {
+	b := s.b
+	for i := s.i + 1; i < len(b); {
+		switch c := b[i]; {
+		case c == '"':
+			s.i = i + 1
+			return
+		case c == '\\':
+			if i+1 == len(b) {
+				s.fail()
+				return
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(b) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) || !isHex(b[i+5]) {
+					s.fail()
+					return
+				}
+				i += 6
+			default:
+				s.fail()
+				return
+			}
+		case c < 0x20:
+			s.fail()
+			return
+		default:
+			i++
+		}
 	}
-	return false
+	s.fail()
+}
+
+// number reads a number as JSON's grammar has it: -?(0|[1-9][0-9]*)
+// (.[0-9]+)?([eE][+-]?[0-9]+)?
+func (s *scanner) number() {
+	b, i := s.b, s.i
+	if b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && '1' <= b[i] && b[i] <= '9':
+		i = digits(b, i+1)
+	default:
+		s.fail()
+		return
+	}
+	if i < len(b) && b[i] == '.' {
+		j := digits(b, i+1)
+		if j == i+1 {
+			s.fail()
+			return
+		}
+		i = j
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		j := digits(b, i)
+		if j == i {
+			s.fail()
+			return
+		}
+		i = j
+	}
+	s.i = i
+}
+
+func digits(b []byte, i int) int {
+	for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func (s *scanner) literal(lit string) {
+	if !bytes.HasPrefix(s.b[s.i:], []byte(lit)) {
+		s.fail()
+		return
+	}
+	s.i += len(lit)
 }
 
 // hasTokens reports whether the document holds anything worth storing:

@@ -173,8 +173,8 @@ func FuzzDocument(f *testing.F) {
 // parseDocument must agree with.
 func parseDocumentReference(b []byte) (*document, error) {
 	var top map[string]json.RawMessage
-	if err := json.Unmarshal(b, &top); err != nil {
-		return nil, errNotCacheShape
+	if err := json.Unmarshal(b, &top); err != nil || top == nil {
+		return nil, errNotCacheShape // null is JSON, not an MSAL cache
 	}
 	d := &document{}
 	for name, raw := range top {
@@ -203,7 +203,7 @@ func parseDocumentReference(b []byte) (*document, error) {
 // FuzzParseDocument checks the fast parser against encoding/json.
 func FuzzParseDocument(f *testing.F) {
 	for _, s := range []string{`{}`, `{"AccessToken":{"a":{"x":[1,{"y":"}"}]}}}`, ` { "Future" : [ 1 , "a\"b" ] , "Account":null } `,
-		`{"IdToken":{"k\u00e9\n":true,"k\u00e9\n":false}}`, `{"RefreshToken":[]}`, `[1]`, `{"a":1,}`, `{"AppMetadata":{"x":-1.5e3}}`} {
+		`{"IdToken":{"k\u00e9\n":true,"k\u00e9\n":false}}`, `{"RefreshToken":[]}`, `[1]`, `{"a":1,}`, `{"AppMetadata":{"x":-1.5e3}}`, `null`, `{"Account":{"a":{"b":"\u12"}}}`, `{"x":01}`, `{}x`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -224,4 +224,40 @@ func FuzzParseDocument(f *testing.F) {
 			}
 		}
 	})
+}
+
+// validJSON is the scanner's verdict on b as a whole JSON text.
+func validJSON(b []byte) bool {
+	s := scanner{b: b}
+	s.skip()
+	return s.end() == nil
+}
+
+// FuzzValidJSON holds the scanner to encoding/json's idea of valid JSON,
+// since parseDocument no longer asks json.Valid first.
+func FuzzValidJSON(f *testing.F) {
+	for _, s := range []string{``, ` `, `0`, `-0`, `01`, `-`, `1.`, `1.5e`, `1e+9`, `1E-0`, `true`, `tru`, `nullx`,
+		`"a\"b"`, `"\u00e9\ud800"`, `"\x"`, `"\u12g4"`, "\"\x01\"", "\"\xff\xfe\"", `[1,]`, `[,]`, `[]`, `{"a":1}`,
+		`{"a" 1}`, `{1:2}`, `{"a":1,"b":[true,false,null,{}]}`, "\t[ 1 ]\r\n", `[1 2]`, `{"a":{"b":[[]]}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := validJSON(b), json.Valid(b); got != want {
+			t.Fatalf("scanner says valid=%v for %q, json.Valid says %v", got, b, want)
+		}
+	})
+}
+
+func TestScannerDepthAsEncodingJSON(t *testing.T) {
+	for _, n := range []int{maxDepth - 1, maxDepth, maxDepth + 1} {
+		b := []byte(strings.Repeat("[", n) + strings.Repeat("]", n))
+		if got, want := validJSON(b), json.Valid(b); got != want {
+			t.Errorf("depth %d: scanner valid=%v, json.Valid %v", n, got, want)
+		}
+		doc := []byte(`{"Future":` + string(b) + `}`)
+		_, err := parseDocument(doc)
+		if _, rerr := parseDocumentReference(doc); (err == nil) != (rerr == nil) {
+			t.Errorf("depth %d inside a document: parseDocument err %v, encoding/json err %v", n, err, rerr)
+		}
+	}
 }

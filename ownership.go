@@ -70,6 +70,9 @@ func entryPartition(section int, raw json.RawMessage) (string, bool) {
 			}
 		}
 	}
+	if s.bad {
+		return "", false
+	}
 	if section == secAccessToken && f[fieldHome] == "" {
 		key := f[fieldClient] + "_" + f[fieldRealm]
 		if f[fieldExt] != "" {
