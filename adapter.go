@@ -28,10 +28,13 @@ type Adapter struct {
 	store       Store
 	cfg         config
 	reprotector Reprotector
-	hasher      KeyHasher // names partitions when the Protector holds a secret
-	keyPrefix   string
-	stats       counters
-	turns       turns // one Export at a time per partition
+	// direct and directProtector: the store (the Protector) returns by
+	// ctx's deadline on its own, so it is called without a goroutine.
+	direct, directProtector bool
+	hasher                  KeyHasher // names partitions when the Protector holds a secret
+	keyPrefix               string
+	stats                   counters
+	turns                   turns // one Export at a time per partition
 
 	// clock orders loads and writes, so that a slow load never replaces
 	// what a newer load or write put in a client's cache.
@@ -82,6 +85,7 @@ func New(store Store, opts ...Option) (*Adapter, error) {
 		obo:       make(map[string]time.Time),
 	}
 	a.reprotector, _ = cfg.protector.(Reprotector)
+	a.direct, a.directProtector = boundsContext(store), boundsContext(cfg.protector)
 	a.hasher, _ = cfg.protector.(KeyHasher)
 	if cfg.l1 != nil {
 		w, pushes := store.(Watcher)

@@ -107,6 +107,27 @@ func IsVolatile(s Store) bool {
 	return ok && v.Volatile()
 }
 
+// ContextBounder is implemented by stores (and Protectors) whose every call
+// returns promptly once ctx is done, whatever the server does: they bound
+// their I/O by ctx themselves. The Adapter calls them directly; any other
+// store it calls on a goroutine that it abandons when ctx ends, since MSAL
+// holds its client lock across the call and one call that ignored ctx would
+// stall every token call of the client. Every store of this module
+// declares it: redisstore puts the deadline on the socket (with
+// ContextTimeoutEnabled) or watches ctx itself, memcachestore watches ctx
+// itself, memstore and boltstore never wait on a network.
+type ContextBounder interface {
+	// BoundsContext reports whether every call returns promptly once its
+	// ctx is done.
+	BoundsContext() bool
+}
+
+// boundsContext reports whether v declares that it bounds its calls by ctx.
+func boundsContext(v any) bool {
+	b, ok := v.(ContextBounder)
+	return ok && b.BoundsContext()
+}
+
 // Watcher is implemented by stores that can tell their users that a key
 // changed, through any handle or instance, soon after it did: Redis
 // publishes from its compare-and-set script, memstore and boltstore tell

@@ -13,9 +13,15 @@ import (
 // client bug such as go-redis 9.17's pool deadlock, a server that accepts
 // and never answers) would otherwise stall every token call of that client.
 // A call abandoned this way finishes on its own goroutine; compare-and-set
-// keeps whatever it wrote late from overwriting newer data.
+// keeps whatever it wrote late from overwriting newer data. A callee that
+// declares ContextBounder does that bounding itself (every store of this
+// module does) and is called directly, saving a goroutine and its wake-up
+// on every call.
 
 func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error) {
+	if a.direct {
+		return a.store.Load(ctx, key)
+	}
 	var r struct {
 		blob []byte
 		v    Version
@@ -33,6 +39,9 @@ func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error)
 }
 
 func (a *Adapter) version(ctx context.Context, key string) (Version, error) {
+	if a.direct {
+		return a.versioner.Version(ctx, key)
+	}
 	var v Version
 	err := ctxrun.Do(ctx, func() (err error) {
 		v, err = a.versioner.Version(ctx, key)
@@ -42,6 +51,9 @@ func (a *Adapter) version(ctx context.Context, key string) (Version, error) {
 }
 
 func (a *Adapter) save(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error) {
+	if a.direct {
+		return a.store.Save(ctx, key, value, ifVersion, ttl)
+	}
 	var v Version
 	err := ctxrun.Do(ctx, func() (err error) {
 		v, err = a.store.Save(ctx, key, value, ifVersion, ttl)
@@ -56,6 +68,9 @@ func (a *Adapter) save(ctx context.Context, key string, value []byte, ifVersion 
 func (a *Adapter) open(ctx context.Context, blob []byte, key string) ([]byte, error) {
 	if a.cfg.protector == nil {
 		return blob, nil
+	}
+	if a.directProtector {
+		return a.cfg.protector.Unprotect(ctx, blob, []byte(key))
 	}
 	var plain []byte
 	err := ctxrun.Do(ctx, func() (err error) {
@@ -72,6 +87,9 @@ func (a *Adapter) seal(ctx context.Context, plain []byte, key string) ([]byte, e
 	if a.cfg.protector == nil {
 		return plain, nil
 	}
+	if a.directProtector {
+		return a.cfg.protector.Protect(ctx, plain, []byte(key))
+	}
 	var sealed []byte
 	err := ctxrun.Do(ctx, func() (err error) {
 		sealed, err = a.cfg.protector.Protect(ctx, plain, []byte(key))
@@ -85,4 +103,17 @@ func (a *Adapter) seal(ctx context.Context, plain []byte, key string) ([]byte, e
 
 func (a *Adapter) needsReprotect(blob []byte) bool {
 	return a.reprotector != nil && a.reprotector.NeedsReprotect(blob)
+}
+
+func (a *Adapter) deleteKey(ctx context.Context, key string) error {
+	var err error
+	if a.direct {
+		err = a.store.Delete(ctx, key)
+	} else {
+		err = ctxrun.Do(ctx, func() error { return a.store.Delete(ctx, key) })
+	}
+	if err == nil {
+		a.stats.deletes.Add(1)
+	}
+	return err
 }

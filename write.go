@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
-
-	"github.com/msalcache/msalcache/internal/ctxrun"
 )
 
 // write is one Export's compare-and-set loop.
@@ -228,14 +226,6 @@ func (w *write) rebaseOn(v Version, theirs *document) {
 	w.base = theirs
 	w.out = w.doc.encode()
 	w.merged = true
-}
-
-func (a *Adapter) deleteKey(ctx context.Context, key string) error {
-	err := ctxrun.Do(ctx, func() error { return a.store.Delete(ctx, key) })
-	if err == nil {
-		a.stats.deletes.Add(1)
-	}
-	return err
 }
 
 // ttlFor returns how long a partition holding doc lives.

@@ -1,0 +1,83 @@
+package msalcache
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
+)
+
+// stackStore records, for each call, whether it ran on the goroutine of the
+// Adapter method that made it (its frames are on the stack) or on one that
+// ctxrun started; it declares ContextBounder when bounded.
+type stackStore struct {
+	*mapStore
+	bounded bool
+	direct  []bool
+}
+
+func (s *stackStore) BoundsContext() bool { return s.bounded }
+
+func (s *stackStore) onCallerGoroutine() {
+	pc := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pc[:runtime.Callers(2, pc)])
+	for {
+		f, more := frames.Next()
+		// A closure of an Adapter method (load.func1) runs on either.
+		if strings.Contains(f.Function, "msalcache.(*Adapter).") && !strings.Contains(f.Function, ".func") {
+			s.direct = append(s.direct, true)
+			return
+		}
+		if !more {
+			s.direct = append(s.direct, false)
+			return
+		}
+	}
+}
+
+func (s *stackStore) Load(ctx context.Context, key string) ([]byte, Version, error) {
+	s.onCallerGoroutine()
+	return s.mapStore.Load(ctx, key)
+}
+
+func (s *stackStore) Save(ctx context.Context, key string, v []byte, ifv Version, ttl time.Duration) (Version, error) {
+	s.onCallerGoroutine()
+	return s.mapStore.Save(ctx, key, v, ifv, ttl)
+}
+
+func (s *stackStore) Delete(ctx context.Context, key string) error {
+	s.onCallerGoroutine()
+	return s.mapStore.Delete(ctx, key)
+}
+
+// A store that declares it bounds its calls by ctx is called on the
+// caller's goroutine (no hop, no wake-up); any other store is called on a
+// goroutine the Adapter can abandon when ctx ends.
+func TestContextBounderCalledDirectly(t *testing.T) {
+	for _, bounded := range []bool{true, false} {
+		s := &stackStore{mapStore: newMapStore(), bounded: bounded}
+		a := newTestAdapter(t, s)
+		m := &target{}
+		if err := a.Replace(ctx, m, cache.ReplaceHints{PartitionKey: "alice"}); err != nil {
+			t.Fatal(err)
+		}
+		m.data = []byte(aliceCache)
+		if err := a.Export(ctx, m, cache.ExportHints{PartitionKey: "alice"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Remove(ctx, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		if len(s.direct) < 3 {
+			t.Fatalf("bounded=%v: %d store calls for a Replace, an Export and a Remove", bounded, len(s.direct))
+		}
+		for i, d := range s.direct {
+			if d != bounded {
+				t.Errorf("bounded=%v: store call %d ran on the caller's goroutine=%v", bounded, i, d)
+			}
+		}
+	}
+}
