@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
@@ -139,9 +140,36 @@ func silentBench(b *testing.B, accessor cache.ExportReplace) {
 func BenchmarkExport(b *testing.B) {
 	for _, bk := range backends {
 		b.Run(bk.name, func(b *testing.B) {
-			eachAccessor(b, bk.open(b), exportBench)
+			be := bk.open(b)
+			b.Run("raw", func(b *testing.B) { rawSaveBench(b, be.store) })
+			eachAccessor(b, be, exportBench)
 		})
 	}
+}
+
+// rawSaveBench is Export's floor: the store's own compare-and-set of the
+// same blobs (on Redis, one EVALSHA of the script the Adapter runs), with
+// no MSAL parse, no merge and no encryption.
+func rawSaveBench(b *testing.B, store msalcache.Store) {
+	ctx := context.Background()
+	blobs := [2][]byte{userCache(1), userCache(2)}
+	const key = "bench:rawsave"
+	if err := store.Delete(ctx, key); err != nil {
+		b.Fatal(err)
+	}
+	v := msalcache.NoVersion
+	i := 0
+	r := measure(b, func() (err error) {
+		v, err = store.Save(ctx, key, blobs[i%2], v, 24*time.Hour)
+		i++
+		return err
+	})
+	got, _, err := store.Load(ctx, key)
+	if err != nil || !bytes.Equal(got, blobs[(b.N-1)%2]) {
+		b.Fatalf("the store holds %d bytes that are not the last save (%v)", len(got), err)
+	}
+	b.SetBytes(int64(len(blobs[0])))
+	record(r)
 }
 
 // exportBench exports two user caches in turn, so that no write can be
