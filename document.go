@@ -349,6 +349,36 @@ func (s *scanner) literal(lit string) {
 	s.i += len(lit)
 }
 
+// footprint approximates the heap d holds beyond the bytes of the blob it
+// was parsed from (its entries are slices of that blob): its maps and their
+// keys. The L1 counts it against MaxBytes, since for a small partition it
+// is about half of what an entry costs (BenchmarkL1Memory measures both).
+func (d *document) footprint() int64 {
+	if d == nil {
+		return 0
+	}
+	// A Go map of n entries takes groups of 8 slots filled to 7/8, each
+	// slot a string and a json.RawMessage (40 bytes) plus a control word
+	// per group, and a header.
+	const header, group = 48, 8 + 8*40
+	n := int64(8 * (numSections + 1)) // the document's own fields
+	add := func(m map[string]json.RawMessage) {
+		if m == nil {
+			return
+		}
+		groups := (int64(len(m))*8/7 + 7) / 8
+		n += header + max(groups, 1)*group
+		for k := range m {
+			n += int64(len(k))
+		}
+	}
+	for _, m := range d.sections {
+		add(m)
+	}
+	add(d.extra)
+	return n
+}
+
 // hasTokens reports whether the document holds anything worth storing:
 // app metadata alone (which MSAL keeps after the last account is removed)
 // is not.

@@ -109,8 +109,9 @@ type l1Entry struct {
 	elem      *list.Element
 }
 
-// l1Overhead approximates what an entry costs beyond its data.
-const l1Overhead = 200
+// l1Overhead approximates what an entry costs beyond its data and its
+// parsed document: the entry, its LRU element and its slot in the map.
+const l1Overhead = 300
 
 // l1Ticket is one call's registration with the l1.
 type l1Ticket struct {
@@ -175,7 +176,7 @@ func (c *l1) setLocked(e *l1Entry, v Version, raw []byte, doc *document) {
 	}
 	c.bytes -= e.size
 	e.held, e.version, e.confirmed, e.raw, e.doc = true, v, c.now(), raw, doc
-	e.size = int64(len(raw)) + l1Overhead
+	e.size = int64(len(raw)+len(e.key)) + doc.footprint() + l1Overhead
 	c.bytes += e.size
 	if e.elem == nil {
 		e.elem = c.lru.PushFront(e)
