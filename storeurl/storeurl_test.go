@@ -93,13 +93,13 @@ func TestParseErrors(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	for raw, want := range map[string]string{
-		"redis://user:pw@h:1/0":                 "redis://user:xxxxx@h:1/0",
-		"redis://pw@h":                          "redis://xxxxx@h",
-		"rediss://h?password=pw&dial_timeout=1": "rediss://h?password=xxxxx&dial_timeout=1",
+		"redis://user:pw@h:1/0":                            "redis://user:xxxxx@h:1/0",
+		"redis://pw@h":                                     "redis://xxxxx@h",
+		"rediss://h?password=pw&dial_timeout=1":            "rediss://h?password=xxxxx&dial_timeout=1",
 		"redis+sentinel://u:p@s1,s2/m?sentinel_password=q": "redis+sentinel://u:xxxxx@s1,s2/m?sentinel_password=xxxxx",
-		"bbolt:///a/b":  "bbolt:///a/b",
-		"redis://h:1/0": "redis://h:1/0",
-		"redis://u:p:q@@h/": "redis://u:xxxxx@h/",
+		"bbolt:///a/b":                                     "bbolt:///a/b",
+		"redis://h:1/0":                                    "redis://h:1/0",
+		"redis://u:p:q@@h/":                                "redis://u:xxxxx@h/",
 	} {
 		if got := storeurl.Redact(raw); got != want {
 			t.Errorf("Redact(%q) = %q; want %q", raw, got, want)
