@@ -104,7 +104,7 @@ func Parse(raw string) (*URL, error) {
 			PoolFIFO: o.PoolFIFO, PoolSize: o.PoolSize, PoolTimeout: o.PoolTimeout,
 			MinIdleConns: o.MinIdleConns, MaxIdleConns: o.MaxIdleConns, MaxActiveConns: o.MaxActiveConns,
 			ConnMaxIdleTime: o.ConnMaxIdleTime, ConnMaxLifetime: o.ConnMaxLifetime,
-			TLSConfig: o.TLSConfig, DisableIdentity: o.DisableIdentity, UnstableResp3: o.UnstableResp3,
+			TLSConfig: o.TLSConfig, DisableIdentity: o.DisableIdentity,
 		}
 	case "redis+cluster", "rediss+cluster":
 		u.Kind = RedisCluster
@@ -211,7 +211,7 @@ func (u *URL) parseCluster(raw, scheme string) error {
 		return errors.New(scrub(err, raw))
 	}
 	if pu.Path != "" && pu.Path != "/" {
-		return errors.New("Redis Cluster has only database 0: remove the path")
+		return errors.New("a Redis Cluster has only database 0: remove the path")
 	}
 	q := pu.Query()
 	for _, h := range others {
@@ -231,7 +231,7 @@ func (u *URL) parseCluster(raw, scheme string) error {
 		PoolFIFO: o.PoolFIFO, PoolSize: o.PoolSize, PoolTimeout: o.PoolTimeout,
 		MinIdleConns: o.MinIdleConns, MaxIdleConns: o.MaxIdleConns, MaxActiveConns: o.MaxActiveConns,
 		ConnMaxIdleTime: o.ConnMaxIdleTime, ConnMaxLifetime: o.ConnMaxLifetime,
-		TLSConfig: o.TLSConfig, DisableIdentity: o.DisableIdentity, UnstableResp3: o.UnstableResp3,
+		TLSConfig: o.TLSConfig, DisableIdentity: o.DisableIdentity,
 		IsClusterMode: true,
 	}
 	return nil
@@ -288,7 +288,7 @@ func (u *URL) parseSentinel(raw, scheme string) error {
 		PoolFIFO: o.PoolFIFO, PoolSize: o.PoolSize, PoolTimeout: o.PoolTimeout,
 		MinIdleConns: o.MinIdleConns, MaxIdleConns: o.MaxIdleConns, MaxActiveConns: o.MaxActiveConns,
 		ConnMaxIdleTime: o.ConnMaxIdleTime, ConnMaxLifetime: o.ConnMaxLifetime,
-		TLSConfig: o.TLSConfig, DisableIdentity: o.DisableIdentity, UnstableResp3: o.UnstableResp3,
+		TLSConfig: o.TLSConfig, DisableIdentity: o.DisableIdentity,
 		RouteByLatency: o.RouteByLatency, RouteRandomly: o.RouteRandomly,
 	}
 	return nil

@@ -2,9 +2,9 @@ package main
 
 import (
 	"bufio"
-	"flag"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -611,4 +611,3 @@ func runRing(ctx context.Context, a *app, args []string) error {
 	fmt.Fprintln(a.stdout, "key ring deleted; the next server to start mints a new one")
 	return nil
 }
-
