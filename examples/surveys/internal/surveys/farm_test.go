@@ -211,12 +211,12 @@ func testFarm(t *testing.T, f *Farm) {
 	// Reloads alternate between the instances; every token comes from the
 	// shared cache.
 	before := e.TokenRequests()
-	served := map[string]int{}
+	served := map[*person]map[string]int{alice: {}, bob: {}}
 	for i := range 8 {
 		p := []*person{alice, bob}[i%2]
 		for range 2 {
 			p.get(f.URL() + "/surveys")
-			served[p.find(reInstance)]++
+			served[p][p.find(reInstance)]++
 			if src := p.find(reSource); src != "from the shared cache" {
 				t.Fatalf("reload %d: API token %s", i, src)
 			}
@@ -225,14 +225,16 @@ func testFarm(t *testing.T, f *Farm) {
 	if n := e.TokenRequests() - before; n != 0 {
 		t.Errorf("%d token requests during the reloads, want 0", n)
 	}
-	if served["web-1"] == 0 || served["web-2"] == 0 {
-		t.Errorf("reloads served by %v, want both instances", served)
+	for _, by := range served {
+		if by["web-1"] == 0 || by["web-2"] == 0 {
+			t.Errorf("reloads of one person served by %v, want both instances", by)
+		}
 	}
 
 	// A user of a tenant that did not sign up is refused.
 	carol := newPerson(t, f)
 	carol.signIn("carol@northwind.com", nil)
-	if carol.code != http.StatusForbidden || !strings.Contains(carol.page, "has not signed up") {
+	if carol.url.Path != "/not-enrolled" || !strings.Contains(carol.page, "has not signed up") {
 		t.Fatalf("carol of northwind: status %d at %s\n%s", carol.code, carol.url, carol.page)
 	}
 	carol.get(f.URL() + "/surveys")

@@ -43,6 +43,7 @@ func (in *instance) handler() http.Handler {
 	mux.HandleFunc("GET /enroll/callback", in.enrolled)
 	mux.HandleFunc("GET /signin", in.signIn)
 	mux.HandleFunc("GET /signin-oidc", in.signedIn)
+	mux.HandleFunc("GET /not-enrolled", in.notEnrolled)
 	mux.HandleFunc("POST /signout", in.signOut)
 	mux.HandleFunc("GET /surveys", in.surveys)
 	mux.HandleFunc("GET /surveys/new", in.newSurvey)
@@ -322,9 +323,8 @@ func (in *instance) signedIn(w http.ResponseWriter, r *http.Request) {
 		// The original sample refuses users of tenants that did not sign
 		// up; it must also not keep their tokens.
 		in.forget(ctx, ar.Account)
-		in.render(w, http.StatusForbidden, "message", page{Title: "Your organization has not signed up",
-			Message: "The organization " + id.Tid + " is not enrolled in Tailspin Surveys. An administrator of it can enroll it.",
-			Problem: true, Link: "/enroll", LinkText: "Enroll your organization"})
+		// A page of its own, so that the code leaves the address bar.
+		http.Redirect(w, r, "/not-enrolled?tenant="+url.QueryEscape(id.Tid), http.StatusSeeOther)
 		return
 	}
 	s := session{AccountID: ar.Account.HomeAccountID, Started: time.Now().UnixNano()}
@@ -332,6 +332,15 @@ func (in *instance) signedIn(w http.ResponseWriter, r *http.Request) {
 	// The sign-in bought the session's first API token.
 	in.farm.stats.record(s.ID(in.farm.keys), false)
 	http.Redirect(w, r, st.Return, http.StatusSeeOther)
+}
+
+// notEnrolled tells a user of a tenant that did not sign up why they are
+// not signed in. It answers 200: the request succeeded, the sign-in did
+// not.
+func (in *instance) notEnrolled(w http.ResponseWriter, r *http.Request) {
+	in.render(w, http.StatusOK, "message", page{Title: "Your organization has not signed up",
+		Message: "The organization " + r.URL.Query().Get("tenant") + " is not enrolled in Tailspin Surveys, so you were not signed in. An administrator of it can enroll it.",
+		Problem: true, Link: "/enroll", LinkText: "Enroll your organization"})
 }
 
 // forget signs an account out that must not stay signed in.
