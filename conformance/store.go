@@ -156,6 +156,7 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) msalcache.Store, ca
 		{"Volatile", h.testVolatile},
 		{"Watch", h.testWatch},
 		{"Versioner", h.testVersioner},
+		{"Lifetimer", h.testLifetime},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

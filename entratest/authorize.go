@@ -15,8 +15,9 @@ import (
 
 // The authorize flow: a user signs in and the client's redirect URI
 // receives an authorization code (or an error), which the client then
-// redeems at the token endpoint (grants.go). There is no login page: the
-// user named by login_hint is signed in at once.
+// redeems at the token endpoint (grants.go). The user named by login_hint
+// is signed in at once; without login_hint a browser gets the sign-in page
+// of browser.go.
 //
 // A browser reaches the flow through handleAuthorize, and a public client's
 // interactive sign-in through the stand-in browser of OpenURL. Both call
@@ -198,22 +199,36 @@ func (a *authResponse) deliver() error {
 }
 
 func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	fail := func(oerr *oauthError) {
+		if wantsPage(r) {
+			writeErrorPage(w, oerr.status, "Sign-in failed", oerr.desc)
+		} else {
+			writeError(w, r, oerr)
+		}
+	}
 	tenant, oerr := tenantOf(r)
 	if oerr != nil {
-		writeError(w, r, oerr)
+		fail(oerr)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
-		writeError(w, r, newOAuthError(http.StatusMethodNotAllowed, "invalid_request", 0, "The authorize endpoint accepts GET and POST."))
+		fail(newOAuthError(http.StatusMethodNotAllowed, "invalid_request", 0, "The authorize endpoint accepts GET and POST."))
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
 	if err := r.ParseForm(); err != nil {
-		writeError(w, r, errInvalidRequest(0, "cannot parse request: "+err.Error()))
+		fail(errInvalidRequest(0, "cannot parse request: "+err.Error()))
+		return
+	}
+	if s.interactiveSignIn(w, r, tenant) {
 		return
 	}
 	res, ok := s.authorize(tenant, r.Form)
 	if !ok {
+		if wantsPage(r) {
+			writeErrorPage(w, http.StatusBadRequest, "Sign-in failed", noReplyAddress)
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusBadRequest)
 		fmt.Fprintln(w, noReplyAddress)

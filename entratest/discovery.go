@@ -83,12 +83,13 @@ func (s *Server) handleOpenIDConfig(w http.ResponseWriter, r *http.Request) {
 		issuerTenant = "{tenantid}"
 	}
 	t := base + "/" + tenant
+	pages := s.endpointBase(base) + "/" + tenant
 	writeJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                base + "/" + issuerTenant + "/v2.0",
-		"authorization_endpoint":                t + "/oauth2/v2.0/authorize",
+		"authorization_endpoint":                pages + "/oauth2/v2.0/authorize",
 		"token_endpoint":                        t + "/oauth2/v2.0/token",
 		"device_authorization_endpoint":         t + "/oauth2/v2.0/devicecode",
-		"end_session_endpoint":                  t + "/oauth2/v2.0/logout",
+		"end_session_endpoint":                  pages + "/oauth2/v2.0/logout",
 		"jwks_uri":                              t + "/discovery/v2.0/keys",
 		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "private_key_jwt"},
 		"response_modes_supported":              []string{"query", "form_post"},

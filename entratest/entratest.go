@@ -73,10 +73,24 @@
 // redirect URI when minted through the authorize endpoint); refresh tokens
 // are bound to their client; errors are OAuth error JSON (invalid_request,
 // invalid_client, invalid_grant, invalid_scope, unsupported_grant_type)
-// with AADSTS codes. It does not model consent, conditional access, app
-// roles, device code, or federated (WS-Trust) users; it accepts any
-// JWT-shaped client assertion and any JWT carrying a user as an
-// on-behalf-of assertion.
+// with AADSTS codes. It does not model user consent, conditional access,
+// device code, or federated (WS-Trust) users; it accepts any JWT-shaped
+// client assertion and any JWT carrying a user as an on-behalf-of
+// assertion.
+//
+// # Browsers
+//
+// A web app's sign-in runs in a browser, and the emulator serves what the
+// browser sees: without login_hint the authorize endpoint shows a sign-in
+// page (pick an account, or type one and, for users added with a
+// password, the password), [Server.AdminConsentURL] is the page where a
+// tenant administrator ([Server.AddAdmin]) signs the organization up, the
+// end-session endpoint sends the browser back, and errors a person meets
+// are pages. [WithBrowserHTTP] serves these pages over plain HTTP on
+// loopback, so a browser that does not trust the emulator's certificate
+// reaches them. App roles assigned with [Server.AssignRoles] travel in the
+// roles claim; [WithAdminConsentRequired] makes an application usable in a
+// tenant (for client credentials) only after its admin consent.
 package entratest
 
 import (
@@ -154,6 +168,9 @@ type options struct {
 	addr          string
 	tokenLifetime time.Duration
 	secrets       map[string]string
+	// browserAddr: WithBrowserHTTP; consentRequired: WithAdminConsentRequired.
+	browserAddr     string
+	consentRequired map[string]bool
 }
 
 // WithLatency delays every token endpoint response by d, to give the
@@ -220,6 +237,8 @@ type Server struct {
 	byName   map[string]*user // lower(username) -> most recently added user
 	codes    map[string]*authCode
 	refresh  map[string]*refreshGrant
+	consents map[string]bool // userKey(tenant, client id) -> admin consent given
+	browser  *browserServer  // nil without WithBrowserHTTP
 	serveErr chan error
 	closed   sync.Once
 }
@@ -319,6 +338,10 @@ func Start(opts ...Option) (*Server, error) {
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          log.New(handshakeFilter{}, "entratest: ", 0),
 	}
+	if err := s.startBrowser(); err != nil {
+		s.ln.Close()
+		return nil, err
+	}
 	go func() { s.serveErr <- s.hs.Serve(s.ln) }()
 	return s, nil
 }
@@ -409,6 +432,7 @@ func (s *Server) Close() {
 		if err := <-s.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Printf("entratest: serve: %v", err)
 		}
+		s.closeBrowser()
 		s.client.CloseIdleConnections()
 	})
 }

@@ -190,6 +190,9 @@ func (s *Server) clientCredentials(req tokenRequest) (map[string]any, *oauthErro
 			return nil, errInvalidScope(1002012, fmt.Sprintf("The provided value for scope %s is not valid. %s", sc, notDotDefault))
 		}
 	}
+	if oerr := s.checkConsent(req.tenant, req.clientID); oerr != nil {
+		return nil, oerr
+	}
 	req.scopes = res
 	return s.issue(req)
 }

@@ -20,6 +20,8 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("/{tenant}/oauth2/v2.0/authorize", s.handleAuthorize)
 	mux.HandleFunc("/{tenant}/oauth2/v2.0/token", s.handleToken)
 	mux.HandleFunc("/{tenant}/oauth2/v2.0/devicecode", s.handleDeviceCode)
+	mux.HandleFunc("/{tenant}/v2.0/adminconsent", s.handleAdminConsent)
+	mux.HandleFunc("/{tenant}/oauth2/v2.0/logout", s.handleLogout)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, newOAuthError(http.StatusNotFound, "not_found", 0,
 			fmt.Sprintf("entratest: no endpoint at %s %s", r.Method, r.URL.Path)))

@@ -72,6 +72,9 @@ func (s *Server) issue(req tokenRequest) (map[string]any, *oauthError) {
 		if scp != "" {
 			at["scp"] = scp
 		}
+		if roles := s.rolesFor(u.Tenant, u.Username, aud); len(roles) > 0 {
+			at["roles"] = roles
+		}
 	}
 	token, err := s.sign(at)
 	if err != nil {

@@ -51,6 +51,9 @@ type Claims struct {
 	// such as [GrantAuthorizationCode]; empty for tokens not issued by a
 	// Server and for ID tokens.
 	Grant string
+	// Roles are the app roles of the roles claim: for a user, those
+	// assigned with [Server.AssignRoles] for the token's audience.
+	Roles []string
 	// App is true for app-only tokens (client credentials).
 	App bool
 	// IssuedAt and ExpiresAt are the iat and exp claims.
@@ -206,6 +209,13 @@ func claimsFromPayload(payload []byte) (Claims, error) {
 		}
 	} else if scp := str("scp"); scp != "" {
 		c.Scopes = strings.Fields(scp)
+	}
+	if list, ok := raw["roles"].([]any); ok {
+		for _, v := range list {
+			if s, ok := v.(string); ok {
+				c.Roles = append(c.Roles, s)
+			}
+		}
 	}
 	c.App = str("idtyp") == "app"
 	return c, nil

@@ -22,6 +22,8 @@ type User struct {
 type user struct {
 	User
 	password string
+	admin    bool                // AddAdmin: may grant admin consent
+	roles    map[string][]string // AssignRoles: resource -> app roles
 }
 
 // displayName is the name claim: the part of the username before "@", as

@@ -222,6 +222,7 @@ type Store struct {
 type config struct {
 	prefix   string
 	maxValue int
+	servers  memcache.ServerSelector // for Lifetime; nil: not given (see WithServerList)
 }
 
 // Option configures a Store. New returns no error, like memcache.New, so an

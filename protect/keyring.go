@@ -57,14 +57,33 @@ var (
 // (ErrInvalidRing), when the record vanished from a store that held one
 // (ErrRingMissing), and for a store that may evict keys (ErrVolatileStore).
 func NewKeyRing(ctx context.Context, store msalcache.Store, kek KeyWrapper, opts ...Option) (*KeyRing, error) {
+	r, err := newRing("NewKeyRing", store, kek, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.withLock(ctx, func() error { return r.update(ctx, nil) }); err != nil {
+		return nil, err
+	}
+	r.bgCtx, r.bgCancel = context.WithCancel(context.Background())
+	if r.cfg.autoRefresh {
+		go r.loop()
+	} else {
+		close(r.done)
+	}
+	return r, nil
+}
+
+// newRing checks the arguments of NewKeyRing and OpenReadOnly (fn names
+// the caller in errors) and builds a ring that has not read its store yet.
+func newRing(fn string, store msalcache.Store, kek KeyWrapper, opts []Option) (*KeyRing, error) {
 	if store == nil {
-		return nil, errors.New("protect: NewKeyRing: nil store")
+		return nil, fmt.Errorf("protect: %s: nil store", fn)
 	}
 	if msalcache.IsVolatile(store) {
 		return nil, ErrVolatileStore
 	}
 	if kek == nil {
-		return nil, errors.New("protect: NewKeyRing: nil KEK (see NewAESKeyWrapper)")
+		return nil, fmt.Errorf("protect: %s: nil KEK (see NewAESKeyWrapper)", fn)
 	}
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -94,15 +113,6 @@ func NewKeyRing(ctx context.Context, store msalcache.Store, kek KeyWrapper, opts
 		marker:  cfg.ringKey + markerSuffix,
 		sem:     make(chan struct{}, 1),
 		done:    make(chan struct{}),
-	}
-	if err := r.withLock(ctx, func() error { return r.update(ctx, nil) }); err != nil {
-		return nil, err
-	}
-	r.bgCtx, r.bgCancel = context.WithCancel(context.Background())
-	if cfg.autoRefresh {
-		go r.loop()
-	} else {
-		close(r.done)
 	}
 	return r, nil
 }

@@ -1,0 +1,54 @@
+package boltstore_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/boltstore"
+)
+
+// The expiry lives in the record: it survives a reopen of the file, and
+// the store's clock decides what is left of it.
+func TestLifetimeSurvivesReopen(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := boltstore.WithClock(func() time.Time { return now })
+	path := filepath.Join(t.TempDir(), "l.db")
+	s, err := boltstore.Open(path, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Save(ctx, "forever", []byte("v"), msalcache.NoVersion, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	now = now.Add(15 * time.Minute)
+	s, err = boltstore.Open(path, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if d, err := s.Lifetime(ctx, "k"); err != nil || d != 45*time.Minute {
+		t.Fatalf("Lifetime = %v, %v; want 45m", d, err)
+	}
+	if d, err := s.Lifetime(ctx, "forever"); err != nil || d != msalcache.NoExpiry {
+		t.Fatalf("Lifetime = %v, %v; want NoExpiry", d, err)
+	}
+	now = now.Add(45 * time.Minute)
+	if _, err := s.Lifetime(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+		t.Fatalf("Lifetime at expiry: %v; want ErrNotFound", err)
+	}
+	if err := boltstore.PutRaw(ctx, s, "bad", []byte{9, 9}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lifetime(ctx, "bad"); !errors.Is(err, msalcache.ErrCorrupt) {
+		t.Fatalf("Lifetime of a damaged record: %v; want ErrCorrupt", err)
+	}
+}

@@ -1,0 +1,221 @@
+// Command msalcache is the operator's tool for an msalcache token cache:
+// check a deployment, look at what is stored, rotate and revoke the keys
+// that encrypt it, re-encrypt, migrate between stores, remove a user's
+// partition and reset a key ring whose KEK is lost.
+//
+//	msalcache [global flags] <command> [flags]
+//
+// Commands:
+//
+//	doctor        reachability, latency, persistence, clocks, the key ring's health
+//	stats         partitions by kind, sizes, lifetimes, blobs per data key
+//	inspect       one partition, decrypted and redacted (never a token)
+//	keys list     the ring's keys, their dates and status
+//	keys rotate   a new default key, now
+//	keys revoke   stop a key for good (asks first; -yes to skip)
+//	rewrap        re-encrypt every blob not under the current key
+//	migrate       copy every partition (and -ring) to another store, lifetimes kept
+//	rm            remove one partition, or -expired ones
+//	ring reset    delete a ring whose KEK is lost (needs -yes)
+//
+// Global flags, each also read from the environment (the flag wins):
+//
+//	-store URL        MSALCACHE_STORE       the token cache (see package storeurl)
+//	-ring-store URL   MSALCACHE_RING_STORE  where the key ring lives, if not in -store
+//	-kek-file PATH    MSALCACHE_KEK_FILE    the KEK, as protect.LoadKeyFile reads it
+//	-kek-env NAME     (default MSALCACHE_KEK) variable holding the KEK, as protect.KeyFromEnv reads it
+//	-kek-id ID        MSALCACHE_KEK_ID      the KEK's id (default: the one the ring names)
+//	-namespace NS     MSALCACHE_NAMESPACE   the Adapter's WithNamespace (default "default")
+//	-prefix P         MSALCACHE_PREFIX      the Redis/memcached key prefix (default: the store's)
+//
+// Commands that only read never write: the ring is opened with
+// protect.OpenReadOnly. Exit status: 0 success, 1 failure, 2 usage.
+// Nothing printed ever holds a token, a secret, a partition's data or a
+// password.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// errUsage marks an error that exits with status 2.
+var errUsage = errors.New("usage")
+
+// usageError reports a command line that cannot be run.
+func usageError(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
+}
+
+// app is one run of the command: its streams and global settings.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	store, ringStore string
+	kekFile, kekEnv  string
+	kekID            string
+	namespace        string
+	prefix           string
+	prefixSet        bool
+	timeout          time.Duration
+}
+
+type command struct {
+	name, args, help string
+	run              func(ctx context.Context, a *app, args []string) error
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"doctor", "", "check reachability, latency, persistence, clocks and the key ring", runDoctor},
+		{"stats", "", "partitions by kind, sizes, lifetimes and blobs per data key", runStats},
+		{"inspect", "-key K | -partition PK", "one partition, decrypted and redacted", runInspect},
+		{"keys", "list | rotate | revoke ID", "the key ring's keys", runKeys},
+		{"rewrap", "[-dry-run] [-delete]", "re-encrypt every blob not under the current key", runRewrap},
+		{"migrate", "-to URL [-ring] [-dry-run]", "copy every partition to another store, lifetimes kept", runMigrate},
+		{"rm", "-key K | -partition PK | -expired", "remove partitions", runRm},
+		{"ring", "reset -yes", "delete a key ring whose KEK is lost", runRing},
+	}
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// globals registers the global flags on fs, bound to a's settings, so
+// that they may come before the command or after it.
+func (a *app) globals(fs *flag.FlagSet) {
+	fs.StringVar(&a.store, "store", a.store, "store `URL` of the token cache (env MSALCACHE_STORE)")
+	fs.StringVar(&a.ringStore, "ring-store", a.ringStore, "store `URL` of the key ring, if not in -store (env MSALCACHE_RING_STORE)")
+	fs.StringVar(&a.kekFile, "kek-file", a.kekFile, "`file` holding the KEK, mode 0600 (env MSALCACHE_KEK_FILE)")
+	fs.StringVar(&a.kekEnv, "kek-env", a.kekEnv, "environment `variable` holding the KEK, base64 or hex")
+	fs.StringVar(&a.kekID, "kek-id", a.kekID, "the KEK's `id` (env MSALCACHE_KEK_ID; default: the id the ring names)")
+	fs.StringVar(&a.namespace, "namespace", a.namespace, "the Adapter's `namespace` (env MSALCACHE_NAMESPACE)")
+	fs.Func("prefix", "Redis or memcached key `prefix` (env MSALCACHE_PREFIX; default: the store's own)", func(s string) error {
+		a.prefix, a.prefixSet = s, true
+		return nil
+	})
+	fs.DurationVar(&a.timeout, "timeout", a.timeout, "bound on each store call")
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
+	a := &app{
+		stdin: stdin, stdout: stdout, stderr: stderr,
+		store:     os.Getenv("MSALCACHE_STORE"),
+		ringStore: os.Getenv("MSALCACHE_RING_STORE"),
+		kekFile:   os.Getenv("MSALCACHE_KEK_FILE"),
+		kekEnv:    "MSALCACHE_KEK",
+		kekID:     os.Getenv("MSALCACHE_KEK_ID"),
+		namespace: envOr("MSALCACHE_NAMESPACE", "default"),
+		timeout:   10 * time.Second,
+	}
+	if p, ok := os.LookupEnv("MSALCACHE_PREFIX"); ok {
+		a.prefix, a.prefixSet = p, true
+	}
+	return a
+}
+
+func (a *app) usage() {
+	fmt.Fprintf(a.stderr, "usage: msalcache [global flags] <command> [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(a.stderr, "  %-8s %-34s %s\n", c.name, c.args, c.help)
+	}
+	fmt.Fprintf(a.stderr, "\nglobal flags (also accepted after the command):\n")
+	fs := flag.NewFlagSet("msalcache", flag.ContinueOnError)
+	a.globals(fs)
+	fs.SetOutput(a.stderr)
+	fs.PrintDefaults()
+	fmt.Fprintf(a.stderr, "\nrun 'msalcache <command> -h' for a command's flags\n")
+}
+
+// run is main without the process: it returns the exit status.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := newApp(stdin, stdout, stderr)
+	top := flag.NewFlagSet("msalcache", flag.ContinueOnError)
+	top.SetOutput(io.Discard)
+	a.globals(top)
+	if err := top.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			a.usage()
+			return 0
+		}
+		fmt.Fprintf(stderr, "msalcache: %v\n", err)
+		a.usage()
+		return 2
+	}
+	if top.NArg() == 0 {
+		a.usage()
+		return 2
+	}
+	name := top.Arg(0)
+	for _, c := range commands {
+		if c.name != name {
+			continue
+		}
+		err := c.run(ctx, a, top.Args()[1:])
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			fmt.Fprintf(stderr, "msalcache %s: %v\n", name, err)
+			return 2
+		case errors.Is(err, errReported):
+			return 1
+		default:
+			fmt.Fprintf(stderr, "msalcache %s: %v\n", name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "msalcache: unknown command %q\n", name)
+	a.usage()
+	return 2
+}
+
+// errReported is a failure whose details the command already printed.
+var errReported = errors.New("failed (see above)")
+
+// flags returns a FlagSet for a command, with the global flags on it.
+func (a *app) flags(name, args, help string) *flag.FlagSet {
+	fs := flag.NewFlagSet("msalcache "+name, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(a.stderr, "usage: msalcache %s %s\n\n%s\n\nflags:\n", name, args, help)
+		fs.PrintDefaults()
+	}
+	a.globals(fs)
+	return fs
+}
+
+// parse parses a command's flags; a bad flag is a usage error (the
+// FlagSet already printed why).
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError("%v", err)
+	}
+	return nil
+}

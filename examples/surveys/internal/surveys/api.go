@@ -1,0 +1,192 @@
+package surveys
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The Survey API: a resource server that accepts only access tokens for
+// APIResource, issued by the identity provider to a user of a tenant that
+// signed up, and authorizes by the app roles in the token. It keeps the
+// surveys in memory, per tenant.
+
+// App roles of the Survey API, assigned to users in their tenant.
+const (
+	RoleAdmin   = "SurveyAdmin"   // every survey of the tenant
+	RoleCreator = "SurveyCreator" // create, edit and publish one's own
+	RoleReader  = "SurveyReader"  // read the tenant's surveys
+)
+
+// Survey is a survey as the API serves it.
+type Survey struct {
+	ID        int       `json:"id"`
+	Tenant    string    `json:"tenant"`
+	Title     string    `json:"title"`
+	Question  string    `json:"question"`
+	Owner     string    `json:"owner"` // display name
+	OwnerID   string    `json:"-"`     // object id: who may publish
+	Published bool      `json:"published"`
+	Created   time.Time `json:"created"`
+}
+
+type api struct {
+	keys    *keySet
+	tenants *Tenants
+
+	mu      sync.Mutex
+	next    int
+	surveys []*Survey
+}
+
+func newAPI(keys *keySet, tenants *Tenants) *api {
+	return &api{keys: keys, tenants: tenants, next: 1}
+}
+
+func (a *api) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /published", a.published)
+	mux.HandleFunc("GET /surveys", a.authorize(a.list, RoleReader, RoleCreator, RoleAdmin))
+	mux.HandleFunc("POST /surveys", a.authorize(a.create, RoleCreator, RoleAdmin))
+	mux.HandleFunc("POST /surveys/{id}/publish", a.authorize(a.publish, RoleCreator, RoleAdmin))
+	return mux
+}
+
+func apiError(w http.ResponseWriter, status int, msg string) {
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// authorize validates the bearer token (signature, issuer of a signed-up
+// tenant, audience, lifetime) and requires one of roles.
+func (a *api) authorize(next func(http.ResponseWriter, *http.Request, claims), roles ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			apiError(w, http.StatusUnauthorized, "a bearer token is required")
+			return
+		}
+		c, err := a.keys.verify(r.Context(), tok, APIResource)
+		if err != nil {
+			apiError(w, http.StatusUnauthorized, "the token is not valid for this API")
+			return
+		}
+		if !a.tenants.Enrolled(c.Tid) {
+			apiError(w, http.StatusForbidden, "the token's tenant has not signed up")
+			return
+		}
+		if !c.hasRole(roles...) {
+			apiError(w, http.StatusForbidden, "the token has none of the roles "+strings.Join(roles, ", "))
+			return
+		}
+		next(w, r, c)
+	}
+}
+
+func (a *api) published(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	var out []Survey
+	for _, s := range a.surveys {
+		if s.Published && a.tenants.Enrolled(s.Tenant) {
+			out = append(out, *s)
+		}
+	}
+	a.mu.Unlock()
+	writeJSON(w, http.StatusOK, nonNil(out))
+}
+
+func (a *api) list(w http.ResponseWriter, r *http.Request, c claims) {
+	a.mu.Lock()
+	var out []Survey
+	for _, s := range a.surveys {
+		if s.Tenant == c.Tid {
+			out = append(out, *s)
+		}
+	}
+	a.mu.Unlock()
+	writeJSON(w, http.StatusOK, nonNil(out))
+}
+
+func (a *api) create(w http.ResponseWriter, r *http.Request, c claims) {
+	var in struct{ Title, Question string }
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&in); err != nil {
+		apiError(w, http.StatusBadRequest, "send a JSON object with title and question")
+		return
+	}
+	in.Title, in.Question = strings.TrimSpace(in.Title), strings.TrimSpace(in.Question)
+	if in.Title == "" || len(in.Title) > 200 || len(in.Question) > 1000 {
+		apiError(w, http.StatusBadRequest, "a title of 1 to 200 characters is required; a question has at most 1000")
+		return
+	}
+	a.mu.Lock()
+	s := &Survey{ID: a.next, Tenant: c.Tid, Title: in.Title, Question: in.Question, Owner: c.Name, OwnerID: c.Oid, Created: time.Now()}
+	a.next++
+	a.surveys = append(a.surveys, s)
+	out := *s
+	a.mu.Unlock()
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (a *api) publish(w http.ResponseWriter, r *http.Request, c claims) {
+	id, err := strconv.Atoi(r.PathValue("id"))
+	if err != nil {
+		apiError(w, http.StatusNotFound, "no such survey")
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	i := slices.IndexFunc(a.surveys, func(s *Survey) bool { return s.ID == id && s.Tenant == c.Tid })
+	switch {
+	case i < 0:
+		apiError(w, http.StatusNotFound, "no such survey")
+	case a.surveys[i].OwnerID != c.Oid && !c.hasRole(RoleAdmin):
+		apiError(w, http.StatusForbidden, "only the survey's owner or a SurveyAdmin may publish it")
+	default:
+		a.surveys[i].Published = true
+		writeJSON(w, http.StatusOK, *a.surveys[i])
+	}
+}
+
+func nonNil(s []Survey) []Survey {
+	if s == nil {
+		return []Survey{}
+	}
+	return s
+}
+
+// Tenants are the organizations that signed up: the app's own record,
+// which the original sample keeps in its database. Both the web app
+// (refusing sign-ins) and the API (refusing tokens) consult it.
+type Tenants struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+// Enroll records that tenant signed up.
+func (t *Tenants) Enroll(tenant string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = make(map[string]bool)
+	}
+	t.m[tenant] = true
+}
+
+// Enrolled reports whether tenant signed up.
+func (t *Tenants) Enrolled(tenant string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[tenant]
+}

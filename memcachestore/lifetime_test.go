@@ -1,0 +1,72 @@
+package memcachestore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/testserver"
+	"github.com/msalcache/msalcache/memcachestore"
+)
+
+// Lifetime asks the server that holds each key: over two servers every
+// key reports the TTL it was saved with, to the second.
+func TestLifetimeSharded(t *testing.T) {
+	t.Parallel()
+	a, b := testserver.Memcached(t), testserver.Memcached(t)
+	var ss memcache.ServerList
+	if err := ss.SetServers(a.Addr(), b.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	c := memcache.NewFromSelector(&ss)
+	c.Timeout = testTimeout
+	t.Cleanup(func() { c.Close() })
+	s := memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("life:")), memcachestore.WithServerList(&ss))
+	defer s.Close()
+	ctx := context.Background()
+	for i := range 20 {
+		key := fmt.Sprintf("k%d", i)
+		ttl := time.Duration(i+1) * time.Hour
+		if _, err := s.Save(ctx, key, []byte("v"), msalcache.NoVersion, ttl); err != nil {
+			t.Fatal(err)
+		}
+		d, err := s.Lifetime(ctx, key)
+		if err != nil {
+			t.Fatalf("Lifetime(%s): %v", key, err)
+		}
+		if d > ttl+time.Second || d < ttl-2*time.Second {
+			t.Fatalf("Lifetime(%s) = %v; want within 2s of %v (Save rounds up to whole seconds)", key, d, ttl)
+		}
+	}
+	if _, err := s.Save(ctx, "forever", []byte("v"), msalcache.NoVersion, 0); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Lifetime(ctx, "forever"); err != nil || d != msalcache.NoExpiry {
+		t.Fatalf("Lifetime(forever) = %v, %v; want NoExpiry", d, err)
+	}
+	if _, err := s.Lifetime(ctx, "absent"); !errors.Is(err, msalcache.ErrNotFound) {
+		t.Fatalf("Lifetime(absent) = %v; want ErrNotFound", err)
+	}
+	// More than 30 days is sent as an absolute time: still a duration here.
+	if _, err := s.Save(ctx, "long", []byte("v"), msalcache.NoVersion, 90*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Lifetime(ctx, "long"); err != nil || d > 90*24*time.Hour+time.Second || d < 90*24*time.Hour-3*time.Second {
+		t.Fatalf("Lifetime(long) = %v, %v; want about 90 days", d, err)
+	}
+}
+
+func TestLifetimeWithoutServerList(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Memcached(t)
+	s := memcachestore.New(newClient(t, srv.Addr()))
+	defer s.Close()
+	_, err := s.Lifetime(context.Background(), "k")
+	if !errors.Is(err, memcachestore.ErrNoServerList) || !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("Lifetime without WithServerList: %v; want ErrNoServerList", err)
+	}
+}

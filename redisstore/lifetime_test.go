@@ -1,0 +1,40 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/msalcache/msalcache"
+)
+
+// Lifetime is Redis's own PTTL, to the millisecond, and survives a
+// rewrite that keeps no TTL only as NoExpiry.
+func TestLifetimeIsPTTL(t *testing.T) {
+	_, c, s := newSingle(t)
+	ctx := context.Background()
+	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 90*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Lifetime(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pttl, err := c.PTTL(ctx, "msalcache:k").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := pttl - d; diff < -50*time.Millisecond || diff > 50*time.Millisecond {
+		t.Fatalf("Lifetime = %v, PTTL = %v", d, pttl)
+	}
+	if err := c.Persist(ctx, "msalcache:k").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Lifetime(ctx, "k"); err != nil || d != msalcache.NoExpiry {
+		t.Fatalf("Lifetime after PERSIST = %v, %v; want NoExpiry", d, err)
+	}
+	if _, err := s.Lifetime(ctx, "absent"); !errors.Is(err, msalcache.ErrNotFound) {
+		t.Fatalf("Lifetime(absent) = %v; want ErrNotFound", err)
+	}
+}
