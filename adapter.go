@@ -53,6 +53,7 @@ type Adapter struct {
 	sweeper *time.Timer
 	closed  bool // Close was called: no more background work
 
+	brk       *breaker  // nil with BreakerOptions.Disabled
 	l1        *l1       // nil without WithL1
 	versioner Versioner // the store, when it can read versions cheaply
 	closeOnce sync.Once
@@ -86,6 +87,9 @@ func New(store Store, opts ...Option) (*Adapter, error) {
 	}
 	a.reprotector, _ = cfg.protector.(Reprotector)
 	a.direct, a.directProtector = boundsContext(store), boundsContext(cfg.protector)
+	if !cfg.breaker.Disabled {
+		a.brk = newBreaker(cfg.breaker, store)
+	}
 	a.hasher, _ = cfg.protector.(KeyHasher)
 	if cfg.l1 != nil {
 		w, pushes := store.(Watcher)
@@ -174,7 +178,14 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 			}
 		}
 	}
-	dctx, cancel := a.withDeadline(ctx)
+	if a.brk.isOpen(key) {
+		a.replaceDuringOutage(ctx, cs, u, key, seq)
+		if tk != nil {
+			a.l1.end(tk, false, 0, nil, nil)
+		}
+		return nil
+	}
+	dctx, cancel := a.bound(ctx, key)
 	defer cancel()
 	if inL1 && !hit.fresh && a.versioner != nil {
 		// Older than MaxStale: ask the store for the version only.
@@ -206,6 +217,36 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 		a.markOBO(key)
 	}
 	return nil
+}
+
+// replaceDuringOutage serves a Replace while the breaker is open, without
+// the store: from the L1 when it holds the partition confirmed within
+// MaxStale (handed over with every partition MSAL holds, so that the
+// outage drops none of them), else from what MSAL holds. A miss leaves
+// MSAL's cache as it is: Export stores only a partition's own entries, and
+// resetting would sign this instance's users out for the outage's length.
+func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64) {
+	a.brk.skipped.Add(1)
+	if cs.needsReset() {
+		// A Remove asked for it: the removed partition must not stay.
+		cs.handOver(ctx, a, u, key, &partition{seq: seq})
+		return
+	}
+	if a.l1 != nil {
+		if hit, ok := a.l1.fallback(key); ok {
+			if cs.holds(key, hit.version, true, a.cfg.now()) {
+				a.stats.l1Hits.Add(1)
+				return
+			}
+			a.stats.l1Hits.Add(1)
+			p := &partition{version: hit.version, known: true, seq: seq, raw: hit.raw, doc: hit.doc}
+			if cs.handOverKeeping(ctx, a, u, key, p) {
+				a.markOBO(key)
+			}
+			return
+		}
+	}
+	cs.holds(key, 0, false, a.cfg.now()) // marks it used, if held
 }
 
 // replaceFromL1 serves a partition the L1 confirmed. It reports false when
@@ -359,7 +400,7 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 			"export", key, slog.Int("size", len(data)), slog.Int("max", a.cfg.maxPartition))
 		return nil
 	}
-	dctx, cancel := a.withDeadline(ctx)
+	dctx, cancel := a.bound(ctx, key)
 	defer cancel()
 
 	cs := a.clientFor(m)
@@ -413,7 +454,17 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	if a.l1 != nil {
 		tk, _, _ = a.l1.begin(key)
 	}
-	v, werr := w.run(dctx)
+	var v Version
+	werr := errBreakerOpen
+	if !a.brk.isOpen(key) {
+		if p, ok := a.brk.take(key); ok {
+			a.takeIn(dctx, &w, p)
+		}
+		v, werr = w.run(dctx)
+	}
+	// Kept for the store's return, unless the caller gave up: the write
+	// failed for want of the store and the breaker is open.
+	kept := werr != nil && ctx.Err() == nil && !isAnswer(werr) && a.brk.isOpen(key) && a.keep(ctx, key, w.pending())
 	switch {
 	case tk == nil:
 	case werr != nil:
@@ -438,7 +489,7 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 		cs.parts[key] = next
 		cs.valid = true
 	}
-	if werr != nil {
+	if werr != nil && !kept {
 		if cerr := ctx.Err(); cerr != nil {
 			return cerr
 		}
@@ -448,17 +499,41 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	return nil
 }
 
+// takeIn folds into w the write (p; nil: a delete) the breaker kept for
+// w's partition during an outage and has not flushed yet: ours wins where
+// both changed an entry, theirs stays where only it did, as in a merge with
+// another writer; a kept delete is done first.
+func (a *Adapter) takeIn(ctx context.Context, w *write, p *write) {
+	switch {
+	case p == nil:
+		if err := a.deleteKey(ctx, w.key); err == nil {
+			w.versionKnown, w.ifVersion = false, NoVersion
+		}
+	case p.doc != nil && w.doc != nil:
+		w.doc = merge3(w.base, w.doc, p.doc)
+		w.out = w.doc.encode()
+		w.merged = true
+	}
+	a.brk.flushed.Add(1)
+}
+
 // Remove deletes a partition from the store, as sign-out should: MSAL's
 // RemoveAccount exports under the empty partition key, so the user's own
 // partition would otherwise survive it. Pass the key MSAL
 // uses for the user's partition, the account's HomeAccountID.
 func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
-	ctx, cancel := a.withDeadline(ctx)
-	defer cancel()
 	key := a.StoreKey(partitionKey)
-	err := a.deleteKey(ctx, key)
+	dctx, cancel := a.bound(ctx, key)
+	defer cancel()
+	err := errBreakerOpen
+	if !a.brk.isOpen(key) {
+		err = a.deleteKey(dctx, key)
+	}
 	if a.l1 != nil {
 		a.l1.forget(key) // even on failure: the delete may have landed
+	}
+	if err != nil && ctx.Err() == nil && a.brk.isOpen(key) && a.keep(ctx, key, nil) {
+		err = nil // deleted when the store is back
 	}
 	if err != nil {
 		return fmt.Errorf("msalcache: remove partition: %w", err)
@@ -473,7 +548,9 @@ func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
 	a.mu.Unlock()
 	for _, cs := range clients {
 		cs.mu.Lock()
-		if _, ok := cs.parts[key]; ok {
+		// A client the adapter knows nothing of (new, forgotten while
+		// idle, or served only while the store was away) may hold it too.
+		if _, ok := cs.parts[key]; ok || !cs.valid && !cs.partitioned {
 			cs.valid, cs.parts, cs.mustReset = false, nil, true
 		}
 		cs.mu.Unlock()

@@ -85,6 +85,14 @@ func (cs *clientState) untracked() bool {
 	return !cs.valid && !cs.mustReset && !cs.partitioned
 }
 
+// needsReset reports whether a Remove asked for the client's cache to be
+// reset before it serves again.
+func (cs *clientState) needsReset() bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.mustReset
+}
+
 func (cs *clientState) isPartitioned() bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
@@ -95,6 +103,16 @@ func (cs *clientState) isPartitioned() bool {
 // partitions of the same client loaded within the lending window. It
 // reports whether u turned out to be MSAL's on-behalf-of manager.
 func (cs *clientState) handOver(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition) (partitioned bool) {
+	return cs.handOverLending(ctx, a, u, key, p, false)
+}
+
+// handOverKeeping is handOver lending every partition MSAL holds, whenever
+// it was used: while the store is away nothing could load them back.
+func (cs *clientState) handOverKeeping(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition) (partitioned bool) {
+	return cs.handOverLending(ctx, a, u, key, p, true)
+}
+
+func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, all bool) (partitioned bool) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	now := a.cfg.now()
@@ -105,7 +123,11 @@ func (cs *clientState) handOver(ctx context.Context, a *Adapter, u cache.Unmarsh
 	p.used = now
 
 	var lent []keyed
-	if cs.valid && !a.cfg.singlePart {
+	switch {
+	case !cs.valid || a.cfg.singlePart:
+	case all:
+		lent = recentPartitions(cs.parts, key, time.Time{}, len(cs.parts))
+	default:
 		lent = recentPartitions(cs.parts, key, now.Add(-a.cfg.lendWindow), a.cfg.maxLent)
 	}
 	payload := p.raw

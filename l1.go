@@ -226,15 +226,38 @@ func (c *l1) onChange(ch Change) {
 		if e.held && (e.version != ch.Version || ch.Version == NoVersion) {
 			c.dropLocked(e)
 		}
-	case ChangeWatchUp, ChangeWatchDown:
+	case ChangeWatchDown:
+		// Nothing is served from the L1 until the watch is up again, but
+		// the data stays for fallback: if the store itself is down, what
+		// was confirmed within MaxStale is better than signing users out.
+		for _, e := range c.entries {
+			e.gen++
+			e.pushed = NoVersion
+		}
+		c.live = false
+	case ChangeWatchUp:
 		// Whatever was learned before may have missed changes.
 		for _, e := range c.entries {
 			e.gen++
 			e.pushed = NoVersion
 			c.dropLocked(e)
 		}
-		c.live = ch.Kind == ChangeWatchUp
+		c.live = true
 	}
+}
+
+// fallback returns the data the l1 holds of key, confirmed within
+// MaxStale, whether or not the watch is up: what Replace serves while the
+// breaker keeps it from the store.
+func (c *l1) fallback(key string) (l1Hit, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[key]
+	if e == nil || !e.held || c.opts.VersionsOnly || c.now().Sub(e.confirmed) > c.opts.MaxStale {
+		return l1Hit{}, false
+	}
+	c.lru.MoveToFront(e.elem)
+	return l1Hit{version: e.version, raw: e.raw, doc: e.doc, hasData: true, fresh: true}, true
 }
 
 // size reports how many partitions the l1 holds, and their bytes.
@@ -245,11 +268,13 @@ func (c *l1) size() (entries int, bytes int64) {
 }
 
 // Close ends what the Adapter runs in the background: the L1's watch of
-// the store (see WithL1) and the sweep of idle clients. The Adapter keeps
+// the store (see WithL1), the breaker's probe (after one last attempt to
+// flush the writes it kept, see WithBreaker) and the sweep of idle clients. The Adapter keeps
 // serving after Close, straight from the store. Close does not close the
 // store.
 func (a *Adapter) Close() error {
 	a.closeOnce.Do(func() {
+		a.stopBreaker()
 		if a.l1 != nil {
 			if a.l1.stop != nil {
 				a.l1.stop()

@@ -45,6 +45,7 @@ type config struct {
 	clientIdle     time.Duration
 	maxPartition   int
 	l1             *L1Options // nil: no L1
+	breaker        BreakerOptions
 }
 
 func defaultConfig() config {
@@ -60,6 +61,10 @@ func defaultConfig() config {
 		exportAttempts: 4,
 		clientIdle:     defaultClientIdle,
 		maxPartition:   DefaultMaxPartitionSize,
+		breaker: BreakerOptions{
+			Failures: DefaultBreakerFailures, ProbeMax: DefaultBreakerProbeMax,
+			MaxPending: DefaultMaxPending, MaxPendingBytes: DefaultMaxPendingBytes,
+		},
 	}
 }
 

@@ -53,6 +53,18 @@ type Stats struct {
 	// L1Entries and L1Bytes are what the L1 holds now.
 	L1Entries int
 	L1Bytes   int64
+	// BreakerOpen reports whether the breaker keeps calls from the store
+	// now (see WithBreaker); BreakerTrips counts its openings and
+	// BreakerSkips the calls it served without the store.
+	BreakerOpen  bool
+	BreakerTrips uint64
+	BreakerSkips uint64
+	// PendingWrites is how many partitions' writes (or deletes) wait for
+	// the store; PendingFlushed counts those written once it was back,
+	// PendingDropped those lost to the bounds or to Close during an outage.
+	PendingWrites  int
+	PendingFlushed uint64
+	PendingDropped uint64
 }
 
 type counters struct {
@@ -84,6 +96,14 @@ func (a *Adapter) Stats() Stats {
 	}
 	if a.l1 != nil {
 		s.L1Entries, s.L1Bytes = a.l1.size()
+	}
+	if b := a.brk; b != nil {
+		s.BreakerOpen = b.anyOpen()
+		s.BreakerTrips, s.BreakerSkips = b.trips.Load(), b.skipped.Load()
+		s.PendingFlushed, s.PendingDropped = b.flushed.Load(), b.dropped.Load()
+		b.mu.Lock()
+		s.PendingWrites = len(b.pending)
+		b.mu.Unlock()
 	}
 	return s
 }

@@ -20,7 +20,9 @@ import (
 
 func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error) {
 	if a.direct {
-		return a.store.Load(ctx, key)
+		blob, v, err := a.store.Load(ctx, key)
+		a.observe(key, err)
+		return blob, v, err
 	}
 	var r struct {
 		blob []byte
@@ -32,6 +34,7 @@ func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error)
 		r.blob, r.v, err = a.store.Load(ctx, key)
 		return err
 	})
+	a.observe(key, err)
 	if err != nil {
 		return nil, NoVersion, err
 	}
@@ -39,26 +42,32 @@ func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error)
 }
 
 func (a *Adapter) version(ctx context.Context, key string) (Version, error) {
-	if a.direct {
-		return a.versioner.Version(ctx, key)
-	}
 	var v Version
-	err := ctxrun.Do(ctx, func() (err error) {
+	var err error
+	if a.direct {
 		v, err = a.versioner.Version(ctx, key)
-		return err
-	})
+	} else {
+		err = ctxrun.Do(ctx, func() (err error) {
+			v, err = a.versioner.Version(ctx, key)
+			return err
+		})
+	}
+	a.observe(key, err)
 	return v, err
 }
 
 func (a *Adapter) save(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error) {
-	if a.direct {
-		return a.store.Save(ctx, key, value, ifVersion, ttl)
-	}
 	var v Version
-	err := ctxrun.Do(ctx, func() (err error) {
+	var err error
+	if a.direct {
 		v, err = a.store.Save(ctx, key, value, ifVersion, ttl)
-		return err
-	})
+	} else {
+		err = ctxrun.Do(ctx, func() (err error) {
+			v, err = a.store.Save(ctx, key, value, ifVersion, ttl)
+			return err
+		})
+	}
+	a.observe(key, err)
 	if err != nil {
 		return NoVersion, err
 	}
@@ -112,6 +121,7 @@ func (a *Adapter) deleteKey(ctx context.Context, key string) error {
 	} else {
 		err = ctxrun.Do(ctx, func() error { return a.store.Delete(ctx, key) })
 	}
+	a.observe(key, err)
 	if err == nil {
 		a.stats.deletes.Add(1)
 	}

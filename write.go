@@ -119,6 +119,13 @@ func conflictBackoff(n int) time.Duration {
 	return rand.N(bound)
 }
 
+// pending returns a copy of w to keep while the breaker is open: the flush
+// that runs it later must not share it with the Export that made it.
+func (w *write) pending() *write {
+	c := *w
+	return &c
+}
+
 func (w *write) run(ctx context.Context) (Version, error) {
 	a := w.a
 	if !w.versionKnown {
@@ -177,7 +184,7 @@ func (w *write) loop(ctx context.Context) (Version, error) {
 		}
 		failures++
 		a.stats.storeErrors.Add(1)
-		if failures >= a.cfg.exportAttempts {
+		if failures >= a.cfg.exportAttempts || a.brk.isOpen(w.key) {
 			return NoVersion, err
 		}
 		if serr := sleepCtx(ctx, time.Duration(failures*failures)*10*time.Millisecond); serr != nil {

@@ -203,11 +203,12 @@ func (b *brokenAdapter) Replace(ctx context.Context, u cache.Unmarshaler, h cach
 			return nil
 		}
 	case "fails-on-store-error":
-		before := b.Stats().StoreErrors
+		before := b.Stats()
 		if err := b.Adapter.Replace(ctx, u, h); err != nil {
 			return err
 		}
-		if b.Stats().StoreErrors > before {
+		// A call the breaker kept from the store failed as well.
+		if after := b.Stats(); after.StoreErrors > before.StoreErrors || after.BreakerSkips > before.BreakerSkips {
 			return errors.New("broken adapter: the store failed")
 		}
 		return nil
@@ -229,7 +230,8 @@ func (b *brokenAdapter) Export(ctx context.Context, m cache.Marshaler, h cache.E
 		if err := b.Adapter.Export(ctx, m, h); err != nil {
 			return err
 		}
-		if after := b.Stats(); after.StoreErrors > before.StoreErrors || after.ExportFailures > before.ExportFailures {
+		if after := b.Stats(); after.StoreErrors > before.StoreErrors || after.ExportFailures > before.ExportFailures ||
+			after.PendingWrites > before.PendingWrites || after.BreakerSkips > before.BreakerSkips {
 			return errors.New("broken adapter: the store failed")
 		}
 		return nil

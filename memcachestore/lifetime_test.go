@@ -70,3 +70,31 @@ func TestLifetimeWithoutServerList(t *testing.T) {
 		t.Fatalf("Lifetime without WithServerList: %v; want ErrNoServerList", err)
 	}
 }
+
+// Shard names the server of each key with the server list, so that the
+// Adapter's breaker tells two servers apart; without it, one shard.
+func TestShard(t *testing.T) {
+	var servers memcache.ServerList
+	if err := servers.SetServers("127.0.0.1:1", "127.0.0.1:2"); err != nil {
+		t.Fatal(err)
+	}
+	s := memcachestore.New(memcache.NewFromSelector(&servers), memcachestore.WithServerList(&servers))
+	seen := map[string]bool{}
+	for i := range 64 {
+		k := fmt.Sprintf("tc/default/key%d", i)
+		sh := s.Shard(k)
+		if sh != "127.0.0.1:1" && sh != "127.0.0.1:2" {
+			t.Fatalf("Shard(%q) = %q, want one of the two servers", k, sh)
+		}
+		if s.Shard(k) != sh {
+			t.Fatalf("Shard(%q) changed between two calls", k)
+		}
+		seen[sh] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("64 keys all on %v", seen)
+	}
+	if sh := memcachestore.New(memcache.New("127.0.0.1:1")).Shard("k"); sh != "" {
+		t.Fatalf("Shard without a server list = %q, want \"\"", sh)
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 
+	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
 	"github.com/msalcache/msalcache/entratest"
@@ -68,8 +69,16 @@ func appFarm(t *testing.T, a *msalcache.Adapter, srv *entratest.Server, tenants 
 func TestMSALServersDown(t *testing.T) {
 	const tenants = 12
 	mc1, mc2 := testserver.Memcached(t), testserver.Memcached(t)
-	client := newClientTimeout(t, 300*time.Millisecond, mc1.Addr(), mc2.Addr())
-	store := memcachestore.New(client)
+	// With the server list the Adapter's breaker tells the servers apart
+	// (memcachestore's Shard), so one dead server costs only its keys.
+	var servers memcache.ServerList
+	if err := servers.SetServers(mc1.Addr(), mc2.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	client := memcache.NewFromSelector(&servers)
+	client.Timeout = 300 * time.Millisecond
+	t.Cleanup(func() { client.Close() })
+	store := memcachestore.New(client, memcachestore.WithServerList(&servers))
 	entra := entratest.NewServer()
 	defer entra.Close()
 	newAdapter := func() *msalcache.Adapter {
