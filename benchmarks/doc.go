@@ -94,6 +94,38 @@
 // CPU (Save on a key per goroutine), where the store's extra goroutine
 // competes with the callers for the CPUs.
 //
+// BenchmarkSilent also runs, per store, the floor again beside that
+// store's rows, and the adapter-l1-plain and adapter-l1-encrypted cases:
+// msalcache.WithL1 over the store. BenchmarkL1Paired/<store> holds the
+// L1 to its target without drift: each op is one silent call of a client
+// with no external cache and one of a client on an encrypted Adapter with
+// the L1, in turn, each timed on its own, so the two rows of a store (floor
+// and l1-encrypted) share whatever the machine did; l1/floor is their
+// ratio.
+//
+// BenchmarkExport/<store>/raw is Export's floor: the store's own
+// compare-and-set Save of the same blobs (on Redis one EVALSHA of the
+// script the Adapter runs), no parse, merge or encryption.
+//
+// BenchmarkUsers/<pattern>/<n> signs n users in (1 to 10,000, each
+// population on top of the one before, on clients of their own before the
+// timer) and times their silent calls in turn from 8 goroutines per CPU:
+// floor (one client, no external cache), shared (one client on one Adapter
+// on Redis with the L1 and encryption) and per-request (a new client per
+// call on that Adapter, served by the L1's blob hand-over). Its "vs floor"
+// column divides by the 1-user row of the same pattern.
+//
+// BenchmarkInvalidation/<deployment>/push times the L1's push channel on
+// Redis (single node, Sentinel, Cluster of three masters): a Save through
+// one redisstore handle until another handle's watch hears that key and
+// version, one message at a time; max-ns is the slowest.
+//
+// BenchmarkL1Memory/memstore/<case> loads b.N partitions of about 4 KiB
+// through an Adapter, with and without the L1, into caches the Adapter
+// cannot track, and reports the live heap they add per entry
+// (heap-B/entry, after a GC), the L1's own count against MaxBytes
+// (l1-B/entry) and the plaintext (plain-B/entry).
+//
 // # Reading the output
 //
 // go test prints its usual lines, with metrics besides ns/op, B/op and
@@ -117,9 +149,11 @@
 // allocs/op come from each case run alone after the timed loop. "vs
 // naive" divides time/op by that of the naive accessor on the same store
 // and path: below 1 the Adapter is faster than the code it replaces. "vs
-// floor" divides it by the path's floor, MSAL-Go without an external
-// cache (silent, sharedclient), or on a path without one by the raw call
-// of the same store and path (load, save and their parallel paths).
+// floor" divides it by the floor of the same store and path when one ran
+// beside it (silent, l1paired), else by the path's floor, MSAL-Go without
+// an external cache (sharedclient), or on a path without one by the raw
+// call of the same store and path (export, load, save and their parallel
+// paths); on the users path by the 1-user row of the same pattern.
 // failed calls is the share of calls that failed, where they are counted.
 // "—" marks what does not apply.
 //

@@ -179,3 +179,25 @@ func TestNaiveAccessors(t *testing.T) {
 		})
 	}
 }
+
+// A floor measured beside a store's rows is theirs; a users row divides by
+// the 1-user row of its pattern.
+func TestRenderTableLocalBases(t *testing.T) {
+	got := renderTable([]*result{
+		{name: "BenchmarkSilent/floor", nsPerOp: 5000, tokenRequests: 1},
+		{name: "BenchmarkSilent/redis/floor", nsPerOp: 10000, tokenRequests: 1},
+		{name: "BenchmarkSilent/redis/adapter-l1-plain", nsPerOp: 11000, tokenRequests: 1},
+		{name: "BenchmarkUsers/shared/1", nsPerOp: 20000, tokenRequests: 0},
+		{name: "BenchmarkUsers/shared/10000", nsPerOp: 30000, tokenRequests: 0},
+	})
+	for _, want := range []string{
+		"| silent | redis | adapter-l1-plain | 11.0 µs |",
+		"| 1 | — | — | 1.10× |",
+		"| users | shared | 10000 | 30.0 µs |",
+		"| 0 | — | — | 1.50× |",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+}

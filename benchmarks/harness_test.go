@@ -234,9 +234,11 @@ func splitName(name string) (path, store, kase string) {
 
 // renderTable lays the results out as one markdown table, in the order the
 // benchmarks ran, with each row's time/op divided by that of the naive
-// accessor on the same store and path, and by its floor: the path's own
-// (a row "floor" without a store, MSAL-Go with no external cache) or, on a
-// path without one, the raw call of the same store and path. It returns ""
+// accessor on the same store and path, and by its floor: the floor row of
+// the same store and path when there is one (MSAL-Go with no external
+// cache, measured beside that store's rows), else the path's own (a row
+// "floor" without a store) or, on a path without one, the raw call of the
+// same store and path. It returns ""
 // when nothing ran.
 func renderTable(rs []*result) string {
 	if len(rs) == 0 {
@@ -246,6 +248,7 @@ func renderTable(rs []*result) string {
 	naive := map[[2]string]float64{}
 	raw := map[[2]string]float64{}
 	floor := map[string]float64{}
+	storeFloor := map[[2]string]float64{} // a floor measured beside a store's rows
 	for i, r := range rs {
 		p, s, k := splitName(r.name)
 		rows[i] = row{r, p, s, k}
@@ -257,6 +260,8 @@ func renderTable(rs []*result) string {
 			raw[[2]string{p, s}] = r.nsPerOp
 		case k == "floor" && s == "":
 			floor[p] = r.nsPerOp
+		case k == "floor":
+			storeFloor[[2]string{p, s}] = r.nsPerOp
 		}
 	}
 	var sb strings.Builder
@@ -275,7 +280,10 @@ func renderTable(rs []*result) string {
 		if r.counted > 0 {
 			failed = fmt.Sprintf("%.1f%%", 100*float64(r.failed)/float64(r.counted))
 		}
-		base, ok := floor[r.path]
+		base, ok := storeFloor[[2]string{r.path, r.store}]
+		if !ok {
+			base, ok = floor[r.path]
+		}
 		if !ok {
 			base = raw[[2]string{r.path, r.store}]
 		}
