@@ -316,7 +316,7 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 		a.log(ctx, slog.LevelWarn, "replace: the store holds a corrupt record for this partition; treating it as a miss", "replace", key, errAttr(err))
 		return (&partition{known: true, seq: seq}).unreadable(), false
 	default:
-		a.stats.storeErrors.Add(1)
+		a.storeFailed(ctx, "replace", key, err)
 		a.log(ctx, slog.LevelWarn, "replace: store failed; treating it as a miss", "replace", key, errAttr(err))
 		// MSAL still holds what it last loaded of this partition: keep
 		// serving it while the store is away. So does a client the adapter

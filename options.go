@@ -1,6 +1,7 @@
 package msalcache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,7 @@ type config struct {
 	maxPartition   int
 	l1             *L1Options // nil: no L1
 	breaker        BreakerOptions
+	onStoreError   func(context.Context, StoreError)
 }
 
 func defaultConfig() config {

@@ -183,7 +183,7 @@ func (w *write) loop(ctx context.Context) (Version, error) {
 			return NoVersion, err
 		}
 		failures++
-		a.stats.storeErrors.Add(1)
+		a.storeFailed(ctx, "export", w.key, err)
 		if failures >= a.cfg.exportAttempts || a.brk.isOpen(w.key) {
 			return NoVersion, err
 		}
