@@ -44,14 +44,36 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	redis.SetLogger(silentRedisLog{})
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		// The loops stop between records, but a store call in flight
+		// may take up to -timeout: say at once that the signal was
+		// heard. A second one ends the process there and then, which
+		// leaves no half-written record either: each write is one bbolt
+		// transaction or one Redis or memcached command.
+		signal.Stop(sigs)
+		fmt.Fprintln(os.Stderr, "msalcache: interrupted: stopping after the record in flight (interrupt again to quit at once)")
+		cancel()
+	}()
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
 	os.Exit(code)
 }
+
+// silentRedisLog drops go-redis's own log lines (a Sentinel client logs
+// every master it finds): stderr carries the command's errors alone, and
+// the progress of a terminal.
+type silentRedisLog struct{}
+
+func (silentRedisLog) Printf(context.Context, string, ...any) {}
 
 // errUsage marks an error that exits with status 2.
 var errUsage = errors.New("usage")

@@ -17,9 +17,6 @@ import (
 	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/entratest"
 	"github.com/msalcache/msalcache/protect"
-	"github.com/msalcache/msalcache/redisstore"
-	"github.com/msalcache/msalcache/storeurl"
-	"github.com/redis/go-redis/v9"
 )
 
 // The tests build the binary once and run it as an operator would, on
@@ -262,9 +259,15 @@ func blobKeys(t *testing.T, path string) map[string]string {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	return storeBlobKeys(t, s)
+}
+
+// storeBlobKeys returns the data key id of each partition of s.
+func storeBlobKeys(t *testing.T, s msalcache.Store) map[string]string {
+	t.Helper()
 	out := map[string]string{}
 	ctx := context.Background()
-	err = s.List(ctx, "tc/", func(k string) error {
+	err := s.(msalcache.Lister).List(ctx, "tc/", func(k string) error {
 		b, _, err := s.Load(ctx, k)
 		if err != nil {
 			return err
@@ -413,56 +416,8 @@ func TestRm(t *testing.T) {
 func TestMigrateBoltToRedis(t *testing.T) {
 	redisSrv := redisServer(t)
 	f, path, env := boltFarm(t, 4)
-	// The source's lifetimes, just before the copy.
-	ctx := context.Background()
-	want := map[string]time.Duration{}
-	keys := blobKeys(t, path)
-	src, err := boltstore.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k := range keys {
-		d, err := src.Lifetime(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want[k] = d
-	}
-	measured := time.Now()
-	src.Close()
 	to := "redis://" + redisSrv
-	f.cli(env, "migrate", "-to", to, "-ring", "-dry-run").must(t, 0)
-	r := f.cli(env, "migrate", "-to", to, "-ring", "-json").must(t, 0)
-	var out migrateOut
-	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
-		t.Fatal(err)
-	}
-	if out.Copied != 5 || out.Verified != 5 || out.Missing != 0 || out.RingCopied != "copied" {
-		t.Fatalf("migrate = %s", r.stdout)
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: redisSrv})
-	defer rdb.Close()
-	elapsed := time.Since(measured)
-	for k, d := range want {
-		pttl, err := rdb.PTTL(ctx, redisstore.DefaultPrefix+k).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff := d - elapsed - pttl; diff < -time.Second || diff > time.Second {
-			t.Fatalf("%s: TTL %v at the destination, %v at the source %v earlier", k, pttl, d, elapsed)
-		}
-	}
-	// Create-only: a second run keeps what the destination holds.
-	r = f.cli(env, "migrate", "-to", to, "-ring", "-json").must(t, 0)
-	if !strings.Contains(r.stdout, `"kept_at_destination": 5`) {
-		t.Fatalf("second migrate:\n%s", r.stdout)
-	}
-	rs, err := storeurl.Open(ctx, to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
-	f.serveAll(rs.Store)
+	checkMigrate(t, f, path, env, to)
 	// The commands run on Redis too.
 	renv := []string{"MSALCACHE_STORE=" + to, "MSALCACHE_KEK_FILE=" + f.kekFile}
 	f.cli(renv, "stats").must(t, 0)

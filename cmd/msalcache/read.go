@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/protect"
+	"github.com/redis/go-redis/v9"
 )
 
 type finding struct {
@@ -86,50 +88,133 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	return reportFindings(a, out, *asJSON)
 }
 
+// redisNode is what doctor reads of one Redis server.
+type redisNode struct {
+	addr      string // "" for the one server of a single or Sentinel URL
+	aof, save string
+	err       error
+	skew      time.Duration
+	clock     bool
+}
+
+// readRedisNode reads one server's persistence settings and clock.
+func readRedisNode(ctx context.Context, c redis.Cmdable, addr string) redisNode {
+	n := redisNode{addr: addr}
+	if cfg, err := c.ConfigGet(ctx, "appendonly").Result(); err == nil {
+		n.aof = cfg["appendonly"]
+	} else {
+		n.err = err
+	}
+	if cfg, err := c.ConfigGet(ctx, "save").Result(); err == nil {
+		n.save = cfg["save"]
+	} else if info, err := c.Info(ctx, "persistence").Result(); err == nil {
+		// CONFIG may be renamed away (managed Redis): INFO still tells.
+		n.err = nil
+		if strings.Contains(info, "aof_enabled:1") {
+			n.aof = "yes"
+		}
+	}
+	t0 := time.Now()
+	if st, err := c.Time(ctx).Result(); err == nil {
+		local := t0.Add(time.Since(t0) / 2)
+		n.skew, n.clock = st.Sub(local), true
+		if n.skew < 0 {
+			n.skew = -n.skew
+		}
+	}
+	return n
+}
+
+// doctorRedis checks persistence and clocks. A Cluster's data, the ring
+// included, is spread over its masters, so each master is checked: one
+// that does not persist loses its share of the keys on a restart.
 func doctorRedis(ctx context.Context, a *app, e *env, ringHere bool, add func(level, check, detail, action string)) {
 	c := e.ringStore.Redis
 	cctx, cancel := a.callCtx(ctx)
 	defer cancel()
-	aof, save := "", ""
-	if cfg, err := c.ConfigGet(cctx, "appendonly").Result(); err == nil {
-		aof = cfg["appendonly"]
-	}
-	if cfg, err := c.ConfigGet(cctx, "save").Result(); err == nil {
-		save = cfg["save"]
-	} else if info, err := c.Info(cctx, "persistence").Result(); err == nil {
-		if strings.Contains(info, "aof_enabled:1") {
-			aof = "yes"
+	var nodes []redisNode
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		err := cc.ForEachMaster(cctx, func(ctx context.Context, m *redis.Client) error {
+			n := readRedisNode(ctx, m, m.Options().Addr)
+			mu.Lock()
+			nodes = append(nodes, n)
+			mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			add("fail", "cluster", fmt.Sprintf("the Cluster's masters cannot all be reached: %v", err), "check CLUSTER INFO on each node")
 		}
+		sort.Slice(nodes, func(i, j int) bool { return nodes[i].addr < nodes[j].addr })
+	} else {
+		nodes = append(nodes, readRedisNode(cctx, c, ""))
 	}
 	what := "the token cache"
 	if ringHere {
 		what = "the key ring"
 	}
-	switch {
-	case aof == "yes":
-		add("ok", "persistence", "Redis persists (appendonly yes)", "")
-	case save != "":
-		add("warn", "persistence", fmt.Sprintf("Redis persists by RDB snapshots only (save %q): a crash loses the writes since the last one", save),
-			"set appendonly yes where the key ring lives")
-	case ringHere:
-		add("fail", "persistence", "Redis does not persist (appendonly no, no save): a restart loses "+what+" and every token becomes unreadable",
-			"CONFIG SET appendonly yes (and in redis.conf), or keep the ring in bbolt (-ring-store)")
-	default:
-		add("info", "persistence", "Redis does not persist: a restart empties the cache (a miss per user, nothing worse)", "")
+	type verdict struct{ level, detail, action string }
+	judge := func(n redisNode) verdict {
+		switch {
+		case n.aof == "yes":
+			return verdict{"ok", "Redis persists (appendonly yes)", ""}
+		case n.save != "":
+			return verdict{"warn", fmt.Sprintf("Redis persists by RDB snapshots only (save %q): a crash loses the writes since the last one", n.save),
+				"set appendonly yes where the key ring lives"}
+		case n.err != nil && n.aof == "":
+			return verdict{"warn", fmt.Sprintf("Redis's persistence settings cannot be read (%v)", n.err),
+				"check appendonly on the server: the key ring must survive a restart"}
+		case ringHere:
+			return verdict{"fail", "Redis does not persist (appendonly no, no save): a restart loses " + what + " and every token becomes unreadable",
+				"CONFIG SET appendonly yes (and in redis.conf), or keep the ring in bbolt (-ring-store)"}
+		default:
+			return verdict{"info", "Redis does not persist: a restart empties the cache (a miss per user, nothing worse)", ""}
+		}
 	}
-	t0 := time.Now()
-	if st, err := c.Time(cctx).Result(); err == nil {
-		local := t0.Add(time.Since(t0) / 2)
-		skew := st.Sub(local)
-		if skew < 0 {
-			skew = -skew
+	// One finding when every master says the same, one per master
+	// otherwise, so that the odd one out is named.
+	same := true
+	for _, n := range nodes[1:] {
+		same = same && judge(n) == judge(nodes[0])
+	}
+	for i, n := range nodes {
+		v := judge(n)
+		switch {
+		case len(nodes) == 1:
+		case same && i > 0:
+			continue
+		case same:
+			v.detail = fmt.Sprintf("every master (%d): %s", len(nodes), v.detail)
+		default:
+			v.detail = fmt.Sprintf("master %s: %s", n.addr, v.detail)
 		}
-		if skew > 2*time.Second {
-			add("warn", "clock", fmt.Sprintf("the server's clock is %v away from this host's", skew.Round(time.Millisecond)),
-				"run NTP on both: key activation allows for 5 minutes of skew, token expiry for less")
-		} else {
-			add("ok", "clock", fmt.Sprintf("the server's clock is within %v of this host's", skew.Round(time.Millisecond)), "")
+		add(v.level, "persistence", v.detail, v.action)
+	}
+	var worst redisNode
+	for _, n := range nodes {
+		if n.clock && (!worst.clock || n.skew > worst.skew) {
+			worst = n
 		}
+	}
+	if !worst.clock {
+		return
+	}
+	where := "the server's clock"
+	if len(nodes) > 1 {
+		where = fmt.Sprintf("the clocks of the %d masters are", len(nodes))
+	}
+	if worst.skew > 2*time.Second {
+		if len(nodes) > 1 {
+			where = fmt.Sprintf("master %s's clock", worst.addr)
+		}
+		add("warn", "clock", fmt.Sprintf("%s is %v away from this host's", where, worst.skew.Round(time.Millisecond)),
+			"run NTP on both: key activation allows for 5 minutes of skew, token expiry for less")
+	} else {
+		verb := "is"
+		if len(nodes) > 1 {
+			verb = "all"
+		}
+		add("ok", "clock", fmt.Sprintf("%s %s within %v of this host's", where, verb, worst.skew.Round(time.Millisecond)), "")
 	}
 }
 
