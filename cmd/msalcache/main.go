@@ -30,6 +30,14 @@
 //
 // Commands that only read never write: the ring is opened with
 // protect.OpenReadOnly. Exit status: 0 success, 1 failure, 2 usage.
+//
+// Long commands (stats, rewrap, migrate, rm -expired) show their progress
+// on stderr when it is a terminal, and nothing when it is not. Ctrl-C (or
+// SIGTERM) stops them between two records: the one in flight is finished,
+// the command says how far it got and exits 1, and running it again
+// resumes (rewrap skips what is under the current key, migrate what the
+// destination holds). A second Ctrl-C quits at once, which leaves no
+// half-written record either.
 // Nothing printed ever holds a token, a secret, a partition's data or a
 // password.
 package main

@@ -202,8 +202,14 @@ func (f *farm) cli(env []string, args ...string) result {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Stdin = strings.NewReader("")
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
+	return f.check(args, cmd.Run(), out.String(), errb.String())
+}
+
+// check makes the result of a run of the binary, and fails the test if
+// it printed a secret of f or a user name.
+func (f *farm) check(args []string, err error, stdout, stderr string) result {
+	f.t.Helper()
+	r := result{stdout: stdout, stderr: stderr}
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.code = ee.ExitCode()
 	} else if err != nil {
