@@ -306,9 +306,12 @@ func (p *progress) step(done int) {
 	fmt.Fprintf(p.w, "\r%s: %d/%d, %.0f/s, ETA %s   ", p.what, done, p.total, rate, eta)
 }
 
+// end ends the progress line, once: a command calls it before its
+// summary and defers it for its error paths.
 func (p *progress) end() {
 	if p.on {
 		fmt.Fprintln(p.w)
+		p.on = false
 	}
 }
 

@@ -379,6 +379,7 @@ func runStats(ctx context.Context, a *app, args []string) error {
 		st.ByKind[kind]++
 	}
 	p.step(len(keys))
+	p.end()
 	if *asJSON {
 		return printJSON(a, st)
 	}

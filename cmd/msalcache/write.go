@@ -536,10 +536,13 @@ func runRm(ctx context.Context, a *app, args []string) error {
 	}
 	removed, kept, unread := 0, 0, 0
 	now := time.Now()
+	p := a.progress("rm -expired", len(keys))
+	defer p.end()
 	for i, k := range keys {
 		if ctx.Err() != nil {
 			return interrupted("partitions", i, len(keys))
 		}
+		p.step(i)
 		b, err := e.readBlob(ctx, e.store, k)
 		if errors.Is(err, msalcache.ErrNotFound) {
 			continue
@@ -567,6 +570,8 @@ func runRm(ctx context.Context, a *app, args []string) error {
 		}
 		removed++
 	}
+	p.step(len(keys))
+	p.end()
 	verb := "removed"
 	if *dry {
 		verb = "would remove"
