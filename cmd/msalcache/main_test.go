@@ -423,7 +423,7 @@ func TestMigrateBoltToRedis(t *testing.T) {
 	redisSrv := redisServer(t)
 	f, path, env := boltFarm(t, 4)
 	to := "redis://" + redisSrv
-	checkMigrate(t, f, path, env, to)
+	checkMigrate(t, f, env, "bbolt://"+path, to)
 	// The commands run on Redis too.
 	renv := []string{"MSALCACHE_STORE=" + to, "MSALCACHE_KEK_FILE=" + f.kekFile}
 	f.cli(renv, "stats").must(t, 0)

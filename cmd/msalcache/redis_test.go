@@ -8,34 +8,33 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache"
-	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/redisstore"
 	"github.com/msalcache/msalcache/storeurl"
 )
 
-// checkMigrate migrates the bbolt farm at path to the Redis store at to
-// (of any kind), with the ring, and checks what the issue asks: every
-// partition copied and verified, each key's TTL within a second of the
-// source's, create-only on a second run, and every user served from the
-// destination with no token request.
-func checkMigrate(t *testing.T, f *farm, path string, env []string, to string) {
+// checkMigrate migrates the farm in the store at from (of any kind, env
+// naming it) to the Redis store at to (of any kind), with the ring, and
+// checks what the issue asks: every partition copied and verified, each
+// key's TTL within a second of the source's, create-only on a second run,
+// and every user served from the destination with no token request.
+func checkMigrate(t *testing.T, f *farm, env []string, from, to string) {
 	t.Helper()
 	ctx := context.Background()
 	want := map[string]time.Duration{}
-	src, err := boltstore.Open(path)
+	src, err := storeurl.Open(ctx, from)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k := range storeBlobKeys(t, src) {
-		d, err := src.Lifetime(ctx, k)
+	for k := range storeBlobKeys(t, src.Store) {
+		d, err := src.Store.(msalcache.Lifetimer).Lifetime(ctx, k)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want[k] = d
 	}
 	measured := time.Now()
-	src.Close()
+	src.Close() // bbolt: let the binary take the file's lock
 	r := f.cli(env, "migrate", "-to", to, "-ring", "-dry-run", "-json").must(t, 0)
 	if !strings.Contains(r.stdout, `"dry_run": true`) {
 		t.Fatalf("dry run:\n%s", r.stdout)
@@ -90,7 +89,7 @@ func stderrQuiet(t *testing.T, r result) {
 // checkRedisCommands writes a farm straight into the Redis deployment at
 // url (under prefix, which the commands get from MSALCACHE_PREFIX) and
 // runs every command on it.
-func checkRedisCommands(t *testing.T, url, prefix string, nusers int) {
+func checkRedisCommands(t *testing.T, url, prefix string, nusers int, beforeRm func(f *farm, env []string)) {
 	t.Helper()
 	ctx := context.Background()
 	s, err := storeurl.Open(ctx, url, storeurl.WithPrefix(prefix))
@@ -187,6 +186,10 @@ func checkRedisCommands(t *testing.T, url, prefix string, nusers int) {
 	}
 	f.serveAll(s.Store)
 
+	if beforeRm != nil {
+		beforeRm(f, env)
+	}
+
 	// rm: one partition, then the expired ones (none).
 	f.cli(env, "rm", "-partition", f.users[0].HomeAccountID).must(t, 0)
 	if n := len(storeBlobKeys(t, s.Store)); n != parts-1 {
@@ -206,17 +209,20 @@ func TestRedisCluster(t *testing.T) {
 	url := "redis+cluster://" + strings.Join(c.Addrs(), ",")
 	t.Run("migrate", func(t *testing.T) {
 		f, path, env := boltFarm(t, 5)
-		checkMigrate(t, f, path, env, url)
+		checkMigrate(t, f, env, "bbolt://"+path, url)
 	})
 	t.Run("commands", func(t *testing.T) {
-		checkRedisCommands(t, url, "direct:", 5)
+		checkRedisCommands(t, url, "direct:", 5, nil)
 	})
 }
 
 // TestRedisSentinel runs every command on a farm written to a Redis
-// reached through its sentinels.
+// reached through its sentinels, and migrates it to another Redis
+// deployment.
 func TestRedisSentinel(t *testing.T) {
 	s := testserver.RedisSentinel(t)
 	url := "redis+sentinel://" + strings.Join(s.SentinelAddrs(), ",") + "/" + s.MasterName()
-	checkRedisCommands(t, url, redisstore.DefaultPrefix, 4)
+	checkRedisCommands(t, url, redisstore.DefaultPrefix, 4, func(f *farm, env []string) {
+		checkMigrate(t, f, env, url, "redis://"+redisServer(t))
+	})
 }
