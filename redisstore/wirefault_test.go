@@ -24,6 +24,7 @@ import (
 // shared MSAL client on the first serving a signed-in user and app tokens.
 type wireFarm struct {
 	t      *testing.T
+	srv    *testserver.RedisServer
 	wire   *faultnet.Wire
 	entra  *entratest.Server
 	a, b   *msalcache.Adapter
@@ -35,7 +36,7 @@ type wireFarm struct {
 // call goes to Redis.
 func newWireFarm(t *testing.T, maxStale time.Duration) *wireFarm {
 	srv := testserver.Redis(t)
-	f := &wireFarm{t: t, wire: &faultnet.Wire{}, entra: entratest.NewServer()}
+	f := &wireFarm{t: t, srv: srv, wire: &faultnet.Wire{}, entra: entratest.NewServer()}
 	t.Cleanup(f.entra.Close)
 	instance := func() *msalcache.Adapter {
 		c := newClient(t, &redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true, Dialer: f.wire.DialContext})
@@ -123,6 +124,10 @@ func TestWireFaults(t *testing.T) {
 		{"jitter 0-20ms", func(w *faultnet.Wire) { w.SetLatency(0, 20*time.Millisecond); w.Set(faultnet.Latency, false) }, false, 0},
 		{"black hole", func(w *faultnet.Wire) { w.Set(faultnet.BlackHole, false) }, true, msalcache.DefaultL1MaxStale},
 		{"reset mid-reply", func(w *faultnet.Wire) { w.Set(faultnet.Reset, false) }, true, msalcache.DefaultL1MaxStale},
+		{"bandwidth 64 KiB/s", func(w *faultnet.Wire) { w.SetBandwidth(64 << 10); w.Set(faultnet.Bandwidth, false) }, false, 0},
+		// The server closes every client connection (CLIENT KILL), and
+		// the clients see it 2 s late, in silence.
+		{"server closes, seen 2s late", nil, false, 0},
 	}
 	var table strings.Builder
 	table.WriteString("| fault | calls | failed | p50 | p99 | max | breaker trips | writes kept and flushed |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
@@ -135,7 +140,14 @@ func TestWireFaults(t *testing.T) {
 				}
 			}
 			before := f.a.Stats()
-			fault.apply(f.wire)
+			if fault.apply != nil {
+				fault.apply(f.wire)
+			} else {
+				f.wire.SetCloseDelay(2 * time.Second)
+				if err := newClient(t, &redis.Options{Addr: f.srv.Addr()}).ClientKillByFilter(context.Background(), "TYPE", "normal").Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
 			var took []time.Duration
 			deadline := time.Now().Add(20 * time.Second)
 			for i := 0; len(took) < 40 || fault.broken && f.a.Stats().BreakerSkips < 20; i++ {
@@ -151,6 +163,7 @@ func TestWireFaults(t *testing.T) {
 			bob := f.entra.AddUser("contoso", "bob@contoso.example", "pw")
 			f.signIn(f.client, bob)
 			f.wire.Set(faultnet.Pass, false)
+			f.wire.SetCloseDelay(0)
 			healed := time.Now().Add(10 * time.Second)
 			for f.a.Stats().BreakerOpen {
 				if time.Now().After(healed) {

@@ -5,6 +5,10 @@
 // Client.DialContext), so the fault sits between a real client and a real
 // server, in process and without a proxy or a dependency.
 //
+// Bandwidth limits what reads deliver, and a close delay holds back the
+// end of a stream the server closed (toxiproxy's slow_close): the client
+// sees the connection open, and silent, for that long.
+//
 // A connection that has written a SUBSCRIBE is a subscription: Pubsub
 // faults hit only those, so a test can cut a store's invalidation channel
 // while its data path works.
@@ -14,6 +18,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -39,15 +44,19 @@ const (
 	// Reset cuts every connection at its next read, after handing over
 	// part of what the server sent: a reply broken in the middle.
 	Reset
+	// Bandwidth delivers reads at SetBandwidth's bytes per second.
+	Bandwidth
 )
 
 // Wire is the switch between clients and a server. The zero value passes
 // everything.
 type Wire struct {
-	mode   atomic.Int32
-	pubsub atomic.Bool // the mode applies to subscriptions only
-	delay  atomic.Int64
-	jitter atomic.Int64
+	mode       atomic.Int32
+	pubsub     atomic.Bool // the mode applies to subscriptions only
+	delay      atomic.Int64
+	jitter     atomic.Int64
+	rate       atomic.Int64 // bytes per second, for Bandwidth
+	closeDelay atomic.Int64
 
 	mu    sync.Mutex
 	conns []*conn
@@ -70,6 +79,13 @@ func (w *Wire) SetLatency(delay, jitter time.Duration) {
 	w.delay.Store(int64(delay))
 	w.jitter.Store(int64(jitter))
 }
+
+// SetBandwidth sets the rate of Bandwidth, in bytes per second.
+func (w *Wire) SetBandwidth(bytesPerSecond int) { w.rate.Store(int64(bytesPerSecond)) }
+
+// SetCloseDelay holds back, whatever the mode, the end of a stream the
+// server closed by d: a read that meets it waits d, or its deadline, first.
+func (w *Wire) SetCloseDelay(d time.Duration) { w.closeDelay.Store(int64(d)) }
 
 // DialContext dials the real server and wraps the connection.
 func (w *Wire) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -133,6 +149,12 @@ func (c *conn) Read(b []byte) (int, error) {
 			}
 			time.Sleep(d)
 			return c.Conn.Read(b)
+		case Bandwidth:
+			rate := max(c.w.rate.Load(), 1)
+			chunk := max(int(rate/100), 1) // what 10 ms carries
+			n, err := c.Conn.Read(b[:min(len(b), chunk)])
+			time.Sleep(time.Duration(int64(n) * int64(time.Second) / rate))
+			return n, err
 		case Reset:
 			n, err := c.Conn.Read(b[:max(len(b)/2, 1)])
 			_ = c.Conn.Close()
@@ -173,9 +195,30 @@ func (c *conn) Read(b []byte) (int, error) {
 				// through is lost, as it would be in the network.
 				continue
 			}
+			if errors.Is(err, io.EOF) {
+				return n, c.lateEOF()
+			}
 			return n, err
 		}
 	}
+}
+
+// lateEOF returns the end of the stream once the close delay has passed,
+// or a timeout at the read deadline if that comes first.
+func (c *conn) lateEOF() error {
+	d := time.Duration(c.w.closeDelay.Load())
+	if d <= 0 {
+		return io.EOF
+	}
+	c.mu.Lock()
+	deadline := c.deadline
+	c.mu.Unlock()
+	if !deadline.IsZero() && time.Until(deadline) < d {
+		time.Sleep(max(time.Until(deadline), 0))
+		return errTimeout
+	}
+	time.Sleep(d)
+	return io.EOF
 }
 
 func (c *conn) SetDeadline(t time.Time) error {
