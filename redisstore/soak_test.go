@@ -130,20 +130,7 @@ func TestSoak(t *testing.T) {
 	}
 	d := *soakFor
 	setup := testserver.RedisSentinel(t)
-	// The data nodes persist, as a Redis holding the key ring must
-	// (README): a master killed and restarted before the sentinels fail
-	// over would otherwise come back empty and empty its replica too.
 	ctx := context.Background()
-	for _, n := range []*testserver.RedisServer{setup.Master(), setup.Replica()} {
-		c := redis.NewClient(&redis.Options{Addr: n.Addr()})
-		if err := c.ConfigSet(ctx, "appendonly", "yes").Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.ConfigRewrite(ctx).Err(); err != nil {
-			t.Fatal(err)
-		}
-		c.Close()
-	}
 
 	// One token endpoint for the whole farm. Each child's own entratest
 	// would not do: a refresh token or a user exists only in the emulator
@@ -271,6 +258,8 @@ type soakEvent struct {
 	// Loses: the fault may drop the last writes the master acknowledged
 	// (a failover without WAIT; a kill, with appendfsync everysec).
 	Loses bool
+	// Keys before and after, on the master of the time.
+	KeysBefore, KeysAfter int64
 }
 
 // soakChaos runs the chaos schedule until the soak ends: every 60 s (or
@@ -286,55 +275,166 @@ func soakChaos(t *testing.T, setup *testserver.SentinelSetup, start time.Time, d
 	}
 	// master is the server the sentinels report as master: a kill may
 	// let them fail over on their own, and Master then names the old one.
+	nodes := []*testserver.RedisServer{setup.Master(), setup.Replica()}
 	master := func() (*testserver.RedisServer, bool) {
 		sc := redis.NewSentinelClient(&redis.Options{Addr: setup.SentinelAddrs()[0]})
 		defer sc.Close()
 		addr, err := sc.GetMasterAddrByName(context.Background(), setup.MasterName()).Result()
-		if err == nil && len(addr) == 2 && "127.0.0.1:"+addr[1] == setup.Replica().Addr() {
-			return setup.Replica(), false
+		if err == nil && len(addr) == 2 && "127.0.0.1:"+addr[1] == nodes[1].Addr() {
+			return nodes[1], false
 		}
-		return setup.Master(), true
+		return nodes[0], true
+	}
+	dbsize := func() int64 {
+		m, _ := master()
+		c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+		defer c.Close()
+		n, err := c.DBSize(context.Background()).Result()
+		if err != nil {
+			return -1
+		}
+		return n
 	}
 	for c := time.Duration(0); c+cycle <= d; c += cycle {
 		at := func(f float64) time.Time { return start.Add(c + time.Duration(f*float64(cycle))) }
 
 		wait(at(0.15))
 		m, _ := master()
-		ev := soakEvent{Name: "master frozen " + soakFreeze.String() + ", thawed", Start: time.Now()}
+		ev := soakEvent{Name: "master frozen " + soakFreeze.String() + ", thawed", Start: time.Now(), KeysBefore: dbsize()}
 		m.Freeze()
 		time.Sleep(soakFreeze) // the fault's length
 		m.Thaw()
 		ev.End = time.Now()
+		ev.KeysAfter = dbsize()
 		events = append(events, ev)
 
 		wait(at(0.35))
-		ev = soakEvent{Name: "Sentinel failover", Start: time.Now(), Loses: true}
-		if _, tracked := master(); tracked {
-			setup.Failover(t)
-		} else {
-			ev.Name = "Sentinel failover (skipped: the sentinels had failed over on their own)"
-		}
+		ev = soakEvent{Name: "Sentinel failover", Start: time.Now(), Loses: true, KeysBefore: dbsize()}
+		m, _ = master()
+		soakFailover(t, setup, m)
+		soakDemote(t, m, soakWaitMaster(t, setup, nodes, m, false))
 		ev.End = time.Now()
+		ev.KeysAfter = dbsize()
 		events = append(events, ev)
 
 		wait(at(0.6))
 		m, _ = master()
-		ev = soakEvent{Name: "master killed, restarted", Start: time.Now(), Loses: true}
+		ev = soakEvent{Name: "master killed, failed over, restarted", Start: time.Now(), Loses: true, KeysBefore: dbsize()}
 		m.Kill()
+		// The sentinels fail over on their own (down-after 1 s); the
+		// old master comes back empty (testserver runs the data nodes
+		// without persistence) and is made a replica of the new one, as
+		// the sentinels would 10-20 s later.
+		other := soakWaitMaster(t, setup, nodes, m, true)
 		m.Restart(t)
+		soakDemote(t, m, other)
 		ev.End = time.Now()
+		ev.KeysAfter = dbsize()
 		events = append(events, ev)
 
 		wait(at(0.8))
 		m, _ = master()
-		ev = soakEvent{Name: "master frozen " + soakFreeze.String() + ", thawed", Start: time.Now()}
+		ev = soakEvent{Name: "master frozen " + soakFreeze.String() + ", thawed", Start: time.Now(), KeysBefore: dbsize()}
 		m.Freeze()
 		time.Sleep(soakFreeze)
 		m.Thaw()
 		ev.End = time.Now()
+		ev.KeysAfter = dbsize()
 		events = append(events, ev)
 	}
 	return events
+}
+
+// soakFailover asks a sentinel to fail over from master m. It does what
+// SentinelSetup.Failover does, but for whichever node is master now: the
+// kills of the schedule make the sentinels fail over on their own, which
+// SentinelSetup does not track.
+func soakFailover(t *testing.T, setup *testserver.SentinelSetup, m *testserver.RedisServer) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var err error
+		for _, a := range setup.SentinelAddrs() {
+			sc := redis.NewSentinelClient(&redis.Options{Addr: a})
+			err = sc.Failover(context.Background(), setup.MasterName()).Err()
+			sc.Close()
+			if err == nil {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SENTINEL FAILOVER not accepted after 30 s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // e.g. NOGOODSLAVE while a sentinel learns the replica
+	}
+}
+
+// soakWaitMaster waits until every sentinel reports the node other than
+// old as master and it runs as one, and returns it.
+func soakWaitMaster(t *testing.T, setup *testserver.SentinelSetup, nodes []*testserver.RedisServer, old *testserver.RedisServer, oldDead bool) *testserver.RedisServer {
+	t.Helper()
+	want := nodes[0]
+	if want == old {
+		want = nodes[1]
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := func() error {
+			for _, a := range setup.SentinelAddrs() {
+				sc := redis.NewSentinelClient(&redis.Options{Addr: a})
+				addr, err := sc.GetMasterAddrByName(context.Background(), setup.MasterName()).Result()
+				sc.Close()
+				if err != nil {
+					return err
+				}
+				if len(addr) != 2 || "127.0.0.1:"+addr[1] != want.Addr() {
+					return fmt.Errorf("sentinel %s reports master %v", a, addr)
+				}
+			}
+			c := redis.NewClient(&redis.Options{Addr: want.Addr()})
+			defer c.Close()
+			info, err := c.Info(context.Background(), "replication").Result()
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(info, "role:master") {
+				return errors.New("the new master is not master yet")
+			}
+			return nil
+		}()
+		if err == nil {
+			return want
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no failover 30 s after the master was killed or asked to: %v (old master dead: %v)", err, oldDead)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// soakDemote makes r a replica of master in sync, as the sentinels would
+// (they reconfigure a former master only 10-20 s after the promotion).
+func soakDemote(t *testing.T, r, master *testserver.RedisServer) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer c.Close()
+	port := strings.TrimPrefix(master.Addr(), "127.0.0.1:")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := c.Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, "role:master") {
+			if err = c.SlaveOf(context.Background(), "127.0.0.1", port).Err(); err == nil {
+				err = c.ConfigRewrite(context.Background()).Err()
+			}
+		}
+		if err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+port+"\r") && strings.Contains(info, "master_link_status:up") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the former master is not a replica in sync 30 s after the failover: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func readSoakRecords(path string, child int) ([]soakRecord, error) {
@@ -858,9 +958,9 @@ func judgeSoak(t *testing.T, recs []soakRecord, users []soakUser, events []soakE
 
 	var tb strings.Builder
 	fmt.Fprintf(&tb, "\n### Soak: %v, %d instances, %d users, %d tenants\n\n", d, soakInstances, soakUsers, soakTenants)
-	fmt.Fprintf(&tb, "| chaos event | at | took |\n|---|--:|--:|\n")
+	fmt.Fprintf(&tb, "| chaos event | at | took | keys before | after |\n|---|--:|--:|--:|--:|\n")
 	for _, ev := range events {
-		fmt.Fprintf(&tb, "| %s | +%v | %s |\n", ev.Name, ev.Start.Sub(start).Round(100*time.Millisecond), soakDur(ev.End.Sub(ev.Start)))
+		fmt.Fprintf(&tb, "| %s | +%v | %s | %d | %d |\n", ev.Name, ev.Start.Sub(start).Round(100*time.Millisecond), soakDur(ev.End.Sub(ev.Start)), ev.KeysBefore, ev.KeysAfter)
 	}
 	fmt.Fprintf(&tb, "\n| token calls by kind | calls | p50 | p99 | max |\n|---|--:|--:|--:|--:|\n")
 	for k := range soakKinds {
@@ -910,7 +1010,7 @@ func judgeSoak(t *testing.T, recs []soakRecord, users []soakUser, events []soakE
 		slices.Sort(xs)
 		return xs[len(xs)/2]
 	}
-	fmt.Fprintf(&tb, "\n| instance | goroutines first %v | last %v | live heap first | last | breaker trips | pending flushed | dropped | L1 hits | store errors |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n", window, window)
+	fmt.Fprintf(&tb, "\n| instance | goroutines first %v | last %v | live heap first | last | breaker trips | pending flushed | dropped | L1 hits | misses | store errors | decrypt errors | conflicts |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n", window, window)
 	var memErrs []string
 	for c := range soakInstances {
 		g0, g1 := median(goroutines[c][0]), median(goroutines[c][1])
@@ -919,8 +1019,8 @@ func judgeSoak(t *testing.T, recs []soakRecord, users []soakUser, events []soakE
 		if st == nil {
 			st = &msalcache.Stats{}
 		}
-		fmt.Fprintf(&tb, "| %d | %d | %d | %.1f MiB | %.1f MiB | %d | %d | %d | %d | %d |\n", c, g0, g1, float64(h0)/(1<<20), float64(h1)/(1<<20),
-			st.BreakerTrips, st.PendingFlushed, st.PendingDropped, st.L1Hits, st.StoreErrors)
+		fmt.Fprintf(&tb, "| %d | %d | %d | %.1f MiB | %.1f MiB | %d | %d | %d | %d | %d | %d | %d | %d |\n", c, g0, g1, float64(h0)/(1<<20), float64(h1)/(1<<20),
+			st.BreakerTrips, st.PendingFlushed, st.PendingDropped, st.L1Hits, st.Misses, st.StoreErrors, st.DecryptErrors, st.Conflicts)
 		if g0 < 0 || g1 < 0 {
 			memErrs = append(memErrs, fmt.Sprintf("instance %d: no goroutine samples in the first or last %v", c, window))
 			continue
