@@ -50,7 +50,9 @@ type L1Options struct {
 // coherent across a farm: a store that implements Watcher reports every
 // write and delete, from any instance, and the entry is dropped at once;
 // while the store cannot report (a dropped subscription, a failover) the
-// L1 is flushed and bypassed. Whatever the store, nothing is served that
+// L1 is bypassed, its data kept only as what the breaker serves while the
+// store itself is unreachable (see WithBreaker), and it starts empty when
+// the store reports again. Whatever the store, nothing is served that
 // was confirmed longer than MaxStale ago without asking the store again,
 // with a version-only probe where the store is a Versioner.
 //
