@@ -201,8 +201,15 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 	}
 	p, exact := a.replaceFromStore(ctx, dctx, cs, key, hints.PartitionKey, seq)
 	if tk != nil {
-		if exact {
-			a.l1.end(tk, true, p.version, p.raw, p.doc)
+		learned := p
+		if exact && p == nil {
+			// MSAL holds the stored version: the L1 keeps the client's
+			// copy, or a long-lived client that loaded before the L1's
+			// watch was up would never fill it.
+			learned = cs.current(key)
+		}
+		if exact && learned != nil {
+			a.l1.end(tk, true, learned.version, learned.raw, learned.doc)
 		} else {
 			a.l1.end(tk, false, 0, nil, nil)
 		}
@@ -288,8 +295,9 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 		a.stats.hits.Add(1)
 		if cs.holds(key, v, true, a.cfg.now()) {
 			a.stats.reused.Add(1)
-			// The L1 learns the version; it has no data to keep.
-			return nil, false
+			// exact: the L1 learns what MSAL holds, which is what the
+			// store holds (Replace takes it from the client's model).
+			return nil, true
 		}
 		p = &partition{version: v, known: true, seq: seq}
 		plain, oerr := a.open(dctx, blob, key)

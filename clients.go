@@ -76,6 +76,18 @@ func (cs *clientState) holds(key string, v Version, exact bool, now time.Time) b
 	return true
 }
 
+// current returns a copy of what the client holds of partition key, nil
+// when the model says nothing of it.
+func (cs *clientState) current(key string) *partition {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	p := cs.parts[key]
+	if !cs.valid || p == nil || !p.known || p.behind {
+		return nil
+	}
+	return &partition{version: p.version, known: true, raw: p.raw, doc: p.doc}
+}
+
 // untracked reports whether the adapter knows nothing of what MSAL's cache
 // holds (a new client, or one forgotten while idle) and no Remove asked for
 // a reset.

@@ -298,3 +298,31 @@ func TestWithL1RefusesBadOptions(t *testing.T) {
 		}
 	}
 }
+
+// A long-lived client that loaded its partition while the watch was down
+// fills the L1 once the watch is up, though every later call finds MSAL
+// holding the stored version (found by TestWireFaultInvalidationCut, whose
+// watch came up after the first load on a loaded machine: the L1 stayed
+// empty and every call went to the store).
+func TestL1LearnsWhatAClientAlreadyHolds(t *testing.T) {
+	s := newWatchStore()
+	a := newL1Adapter(t, s, L1Options{})
+	writeApp(t, a, "one")
+	s.push(Change{Kind: ChangeWatchDown})
+	c := &target{}
+	readApp(t, a, c) // loaded while the L1 is bypassed
+	s.push(Change{Kind: ChangeWatchUp})
+	readApp(t, a, c) // MSAL holds the stored version: reused
+	loads := s.loads.Load()
+	for range 3 {
+		if got := readApp(t, a, c); got != fmt.Sprintf(l1Token, "one") {
+			t.Fatalf("the long-lived client read %q", got)
+		}
+		if got := readApp(t, a, nil); got != fmt.Sprintf(l1Token, "one") {
+			t.Fatalf("a new client read %q", got)
+		}
+	}
+	if n := s.loads.Load() - loads; n != 0 {
+		t.Fatalf("%d loads after the L1 saw the version a client held: it did not learn it", n)
+	}
+}
