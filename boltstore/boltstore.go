@@ -364,43 +364,17 @@ func (s *Store) bucketOf(tx *bolt.Tx) (*bolt.Bucket, error) {
 // Load implements msalcache.Store. A record that cannot be decoded fails
 // with an error wrapping ErrCorrupt.
 func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
-	if err := checkKey(key); err != nil {
-		return nil, msalcache.NoVersion, err
-	}
-	if err := s.enter(ctx); err != nil {
-		return nil, msalcache.NoVersion, err
-	}
-	defer s.calls.Done()
 	var (
 		value   []byte
 		version msalcache.Version
 	)
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("boltstore: %w", err)
-		}
-		b, err := s.bucketOf(tx)
-		if err != nil {
-			return err
-		}
-		raw := b.Get([]byte(key))
-		if raw == nil {
-			return msalcache.ErrNotFound
-		}
-		rec, err := decodeRecord(raw)
-		if err != nil {
-			return fmt.Errorf("boltstore: load: %w", err)
-		}
-		if !rec.live(s.now().UnixNano()) {
-			return msalcache.ErrNotFound
-		}
+	err := s.readLive(ctx, "load", key, func(rec record, _ int64) {
 		// bbolt's bytes live only as long as the transaction.
 		value = bytes.Clone(rec.value)
 		if value == nil {
 			value = []byte{}
 		}
 		version = rec.version
-		return nil
 	})
 	if err != nil {
 		return nil, msalcache.NoVersion, err
@@ -412,15 +386,29 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 // from the record's header, without copying the value. A record that
 // cannot be decoded fails with an error wrapping ErrCorrupt, as in Load.
 func (s *Store) Version(ctx context.Context, key string) (msalcache.Version, error) {
-	if err := checkKey(key); err != nil {
+	version := msalcache.NoVersion
+	err := s.readLive(ctx, "version", key, func(rec record, _ int64) { version = rec.version })
+	if err != nil {
 		return msalcache.NoVersion, err
+	}
+	return version, nil
+}
+
+// readLive calls fn, inside a read transaction, with the live record of
+// key and the store's time (see WithClock) it was found live at; rec.value
+// aliases bbolt's memory map and is valid only during fn. It fails with
+// ErrNotFound when the key is absent or expired, and with an error
+// wrapping ErrCorrupt, naming op, when the record cannot be decoded. Load,
+// Version and Lifetime share it so that they agree on what is live.
+func (s *Store) readLive(ctx context.Context, op, key string, fn func(rec record, now int64)) error {
+	if err := checkKey(key); err != nil {
+		return err
 	}
 	if err := s.enter(ctx); err != nil {
-		return msalcache.NoVersion, err
+		return err
 	}
 	defer s.calls.Done()
-	version := msalcache.NoVersion
-	err := s.db.View(func(tx *bolt.Tx) error {
+	return s.db.View(func(tx *bolt.Tx) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("boltstore: %w", err)
 		}
@@ -432,20 +420,17 @@ func (s *Store) Version(ctx context.Context, key string) (msalcache.Version, err
 		if raw == nil {
 			return msalcache.ErrNotFound
 		}
-		rec, err := decodeRecord(raw) // the header only; value aliases raw
+		rec, err := decodeRecord(raw) // the header; value aliases raw
 		if err != nil {
-			return fmt.Errorf("boltstore: version: %w", err)
+			return fmt.Errorf("boltstore: %s: %w", op, err)
 		}
-		if !rec.live(s.now().UnixNano()) {
+		now := s.now().UnixNano()
+		if !rec.live(now) {
 			return msalcache.ErrNotFound
 		}
-		version = rec.version
+		fn(rec, now)
 		return nil
 	})
-	if err != nil {
-		return msalcache.NoVersion, err
-	}
-	return version, nil
 }
 
 // Save implements msalcache.Store. A record that cannot be decoded counts
