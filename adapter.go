@@ -241,11 +241,10 @@ func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u ca
 	}
 	if a.l1 != nil {
 		if hit, ok := a.l1.fallback(key); ok {
+			a.stats.l1Hits.Add(1)
 			if cs.holds(key, hit.version, true, a.cfg.now()) {
-				a.stats.l1Hits.Add(1)
 				return
 			}
-			a.stats.l1Hits.Add(1)
 			p := &partition{version: hit.version, known: true, seq: seq, raw: hit.raw, doc: hit.doc}
 			if cs.handOverKeeping(ctx, a, u, key, p) {
 				a.markOBO(key)

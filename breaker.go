@@ -252,21 +252,13 @@ func (a *Adapter) keep(ctx context.Context, key string, w *write) bool {
 	b := a.brk
 	b.mu.Lock()
 	old, had := b.pending[key]
-	size := int64(len(key))
-	if w != nil {
-		size += int64(len(w.out))
-	}
+	size := pendingSize(key, w)
 	if had {
-		size -= int64(len(key))
-		if old != nil {
-			size -= int64(len(old.out))
-		}
+		size -= pendingSize(key, old)
 	}
 	full := !had && len(b.pending) >= b.opts.MaxPending || b.pendingBytes+size > b.opts.MaxPendingBytes
 	if !full {
-		b.pending[key] = w
-		b.pendingBytes += size
-		b.npending.Store(int32(len(b.pending)))
+		b.setPendingLocked(key, w)
 	}
 	b.mu.Unlock()
 	if full {
@@ -291,13 +283,31 @@ func (b *breaker) take(key string) (w *write, ok bool) {
 	w, ok = b.pending[key]
 	if ok {
 		delete(b.pending, key)
-		b.pendingBytes -= int64(len(key))
-		if w != nil {
-			b.pendingBytes -= int64(len(w.out))
-		}
+		b.pendingBytes -= pendingSize(key, w)
 		b.npending.Store(int32(len(b.pending)))
 	}
 	return w, ok
+}
+
+// pendingSize is what a pending write (nil: a delete) counts against
+// MaxPendingBytes.
+func pendingSize(key string, w *write) int64 {
+	n := int64(len(key))
+	if w != nil {
+		n += int64(len(w.out))
+	}
+	return n
+}
+
+// setPendingLocked records w as key's pending write, replacing any, and
+// keeps the totals; under b.mu.
+func (b *breaker) setPendingLocked(key string, w *write) {
+	if old, had := b.pending[key]; had {
+		b.pendingBytes -= pendingSize(key, old)
+	}
+	b.pending[key] = w
+	b.pendingBytes += pendingSize(key, w)
+	b.npending.Store(int32(len(b.pending)))
 }
 
 // probe runs while sh is open: it checks the store with backoff, closes
@@ -416,12 +426,7 @@ func (a *Adapter) requeue(key string, w *write) {
 	if _, newer := b.pending[key]; newer {
 		return
 	}
-	b.pending[key] = w
-	b.pendingBytes += int64(len(key))
-	if w != nil {
-		b.pendingBytes += int64(len(w.out))
-	}
-	b.npending.Store(int32(len(b.pending)))
+	b.setPendingLocked(key, w)
 }
 
 // stopBreaker ends the probing at Close, after one last attempt to flush
