@@ -1,8 +1,6 @@
 package benchmarks
 
 import (
-	"context"
-	"sync/atomic"
 	"testing"
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
@@ -64,39 +62,10 @@ func concurrentBench(b *testing.B, accessor cache.ExportReplace, shared bool) {
 	for i := range users {
 		users[i] = signIn(b, srv, signer)
 	}
-	ctx := context.Background()
-	var next, failed, wrong atomic.Int64
-	call := func() error {
-		u := users[next.Add(1)%int64(len(users))]
-		c := signer
-		if !shared {
-			var err error
-			if c, err = clientOf(srv, accessor); err != nil {
-				return err
-			}
-		}
-		acct, err := c.Account(ctx, u.HomeAccountID)
-		if err == nil {
-			var ar confidential.AuthResult
-			ar, err = c.AcquireTokenSilent(ctx, silentScopes, confidential.WithSilentAccount(acct))
-			if err == nil {
-				if claims, _ := entratest.ParseToken(ar.AccessToken); claims.ObjectID != u.ObjectID {
-					wrong.Add(1)
-				}
-			}
-		}
-		if err != nil {
-			failed.Add(1)
-		}
-		return nil
+	clientFor := func() (confidential.Client, error) { return signer, nil }
+	if !shared {
+		clientFor = func() (confidential.Client, error) { return clientOf(srv, accessor) }
 	}
-	r := measureParallel(b, concurrentPerCPU, func() func() error { return call })
-	if n := wrong.Load(); n > 0 {
-		b.Fatalf("%d of %d silent calls returned another user's token", n, b.N)
-	}
-	r.counted, r.failed = b.N, int(failed.Load())
-	r.tokenRequests = srv.TokenRequests()
-	b.ReportMetric(float64(r.failed)/float64(b.N), "failed/op")
-	b.ReportMetric(float64(r.tokenRequests), "token-requests")
-	record(r)
+	// Token requests count from 0: the sign-ins belong to the figure.
+	silentInTurn(b, srv, users, clientFor, 0)
 }

@@ -41,13 +41,13 @@ func BenchmarkUsers(b *testing.B) {
 		floorUsers = append(floorUsers, signInMany(b, srv, func() (confidential.Client, error) { return floorClient, nil }, n-len(floorUsers))...)
 		users = append(users, signInMany(b, srv, func() (confidential.Client, error) { return clientOf(srv, a) }, n-len(users))...)
 		b.Run(fmt.Sprintf("floor/%d", n), func(b *testing.B) {
-			usersBench(b, srv, floorUsers, func() (confidential.Client, error) { return floorClient, nil })
+			silentInTurn(b, srv, floorUsers, func() (confidential.Client, error) { return floorClient, nil }, srv.TokenRequests())
 		})
 		b.Run(fmt.Sprintf("shared/%d", n), func(b *testing.B) {
-			usersBench(b, srv, users, func() (confidential.Client, error) { return sharedClient, nil })
+			silentInTurn(b, srv, users, func() (confidential.Client, error) { return sharedClient, nil }, srv.TokenRequests())
 		})
 		b.Run(fmt.Sprintf("per-request/%d", n), func(b *testing.B) {
-			usersBench(b, srv, users, func() (confidential.Client, error) { return clientOf(srv, a) })
+			silentInTurn(b, srv, users, func() (confidential.Client, error) { return clientOf(srv, a) }, srv.TokenRequests())
 		})
 	}
 }
@@ -90,11 +90,12 @@ func signInMany(b *testing.B, srv *entratest.Server, clientFor func() (confident
 	return out
 }
 
-// usersBench times silent calls for users in turn through the client
-// clientFor returns, from many goroutines, counting failures.
-func usersBench(b *testing.B, srv *entratest.Server, users []entratest.User, clientFor func() (confidential.Client, error)) {
+// silentInTurn times silent calls for users in turn through the client
+// clientFor returns, from concurrentPerCPU goroutines per CPU, counting
+// failed calls and the token requests made since the count was base; a
+// call that returns another user's token fails the run.
+func silentInTurn(b *testing.B, srv *entratest.Server, users []entratest.User, clientFor func() (confidential.Client, error), base int) {
 	ctx := context.Background()
-	before := srv.TokenRequests()
 	var next, failed, wrong atomic.Int64
 	call := func() error {
 		u := users[next.Add(1)%int64(len(users))]
@@ -122,7 +123,7 @@ func usersBench(b *testing.B, srv *entratest.Server, users []entratest.User, cli
 		b.Fatalf("%d of %d silent calls returned another user's token", n, b.N)
 	}
 	r.counted, r.failed = b.N, int(failed.Load())
-	r.tokenRequests = srv.TokenRequests() - before
+	r.tokenRequests = srv.TokenRequests() - base
 	b.ReportMetric(float64(r.failed)/float64(b.N), "failed/op")
 	b.ReportMetric(float64(r.tokenRequests), "token-requests")
 	record(r)
