@@ -147,15 +147,8 @@ func (s *scanner) key() string {
 		s.fail()
 		return ""
 	}
-	plain := raw[1 : len(raw)-1]
-	for _, c := range plain {
-		if c == '\\' || c >= utf8.RuneSelf {
-			var k string // escapes or non-ASCII: decode as encoding/json does
-			_ = json.Unmarshal(raw, &k)
-			return k
-		}
-	}
-	return string(plain)
+	k, _ := jsonString(raw) // raw is a string the scan checked
+	return k
 }
 
 // entries reads an object of entries; later duplicates win, as in
