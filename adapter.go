@@ -33,8 +33,10 @@ type Adapter struct {
 	direct, directProtector bool
 	hasher                  KeyHasher // names partitions when the Protector holds a secret
 	keyPrefix               string
-	stats                   counters
-	turns                   turns // one Export at a time per partition
+	stats                   counters // Stats, the built-in Observer
+	obs                     Observer // the others (WithObserver), or nil
+	system                  string   // Event.Store
+	turns                   turns    // one Export at a time per partition
 
 	// clock orders loads and writes, so that a slow load never replaces
 	// what a newer load or write put in a client's cache.
@@ -91,6 +93,16 @@ func New(store Store, opts ...Option) (*Adapter, error) {
 		a.brk = newBreaker(cfg.breaker, store)
 	}
 	a.hasher, _ = cfg.protector.(KeyHasher)
+	switch len(cfg.observers) {
+	case 0:
+	case 1:
+		a.obs = cfg.observers[0]
+	default:
+		a.obs = observers(cfg.observers)
+	}
+	if n, ok := store.(SystemNamer); ok {
+		a.system = n.SystemName()
+	}
 	if cfg.l1 != nil {
 		w, pushes := store.(Watcher)
 		a.l1 = newL1(*cfg.l1, cfg.now, pushes)
@@ -159,10 +171,19 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	e := a.begin(OpReplace)
+	err := a.replace(ctx, u, hints, &e)
+	a.emit(ctx, &e)
+	return err
+}
+
+// replace is Replace, telling e how it went.
+func (a *Adapter) replace(ctx context.Context, u cache.Unmarshaler, hints cache.ReplaceHints, e *Event) error {
 	key := a.StoreKey(hints.PartitionKey)
 	cs := a.clientFor(u)
 	if cs.isPartitioned() {
 		a.markOBO(key)
+		e.Outcome, e.Reason = OutcomeSkipped, ReasonOBO
 		return nil
 	}
 	seq := a.nextSeq()
@@ -172,16 +193,16 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 	if a.l1 != nil {
 		tk, hit, inL1 = a.l1.begin(key)
 		if inL1 && hit.fresh {
-			if done := a.replaceFromL1(ctx, cs, u, key, seq, hit); done {
-				a.l1.end(tk, false, 0, nil, nil)
+			if done := a.replaceFromL1(ctx, cs, u, key, seq, hit, e); done {
+				a.l1End(tk, false, 0, nil, nil)
 				return nil
 			}
 		}
 	}
 	if a.brk.isOpen(key) {
-		a.replaceDuringOutage(ctx, cs, u, key, seq)
+		a.replaceDuringOutage(ctx, cs, u, key, seq, e)
 		if tk != nil {
-			a.l1.end(tk, false, 0, nil, nil)
+			a.l1End(tk, false, 0, nil, nil)
 		}
 		return nil
 	}
@@ -191,15 +212,15 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 		// Older than MaxStale: ask the store for the version only.
 		if v, err := a.version(dctx, key); err == nil && v == hit.version ||
 			errors.Is(err, ErrNotFound) && hit.version == NoVersion {
-			a.stats.l1Revalidated.Add(1)
-			a.l1.end(tk, true, hit.version, hit.raw, hit.doc)
+			a.l1End(tk, true, hit.version, hit.raw, hit.doc)
 			tk = nil
-			if a.replaceFromL1(ctx, cs, u, key, seq, hit) {
+			if a.replaceFromL1(ctx, cs, u, key, seq, hit, e) {
+				e.Revalidated = true
 				return nil
 			}
 		}
 	}
-	p, exact := a.replaceFromStore(ctx, dctx, cs, key, hints.PartitionKey, seq)
+	p, exact := a.replaceFromStore(ctx, dctx, cs, key, hints.PartitionKey, seq, e)
 	if tk != nil {
 		learned := p
 		if exact && p == nil {
@@ -209,18 +230,19 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 			learned = cs.current(key)
 		}
 		if exact && learned != nil {
-			a.l1.end(tk, true, learned.version, learned.raw, learned.doc)
+			a.l1End(tk, true, learned.version, learned.raw, learned.doc)
 		} else {
-			a.l1.end(tk, false, 0, nil, nil)
+			a.l1End(tk, false, 0, nil, nil)
 		}
 	}
 	if cerr := ctx.Err(); cerr != nil {
+		e.Outcome, e.Reason = OutcomeError, ReasonCanceled
 		return cerr
 	}
 	if p == nil {
 		return nil // MSAL holds the partition already
 	}
-	if cs.handOver(ctx, a, u, key, p) {
+	if cs.handOver(ctx, a, u, key, p, e) {
 		a.markOBO(key)
 	}
 	return nil
@@ -232,21 +254,22 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 // outage drops none of them), else from what MSAL holds. A miss leaves
 // MSAL's cache as it is: Export stores only a partition's own entries, and
 // resetting would sign this instance's users out for the outage's length.
-func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64) {
-	a.brk.skipped.Add(1)
+func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64, e *Event) {
+	e.Outcome, e.Reason = OutcomeSkipped, ReasonBreakerOpen
 	if cs.needsReset() {
 		// A Remove asked for it: the removed partition must not stay.
-		cs.handOver(ctx, a, u, key, &partition{seq: seq})
+		cs.handOver(ctx, a, u, key, &partition{seq: seq}, e)
 		return
 	}
 	if a.l1 != nil {
 		if hit, ok := a.l1.fallback(key); ok {
-			a.stats.l1Hits.Add(1)
+			e.Outcome = OutcomeL1Hit
 			if cs.holds(key, hit.version, true, a.cfg.now()) {
+				e.Reused = true
 				return
 			}
 			p := &partition{version: hit.version, known: true, seq: seq, raw: hit.raw, doc: hit.doc}
-			if cs.handOverKeeping(ctx, a, u, key, p) {
+			if cs.handOverKeeping(ctx, a, u, key, p, e) {
 				a.markOBO(key)
 			}
 			return
@@ -257,18 +280,17 @@ func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u ca
 
 // replaceFromL1 serves a partition the L1 confirmed. It reports false when
 // it cannot (the L1 keeps versions only, and MSAL does not hold this one).
-func (a *Adapter) replaceFromL1(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64, hit l1Hit) bool {
+func (a *Adapter) replaceFromL1(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64, hit l1Hit, e *Event) bool {
 	if cs.holds(key, hit.version, true, a.cfg.now()) {
-		a.stats.l1Hits.Add(1)
-		a.stats.reused.Add(1)
+		e.Outcome, e.Reused = OutcomeL1Hit, true
 		return true
 	}
 	if !hit.hasData {
 		return false
 	}
-	a.stats.l1Hits.Add(1)
+	e.Outcome = OutcomeL1Hit
 	p := &partition{version: hit.version, known: true, seq: seq, raw: hit.raw, doc: hit.doc}
-	if cs.handOver(ctx, a, u, key, p) {
+	if cs.handOver(ctx, a, u, key, p, e) {
 		a.markOBO(key)
 	}
 	return true
@@ -278,22 +300,23 @@ func (a *Adapter) replaceFromL1(ctx context.Context, cs *clientState, u cache.Un
 // when MSAL already holds what the store holds, else the partition to hand
 // over, and whether that partition is what the store holds, exactly, for
 // the L1 to keep.
-func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, key, partitionKey string, seq uint64) (p *partition, exact bool) {
+func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, key, partitionKey string, seq uint64, e *Event) (p *partition, exact bool) {
 	blob, v, err := a.load(dctx, key)
 	if ctx.Err() != nil {
 		return nil, false
 	}
+	e.Bytes = len(blob)
 	switch {
 	case err == nil && len(blob) > a.cfg.maxPartition:
-		a.stats.oversized.Add(1)
+		e.Outcome, e.Reason = OutcomeError, ReasonOversized
 		a.log(ctx, slog.LevelWarn,
 			"replace: stored partition is larger than WithMaxPartitionSize allows; treating it as a miss",
 			"replace", key, slog.Int("size", len(blob)), slog.Int("max", a.cfg.maxPartition))
 		return (&partition{version: v, known: true, seq: seq}).unreadable(), false
 	case err == nil:
-		a.stats.hits.Add(1)
+		e.Outcome = OutcomeHit
 		if cs.holds(key, v, true, a.cfg.now()) {
-			a.stats.reused.Add(1)
+			e.Reused = true
 			// exact: the L1 learns what MSAL holds, which is what the
 			// store holds (Replace takes it from the client's model).
 			return nil, true
@@ -301,17 +324,17 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 		p = &partition{version: v, known: true, seq: seq}
 		plain, oerr := a.open(dctx, blob, key)
 		if oerr != nil {
-			a.stats.decryptErrors.Add(1)
+			e.Outcome, e.Reason = OutcomeError, ReasonDecrypt
 			a.log(ctx, slog.LevelWarn, "replace: cannot decrypt stored partition; treating it as a miss", "replace", key, errAttr(oerr))
 			return p.unreadable(), false
 		}
-		p = a.fill(ctx, p, partitionKey, key, plain, a.needsReprotect(blob))
+		p = a.fill(ctx, p, partitionKey, key, plain, a.needsReprotect(blob), e)
 		if !p.stale && p.docErr == nil {
 			_, _ = p.document()
 		}
 		return p, !p.stale && p.docErr == nil
 	case errors.Is(err, ErrNotFound):
-		a.stats.misses.Add(1)
+		e.Outcome = OutcomeMiss
 		if cs.holds(key, NoVersion, true, a.cfg.now()) {
 			return nil, false
 		}
@@ -319,10 +342,12 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 	case errors.Is(err, ErrCorrupt):
 		// The store holds a record it cannot decode: a miss, and the next
 		// Export replaces the record (Save with NoVersion does).
-		a.stats.corruptBlobs.Add(1)
+		e.Outcome, e.Reason = OutcomeError, ReasonCorrupt
 		a.log(ctx, slog.LevelWarn, "replace: the store holds a corrupt record for this partition; treating it as a miss", "replace", key, errAttr(err))
 		return (&partition{known: true, seq: seq}).unreadable(), false
 	default:
+		e.Outcome, e.Reason = OutcomeError, ReasonStore
+		e.StoreErrors++
 		a.storeFailed(ctx, "replace", key, err)
 		a.log(ctx, slog.LevelWarn, "replace: store failed; treating it as a miss", "replace", key, errAttr(err))
 		// MSAL still holds what it last loaded of this partition: keep
@@ -343,20 +368,20 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 // ownership.go): whatever the store holds, MSAL is never handed another
 // account's or app's entries under this key. stale marks p for rewriting on
 // the next Export, as it is when entries had to be dropped.
-func (a *Adapter) fill(ctx context.Context, p *partition, partitionKey, key string, plain []byte, stale bool) *partition {
+func (a *Adapter) fill(ctx context.Context, p *partition, partitionKey, key string, plain []byte, stale bool, e *Event) *partition {
 	if a.cfg.singlePart {
 		p.raw, p.stale = plain, stale
 		return p
 	}
 	doc, err := parseDocument(plain)
 	if err != nil {
-		a.stats.corruptBlobs.Add(1)
+		e.Outcome, e.Reason = OutcomeError, ReasonCorrupt
 		a.log(ctx, slog.LevelWarn, "replace: stored partition is not an MSAL cache; treating it as a miss", "replace", key, errAttr(err))
 		return p.unreadable()
 	}
 	owned, dropped := doc.ownedBy(partitionKey, nil)
 	if dropped > 0 {
-		a.stats.foreignEntries.Add(uint64(dropped))
+		e.Foreign = dropped
 		a.log(ctx, slog.LevelWarn,
 			"replace: stored partition holds entries of other partitions (written by another tool or an older version); they are not loaded and the next Export rewrites it",
 			"replace", key, slog.Int("entries", dropped))
@@ -388,20 +413,28 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	e := a.begin(OpExport)
+	err := a.export(ctx, m, hints, &e)
+	a.emit(ctx, &e)
+	return err
+}
+
+// export is Export, telling e how it went.
+func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.ExportHints, e *Event) error {
 	key := a.StoreKey(hints.PartitionKey)
 	if a.isOBO(key) {
 		// MSAL hands the wrong manager on this path: what it would have
 		// us store is other users' data (see the package documentation).
-		a.stats.oboSkips.Add(1)
+		e.Outcome, e.Reason = OutcomeSkipped, ReasonOBO
 		return nil
 	}
 	data, err := m.Marshal()
 	if err != nil {
+		e.Outcome, e.Reason = OutcomeError, ReasonUnknownShape
 		return fmt.Errorf("msalcache: MSAL could not marshal its cache: %w", err)
 	}
 	if len(data) > a.cfg.maxPartition {
-		a.stats.oversized.Add(1)
-		a.stats.exportFailures.Add(1)
+		e.Outcome, e.Reason = OutcomeError, ReasonOversized
 		a.log(ctx, slog.LevelError,
 			"export: MSAL's cache is larger than WithMaxPartitionSize allows; the token is served but not stored",
 			"export", key, slog.Int("size", len(data)), slog.Int("max", a.cfg.maxPartition))
@@ -420,7 +453,7 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	// own.raw holds this partition's entries only, so equal bytes mean
 	// MSAL holds nothing new and nothing lent.
 	if own != nil && own.known && !own.stale && bytes.Equal(data, own.raw) {
-		a.stats.skippedWrites.Add(1)
+		e.Outcome = OutcomeSkipped
 		return nil
 	}
 
@@ -441,14 +474,14 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	case perr != nil && !a.cfg.singlePart:
 		// Without MSAL's shape nothing tells whose entries these are, and
 		// storing them could hand one account's tokens to another.
-		a.stats.exportFailures.Add(1)
+		e.Outcome, e.Reason = OutcomeError, ReasonUnknownShape
 		a.log(ctx, slog.LevelError, "export: MSAL's cache is not in the shape this version knows; not stored", "export", key, errAttr(perr))
 		return nil
 	case perr != nil:
 		doc = nil // one partition for everything: store as is, last writer wins
 	}
 	if doc != nil && own != nil && own.known && !own.stale && ownDoc != nil && doc.equalEntries(ownDoc) {
-		a.stats.skippedWrites.Add(1)
+		e.Outcome = OutcomeSkipped
 		return nil
 	}
 
@@ -475,13 +508,14 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	switch {
 	case tk == nil:
 	case werr != nil:
-		a.l1.end(tk, false, 0, nil, nil)
+		a.l1End(tk, false, 0, nil, nil)
 		a.l1.forget(key) // a timed-out write may still land
 	case v == NoVersion: // deleted: MSAL exported it empty
-		a.l1.end(tk, true, NoVersion, nil, nil)
+		a.l1End(tk, true, NoVersion, nil, nil)
 	default:
-		a.l1.end(tk, true, v, w.out, w.doc)
+		a.l1End(tk, true, v, w.out, w.doc)
 	}
+	w.report(ctx, e, v, werr, kept)
 	next := &partition{version: v, known: werr == nil, seq: a.nextSeq(), raw: w.out, doc: w.doc, used: a.cfg.now(), behind: w.merged}
 	if werr != nil {
 		// MSAL keeps the token in memory. Remember it as this partition's
@@ -500,7 +534,6 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 		if cerr := ctx.Err(); cerr != nil {
 			return cerr
 		}
-		a.stats.exportFailures.Add(1)
 		a.log(ctx, slog.LevelError, "export: could not store the token cache; the token is served but not shared", "export", key, errAttr(werr))
 	}
 	return nil
@@ -515,6 +548,8 @@ func (a *Adapter) takeIn(ctx context.Context, w *write, p *write) {
 	case p == nil:
 		if err := a.deleteKey(ctx, w.key); err == nil {
 			w.versionKnown, w.ifVersion = false, NoVersion
+		} else {
+			w.failed(ctx, err)
 		}
 	case p.doc != nil && w.doc != nil:
 		w.doc = merge3(w.base, w.doc, p.doc)
@@ -529,6 +564,14 @@ func (a *Adapter) takeIn(ctx context.Context, w *write, p *write) {
 // partition would otherwise survive it. Pass the key MSAL
 // uses for the user's partition, the account's HomeAccountID.
 func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
+	e := a.begin(OpRemove)
+	err := a.remove(ctx, partitionKey, &e)
+	a.emit(ctx, &e)
+	return err
+}
+
+// remove is Remove, telling e how it went.
+func (a *Adapter) remove(ctx context.Context, partitionKey string, e *Event) error {
 	key := a.StoreKey(partitionKey)
 	dctx, cancel := a.bound(ctx, key)
 	defer cancel()
@@ -539,10 +582,16 @@ func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
 	if a.l1 != nil {
 		a.l1.forget(key) // even on failure: the delete may have landed
 	}
+	e.Outcome = OutcomeDeleted
 	if err != nil && ctx.Err() == nil && a.brk.isOpen(key) && a.keep(ctx, key, nil) {
 		err = nil // deleted when the store is back
+		e.Outcome, e.Reason = OutcomeKept, ReasonBreakerOpen
 	}
 	if err != nil {
+		e.Outcome, e.Reason = OutcomeError, reasonOf(ctx, err)
+		if errors.Is(err, errBreakerOpen) {
+			e.Reason = ReasonBreakerOpen
+		}
 		return fmt.Errorf("msalcache: remove partition: %w", err)
 	}
 	// Forget it everywhere, so no client lends it to another partition and

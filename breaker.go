@@ -115,7 +115,7 @@ type breaker struct {
 	pendingBytes int64
 	npending     atomic.Int32 // len(pending), read without the lock
 
-	trips, flushed, dropped, skipped atomic.Uint64
+	trips, flushed, dropped atomic.Uint64
 }
 
 // shard is the breaker of one server of the store.
@@ -329,8 +329,14 @@ func (a *Adapter) probe(sh *shard) {
 		}
 		b.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), max(a.cfg.timeout/4, breakerProbeTimeoutFloor))
+		e := a.begin(OpProbe)
 		err := a.ping(ctx, sh)
 		cancel()
+		e.Outcome = OutcomeOK
+		if err != nil {
+			e.Outcome, e.Reason = OutcomeError, ReasonStore
+		}
+		a.emit(context.Background(), &e)
 		if err != nil {
 			continue
 		}
@@ -393,11 +399,17 @@ func (a *Adapter) flush(sh *shard) int {
 			continue // an Export took it in
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.timeout)
+		e := a.begin(OpExport)
 		var err error
 		if w == nil {
-			err = a.deleteKey(ctx, key)
+			e.Op = OpRemove
+			if err = a.deleteKey(ctx, key); err == nil {
+				e.Outcome = OutcomeDeleted
+			}
 		} else {
-			_, err = w.run(ctx)
+			var v Version
+			v, err = w.run(ctx)
+			w.report(ctx, &e, v, err, false)
 		}
 		cancel()
 		switch {
@@ -405,14 +417,16 @@ func (a *Adapter) flush(sh *shard) int {
 			n++
 			b.flushed.Add(1)
 		case isAnswer(err): // too large: it never will fit
-			a.stats.exportFailures.Add(1)
+			e.Outcome, e.Reason = OutcomeError, ReasonOversized
 			a.log(context.Background(), slog.LevelError, "breaker: a pending write was refused by the store; the token is served but not stored", "export", key, errAttr(err))
 		default:
+			e.Outcome, e.Reason = OutcomeKept, ReasonBreakerOpen
 			a.requeue(key, w)
 			if sh != nil {
 				a.trip(sh, err)
 			}
 		}
+		a.emit(context.Background(), &e)
 	}
 	return n
 }

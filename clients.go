@@ -114,17 +114,17 @@ func (cs *clientState) isPartitioned() bool {
 // handOver unmarshals partition p into MSAL's cache u, together with the
 // partitions of the same client loaded within the lending window. It
 // reports whether u turned out to be MSAL's on-behalf-of manager.
-func (cs *clientState) handOver(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition) (partitioned bool) {
-	return cs.handOverLending(ctx, a, u, key, p, false)
+func (cs *clientState) handOver(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, e *Event) (partitioned bool) {
+	return cs.handOverLending(ctx, a, u, key, p, false, e)
 }
 
 // handOverKeeping is handOver lending every partition MSAL holds, whenever
 // it was used: while the store is away nothing could load them back.
-func (cs *clientState) handOverKeeping(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition) (partitioned bool) {
-	return cs.handOverLending(ctx, a, u, key, p, true)
+func (cs *clientState) handOverKeeping(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, e *Event) (partitioned bool) {
+	return cs.handOverLending(ctx, a, u, key, p, true, e)
 }
 
-func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, all bool) (partitioned bool) {
+func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, all bool, e *Event) (partitioned bool) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	now := a.cfg.now()
@@ -146,7 +146,7 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 	if len(lent) > 0 {
 		own, err := p.document()
 		if err != nil {
-			a.stats.corruptBlobs.Add(1)
+			e.Outcome, e.Reason = OutcomeError, ReasonCorrupt
 			a.log(ctx, slog.LevelWarn, "replace: stored partition is not an MSAL cache; treating it as a miss", "replace", key, errAttr(err))
 			p = p.unreadable()
 			own, _ = p.document()
@@ -169,7 +169,7 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 			cs.partitioned, cs.valid, cs.parts = true, false, nil
 			return true
 		}
-		a.stats.corruptBlobs.Add(1)
+		e.Outcome, e.Reason = OutcomeError, ReasonCorrupt
 		// MSAL's decoder quotes what it read, and what it read is stored
 		// data (a token, a user name): log the kind of failure only.
 		a.log(ctx, slog.LevelWarn, "replace: MSAL rejected the stored partition; treating it as a miss", "replace", key, errAttr(errMSALRejected))

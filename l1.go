@@ -158,21 +158,32 @@ func (c *l1) begin(key string) (*l1Ticket, l1Hit, bool) {
 	}, true
 }
 
-// end closes the call t, setting what it confirmed when set is true.
-func (c *l1) end(t *l1Ticket, set bool, v Version, raw []byte, doc *document) {
+// end closes the call t, setting what it confirmed when set is true, and
+// returns how many entries it evicted to make room.
+func (c *l1) end(t *l1Ticket, set bool, v Version, raw []byte, doc *document) (evicted int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := t.e
 	e.inflight--
 	if set && c.live && (e.gen == t.gen || e.pushed == v && v != NoVersion) {
-		c.setLocked(e, v, raw, doc)
+		evicted = c.setLocked(e, v, raw, doc)
 	}
 	if e.inflight == 0 && !e.held {
 		delete(c.entries, e.key)
 	}
+	return evicted
 }
 
-func (c *l1) setLocked(e *l1Entry, v Version, raw []byte, doc *document) {
+// l1End is l1.end, telling the Observers of the evictions.
+func (a *Adapter) l1End(t *l1Ticket, set bool, v Version, raw []byte, doc *document) {
+	for range a.l1.end(t, set, v, raw, doc) {
+		e := a.begin(OpEviction)
+		e.Outcome = OutcomeOK
+		a.emit(context.Background(), &e)
+	}
+}
+
+func (c *l1) setLocked(e *l1Entry, v Version, raw []byte, doc *document) (evicted int) {
 	if c.opts.VersionsOnly {
 		raw, doc = nil, nil
 	}
@@ -187,7 +198,9 @@ func (c *l1) setLocked(e *l1Entry, v Version, raw []byte, doc *document) {
 	}
 	for c.bytes > c.opts.MaxBytes && c.lru.Len() > 1 {
 		c.dropLocked(c.lru.Back().Value.(*l1Entry))
+		evicted++
 	}
+	return evicted
 }
 
 // dropLocked forgets what e holds, and e itself unless a call is on it.
@@ -213,20 +226,22 @@ func (c *l1) forget(key string) {
 	}
 }
 
-// onChange is the Watcher's callback.
-func (c *l1) onChange(ch Change) {
+// onChange is the Watcher's callback. It reports whether the change made
+// the l1 drop anything it held.
+func (c *l1) onChange(ch Change) (dropped bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch ch.Kind {
 	case ChangeKey:
 		e := c.entries[ch.Key]
 		if e == nil {
-			return // held nowhere, no call on it: nothing to correct
+			return false // held nowhere, no call on it: nothing to correct
 		}
 		e.gen++
 		e.pushed = ch.Version
 		if e.held && (e.version != ch.Version || ch.Version == NoVersion) {
 			c.dropLocked(e)
+			return true
 		}
 	case ChangeWatchDown:
 		// Nothing is served from the L1 until the watch is up again, but
@@ -240,12 +255,14 @@ func (c *l1) onChange(ch Change) {
 	case ChangeWatchUp:
 		// Whatever was learned before may have missed changes.
 		for _, e := range c.entries {
+			dropped = dropped || e.held
 			e.gen++
 			e.pushed = NoVersion
 			c.dropLocked(e)
 		}
 		c.live = true
 	}
+	return dropped
 }
 
 // fallback returns the data the l1 holds of key, confirmed within
@@ -294,9 +311,25 @@ func (a *Adapter) Close() error {
 	return nil
 }
 
+// onChange is the L1's Watcher callback: the change reaches the L1, and
+// the Observers are told what it did there.
+func (a *Adapter) onChange(ch Change) {
+	dropped := a.l1.onChange(ch)
+	e := a.begin(OpInvalidation)
+	switch {
+	case ch.Kind == ChangeWatchDown:
+		e.Outcome, e.Reason = OutcomeError, ReasonStore
+	case dropped:
+		e.Outcome = OutcomeOK
+	default:
+		e.Outcome = OutcomeSkipped // nothing held was stale
+	}
+	a.emit(context.Background(), &e)
+}
+
 // watch starts the L1's watch of a store that reports changes.
 func (a *Adapter) watch(w Watcher) error {
-	stop, err := w.Watch(context.Background(), a.l1.onChange)
+	stop, err := w.Watch(context.Background(), a.onChange)
 	if err != nil {
 		return fmt.Errorf("msalcache: WithL1: the store cannot report changes: %w", err)
 	}

@@ -48,6 +48,7 @@ type config struct {
 	l1             *L1Options // nil: no L1
 	breaker        BreakerOptions
 	onStoreError   func(context.Context, StoreError)
+	observers      []Observer
 }
 
 func defaultConfig() config {

@@ -5,8 +5,15 @@ import "sync/atomic"
 // Stats counts what an Adapter did since it was created. Every failure the
 // Adapter absorbs (so that a token call does not fail) shows up here and in
 // the log.
+//
+// The counters are the Adapter's built-in Observer: each counts Events
+// (see Observer) of one operation and outcome, so that Stats and any
+// metrics built on WithObserver agree by construction. The gauges (L1Entries,
+// L1Bytes, BreakerOpen, PendingWrites) and the breaker's own counts are
+// read from the Adapter's state when Stats is called.
 type Stats struct {
-	// Hits counts Replace calls that found their partition in the store.
+	// Hits counts Replace calls that found their partition in the store
+	// and could read it.
 	Hits uint64
 	// Reused counts the hits that MSAL already held at the stored version:
 	// nothing was decrypted or parsed.
@@ -50,6 +57,12 @@ type Stats struct {
 	// the partition; L1Revalidated the ones among them that first asked
 	// the store for the version, the entry being older than MaxStale.
 	L1Hits, L1Revalidated uint64
+	// L1Invalidations counts the store's reports (see Watcher) that made
+	// the L1 drop what it held: a key changed elsewhere, or the watch came
+	// back after a gap. L1WatchDowns counts the gaps: the watch was lost
+	// and the L1 bypassed until it was back. L1Evictions counts entries
+	// dropped to stay within L1Options.MaxBytes.
+	L1Invalidations, L1WatchDowns, L1Evictions uint64
 	// L1Entries and L1Bytes are what the L1 holds now.
 	L1Entries int
 	L1Bytes   int64
@@ -70,7 +83,75 @@ type Stats struct {
 type counters struct {
 	hits, reused, misses, writes, skippedWrites, deletes, conflicts, oboSkips,
 	storeErrors, decryptErrors, corruptBlobs, foreignEntries, oversized, exportFailures,
-	l1Hits, l1Revalidated atomic.Uint64
+	l1Hits, l1Revalidated, l1Invalidations, l1WatchDowns, l1Evictions, breakerSkips atomic.Uint64
+}
+
+// add adds v to n, when there is something to add.
+func add(n *atomic.Uint64, v int) {
+	if v > 0 {
+		n.Add(uint64(v))
+	}
+}
+
+// count is Stats' Observer: it adds e to the counters.
+func (c *counters) count(e *Event) {
+	add(&c.storeErrors, e.StoreErrors)
+	add(&c.foreignEntries, e.Foreign)
+	add(&c.conflicts, e.Conflicts)
+	add(&c.decryptErrors, e.Unreadable)
+	if e.Reason == ReasonBreakerOpen && e.Op == OpReplace {
+		c.breakerSkips.Add(1)
+	}
+	switch e.Outcome {
+	case OutcomeHit:
+		c.hits.Add(1)
+		if e.Reused {
+			c.reused.Add(1)
+		}
+	case OutcomeL1Hit:
+		c.l1Hits.Add(1)
+		if e.Reused {
+			c.reused.Add(1)
+		}
+		if e.Revalidated {
+			c.l1Revalidated.Add(1)
+		}
+	case OutcomeMiss:
+		c.misses.Add(1)
+	case OutcomeWritten, OutcomeMerged:
+		c.writes.Add(1)
+	case OutcomeDeleted:
+		c.deletes.Add(1)
+	case OutcomeSkipped:
+		switch {
+		case e.Op != OpExport:
+		case e.Reason == ReasonOBO:
+			c.oboSkips.Add(1)
+		default:
+			c.skippedWrites.Add(1)
+		}
+	case OutcomeOK:
+		if e.Op == OpInvalidation {
+			c.l1Invalidations.Add(1)
+		} else if e.Op == OpEviction {
+			c.l1Evictions.Add(1)
+		}
+	case OutcomeError:
+		switch e.Reason {
+		case ReasonDecrypt:
+			c.decryptErrors.Add(1)
+		case ReasonCorrupt:
+			c.corruptBlobs.Add(1)
+		case ReasonOversized:
+			c.oversized.Add(1)
+		}
+		switch {
+		case e.Op == OpInvalidation:
+			c.l1WatchDowns.Add(1)
+		case e.Op == OpExport && e.Reason != ReasonCanceled:
+			c.exportFailures.Add(1)
+		}
+	}
 }
 
 // Stats returns a snapshot of the Adapter's counters.
@@ -93,13 +174,18 @@ func (a *Adapter) Stats() Stats {
 		ExportFailures: c.exportFailures.Load(),
 		L1Hits:         c.l1Hits.Load(),
 		L1Revalidated:  c.l1Revalidated.Load(),
+
+		L1Invalidations: c.l1Invalidations.Load(),
+		L1WatchDowns:    c.l1WatchDowns.Load(),
+		L1Evictions:     c.l1Evictions.Load(),
+		BreakerSkips:    c.breakerSkips.Load(),
 	}
 	if a.l1 != nil {
 		s.L1Entries, s.L1Bytes = a.l1.size()
 	}
 	if b := a.brk; b != nil {
 		s.BreakerOpen = b.anyOpen()
-		s.BreakerTrips, s.BreakerSkips = b.trips.Load(), b.skipped.Load()
+		s.BreakerTrips = b.trips.Load()
 		s.PendingFlushed, s.PendingDropped = b.flushed.Load(), b.dropped.Load()
 		b.mu.Lock()
 		s.PendingWrites = len(b.pending)

@@ -122,8 +122,5 @@ func (a *Adapter) deleteKey(ctx context.Context, key string) error {
 		err = ctxrun.Do(ctx, func() error { return a.store.Delete(ctx, key) })
 	}
 	a.observe(key, err)
-	if err == nil {
-		a.stats.deletes.Add(1)
-	}
 	return err
 }

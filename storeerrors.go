@@ -37,9 +37,9 @@ func WithStoreErrorHandler(fn func(ctx context.Context, e StoreError)) Option {
 	}
 }
 
-// storeFailed counts a store failure of op on key and reports it.
+// storeFailed reports a store failure of op on key; the caller counts it
+// in its Event.
 func (a *Adapter) storeFailed(ctx context.Context, op, key string, err error) {
-	a.stats.storeErrors.Add(1)
 	if fn := a.cfg.onStoreError; fn != nil {
 		fn(ctx, StoreError{Op: op, Key: fingerprint(key), Err: err})
 	}

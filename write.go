@@ -20,6 +20,10 @@ type write struct {
 	versionKnown bool
 	baseSeq      uint64 // when base was loaded or written, in Adapter.clock order
 	merged       bool   // out holds another writer's entries that MSAL lacks
+	// For the Export's Event: the size of what was stored, the
+	// compare-and-set rounds lost, the failed store calls, the other
+	// writers' blobs that could not be decrypted.
+	sealedLen, conflicts, storeErrors, unreadable int
 }
 
 // turns gives the Exports of one partition within one Adapter a turn each.
@@ -123,7 +127,40 @@ func conflictBackoff(n int) time.Duration {
 // that runs it later must not share it with the Export that made it.
 func (w *write) pending() *write {
 	c := *w
+	c.sealedLen, c.conflicts, c.storeErrors, c.unreadable = 0, 0, 0, 0
 	return &c
+}
+
+// failed reports a store failure the write absorbs.
+func (w *write) failed(ctx context.Context, err error) {
+	w.storeErrors++
+	w.a.storeFailed(ctx, "export", w.key, err)
+}
+
+// report tells e how the write went: it stored version v, or failed with
+// err and was kept (or not) for the store's return.
+func (w *write) report(ctx context.Context, e *Event, v Version, err error, kept bool) {
+	e.Conflicts, e.StoreErrors, e.Unreadable = w.conflicts, w.storeErrors, w.unreadable
+	w.conflicts, w.storeErrors, w.unreadable = 0, 0, 0 // a requeued write starts again
+	switch {
+	case err == nil && v == NoVersion:
+		e.Outcome = OutcomeDeleted
+	case err == nil && (w.merged || w.conflicts > 0):
+		e.Outcome = OutcomeMerged
+	case err == nil:
+		e.Outcome = OutcomeWritten
+	case kept:
+		e.Outcome, e.Reason = OutcomeKept, ReasonBreakerOpen
+	case errors.Is(err, errBreakerOpen):
+		e.Outcome, e.Reason = OutcomeError, ReasonBreakerOpen
+	case errors.Is(err, ErrTooLarge):
+		e.Outcome, e.Reason = OutcomeError, ReasonOversized
+	default:
+		e.Outcome, e.Reason = OutcomeError, reasonOf(ctx, err)
+	}
+	if err == nil {
+		e.Bytes = w.sealedLen
+	}
 }
 
 func (w *write) run(ctx context.Context) (Version, error) {
@@ -164,11 +201,11 @@ func (w *write) loop(ctx context.Context) (Version, error) {
 		}
 		switch {
 		case err == nil:
-			a.stats.writes.Add(1)
+			w.sealedLen = len(sealed)
 			return v, nil
 		case errors.Is(err, ErrConflict):
 			conflicts++
-			a.stats.conflicts.Add(1)
+			w.conflicts++
 			if d := conflictBackoff(conflicts); d > 0 {
 				if serr := sleepCtx(ctx, d); serr != nil {
 					return NoVersion, errors.Join(err, serr)
@@ -183,7 +220,7 @@ func (w *write) loop(ctx context.Context) (Version, error) {
 			return NoVersion, err
 		}
 		failures++
-		a.storeFailed(ctx, "export", w.key, err)
+		w.failed(ctx, err)
 		if failures >= a.cfg.exportAttempts || a.brk.isOpen(w.key) {
 			return NoVersion, err
 		}
@@ -210,7 +247,7 @@ func (w *write) rebase(ctx context.Context) error {
 	}
 	plain, err := a.open(ctx, blob, w.key)
 	if err != nil {
-		a.stats.decryptErrors.Add(1)
+		w.unreadable++
 		return nil // theirs is unreadable: ours replaces it
 	}
 	theirs, err := parseDocument(plain)

@@ -729,3 +729,7 @@ func (s *Store) sweep() error {
 		}
 	}
 }
+
+// SystemName implements msalcache.SystemNamer: "bbolt", the db.system.name of
+// the metrics and traces built on msalcache.WithObserver.
+func (s *Store) SystemName() string { return "bbolt" }

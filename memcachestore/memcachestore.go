@@ -571,3 +571,7 @@ func (r *redacted) Unwrap() error { return r.err }
 func isTooLarge(err error) bool {
 	return strings.Contains(err.Error(), "object too large")
 }
+
+// SystemName implements msalcache.SystemNamer: "memcached", the db.system.name of
+// the metrics and traces built on msalcache.WithObserver.
+func (s *Store) SystemName() string { return "memcached" }

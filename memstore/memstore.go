@@ -353,3 +353,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	return nil
 }
+
+// SystemName implements msalcache.SystemNamer: "memory", the db.system.name of
+// the metrics and traces built on msalcache.WithObserver.
+func (s *Store) SystemName() string { return "memory" }

@@ -455,3 +455,7 @@ func ttlArg(ttl time.Duration) string {
 	}
 	return strconv.FormatInt(ms, 10)
 }
+
+// SystemName implements msalcache.SystemNamer: "redis", the db.system.name of
+// the metrics and traces built on msalcache.WithObserver.
+func (s *Store) SystemName() string { return "redis" }
