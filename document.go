@@ -2,6 +2,7 @@ package msalcache
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -249,9 +250,21 @@ func (s *scanner) container(end byte, object bool) {
 
 // str reads a string, s.i at its opening quote. Like encoding/json it
 // accepts any byte from 0x20 up, valid UTF-8 or not.
+//
+// Most of an MSAL cache is the bytes of its tokens' strings, and every
+// Export scans them at least twice (the parse, then ownership), so runs
+// of bytes that need no look are skipped eight at a time; the first word
+// holding a quote, a backslash or a control byte is read byte by byte as
+// before.
 func (s *scanner) str() {
 	b := s.b
 	for i := s.i + 1; i < len(b); {
+		for i+8 <= len(b) && !needsLook(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		if i == len(b) {
+			break
+		}
 		switch c := b[i]; {
 		case c == '"':
 			s.i = i + 1
@@ -321,6 +334,21 @@ func (s *scanner) number() {
 		i = j
 	}
 	s.i = i
+}
+
+// needsLook reports whether any of the eight bytes of w is a quote, a
+// backslash or below 0x20, the bytes str must stop at. It uses the
+// classic word-at-a-time tests (Bit Twiddling Hacks, "determine if a word
+// has a byte less than n"): (x - n*ones) &^ x & highs is zero exactly
+// when no byte of x is below n (n <= 0x80), so with x = w XOR c*ones and
+// n = 1 it finds a byte equal to c. A byte of 0x80 or more never sets a
+// flag of its own, and a borrow only crosses from a byte that already
+// set one, so the answer is exact, not a hint.
+func needsLook(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q := w ^ (ones * '"')
+	bs := w ^ (ones * '\\')
+	return ((q-ones)&^q|(bs-ones)&^bs|(w-ones*0x20)&^w)&highs != 0
 }
 
 func digits(b []byte, i int) int {

@@ -203,7 +203,8 @@ func parseDocumentReference(b []byte) (*document, error) {
 // FuzzParseDocument checks the fast parser against encoding/json.
 func FuzzParseDocument(f *testing.F) {
 	for _, s := range []string{`{}`, `{"AccessToken":{"a":{"x":[1,{"y":"}"}]}}}`, ` { "Future" : [ 1 , "a\"b" ] , "Account":null } `,
-		`{"IdToken":{"k\u00e9\n":true,"k\u00e9\n":false}}`, `{"RefreshToken":[]}`, `[1]`, `{"a":1,}`, `{"AppMetadata":{"x":-1.5e3}}`, `null`, `{"Account":{"a":{"b":"\u12"}}}`, `{"x":01}`, `{}x`} {
+		`{"IdToken":{"k\u00e9\n":true,"k\u00e9\n":false}}`, `{"RefreshToken":[]}`,
+		`{"AccessToken":{"0123456789abcdef":{"secret":"0123456789\"abcdef0123\\u0041xyz"}}}`, `[1]`, `{"a":1,}`, `{"AppMetadata":{"x":-1.5e3}}`, `null`, `{"Account":{"a":{"b":"\u12"}}}`, `{"x":01}`, `{}x`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -238,7 +239,11 @@ func validJSON(b []byte) bool {
 func FuzzValidJSON(f *testing.F) {
 	for _, s := range []string{``, ` `, `0`, `-0`, `01`, `-`, `1.`, `1.5e`, `1e+9`, `1E-0`, `true`, `tru`, `nullx`,
 		`"a\"b"`, `"\u00e9\ud800"`, `"\x"`, `"\u12g4"`, "\"\x01\"", "\"\xff\xfe\"", `[1,]`, `[,]`, `[]`, `{"a":1}`,
-		`{"a" 1}`, `{1:2}`, `{"a":1,"b":[true,false,null,{}]}`, "\t[ 1 ]\r\n", `[1 2]`, `{"a":{"b":[[]]}}`} {
+		`{"a" 1}`, `{1:2}`, `{"a":1,"b":[true,false,null,{}]}`, "\t[ 1 ]\r\n", `[1 2]`, `{"a":{"b":[[]]}}`,
+		// Strings long enough for str's eight-byte skip, a byte it must
+		// stop at in and after the first words.
+		`"0123456789abcdef\"0123456789"`, "\"0123456789a\x1fbcdef\"", `"0123456\\789abcdefghijklmn"`,
+		"\"0123456789abcd\xc3\xa9\xff\"", `"0123456789abcdefg`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -246,6 +251,47 @@ func FuzzValidJSON(f *testing.F) {
 			t.Fatalf("scanner says valid=%v for %q, json.Valid says %v", got, b, want)
 		}
 	})
+}
+
+// TestStrEveryByteAtEveryOffset holds str's eight-bytes-at-a-time skip to
+// encoding/json for every byte value at every position of a word and near
+// the ends of strings and inputs, where the skip hands over to the byte
+// loop: a missed quote, backslash or control byte would accept what
+// encoding/json rejects, or end a string in the wrong place.
+func TestStrEveryByteAtEveryOffset(t *testing.T) {
+	for c := range 256 {
+		for before := range 18 {
+			for after := range 18 {
+				// after%2 puts a multi-byte rune (no flag of its own) behind it.
+				body := strings.Repeat("a", before) + string([]byte{byte(c)}) + strings.Repeat("é", after%2) + strings.Repeat("b", after)
+				for _, in := range []string{`"` + body + `"`, `["` + body + `", "x"]`, `"` + body} {
+					if got, want := validJSON([]byte(in)), json.Valid([]byte(in)); got != want {
+						t.Fatalf("byte %#02x after %d bytes (%q): scanner valid=%v, json.Valid %v", c, before, in, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// A quote or backslash that a word test finds ends or escapes the string
+// at its own byte, not at the word's: the value read must stop exactly
+// where encoding/json's does.
+func TestStrEndsAtItsQuote(t *testing.T) {
+	for n := range 40 {
+		for _, esc := range []string{``, `\"`, `\\`, `\n`, `\u0041`} {
+			str := `"` + strings.Repeat("x", n) + esc + strings.Repeat("y", n%9) + `"`
+			in := `{"AccessToken":{"k":` + str + `,"l":"` + strings.Repeat("z", n) + `"}}`
+			d, err := parseDocument([]byte(in))
+			if err != nil {
+				t.Fatalf("%s: %v", in, err)
+			}
+			want, err := parseDocumentReference([]byte(in))
+			if err != nil || !d.equalEntries(want) {
+				t.Fatalf("%s: parsed %v, encoding/json %v (%v)", in, d.sections, want.sections, err)
+			}
+		}
+	}
 }
 
 func TestScannerDepthAsEncodingJSON(t *testing.T) {
@@ -258,6 +304,29 @@ func TestScannerDepthAsEncodingJSON(t *testing.T) {
 		_, err := parseDocument(doc)
 		if _, rerr := parseDocumentReference(doc); (err == nil) != (rerr == nil) {
 			t.Errorf("depth %d inside a document: parseDocument err %v, encoding/json err %v", n, err, rerr)
+		}
+	}
+}
+
+// BenchmarkParseDocument parses a user's cache of about 4 KiB, mostly
+// token strings, as every Export does with what MSAL marshals.
+//
+//	go test -run '^$' -bench ParseDocument -benchmem .
+func BenchmarkParseDocument(b *testing.B) {
+	entry := func(kind string, n int) string {
+		return `{"home_account_id":"uid.utid","environment":"login.example","credential_type":"` + kind +
+			`","client_id":"c","secret":"` + strings.Repeat("7", n) + `","realm":"contoso","expires_on":"4102444800"}`
+	}
+	doc := []byte(`{"AccessToken":{"uid.utid-login.example-accesstoken-c-contoso-api://x":` + entry("AccessToken", 2200) +
+		`},"RefreshToken":{"uid.utid-login.example-refreshtoken-c--":` + entry("RefreshToken", 700) +
+		`},"IdToken":{"uid.utid-login.example-idtoken-c-contoso-":` + entry("IdToken", 600) +
+		`},"Account":{"uid.utid-login.example-contoso":{"home_account_id":"uid.utid","username":"alice@contoso.example"}}` +
+		`,"AppMetadata":{"appmetadata-login.example-c":{"environment":"login.example","client_id":"c"}}}`)
+	b.SetBytes(int64(len(doc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseDocument(doc); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
