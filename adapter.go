@@ -33,10 +33,10 @@ type Adapter struct {
 	direct, directProtector bool
 	hasher                  KeyHasher // names partitions when the Protector holds a secret
 	keyPrefix               string
-	stats                   counters // Stats, the built-in Observer
-	obs                     Observer // the others (WithObserver), or nil
-	system                  string   // Event.Store
-	turns                   turns    // one Export at a time per partition
+	stats                   StatsCounter // Stats, the built-in Observer
+	obs                     Observer     // the others (WithObserver), or nil
+	system                  string       // Event.Store
+	turns                   turns        // one Export at a time per partition
 
 	// clock orders loads and writes, so that a slow load never replaces
 	// what a newer load or write put in a client's cache.

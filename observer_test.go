@@ -35,7 +35,8 @@ func (r *recorder) take() []Event {
 // Stats is one Observer among others.
 func TestObserverSeesEveryOperation(t *testing.T) {
 	rec := &recorder{}
-	a := newTestAdapter(t, newMapStore(), WithObserver(rec))
+	farm := &StatsCounter{} // as a program counting several Adapters would
+	a := newTestAdapter(t, newMapStore(), WithObserver(rec), WithObserver(farm))
 	type step struct {
 		do      func() error
 		op      Op
@@ -86,8 +87,8 @@ func TestObserverSeesEveryOperation(t *testing.T) {
 		counted.stats.count(&all[i])
 	}
 	want, got := a.Stats(), counted.Stats()
-	if want != got {
-		t.Fatalf("Stats %+v, the events counted %+v", want, got)
+	if want != got || farm.Stats() != want {
+		t.Fatalf("Stats %+v, the events counted %+v, a StatsCounter given to WithObserver %+v", want, got, farm.Stats())
 	}
 }
 

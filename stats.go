@@ -1,16 +1,21 @@
 package msalcache
 
-import "sync/atomic"
+import (
+	"context"
+	"sync/atomic"
+)
 
 // Stats counts what an Adapter did since it was created. Every failure the
 // Adapter absorbs (so that a token call does not fail) shows up here and in
 // the log.
 //
-// The counters are the Adapter's built-in Observer: each counts Events
-// (see Observer) of one operation and outcome, so that Stats and any
-// metrics built on WithObserver agree by construction. The gauges (L1Entries,
-// L1Bytes, BreakerOpen, PendingWrites) and the breaker's own counts are
-// read from the Adapter's state when Stats is called.
+// The counters come from the Adapter's built-in StatsCounter, an Observer
+// like any other (see WithObserver): each counts Events of one operation
+// and outcome, so that Stats and any metrics built on WithObserver agree
+// by construction. The gauges (L1Entries, L1Bytes, BreakerOpen,
+// PendingWrites) and the breaker's own counts (BreakerTrips,
+// PendingFlushed, PendingDropped) are read from the Adapter's state when
+// Stats is called.
 type Stats struct {
 	// Hits counts Replace calls that found their partition in the store
 	// and could read it.
@@ -80,7 +85,10 @@ type Stats struct {
 	PendingDropped uint64
 }
 
-type counters struct {
+// StatsCounter is the Observer behind Adapter.Stats: it counts Events. Every
+// Adapter has one built in; pass another to several Adapters with
+// WithObserver to count them together. The zero value is ready to use.
+type StatsCounter struct {
 	hits, reused, misses, writes, skippedWrites, deletes, conflicts, oboSkips,
 	storeErrors, decryptErrors, corruptBlobs, foreignEntries, oversized, exportFailures,
 	l1Hits, l1Revalidated, l1Invalidations, l1WatchDowns, l1Evictions, breakerSkips atomic.Uint64
@@ -93,8 +101,38 @@ func add(n *atomic.Uint64, v int) {
 	}
 }
 
-// count is Stats' Observer: it adds e to the counters.
-func (c *counters) count(e *Event) {
+// Observe counts e. It implements Observer.
+func (c *StatsCounter) Observe(_ context.Context, e Event) { c.count(&e) }
+
+// Stats returns what c counted; the gauges and the breaker's counts, which
+// only an Adapter knows, are zero.
+func (c *StatsCounter) Stats() Stats {
+	return Stats{
+		Hits:            c.hits.Load(),
+		Reused:          c.reused.Load(),
+		Misses:          c.misses.Load(),
+		Writes:          c.writes.Load(),
+		SkippedWrites:   c.skippedWrites.Load(),
+		Deletes:         c.deletes.Load(),
+		Conflicts:       c.conflicts.Load(),
+		OBOSkips:        c.oboSkips.Load(),
+		StoreErrors:     c.storeErrors.Load(),
+		DecryptErrors:   c.decryptErrors.Load(),
+		CorruptBlobs:    c.corruptBlobs.Load(),
+		ForeignEntries:  c.foreignEntries.Load(),
+		Oversized:       c.oversized.Load(),
+		ExportFailures:  c.exportFailures.Load(),
+		L1Hits:          c.l1Hits.Load(),
+		L1Revalidated:   c.l1Revalidated.Load(),
+		L1Invalidations: c.l1Invalidations.Load(),
+		L1WatchDowns:    c.l1WatchDowns.Load(),
+		L1Evictions:     c.l1Evictions.Load(),
+		BreakerSkips:    c.breakerSkips.Load(),
+	}
+}
+
+// count adds e to the counters.
+func (c *StatsCounter) count(e *Event) {
 	add(&c.storeErrors, e.StoreErrors)
 	add(&c.foreignEntries, e.Foreign)
 	add(&c.conflicts, e.Conflicts)
@@ -154,32 +192,9 @@ func (c *counters) count(e *Event) {
 	}
 }
 
-// Stats returns a snapshot of the Adapter's counters.
+// Stats returns a snapshot of the Adapter's counters and gauges.
 func (a *Adapter) Stats() Stats {
-	c := &a.stats
-	s := Stats{
-		Hits:           c.hits.Load(),
-		Reused:         c.reused.Load(),
-		Misses:         c.misses.Load(),
-		Writes:         c.writes.Load(),
-		SkippedWrites:  c.skippedWrites.Load(),
-		Deletes:        c.deletes.Load(),
-		Conflicts:      c.conflicts.Load(),
-		OBOSkips:       c.oboSkips.Load(),
-		StoreErrors:    c.storeErrors.Load(),
-		DecryptErrors:  c.decryptErrors.Load(),
-		CorruptBlobs:   c.corruptBlobs.Load(),
-		ForeignEntries: c.foreignEntries.Load(),
-		Oversized:      c.oversized.Load(),
-		ExportFailures: c.exportFailures.Load(),
-		L1Hits:         c.l1Hits.Load(),
-		L1Revalidated:  c.l1Revalidated.Load(),
-
-		L1Invalidations: c.l1Invalidations.Load(),
-		L1WatchDowns:    c.l1WatchDowns.Load(),
-		L1Evictions:     c.l1Evictions.Load(),
-		BreakerSkips:    c.breakerSkips.Load(),
-	}
+	s := a.stats.Stats()
 	if a.l1 != nil {
 		s.L1Entries, s.L1Bytes = a.l1.size()
 	}
