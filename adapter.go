@@ -215,7 +215,7 @@ func (a *Adapter) replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 			a.l1End(tk, true, hit.version, hit.raw, hit.doc)
 			tk = nil
 			if a.replaceFromL1(ctx, cs, u, key, seq, hit, e) {
-				e.Revalidated = true
+				e.Revalidated, e.Age = true, 0 // confirmed just now
 				return nil
 			}
 		}
@@ -263,7 +263,7 @@ func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u ca
 	}
 	if a.l1 != nil {
 		if hit, ok := a.l1.fallback(key); ok {
-			e.Outcome = OutcomeL1Hit
+			e.Outcome, e.Age = OutcomeL1Hit, hit.age
 			if cs.holds(key, hit.version, true, a.cfg.now()) {
 				e.Reused = true
 				return
@@ -282,13 +282,13 @@ func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u ca
 // it cannot (the L1 keeps versions only, and MSAL does not hold this one).
 func (a *Adapter) replaceFromL1(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64, hit l1Hit, e *Event) bool {
 	if cs.holds(key, hit.version, true, a.cfg.now()) {
-		e.Outcome, e.Reused = OutcomeL1Hit, true
+		e.Outcome, e.Reused, e.Age = OutcomeL1Hit, true, hit.age
 		return true
 	}
 	if !hit.hasData {
 		return false
 	}
-	e.Outcome = OutcomeL1Hit
+	e.Outcome, e.Age = OutcomeL1Hit, hit.age
 	p := &partition{version: hit.version, known: true, seq: seq, raw: hit.raw, doc: hit.doc}
 	if cs.handOver(ctx, a, u, key, p, e) {
 		a.markOBO(key)

@@ -126,8 +126,9 @@ type l1Hit struct {
 	version Version
 	raw     []byte
 	doc     *document
-	hasData bool // raw and doc are the partition (not VersionsOnly)
-	fresh   bool // confirmed within MaxStale
+	hasData bool          // raw and doc are the partition (not VersionsOnly)
+	fresh   bool          // confirmed within MaxStale
+	age     time.Duration // since it was confirmed
 }
 
 func newL1(o L1Options, now func() time.Time, pushes bool) *l1 {
@@ -151,10 +152,12 @@ func (c *l1) begin(key string) (*l1Ticket, l1Hit, bool) {
 	if e.elem != nil {
 		c.lru.MoveToFront(e.elem)
 	}
+	age := c.now().Sub(e.confirmed)
 	return t, l1Hit{
 		version: e.version, raw: e.raw, doc: e.doc,
 		hasData: !c.opts.VersionsOnly,
-		fresh:   c.now().Sub(e.confirmed) <= c.opts.MaxStale,
+		fresh:   age <= c.opts.MaxStale,
+		age:     age,
 	}, true
 }
 
@@ -272,11 +275,15 @@ func (c *l1) fallback(key string) (l1Hit, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entries[key]
-	if e == nil || !e.held || c.opts.VersionsOnly || c.now().Sub(e.confirmed) > c.opts.MaxStale {
+	if e == nil || !e.held || c.opts.VersionsOnly {
+		return l1Hit{}, false
+	}
+	age := c.now().Sub(e.confirmed)
+	if age > c.opts.MaxStale {
 		return l1Hit{}, false
 	}
 	c.lru.MoveToFront(e.elem)
-	return l1Hit{version: e.version, raw: e.raw, doc: e.doc, hasData: true, fresh: true}, true
+	return l1Hit{version: e.version, raw: e.raw, doc: e.doc, hasData: true, fresh: true, age: age}, true
 }
 
 // size reports how many partitions the l1 holds, and their bytes.

@@ -64,6 +64,11 @@ type Event struct {
 	// Revalidated reports, for an OutcomeL1Hit, that the entry was older
 	// than L1Options.MaxStale and its version was asked of the store first.
 	Revalidated bool
+	// Age is, for an OutcomeL1Hit, how long before the store had last
+	// confirmed what was served: how stale it could be, at most, on a
+	// store that cannot push (see L1Options.MaxStale); on one that
+	// pushes, any change made since would have reached the L1 first.
+	Age time.Duration
 	// Conflicts counts, for an Export, the compare-and-set writes that
 	// lost to another writer and were merged and retried.
 	Conflicts int

@@ -27,6 +27,7 @@
 //	msalcache.operations             counter    {operation}   db.system.name, db.operation.name, msalcache.outcome, error.type
 //	msalcache.operation.duration     histogram  s             db.system.name, db.operation.name, msalcache.outcome, error.type
 //	msalcache.store.errors           counter    {error}       db.system.name, db.operation.name
+//	msalcache.l1.age                 histogram  s             db.system.name
 //	msalcache.l1.invalidations       counter    {invalidation} db.system.name, msalcache.outcome
 //	msalcache.l1.evictions           counter    {entry}       db.system.name
 //	msalcache.l1.entries             gauge      {entry}       db.system.name (Register)
@@ -91,6 +92,10 @@ var durationBounds = []float64{
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 }
 
+// ageBounds are the L1 age histogram's buckets, in seconds: from an entry
+// just confirmed to MaxStale's default (2 s) and past it, for a longer one.
+var ageBounds = []float64{0.001, 0.01, 0.1, 0.25, 0.5, 1, 2, 5, 15, 60, 300, 3600}
+
 // Option configures New.
 type Option func(*config)
 
@@ -132,6 +137,7 @@ type Observer struct {
 
 	ops           metric.Int64Counter
 	duration      metric.Float64Histogram
+	age           metric.Float64Histogram
 	storeErrors   metric.Int64Counter
 	invalidations metric.Int64Counter
 	evictions     metric.Int64Counter
@@ -160,6 +166,7 @@ type attrs struct {
 	opts   []metric.AddOption
 	rec    []metric.RecordOption
 	sysOpt []metric.AddOption
+	sysRec []metric.RecordOption
 	span   []attribute.KeyValue
 }
 
@@ -202,6 +209,10 @@ func New(opts ...Option) (*Observer, error) {
 		metric.WithDescription("Duration of token cache operations."),
 		metric.WithExplicitBucketBoundaries(durationBounds...))
 	errs = append(errs, err)
+	o.age, err = m.Float64Histogram("msalcache.l1.age", metric.WithUnit("s"),
+		metric.WithDescription("How long before the store had last confirmed what the L1 served."),
+		metric.WithExplicitBucketBoundaries(ageBounds...))
+	errs = append(errs, err)
 	gauge := func(name, unit, desc string) metric.Int64ObservableGauge {
 		g, err := m.Int64ObservableGauge(name, metric.WithUnit(unit), metric.WithDescription(desc))
 		errs = append(errs, err)
@@ -224,6 +235,9 @@ func (o *Observer) Observe(ctx context.Context, e msalcache.Event) {
 	case msalcache.OpReplace, msalcache.OpExport, msalcache.OpRemove, msalcache.OpProbe:
 		o.ops.Add(ctx, 1, a.opts...)
 		o.duration.Record(ctx, e.Duration.Seconds(), a.rec...)
+		if e.Outcome == msalcache.OutcomeL1Hit {
+			o.age.Record(ctx, e.Age.Seconds(), a.sysRec...)
+		}
 		if e.StoreErrors > 0 {
 			o.storeErrors.Add(ctx, int64(e.StoreErrors), a.sysOpt...)
 		}
@@ -293,6 +307,7 @@ func newAttrs(k setKey) *attrs {
 		opts:   []metric.AddOption{metric.WithAttributeSet(all)},
 		rec:    []metric.RecordOption{metric.WithAttributeSet(all)},
 		sysOpt: []metric.AddOption{metric.WithAttributeSet(sys)},
+		sysRec: []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(SystemKey.String(k.system)))},
 		span:   kv,
 	}
 }

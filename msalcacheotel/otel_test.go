@@ -188,6 +188,10 @@ func TestMetricsAndSpansFromMSAL(t *testing.T) {
 	if count != uint64(total) || sum <= 0 {
 		t.Errorf("duration histogram holds %d observations summing %gs, want %d and more than 0", count, sum, total)
 	}
+	ages, ok := m["msalcache.l1.age"].Data.(metricdata.Histogram[float64])
+	if !ok || len(ages.DataPoints) != 1 || ages.DataPoints[0].Count != st.L1Hits {
+		t.Errorf("msalcache.l1.age = %+v, want one point counting the %d L1 hits", m["msalcache.l1.age"].Data, st.L1Hits)
+	}
 	entries, ok := m["msalcache.l1.entries"].Data.(metricdata.Gauge[int64])
 	if !ok || len(entries.DataPoints) != 1 || entries.DataPoints[0].Value != int64(st.L1Entries) || st.L1Entries != tenants {
 		t.Errorf("msalcache.l1.entries = %+v, Stats says %d (want %d)", m["msalcache.l1.entries"].Data, st.L1Entries, tenants)
