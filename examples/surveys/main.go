@@ -14,6 +14,16 @@
 // page: which server answered, and whether the page's API token came from
 // the shared cache or from the token endpoint. It writes into no server
 // you did not name: without -redis, only into its bbolt file.
+//
+// It also prints the address of /metrics, where every instance's Adapter
+// reports through OpenTelemetry and its Prometheus exporter (-metrics
+// picks the address): reload a page and
+//
+//	curl -s http://127.0.0.1:PORT/metrics | grep '^msalcache_operations_total'
+//
+// shows the hit ratio move (db_operation_name="replace" with
+// msalcache_outcome hit, reused or l1_hit, against all of them), with no
+// token, partition key or user name in it.
 package main
 
 import (
@@ -35,6 +45,7 @@ func main() {
 	flag.StringVar(&cfg.RedisURL, "redis", "", "keep tokens in this Redis (redis://host:port/db); empty: the embedded bbolt store")
 	flag.StringVar(&cfg.RedisPrefix, "redis-prefix", "msalcache-surveys:", "key prefix in Redis")
 	flag.StringVar(&cfg.BoltPath, "bolt", "", "bbolt file for the tokens; empty: a new temporary folder, removed on exit")
+	flag.StringVar(&cfg.MetricsAddr, "metrics", "127.0.0.1:0", "loopback address that serves /metrics (Prometheus); port 0: a free one")
 	flag.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file when MSALCACHE_KEK is unset (default: the bolt file + .kek, or .msalcache-surveys.key with -redis)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -53,6 +64,7 @@ func run(ctx context.Context, out io.Writer, cfg surveys.Config) error {
 	}
 	defer farm.Close()
 	fmt.Fprintf(out, "Two web instances behind a round-robin load balancer; Entra ID emulator at %s.\n", farm.Entra().BrowserURL())
+	fmt.Fprintf(out, "Metrics (Prometheus): %s\n", farm.MetricsURL())
 	fmt.Fprintf(out, "\nOpen %s\n\n", farm.URL())
 	fmt.Fprintln(out, "Enroll contoso or fabrikam as admin@..., sign in as alice@contoso.com or bob@fabrikam.com;")
 	fmt.Fprintln(out, "northwind has not enrolled. Ctrl-C stops.")

@@ -2,11 +2,18 @@ package main
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/msalcache/msalcache/entratest"
 	"github.com/msalcache/msalcache/examples/surveys/internal/surveys"
 )
 
@@ -43,5 +50,221 @@ func TestRunPrintsURL(t *testing.T) {
 	}
 	if ctx.Err() == context.DeadlineExceeded {
 		t.Error("run did not print the URL in time")
+	}
+}
+
+// watchWriter keeps what the running program prints and closes seen once
+// that contains want.
+type watchWriter struct {
+	mu   sync.Mutex
+	b    strings.Builder
+	want string
+	seen chan struct{}
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	was := strings.Contains(w.b.String(), w.want)
+	w.b.Write(p)
+	if !was && strings.Contains(w.b.String(), w.want) {
+		close(w.seen)
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// visitor is a browser without a screen, enough to enroll, sign in and
+// reload: a cookie jar, redirects followed, the emulator's forms posted
+// with their hidden fields (the page URL's query) and what a person types.
+type visitor struct {
+	t    *testing.T
+	c    *http.Client
+	page string
+	url  *url.URL
+}
+
+func (v *visitor) do(method, u string, form url.Values) {
+	v.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/html")
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := v.c.Do(req)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	v.page, v.url = string(b), resp.Request.URL
+	if resp.StatusCode != http.StatusOK {
+		v.t.Fatalf("%s %s: status %d at %s\n%s", method, u, resp.StatusCode, v.url, v.page)
+	}
+}
+
+// submit answers the emulator's page (consent or sign-in) with fields.
+func (v *visitor) submit(fields url.Values) {
+	v.t.Helper()
+	form := v.url.Query()
+	for k, f := range fields {
+		form[k] = f
+	}
+	u := *v.url
+	u.RawQuery = ""
+	v.do(http.MethodPost, u.String(), form)
+}
+
+var (
+	reOpen       = regexp.MustCompile(`\nOpen (http://127\.0\.0\.1:\d+)\n`)
+	reMetricsURL = regexp.MustCompile(`\nMetrics \(Prometheus\): (http://127\.0\.0\.1:\d+/metrics)\n`)
+	reSource     = regexp.MustCompile(`id="token-source"[^>]*>([^<]+)<`)
+	reOperation  = regexp.MustCompile(`(?m)^msalcache_operations_total\{(.*)\} (\S+)$`)
+	reLabel      = regexp.MustCompile(`(\w+)="((?:[^"\\]|\\.)*)"`)
+)
+
+// replaceHits adds up the msalcache_operations_total samples of
+// db_operation_name="replace" in a /metrics body: those a cache hit
+// served (hit, reused, l1_hit), and all of them.
+func replaceHits(t *testing.T, body string) (hits, all float64) {
+	t.Helper()
+	for _, m := range reOperation.FindAllStringSubmatch(body, -1) {
+		labels := map[string]string{}
+		for _, l := range reLabel.FindAllStringSubmatch(m[1], -1) {
+			labels[l[1]] = l[2]
+		}
+		if labels["db_operation_name"] != "replace" {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[2], 64)
+		if err != nil {
+			t.Fatalf("sample %q: %v", m[0], err)
+		}
+		all += v
+		switch labels["msalcache_outcome"] {
+		case "hit", "reused", "l1_hit":
+			hits += v
+		}
+	}
+	return hits, all
+}
+
+func scrape(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s, %v\n%s", u, resp.Status, err, b)
+	}
+	return string(b)
+}
+
+// The printed /metrics counts the Replace calls the shared cache served,
+// more with each page reload, and names no user, tenant, account or
+// secret.
+func TestRunServesMetrics(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &watchWriter{want: "Ctrl-C stops.\n", seen: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, out, surveys.Config{Addr: "127.0.0.1:0"}) }()
+	select {
+	case <-out.seen:
+	case err := <-done:
+		t.Fatalf("run returned before printing the URL: %v\n%s", err, out)
+	case <-time.After(time.Minute):
+		t.Fatalf("run did not print the URL within a minute:\n%s", out)
+	}
+	printed := out.String()
+	front, mu := reOpen.FindStringSubmatch(printed), reMetricsURL.FindStringSubmatch(printed)
+	if front == nil || mu == nil {
+		t.Fatalf("the output does not say where the app and /metrics are:\n%s", printed)
+	}
+	if strings.HasPrefix(mu[1], front[1]+"/") {
+		t.Errorf("/metrics is on the app's address %s", front[1])
+	}
+
+	jar, _ := cookiejar.New(nil)
+	v := &visitor{t: t, c: &http.Client{Jar: jar, Timeout: 30 * time.Second}}
+	v.do(http.MethodGet, front[1]+"/enroll", nil)
+	v.submit(url.Values{"entratest_username": {"admin@contoso.com"}, "entratest_consent": {"accept"}})
+	if !strings.Contains(v.page, "is enrolled") {
+		t.Fatalf("enrolling contoso ended at %s:\n%s", v.url, v.page)
+	}
+	v.do(http.MethodGet, front[1]+"/surveys", nil)
+	v.submit(url.Values{"entratest_username": {"alice@contoso.com"}})
+	if v.url.Path != "/surveys" || !strings.Contains(v.page, "alice@contoso.com") {
+		t.Fatalf("alice's sign-in ended at %s:\n%s", v.url, v.page)
+	}
+	reload := func(n int) {
+		t.Helper()
+		for range n {
+			v.do(http.MethodGet, front[1]+"/surveys", nil)
+			if m := reSource.FindStringSubmatch(v.page); m == nil || m[1] != "from the shared cache" {
+				t.Fatalf("reload: API token %q, want from the shared cache", m)
+			}
+		}
+	}
+	reload(2) // both instances hold alice's tokens now
+
+	first := scrape(t, mu[1])
+	for _, want := range []string{
+		"# TYPE msalcache_operations_total counter",
+		"# TYPE msalcache_operation_duration_seconds histogram",
+		`service_instance_id="web-1"`, `service_instance_id="web-2"`, // the gauges, one per Adapter
+		`db_system_name="bbolt"`,
+	} {
+		if !strings.Contains(first, want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, first)
+		}
+	}
+	hits1, all1 := replaceHits(t, first)
+	if hits1 == 0 {
+		t.Fatalf("no replace hit counted after two reloads:\n%s", first)
+	}
+	const more = 6
+	reload(more)
+	second := scrape(t, mu[1])
+	hits2, all2 := replaceHits(t, second)
+	// Each page reads the cache at least once, and finds the token.
+	if hits2-hits1 < more || all2-all1 < more {
+		t.Errorf("%d reloads: replace hits %v -> %v, all %v -> %v", more, hits1, hits2, all1, all2)
+	}
+
+	// The user's partition key is her HomeAccountID, which the emulator
+	// derives from tenant and name alone.
+	alice := entratest.NewServer()
+	defer alice.Close()
+	u := alice.AddUser("contoso", "alice@contoso.com", "")
+	secrets := []string{"alice", "contoso", u.ObjectID, u.HomeAccountID, surveys.ClientID, "surveys-web-secret", surveys.APIScope}
+	fu, _ := url.Parse(front[1])
+	for _, c := range jar.Cookies(fu) {
+		secrets = append(secrets, c.Value)
+	}
+	for _, s := range secrets {
+		if strings.Contains(strings.ToLower(second), strings.ToLower(s)) {
+			t.Errorf("/metrics contains %q", s)
+		}
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run after Ctrl-C: %v", err)
 	}
 }

@@ -18,6 +18,18 @@
 // key-encryption key (MSALCACHE_KEK, base64 of 32 bytes; when it is unset,
 // a key file made on the first run, 0600). Tokens come from the offline
 // Entra ID emulator.
+//
+// Both instances report to one OpenTelemetry MeterProvider whose reader is
+// the Prometheus exporter; the example prints the address of its /metrics
+// (-metrics picks it). With -serve it keeps the farm and /metrics up after
+// its 12 requests, until Ctrl-C, so that
+//
+//	curl 'http://127.0.0.1:PORT/orders?tenant=contoso'   # an instance's URL, as printed
+//	curl -s http://127.0.0.1:PORT/metrics | grep '^msalcache_operations_total'
+//
+// shows the hit ratio move as requests come: of the samples with
+// db_operation_name="replace", those with msalcache_outcome hit, reused or
+// l1_hit are the hits. /metrics holds no token, partition key or tenant.
 package main
 
 import (
@@ -49,11 +61,13 @@ func main() {
 	addr := flag.String("redis", "", "address of the Redis to use (host:port); empty: start a redis-server of its own on a free loopback port")
 	prefix := flag.String("prefix", "msalcache-webfarm:", "key prefix in Redis")
 	keyFile := flag.String("kek-file", ".msalcache-webfarm.key", "key-encryption key file, used when MSALCACHE_KEK is unset")
+	metricsAddr := flag.String("metrics", "127.0.0.1:0", "loopback address that serves /metrics (Prometheus); port 0: a free one")
+	serve := flag.Bool("serve", false, "after the 12 requests, keep the farm and /metrics up until Ctrl-C")
 	flag.Parse()
 	// Ctrl-C still runs the deferred clean-up, which stops our own
 	// redis-server.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Stdout, *addr, *prefix, *keyFile)
+	err := run(ctx, os.Stdout, config{redis: *addr, prefix: *prefix, keyFile: *keyFile, metrics: *metricsAddr, serve: *serve})
 	stop()
 	if err != nil {
 		log.SetFlags(0)
@@ -63,16 +77,26 @@ func main() {
 
 const clientID = "0a1b2c3d-0000-4000-8000-0000000000fa"
 
-// instance is one server of the farm.
-type instance struct {
-	name    string
-	adapter *msalcache.Adapter
-	entra   *entratest.Server
-	rdb     *redis.Client
-	ring    *protect.KeyRing
+// config is what the flags say.
+type config struct {
+	redis   string // -redis; empty: a redis-server of its own
+	prefix  string
+	keyFile string
+	metrics string // -metrics; empty: a free loopback port
+	serve   bool
 }
 
-func newInstance(ctx context.Context, name, addr, prefix string, kek protect.KeyWrapper, entra *entratest.Server) (*instance, error) {
+// instance is one server of the farm.
+type instance struct {
+	name       string
+	adapter    *msalcache.Adapter
+	entra      *entratest.Server
+	rdb        *redis.Client
+	ring       *protect.KeyRing
+	unregister func() error // its gauges
+}
+
+func newInstance(ctx context.Context, name, addr, prefix string, kek protect.KeyWrapper, entra *entratest.Server, m *metrics) (*instance, error) {
 	rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	store := redisstore.New(rdb, redisstore.WithPrefix(prefix))
 	if err := store.Ping(ctx); err != nil {
@@ -84,16 +108,24 @@ func newInstance(ctx context.Context, name, addr, prefix string, kek protect.Key
 		rdb.Close()
 		return nil, err
 	}
-	a, err := msalcache.New(store, msalcache.WithProtector(ring), msalcache.WithLogger(slog.New(slog.DiscardHandler)))
+	a, err := msalcache.New(store, msalcache.WithProtector(ring), msalcache.WithLogger(slog.New(slog.DiscardHandler)),
+		msalcache.WithObserver(m.obs))
 	if err != nil {
 		ring.Close()
 		rdb.Close()
 		return nil, err
 	}
-	return &instance{name: name, adapter: a, entra: entra, rdb: rdb, ring: ring}, nil
+	unregister, err := m.register(a, name, store.SystemName())
+	if err != nil {
+		ring.Close()
+		rdb.Close()
+		return nil, err
+	}
+	return &instance{name: name, adapter: a, entra: entra, rdb: rdb, ring: ring, unregister: unregister}, nil
 }
 
 func (in *instance) close() {
+	_ = in.unregister()
 	in.ring.Close()
 	in.rdb.Close()
 }
@@ -123,11 +155,20 @@ func (in *instance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, err.Error(), http.StatusBadGateway)
 }
 
-func run(ctx context.Context, out io.Writer, addr, prefix, keyFile string) error {
-	kek, err := loadKEK(out, keyFile)
+func run(ctx context.Context, out io.Writer, cfg config) error {
+	addr := cfg.redis
+	kek, err := loadKEK(out, cfg.keyFile)
 	if err != nil {
 		return err
 	}
+	if cfg.metrics == "" {
+		cfg.metrics = "127.0.0.1:0"
+	}
+	m, err := startMetrics(cfg.metrics, "webfarm")
+	if err != nil {
+		return err
+	}
+	defer m.close()
 	if addr == "" {
 		own, err := startRedis(ctx)
 		if err != nil {
@@ -152,10 +193,15 @@ func run(ctx context.Context, out io.Writer, addr, prefix, keyFile string) error
 
 	entra := entratest.NewServer()
 	defer entra.Close()
+	until := "until the example ends; -serve keeps it up"
+	if cfg.serve {
+		until = "until Ctrl-C"
+	}
+	fmt.Fprintf(out, "Metrics (Prometheus): %s (%s)\n", m.url, until)
 
 	var farm []*httptest.Server
 	for _, name := range []string{"web-1", "web-2"} {
-		in, err := newInstance(ctx, name, addr, prefix, kek, entra)
+		in, err := newInstance(ctx, name, addr, cfg.prefix, kek, entra, m)
 		if err != nil {
 			return err
 		}
@@ -187,6 +233,15 @@ func run(ctx context.Context, out io.Writer, addr, prefix, keyFile string) error
 		fmt.Fprintf(out, "%-4d %-10s %-7s %-26s %d\n", i+1, tenant, body["instance"], body["token"], entra.TokenRequests())
 	}
 	fmt.Fprintf(out, "\nToken requests for the farm: %d (one per tenant), for 12 requests over 2 servers.\n", entra.TokenRequests())
+	if !cfg.serve {
+		return nil
+	}
+	fmt.Fprintf(out, "\nServing until Ctrl-C:\n")
+	for i, srv := range farm {
+		fmt.Fprintf(out, "  curl '%s/orders?tenant=%s'   # web-%d\n", srv.URL, tenants[i%len(tenants)], i+1)
+	}
+	fmt.Fprintf(out, "  curl -s %s | grep '^msalcache_operations_total'\n", m.url)
+	<-ctx.Done()
 	return nil
 }
 

@@ -63,6 +63,9 @@ type Config struct {
 	// created 0600 on the first run. Empty: BoltPath + ".kek", or
 	// ".msalcache-surveys.key" with Redis.
 	KEKFile string
+	// MetricsAddr serves /metrics, the farm's cache metrics for
+	// Prometheus; empty: a free loopback port.
+	MetricsAddr string
 	// Out receives the start-up messages; nil: discarded.
 	Out io.Writer
 	// Logger receives the farm's logs; nil: warnings and errors to stderr.
@@ -83,6 +86,7 @@ type Farm struct {
 	baseURL   string // the proxy: the app's public address
 	proxy     *roundRobin
 	front     *server
+	metrics   *metrics
 	log       *slog.Logger
 
 	kek       protect.KeyWrapper
@@ -132,6 +136,15 @@ func Start(ctx context.Context, cfg Config) (f *Farm, err error) {
 	}
 	f.cleanups = append(f.cleanups, f.entra.Close)
 	f.loginBase = f.entra.BrowserURL()
+
+	if cfg.MetricsAddr == "" {
+		cfg.MetricsAddr = "127.0.0.1:0"
+	}
+	if f.metrics, err = startMetrics(cfg.MetricsAddr, "surveys"); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	f.cleanups = append(f.cleanups, func() { _ = f.metrics.close() })
 	addDirectory(f.entra)
 
 	if err := f.openStore(ctx, cfg, out); err != nil {
@@ -294,19 +307,35 @@ func (f *Farm) AddInstance(ctx context.Context) (name, instanceURL string, err e
 		return "", "", err
 	}
 	adapter, err := msalcache.New(store, msalcache.WithProtector(ring), msalcache.WithL1(msalcache.L1Options{}),
-		msalcache.WithLogger(f.log.With("instance", name)))
+		msalcache.WithLogger(f.log.With("instance", name)), msalcache.WithObserver(f.metrics.obs))
 	if err != nil {
+		ring.Close()
+		closeStore()
+		return "", "", err
+	}
+	system := ""
+	if n, ok := store.(msalcache.SystemNamer); ok {
+		system = n.SystemName()
+	}
+	unregister, err := f.metrics.register(adapter, name, system)
+	if err != nil {
+		adapter.Close()
 		ring.Close()
 		closeStore()
 		return "", "", err
 	}
 	cred, err := confidential.NewCredFromSecret(clientSecret)
 	if err != nil {
+		_ = unregister()
+		adapter.Close()
+		ring.Close()
+		closeStore()
 		return "", "", err
 	}
 	client, err := confidential.New(f.entra.Authority("organizations"), ClientID, cred,
 		confidential.WithCache(adapter), confidential.WithHTTPClient(f.entra.Client()), confidential.WithInstanceDiscovery(false))
 	if err != nil {
+		_ = unregister()
 		adapter.Close()
 		ring.Close()
 		closeStore()
@@ -314,6 +343,7 @@ func (f *Farm) AddInstance(ctx context.Context) (name, instanceURL string, err e
 	}
 	in := &instance{name: name, farm: f, adapter: adapter, client: client, log: f.log.With("instance", name)}
 	in.close = func() {
+		_ = unregister()
 		adapter.Close()
 		ring.Close()
 		closeStore()
@@ -334,6 +364,11 @@ func (f *Farm) AddInstance(ctx context.Context) (name, instanceURL string, err e
 
 // URL is the one address to open: the proxy in front of the instances.
 func (f *Farm) URL() string { return f.baseURL }
+
+// MetricsURL is the address of /metrics: the cache's operations by
+// outcome (the hit ratio), their durations, and each instance's L1 and
+// breaker, in Prometheus' text format.
+func (f *Farm) MetricsURL() string { return f.metrics.url }
 
 // Entra is the identity provider (the emulator), for tests that add users
 // or count token requests.
