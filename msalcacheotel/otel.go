@@ -24,18 +24,18 @@
 // db.system.name ("redis", "memcached", "bbolt", "memory") and
 // db.operation.name ("replace", "export", "remove", "probe").
 //
-//	msalcache.operations             counter    {operation}   db.system.name, db.operation.name, msalcache.outcome, error.type
-//	msalcache.operation.duration     histogram  s             db.system.name, db.operation.name, msalcache.outcome, error.type
-//	msalcache.store.errors           counter    {error}       db.system.name, db.operation.name
-//	msalcache.l1.age                 histogram  s             db.system.name
-//	msalcache.l1.invalidations       counter    {invalidation} db.system.name, msalcache.outcome
-//	msalcache.l1.evictions           counter    {entry}       db.system.name
-//	msalcache.l1.entries             gauge      {entry}       db.system.name (Register)
-//	msalcache.l1.size                gauge      By            db.system.name (Register)
-//	msalcache.breaker.open           gauge      1             db.system.name (Register)
-//	msalcache.pending.writes         gauge      {write}       db.system.name (Register)
-//	msalcache.keyring.rotations      counter    {rotation}    db.system.name, msalcache.outcome, error.type
-//	msalcache.keyring.reloads        counter    {reload}      db.system.name, msalcache.outcome, error.type
+//	msalcache.operations           counter    {operation}     db.system.name, db.operation.name, msalcache.outcome, error.type
+//	msalcache.operation.duration   histogram  s               db.system.name, db.operation.name, msalcache.outcome, error.type
+//	msalcache.store.errors         counter    {error}         db.system.name, db.operation.name
+//	msalcache.l1.age               histogram  s               db.system.name
+//	msalcache.l1.invalidations     counter    {invalidation}  db.system.name, msalcache.outcome
+//	msalcache.l1.evictions         counter    {entry}         db.system.name
+//	msalcache.l1.entries           gauge      {entry}         the attributes given to Register
+//	msalcache.l1.size              gauge      By              the attributes given to Register
+//	msalcache.breaker.open         gauge      {breaker}       the attributes given to Register
+//	msalcache.pending.writes       gauge      {write}         the attributes given to Register
+//	msalcache.keyring.rotations    counter    {rotation}      db.system.name, msalcache.outcome, error.type
+//	msalcache.keyring.reloads      counter    {reload}        db.system.name, msalcache.outcome, error.type
 //
 // msalcache.outcome is one of hit, reused (a hit MSAL already held: nothing
 // decrypted), l1_hit, miss, skipped, written, merged, deleted, kept, ok and
@@ -220,7 +220,7 @@ func New(opts ...Option) (*Observer, error) {
 	}
 	o.gauges.entries = gauge("msalcache.l1.entries", "{entry}", "Partitions the L1 holds.")
 	o.gauges.size = gauge("msalcache.l1.size", "By", "Bytes the L1 holds, by its own count.")
-	o.gauges.open = gauge("msalcache.breaker.open", "1", "1 while the breaker keeps calls from the store.")
+	o.gauges.open = gauge("msalcache.breaker.open", "{breaker}", "1 while the breaker keeps calls from the store.")
 	o.gauges.pending = gauge("msalcache.pending.writes", "{write}", "Writes kept for the store's return.")
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
