@@ -97,13 +97,13 @@ func newClient(t *testing.T, entra *entratest.Server, a *msalcache.Adapter, tena
 	return c
 }
 
-func newRing(t *testing.T, store msalcache.Store) *protect.KeyRing {
+func newRing(t *testing.T, store msalcache.Store, opts ...protect.Option) *protect.KeyRing {
 	t.Helper()
 	kek, err := protect.NewAESKeyWrapper("kek-1", make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ring, err := protect.NewKeyRing(context.Background(), store, kek)
+	ring, err := protect.NewKeyRing(context.Background(), store, kek, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestMetricsAndSpansFromMSAL(t *testing.T) {
 	defer entra.Close()
 	store := memstore.New()
 	defer store.Close()
-	ring := newRing(t, store)
+	ring := newRing(t, store, protect.WithObserver(tel.obs))
 	a, err := msalcache.New(store, msalcache.WithProtector(ring), msalcache.WithObserver(tel.obs),
 		msalcache.WithL1(msalcache.L1Options{}), msalcache.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -151,6 +151,16 @@ func TestMetricsAndSpansFromMSAL(t *testing.T) {
 	request.End()
 	if got := entra.TokenRequests(); got != tenants {
 		t.Fatalf("%d token requests, want %d", got, tenants)
+	}
+	// A rotation, seen when the ring first seals under the new key.
+	if err := ring.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ring.Protect(ctx, []byte("x"), []byte("aad")); err != nil {
+		t.Fatal(err)
+	}
+	if r := sums(t, tel.collect(t)["msalcache.keyring.rotations"], msalcacheotel.SystemKey); r["memory"] != 1 {
+		t.Errorf("msalcache.keyring.rotations = %v, want 1 on memory", r)
 	}
 
 	st := a.Stats()

@@ -34,6 +34,8 @@ type KeyRing struct {
 	lastReload time.Time // last reload for an unknown key id; under sem
 	lastForced time.Time // last failed attempt to mint a missing default; under sem
 
+	watch *watch // nil without WithObserver
+
 	bgCtx     context.Context
 	bgCancel  context.CancelFunc
 	done      chan struct{}
@@ -114,6 +116,7 @@ func newRing(fn string, store msalcache.Store, kek KeyWrapper, opts []Option) (*
 		sem:     make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
+	r.newWatch()
 	return r, nil
 }
 
@@ -136,6 +139,7 @@ func (r *KeyRing) Protect(ctx context.Context, plaintext, aad []byte) ([]byte, e
 			return nil, err
 		}
 	}
+	r.sealing(ctx, k)
 	return sealPayload(k, r.cfg.purpose, plaintext, aad)
 }
 
@@ -193,6 +197,8 @@ func (r *KeyRing) Unprotect(ctx context.Context, ciphertext, aad []byte) ([]byte
 
 func (r *KeyRing) reloadFor(ctx context.Context, id keyID) (*dataKey, error) {
 	var k *dataKey
+	var start time.Time // when this call reloaded, if it did
+	reason := msalcache.ReasonNone
 	err := r.withLock(ctx, func() error {
 		lookup := func() (err error) {
 			k, err = r.state.Load().key(id)
@@ -207,14 +213,24 @@ func (r *KeyRing) reloadFor(ctx context.Context, id keyID) (*dataKey, error) {
 			return fmt.Errorf("%w: %s", ErrKeyNotFound, id)
 		}
 		r.lastReload = now
+		start = time.Now()
 		if err := r.reload(ctx); err != nil {
 			if ctxErr := ctx.Err(); ctxErr != nil {
+				reason = msalcache.ReasonCanceled
 				return ctxErr
 			}
+			reason = msalcache.ReasonStore
 			return fmt.Errorf("%w: %s (reload failed: %w)", ErrKeyNotFound, id, err)
 		}
-		return lookup()
+		if err := lookup(); err != nil {
+			reason = msalcache.ReasonDecrypt // the record does not hold it either
+			return err
+		}
+		return nil
 	})
+	if !start.IsZero() {
+		r.reloaded(ctx, start, reason)
+	}
 	return k, err
 }
 

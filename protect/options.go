@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/msalcache/msalcache"
 )
 
 // Defaults of the KeyRing's timing, after ASP.NET Core Data Protection's
@@ -52,6 +54,7 @@ type config struct {
 	reloadInterval  time.Duration
 	autoRefresh     bool
 	logger          *slog.Logger
+	observer        msalcache.Observer
 }
 
 func defaultConfig() config {
