@@ -53,6 +53,7 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/entratest"
+	"github.com/msalcache/msalcache/examples/internal/prommetrics"
 	"github.com/msalcache/msalcache/protect"
 	"github.com/msalcache/msalcache/redisstore"
 )
@@ -96,26 +97,26 @@ type instance struct {
 	unregister func() error // its gauges
 }
 
-func newInstance(ctx context.Context, name, addr, prefix string, kek protect.KeyWrapper, entra *entratest.Server, m *metrics) (*instance, error) {
+func newInstance(ctx context.Context, name, addr, prefix string, kek protect.KeyWrapper, entra *entratest.Server, m *prommetrics.Metrics) (*instance, error) {
 	rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	store := redisstore.New(rdb, redisstore.WithPrefix(prefix))
 	if err := store.Ping(ctx); err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("redis at %s: %w", addr, err)
 	}
-	ring, err := protect.NewKeyRing(ctx, store, kek)
+	ring, err := protect.NewKeyRing(ctx, store, kek, protect.WithObserver(m.Observer))
 	if err != nil {
 		rdb.Close()
 		return nil, err
 	}
 	a, err := msalcache.New(store, msalcache.WithProtector(ring), msalcache.WithLogger(slog.New(slog.DiscardHandler)),
-		msalcache.WithObserver(m.obs))
+		msalcache.WithObserver(m.Observer))
 	if err != nil {
 		ring.Close()
 		rdb.Close()
 		return nil, err
 	}
-	unregister, err := m.register(a, name, store.SystemName())
+	unregister, err := m.Register(a, name, store.SystemName())
 	if err != nil {
 		ring.Close()
 		rdb.Close()
@@ -164,11 +165,11 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 	if cfg.metrics == "" {
 		cfg.metrics = "127.0.0.1:0"
 	}
-	m, err := startMetrics(cfg.metrics, "webfarm")
+	m, err := prommetrics.Start(cfg.metrics, "webfarm")
 	if err != nil {
 		return err
 	}
-	defer m.close()
+	defer m.Close()
 	if addr == "" {
 		own, err := startRedis(ctx)
 		if err != nil {
@@ -197,7 +198,7 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 	if cfg.serve {
 		until = "until Ctrl-C"
 	}
-	fmt.Fprintf(out, "Metrics (Prometheus): %s (%s)\n", m.url, until)
+	fmt.Fprintf(out, "Metrics (Prometheus): %s (%s)\n", m.URL, until)
 
 	var farm []*httptest.Server
 	for _, name := range []string{"web-1", "web-2"} {
@@ -240,7 +241,7 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 	for i, srv := range farm {
 		fmt.Fprintf(out, "  curl '%s/orders?tenant=%s'   # web-%d\n", srv.URL, tenants[i%len(tenants)], i+1)
 	}
-	fmt.Fprintf(out, "  curl -s %s | grep '^msalcache_operations_total'\n", m.url)
+	fmt.Fprintf(out, "  curl -s %s | grep '^msalcache_operations_total'\n", m.URL)
 	<-ctx.Done()
 	return nil
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/entratest"
+	"github.com/msalcache/msalcache/examples/internal/prommetrics"
 	"github.com/msalcache/msalcache/protect"
 	"github.com/msalcache/msalcache/redisstore"
 )
@@ -86,7 +87,7 @@ type Farm struct {
 	baseURL   string // the proxy: the app's public address
 	proxy     *roundRobin
 	front     *server
-	metrics   *metrics
+	metrics   *prommetrics.Metrics
 	log       *slog.Logger
 
 	kek       protect.KeyWrapper
@@ -140,11 +141,11 @@ func Start(ctx context.Context, cfg Config) (f *Farm, err error) {
 	if cfg.MetricsAddr == "" {
 		cfg.MetricsAddr = "127.0.0.1:0"
 	}
-	if f.metrics, err = startMetrics(cfg.MetricsAddr, "surveys"); err != nil {
+	if f.metrics, err = prommetrics.Start(cfg.MetricsAddr, "surveys"); err != nil {
 		ln.Close()
 		return nil, err
 	}
-	f.cleanups = append(f.cleanups, func() { _ = f.metrics.close() })
+	f.cleanups = append(f.cleanups, func() { _ = f.metrics.Close() })
 	addDirectory(f.entra)
 
 	if err := f.openStore(ctx, cfg, out); err != nil {
@@ -301,13 +302,13 @@ func (f *Farm) AddInstance(ctx context.Context) (name, instanceURL string, err e
 	if err != nil {
 		return "", "", err
 	}
-	ring, err := protect.NewKeyRing(ctx, store, f.kek)
+	ring, err := protect.NewKeyRing(ctx, store, f.kek, protect.WithObserver(f.metrics.Observer))
 	if err != nil {
 		closeStore()
 		return "", "", err
 	}
 	adapter, err := msalcache.New(store, msalcache.WithProtector(ring), msalcache.WithL1(msalcache.L1Options{}),
-		msalcache.WithLogger(f.log.With("instance", name)), msalcache.WithObserver(f.metrics.obs))
+		msalcache.WithLogger(f.log.With("instance", name)), msalcache.WithObserver(f.metrics.Observer))
 	if err != nil {
 		ring.Close()
 		closeStore()
@@ -317,7 +318,7 @@ func (f *Farm) AddInstance(ctx context.Context) (name, instanceURL string, err e
 	if n, ok := store.(msalcache.SystemNamer); ok {
 		system = n.SystemName()
 	}
-	unregister, err := f.metrics.register(adapter, name, system)
+	unregister, err := f.metrics.Register(adapter, name, system)
 	if err != nil {
 		adapter.Close()
 		ring.Close()
@@ -368,7 +369,7 @@ func (f *Farm) URL() string { return f.baseURL }
 // MetricsURL is the address of /metrics: the cache's operations by
 // outcome (the hit ratio), their durations, and each instance's L1 and
 // breaker, in Prometheus' text format.
-func (f *Farm) MetricsURL() string { return f.metrics.url }
+func (f *Farm) MetricsURL() string { return f.metrics.URL }
 
 // Entra is the identity provider (the emulator), for tests that add users
 // or count token requests.

@@ -1,4 +1,11 @@
-package main
+// Package prommetrics is the examples' OpenTelemetry pipeline: an SDK
+// MeterProvider whose reader is the Prometheus exporter, a registry of its
+// own served at /metrics on an address of its own (not the app's: in
+// production only Prometheus should reach it), and one msalcacheotel
+// Observer that every Adapter of a farm reports to. A real server would
+// run one per process; the examples' instances share one process, so its
+// counters are the farm's.
+package prommetrics
 
 import (
 	"context"
@@ -19,20 +26,20 @@ import (
 	"github.com/msalcache/msalcache/msalcacheotel"
 )
 
-// metrics is the example's OpenTelemetry pipeline: an SDK MeterProvider
-// whose reader is the Prometheus exporter, a registry of its own served at
-// /metrics, and one msalcacheotel Observer that every Adapter of the farm
-// reports to. A real server would run one per process; here both
-// instances share it, so its counters are the farm's.
-type metrics struct {
-	obs *msalcacheotel.Observer
+// Metrics serves /metrics and holds the Observer to give the Adapters.
+type Metrics struct {
+	// Observer is what msalcache.WithObserver (and protect.WithObserver)
+	// take.
+	Observer *msalcacheotel.Observer
+	// URL is the /metrics address.
+	URL string
 	mp  *sdkmetric.MeterProvider
 	srv *http.Server
-	url string // the /metrics address
 }
 
-// startMetrics serves /metrics on addr ("127.0.0.1:0": a free port).
-func startMetrics(addr, service string) (*metrics, error) {
+// Start serves /metrics on addr ("127.0.0.1:0": a free port) for the
+// program named service.
+func Start(addr, service string) (*Metrics, error) {
 	// A registry of its own rather than prometheus.DefaultRegisterer:
 	// /metrics then shows what the OTel pipeline records and nothing a
 	// library registered globally.
@@ -60,20 +67,21 @@ func startMetrics(addr, service string) (*metrics, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	m := &metrics{obs: obs, mp: mp, url: "http://" + ln.Addr().String() + "/metrics",
+	m := &Metrics{Observer: obs, mp: mp, URL: "http://" + ln.Addr().String() + "/metrics",
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go func() { _ = m.srv.Serve(ln) }()
 	return m, nil
 }
 
-// register adds a's gauges (L1 entries and bytes, breaker, pending
+// Register adds a's gauges (L1 entries and bytes, breaker, pending
 // writes), labelled with the instance's name: the operation counters are
 // the farm's, the gauges each instance's.
-func (m *metrics) register(a *msalcache.Adapter, instance, system string) (unregister func() error, err error) {
-	return m.obs.Register(a, attribute.String("service.instance.id", instance), msalcacheotel.SystemKey.String(system))
+func (m *Metrics) Register(a *msalcache.Adapter, instance, system string) (unregister func() error, err error) {
+	return m.Observer.Register(a, attribute.String("service.instance.id", instance), msalcacheotel.SystemKey.String(system))
 }
 
-func (m *metrics) close() error {
+// Close stops serving and shuts the MeterProvider down.
+func (m *Metrics) Close() error {
 	err := m.srv.Close()
 	return errors.Join(err, m.mp.Shutdown(context.Background()))
 }
