@@ -150,9 +150,13 @@ func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func
 	h.fns[id] = fn
 	if h.run == nil {
 		rctx, cancel := context.WithCancel(context.Background())
-		h.run = &subRun{cancel: cancel, done: make(chan struct{})}
-		h.up = false
-		go s.subscribeLoop(rctx, h.run)
+		r := &subRun{cancel: cancel, done: make(chan struct{})}
+		h.run, h.up = r, false
+		_, cluster := s.c.(*redis.ClusterClient)
+		go func() {
+			defer close(r.done)
+			s.subscribeLoop(rctx, r, subTarget{c: s.c, checkMaster: !cluster, emit: func(ch msalcache.Change) { s.watch.emit(r, ch) }})
+		}()
 	} else if h.up {
 		fn(msalcache.Change{Kind: msalcache.ChangeWatchUp})
 	}
@@ -235,13 +239,27 @@ func (h *watchHub) timing() (interval, timeout time.Duration) {
 	return interval, timeout
 }
 
-// subscribeLoop keeps r's subscription up until r is halted.
-func (s *Store) subscribeLoop(ctx context.Context, r *subRun) {
-	defer close(r.done)
+// subTarget is what one subscription loop subscribes on and reports to.
+type subTarget struct {
+	// c opens the subscription's connection.
+	c redis.UniversalClient
+	// checkMaster compares the master's run_id around the SUBSCRIBE and
+	// at every health check: a client that talks to one master (single
+	// node, Sentinel) has no other way to see a failover that left the
+	// connection open.
+	checkMaster bool
+	// emit is told ChangeWatchUp once the subscription is confirmed,
+	// every message, and ChangeWatchDown when it ends.
+	emit func(msalcache.Change)
+}
+
+// subscribeLoop keeps r's subscription up until r is halted, or until
+// t.c is closed.
+func (s *Store) subscribeLoop(ctx context.Context, r *subRun, t subTarget) {
 	delay := time.Duration(0)
 	for {
-		wasUp, err := s.subscribeOnce(ctx, r)
-		s.watch.emit(r, msalcache.Change{Kind: msalcache.ChangeWatchDown})
+		wasUp, err := s.subscribeOnce(ctx, r, t)
+		t.emit(msalcache.Change{Kind: msalcache.ChangeWatchDown})
 		if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
 			return // halted, or the client was closed: nothing to retry
 		}
@@ -266,11 +284,12 @@ func (s *Store) subscribeLoop(ctx context.Context, r *subRun) {
 	}
 }
 
-// subscribeOnce subscribes once and reads the subscription until it fails.
-// It reports whether the subscription came up, and why it ended.
-func (s *Store) subscribeOnce(ctx context.Context, r *subRun) (wasUp bool, err error) {
+// subscribeOnce subscribes once on t.c and reads the subscription until it
+// fails, telling t.emit what it hears. It reports whether the subscription
+// came up, and why it ended.
+func (s *Store) subscribeOnce(ctx context.Context, r *subRun, t subTarget) (wasUp bool, err error) {
 	interval, timeout := s.watch.timing()
-	ps := s.c.Subscribe(ctx) // no channel yet: no I/O
+	ps := t.c.Subscribe(ctx) // no channel yet: no I/O
 	if !r.setPubSub(ctx, ps) {
 		return false, ctx.Err()
 	}
@@ -279,11 +298,10 @@ func (s *Store) subscribeOnce(ctx context.Context, r *subRun) (wasUp bool, err e
 	// On a client that talks to one master, the master's identity taken
 	// before and after the subscription must agree: else a failover raced
 	// the dial, and the subscription may sit on the old master.
-	_, cluster := s.c.(*redis.ClusterClient)
-	checkMaster := !cluster
+	checkMaster := t.checkMaster
 	var master string
 	if checkMaster {
-		master, err = s.masterID(ctx, timeout)
+		master, err = s.masterID(ctx, t.c, timeout)
 		if err != nil {
 			var rerr redis.Error
 			if !errors.As(err, &rerr) {
@@ -310,12 +328,12 @@ func (s *Store) subscribeOnce(ctx context.Context, r *subRun) (wasUp bool, err e
 		}
 	}
 	if checkMaster {
-		again, err := s.masterID(ctx, timeout)
+		again, err := s.masterID(ctx, t.c, timeout)
 		if err != nil || again != master {
 			return false, fmt.Errorf("redisstore: watch: the master changed while subscribing: %v", err)
 		}
 	}
-	s.watch.emit(r, msalcache.Change{Kind: msalcache.ChangeWatchUp})
+	t.emit(msalcache.Change{Kind: msalcache.ChangeWatchUp})
 
 	next := time.Now().Add(interval)
 	var pingSent time.Time // zero: no PING outstanding
@@ -335,13 +353,13 @@ func (s *Store) subscribeOnce(ctx context.Context, r *subRun) (wasUp bool, err e
 				break
 			}
 			if ch, ok := parseChange(m.Payload); ok {
-				s.watch.emit(r, ch)
+				t.emit(ch)
 			} else {
 				// Not a message of this store's format (another
 				// program, another version of this package): some key
 				// changed, which one is unknown, so forget everything.
-				s.watch.emit(r, msalcache.Change{Kind: msalcache.ChangeWatchDown})
-				s.watch.emit(r, msalcache.Change{Kind: msalcache.ChangeWatchUp})
+				t.emit(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+				t.emit(msalcache.Change{Kind: msalcache.ChangeWatchUp})
 			}
 		case *redis.Pong:
 			pingSent = time.Time{}
@@ -367,23 +385,23 @@ func (s *Store) subscribeOnce(ctx context.Context, r *subRun) (wasUp bool, err e
 		if checkMaster {
 			// An error here (the master unreachable for a moment) is
 			// left to the PINGs; a different run_id is a failover.
-			if id, err := s.masterID(ctx, timeout); err == nil && id != master {
+			if id, err := s.masterID(ctx, t.c, timeout); err == nil && id != master {
 				return true, errors.New("redisstore: watch: the master changed (failover)")
 			}
 		}
 	}
 }
 
-// masterID returns the run_id of the server the client sends commands to,
-// which changes when a failover promotes another server (or the server
+// masterID returns the run_id of the server c sends commands to, which
+// changes when a failover promotes another server (or the server
 // restarts).
-func (s *Store) masterID(ctx context.Context, timeout time.Duration) (string, error) {
+func (s *Store) masterID(ctx context.Context, c redis.UniversalClient, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var info string
 	err := s.run(ctx, func(ctx context.Context) error {
 		var err error
-		info, err = s.c.Info(ctx, "server").Result()
+		info, err = c.Info(ctx, "server").Result()
 		return err
 	})
 	if err != nil {
