@@ -40,7 +40,7 @@ const (
 	watchRetryMax = time.Second
 )
 
-// watchHub is a Store's single subscription and the callbacks it feeds.
+// watchHub is a Store's single watch and the callbacks it feeds.
 type watchHub struct {
 	// mu is held while callbacks run, so that stop, by taking it, waits
 	// for a callback in progress and no callback starts after it.
@@ -56,14 +56,15 @@ type watchHub struct {
 	interval, timeout time.Duration
 }
 
-// subRun is one life of the subscription, from the first Watch to the
-// stop of the last one (or Close).
+// subRun is one life of the watch, from the first Watch to the stop of
+// the last one (or Close); on Cluster, also one life of the subscription
+// on one master (see watchCluster).
 type subRun struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
 	mu sync.Mutex
-	ps *redis.PubSub // the current connection's, closed by halt to end a blocked read
+	ps *redis.PubSub // the current connection's, closed by halt to end a blocked read; nil on Cluster's whole-watch run
 }
 
 // halt ends r: its goroutine returns promptly, and returns before anything
@@ -102,25 +103,42 @@ var errWatchRing = errors.New("a *redis.Ring cannot be watched: its shards do no
 // version in hexadecimal ("0" for a delete). Keys are the Adapter's hashes,
 // never a partition key in clear, and no token data is published.
 //
-// The first Watch subscribes, on a connection of its own; every Watch of
-// the Store shares that one subscription, which ends when the last stop is
-// called (or at Close). fn is told ChangeWatchUp once Redis confirmed the
-// subscription, and ChangeWatchDown as soon as the connection fails, a
-// PING goes unanswered for watchTimeout (a stalled connection is detected
-// within about 2 s), or, on a Sentinel (or any non-Cluster) client, the
-// master's run_id changes (a failover: the old master may miss what the
-// new one publishes until it resynchronises). The store then subscribes
-// again, retrying every second at most, and reports ChangeWatchUp when
-// Redis confirms. On Cluster the messages are classic PUBLISH, which Redis
-// broadcasts to every node, so the subscription may sit on any node and
-// survives resharding and failover of the others.
+// The first Watch subscribes, on a connection of its own (on Cluster, one
+// per master: see below); every Watch of the Store shares that
+// subscription, which ends when the last stop is called (or at Close). fn
+// is told ChangeWatchUp once Redis confirmed the subscription, and
+// ChangeWatchDown as soon as the connection fails, a PING goes unanswered
+// for watchTimeout (a stalled connection is detected within about 2 s),
+// or, on a Sentinel (or any non-Cluster) client, the master's run_id
+// changes (a failover: the old master may miss what the new one publishes
+// until it resynchronises). The store then subscribes again, retrying
+// every second at most, and reports ChangeWatchUp when Redis confirms.
+//
+// On a *redis.ClusterClient the store subscribes on every master, so that
+// each message is heard from the node whose script published it: classic
+// PUBLISH reaches the other nodes too, through the cluster bus, but with a
+// tail (1 message in 100 arrived about 40 ms late). It looks the masters
+// up every watchInterval and as soon as a subscription fails, subscribes
+// on new ones (a promoted replica, a node given slots) and drops the
+// subscriptions on nodes that are no longer masters. ChangeWatchUp means
+// that every master's subscription is confirmed, and ChangeWatchDown comes
+// as soon as one is not: a master failing, or a new master, flushes the
+// L1 until the watch is whole again; a slot moving between masters does
+// not. Every master relays every message: the later copies of a save are
+// dropped, so that each saved version is reported once, but those of a
+// delete are not (a second delete of the key looks the same), and can
+// only make an L1 drop an entry. The look-up is go-redis's
+// ClusterClient.ForEachMaster, which reloads the client's map of the slots:
+// as a side effect, a client with a watch follows a failover within
+// watchInterval, where go-redis alone waits for a MOVED or its
+// ClusterStateReloadInterval (60 s by default).
 //
 // Classic PUBLISH was chosen over keyspace notifications (which need
 // CONFIG SET and lost most messages on Cluster with one subscription) and
 // over client-side caching (standalone only, and blind to an instance's
 // own overwritten writes).
 //
-// fn runs on the subscription's goroutine, one call at a time, and once,
+// fn runs on the watch's goroutine, one call at a time, and once,
 // with ChangeWatchUp, inside Watch when the subscription is already up. It
 // must be quick and must not call the Store or the stop function. ctx
 // bounds the Watch call only (which does no I/O); the watch lasts until
@@ -152,11 +170,14 @@ func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func
 		rctx, cancel := context.WithCancel(context.Background())
 		r := &subRun{cancel: cancel, done: make(chan struct{})}
 		h.run, h.up = r, false
-		_, cluster := s.c.(*redis.ClusterClient)
-		go func() {
-			defer close(r.done)
-			s.subscribeLoop(rctx, r, subTarget{c: s.c, checkMaster: !cluster, emit: func(ch msalcache.Change) { s.watch.emit(r, ch) }})
-		}()
+		if cc, ok := s.c.(*redis.ClusterClient); ok {
+			go s.watchCluster(rctx, r, cc)
+		} else {
+			go func() {
+				defer close(r.done)
+				s.subscribeLoop(rctx, r, subTarget{c: s.c, checkMaster: true, emit: func(ch msalcache.Change) { s.watch.emit(r, ch) }})
+			}()
+		}
 	} else if h.up {
 		fn(msalcache.Change{Kind: msalcache.ChangeWatchUp})
 	}
@@ -241,12 +262,13 @@ func (h *watchHub) timing() (interval, timeout time.Duration) {
 
 // subTarget is what one subscription loop subscribes on and reports to.
 type subTarget struct {
-	// c opens the subscription's connection.
+	// c opens the subscription's connection: the Store's client, or on
+	// Cluster one master's (see watchCluster).
 	c redis.UniversalClient
 	// checkMaster compares the master's run_id around the SUBSCRIBE and
 	// at every health check: a client that talks to one master (single
 	// node, Sentinel) has no other way to see a failover that left the
-	// connection open.
+	// connection open. On Cluster the topology polls do that job.
 	checkMaster bool
 	// emit is told ChangeWatchUp once the subscription is confirmed,
 	// every message, and ChangeWatchDown when it ends.

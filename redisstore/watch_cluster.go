@@ -1,0 +1,348 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/msalcache/msalcache"
+	"github.com/redis/go-redis/v9"
+)
+
+// On a Redis Cluster, a classic PUBLISH reaches the subscribers of the node
+// that runs it at once, and every other node through the cluster bus, whose
+// delivery has a tail: about 1 message in 100 arrived some 40 ms late with
+// one subscription. So the watch of a ClusterClient holds one subscription
+// on every master (every node that owns slots, where the scripts run),
+// and each message is heard first from the node that published it, again
+// later from every other master.
+//
+// A coordinator goroutine (watchCluster) owns the subscriptions: it starts
+// one per master of the latest topology, drops those of nodes that no
+// longer are masters, and reports ChangeWatchUp only while every master's
+// subscription is confirmed. A second goroutine (discover) finds the
+// masters, every watch interval and at once after any subscription fails,
+// so that a failover, a new master or a master that lost its slots is seen
+// within an interval. Each subscription runs subscribeLoop, the loop of a
+// single node's watch, with its PINGs and its retries, and passes what it
+// hears to the coordinator, which alone calls the hub.
+
+// minRediscover is the least time between two topology look-ups, so that
+// subscriptions failing one after another cost one look-up, not a burst.
+const minRediscover = 50 * time.Millisecond
+
+// The saved versions reported are remembered for seenFor to 2*seenFor, to
+// drop the later copies of their messages (see clusterWatch.firstCopy):
+// the cluster bus relays a copy within milliseconds, its tail was 50 ms.
+// maxSeen bounds the memory (about 100 bytes a version) of a store
+// written faster than maxSeen per seenFor: past it the memory is renewed
+// early, which shortens how long a version is remembered but never drops
+// a first copy.
+const (
+	seenFor = time.Second
+	maxSeen = 1 << 15
+)
+
+// clusterWatch is the state of watchCluster's goroutine, which alone
+// touches it.
+type clusterWatch struct {
+	s   *Store
+	c   *redis.ClusterClient
+	run *subRun // the hub's run, which this watch is
+
+	events chan nodeEvent // from the masters' subscriptions
+	found  chan topology  // from discover
+	kick   chan bool      // asks discover to look now; true: and to check that c is open
+
+	subs  map[string]*nodeSub // by address, one per master of the latest topology
+	known bool                // a topology was found
+
+	// seen and seenBefore remember the saved versions reported lately;
+	// every seenFor seenBefore is dropped and seen takes its place.
+	seen, seenBefore map[changeID]struct{}
+}
+
+// nodeSub is the subscription on one master.
+type nodeSub struct {
+	addr   string
+	client *redis.Client
+	run    *subRun
+	up     bool // its subscription is confirmed
+	ended  bool // its loop returned: its client was closed (see lookup)
+}
+
+// nodeEvent is what a master's subscription tells the coordinator: a
+// Change, or that its loop ended.
+type nodeEvent struct {
+	sub   *nodeSub
+	ch    msalcache.Change
+	ended bool
+}
+
+// topology is what discover found: the masters by address, or that the
+// client was closed. err is a failed look-up: the masters are unknown.
+type topology struct {
+	masters map[string]*redis.Client
+	closed  bool
+	err     error
+}
+
+// changeID names one saved version of one key.
+type changeID struct {
+	key string
+	v   msalcache.Version
+}
+
+// watchCluster keeps a subscription on every master of c until r is
+// halted or c is closed, and is r's goroutine.
+func (s *Store) watchCluster(ctx context.Context, r *subRun, c *redis.ClusterClient) {
+	defer close(r.done)
+	w := &clusterWatch{
+		s: s, c: c, run: r,
+		events:     make(chan nodeEvent, 64),
+		found:      make(chan topology),
+		kick:       make(chan bool, 1),
+		subs:       make(map[string]*nodeSub),
+		seen:       make(map[changeID]struct{}),
+		seenBefore: make(map[changeID]struct{}),
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.discover(ctx)
+	}()
+	defer func() {
+		for _, n := range w.subs {
+			n.run.halt()
+		}
+		wg.Wait()
+	}()
+	forget := time.NewTicker(seenFor)
+	defer forget.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case t := <-w.found:
+			if t.closed {
+				w.emit(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+				return
+			}
+			if t.err == nil {
+				w.update(ctx, t.masters)
+			}
+		case ev := <-w.events:
+			w.handle(ev)
+		case <-forget.C:
+			w.renewSeen()
+		}
+	}
+}
+
+// emit passes ch to the hub, which drops what r may no longer report.
+func (w *clusterWatch) emit(ch msalcache.Change) { w.s.watch.emit(w.run, ch) }
+
+// update brings the subscriptions in line with masters: a subscription
+// for each, none for any other node.
+func (w *clusterWatch) update(ctx context.Context, masters map[string]*redis.Client) {
+	w.known = true
+	for addr, n := range w.subs {
+		// A node that is no longer a master, or one whose client go-redis
+		// replaced (it forgot the node, then met it again).
+		if masters[addr] != n.client {
+			n.run.halt()
+			delete(w.subs, addr)
+		}
+	}
+	for addr, client := range masters {
+		if n := w.subs[addr]; n == nil || n.ended {
+			w.subscribe(ctx, addr, client)
+		}
+	}
+	w.report()
+}
+
+// subscribe starts the subscription on the master at addr.
+func (w *clusterWatch) subscribe(ctx context.Context, addr string, client *redis.Client) {
+	nctx, cancel := context.WithCancel(ctx)
+	n := &nodeSub{addr: addr, client: client, run: &subRun{cancel: cancel, done: make(chan struct{})}}
+	w.subs[addr] = n
+	send := func(ev nodeEvent) {
+		select {
+		case w.events <- ev:
+		case <-nctx.Done():
+		}
+	}
+	go func() {
+		defer close(n.run.done)
+		w.s.subscribeLoop(nctx, n.run, subTarget{c: client, emit: func(ch msalcache.Change) {
+			send(nodeEvent{sub: n, ch: ch})
+		}})
+		if nctx.Err() == nil {
+			send(nodeEvent{sub: n, ended: true})
+		}
+	}()
+}
+
+// handle takes in what a master's subscription reported.
+func (w *clusterWatch) handle(ev nodeEvent) {
+	n := ev.sub
+	if w.subs[n.addr] != n {
+		return // from a subscription dropped since
+	}
+	switch {
+	case ev.ended:
+		n.up, n.ended = false, true
+		w.report()
+		w.lookAgain(true)
+	case ev.ch.Kind == msalcache.ChangeWatchUp:
+		n.up = true
+		w.report()
+	case ev.ch.Kind == msalcache.ChangeWatchDown:
+		n.up = false
+		w.report()
+		w.lookAgain(false)
+	case w.firstCopy(ev.ch):
+		w.emit(ev.ch)
+	}
+}
+
+// report tells the hub whether every master's subscription is confirmed:
+// ChangeWatchUp only then, ChangeWatchDown as soon as one is not (the hub
+// passes on only the changes of state).
+func (w *clusterWatch) report() {
+	up := w.known && len(w.subs) > 0
+	for _, n := range w.subs {
+		up = up && n.up
+	}
+	if up {
+		w.emit(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+	} else {
+		w.emit(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+	}
+}
+
+// lookAgain asks discover for a look-up now, and, with checkClosed, to
+// check that the client is still open. Requests not yet taken merge.
+func (w *clusterWatch) lookAgain(checkClosed bool) {
+	for {
+		select {
+		case w.kick <- checkClosed:
+			return
+		case pending := <-w.kick:
+			checkClosed = checkClosed || pending
+		}
+	}
+}
+
+// firstCopy reports whether ch is the first copy heard of its message:
+// every master relays every message, so each comes once from each. The
+// later copies of a save are dropped: one arriving after the key's next
+// save would report an older version as the latest, and an L1 filling
+// from a read of that older version would keep it, stale, until the next
+// copy came. A delete reports no version, so a second delete of the key
+// cannot be told from a copy of the first; its copies pass, and can only
+// make an L1 drop an entry.
+func (w *clusterWatch) firstCopy(ch msalcache.Change) bool {
+	if ch.Version == msalcache.NoVersion {
+		return true
+	}
+	id := changeID{ch.Key, ch.Version}
+	if _, ok := w.seen[id]; ok {
+		return false
+	}
+	if _, ok := w.seenBefore[id]; ok {
+		return false
+	}
+	if len(w.seen) >= maxSeen {
+		w.renewSeen()
+	}
+	w.seen[id] = struct{}{}
+	return true
+}
+
+// renewSeen forgets the versions of the interval before the last one:
+// their copies, relayed within milliseconds, have arrived long since.
+func (w *clusterWatch) renewSeen() {
+	w.seenBefore, w.seen = w.seen, w.seenBefore
+	clear(w.seen)
+}
+
+// discover finds the masters, every watch interval and when the
+// coordinator asks, and sends what it found to the coordinator, until ctx
+// is done or the client is closed.
+func (w *clusterWatch) discover(ctx context.Context) {
+	interval, _ := w.s.watch.timing()
+	checkClosed := false
+	for {
+		last := time.Now()
+		t := w.lookup(ctx, checkClosed)
+		select {
+		case w.found <- t:
+		case <-ctx.Done():
+			return
+		}
+		if t.closed {
+			return
+		}
+		wait := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			wait.Stop()
+			return
+		case <-wait.C:
+			checkClosed = false
+		case checkClosed = <-w.kick:
+			wait.Stop()
+			if gap := minRediscover - time.Since(last); gap > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(gap):
+				}
+			}
+		}
+	}
+}
+
+// lookup asks the cluster for its masters. ForEachMaster reloads
+// go-redis's map of the slots (CLUSTER SLOTS, from any node that answers)
+// and hands out go-redis's own client for each master, with the options
+// and hooks of c; when no node answers it falls back to the map it had,
+// and the masters' PINGs tell whether they are still there. Store.run
+// returns as soon as ctx is done, so that a halt does not wait for a read
+// from a frozen node.
+func (w *clusterWatch) lookup(ctx context.Context, checkClosed bool) topology {
+	_, timeout := w.s.watch.timing()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if checkClosed {
+		// A master's subscription found its client closed: go-redis
+		// closes a node's client when c is closed (ForEachMaster would
+		// still hand out the closed clients), or a minute after the node
+		// left its map. A closed c fails this without I/O.
+		err := w.s.run(ctx, func(ctx context.Context) error { return w.c.Ping(ctx).Err() })
+		if errors.Is(err, redis.ErrClosed) {
+			return topology{closed: true}
+		}
+	}
+	var mu sync.Mutex
+	masters := make(map[string]*redis.Client)
+	err := w.s.run(ctx, func(ctx context.Context) error {
+		return w.c.ForEachMaster(ctx, func(_ context.Context, n *redis.Client) error {
+			mu.Lock()
+			masters[n.Options().Addr] = n
+			mu.Unlock()
+			return nil
+		})
+	})
+	switch {
+	case errors.Is(err, redis.ErrClosed):
+		return topology{closed: true}
+	case err != nil:
+		return topology{err: err}
+	}
+	return topology{masters: masters}
+}
