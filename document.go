@@ -148,8 +148,83 @@ func (s *scanner) key() string {
 		s.fail()
 		return ""
 	}
+	if k, ok := knownKey(raw[1 : len(raw)-1]); ok {
+		return k
+	}
 	k, _ := jsonString(raw) // raw is a string the scan checked
 	return k
+}
+
+// knownKey returns, without allocating, the name of a section or a field
+// MSAL-Go writes when body (a key's bytes between its quotes) is exactly
+// that name. Every Export reads the section names and every field of each
+// entry whose partition it must check, and a string made for each was a
+// third of the allocations of a parse. Anything else (other keys, escaped
+// spellings of these) is decoded as before.
+func knownKey(body []byte) (string, bool) {
+	switch string(body) { // compiled as a comparison of the bytes: no copy
+	case "AccessToken":
+		return "AccessToken", true
+	case "RefreshToken":
+		return "RefreshToken", true
+	case "IdToken":
+		return "IdToken", true
+	case "Account":
+		return "Account", true
+	case "AppMetadata":
+		return "AppMetadata", true
+	case "home_account_id":
+		return "home_account_id", true
+	case "environment":
+		return "environment", true
+	case "realm":
+		return "realm", true
+	case "credential_type":
+		return "credential_type", true
+	case "client_id":
+		return "client_id", true
+	case "secret":
+		return "secret", true
+	case "target":
+		return "target", true
+	case "expires_on":
+		return "expires_on", true
+	case "extended_expires_on":
+		return "extended_expires_on", true
+	case "refresh_on":
+		return "refresh_on", true
+	case "cached_at":
+		return "cached_at", true
+	case "token_type":
+		return "token_type", true
+	case "user_assertion_hash":
+		return "user_assertion_hash", true
+	case "ext_cache_key":
+		return "ext_cache_key", true
+	case "family_id":
+		return "family_id", true
+	case "keyid":
+		return "keyid", true
+	case "local_account_id":
+		return "local_account_id", true
+	case "authority_type":
+		return "authority_type", true
+	case "username":
+		return "username", true
+	case "client_info":
+		return "client_info", true
+	case "alternative_account_id":
+		return "alternative_account_id", true
+	case "name":
+		return "name", true
+	case "given_name":
+		return "given_name", true
+	case "middle_name":
+		return "middle_name", true
+	case "family_name":
+		return "family_name", true
+	}
+	return "", false
 }
 
 // entries reads an object of entries; later duplicates win, as in

@@ -294,6 +294,37 @@ func TestStrEndsAtItsQuote(t *testing.T) {
 	}
 }
 
+// TestKnownKeys checks that knownKey hands back exactly the name it was
+// given for every section and every field MSAL-Go v1.10.1 writes (the json
+// tags of its storage items), that keys it does not know or that are
+// spelled with escapes go through the decoder, and that a parse reading
+// only such names makes no string for them.
+func TestKnownKeys(t *testing.T) {
+	names := []string{"AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata",
+		"home_account_id", "environment", "realm", "credential_type", "client_id", "secret", "target",
+		"expires_on", "extended_expires_on", "refresh_on", "cached_at", "token_type", "user_assertion_hash",
+		"ext_cache_key", "family_id", "keyid", "local_account_id", "authority_type", "username",
+		"client_info", "alternative_account_id", "name", "given_name", "middle_name", "family_name"}
+	for _, n := range names {
+		if got, ok := knownKey([]byte(n)); !ok || got != n {
+			t.Errorf("knownKey(%q) = %q, %v", n, got, ok)
+		}
+	}
+	for _, n := range []string{"", "Realm", "realm ", "x", `re\u0061lm`, "AccessTokens"} {
+		if got, ok := knownKey([]byte(n)); ok {
+			t.Errorf("knownKey(%q) = %q, want no match", n, got)
+		}
+	}
+	d := mustDoc(t, `{"Acc\u0065ssToken":{"k":{"re\u0061lm":"r"}},"Realm":1}`)
+	if len(d.sections[secAccessToken]) != 1 || d.extra["Realm"] == nil {
+		t.Fatalf("escaped or unknown names: sections %v extra %v", d.sections, d.extra)
+	}
+	doc := []byte(`{"AccessToken":{},"RefreshToken":{},"IdToken":{},"Account":{},"AppMetadata":{}}`)
+	if n := testing.AllocsPerRun(100, func() { _, _ = parseDocument(doc) }); n > 1 {
+		t.Errorf("parsing the five sections' names allocates %v times, want only the document", n)
+	}
+}
+
 func TestScannerDepthAsEncodingJSON(t *testing.T) {
 	for _, n := range []int{maxDepth - 1, maxDepth, maxDepth + 1} {
 		b := []byte(strings.Repeat("[", n) + strings.Repeat("]", n))
