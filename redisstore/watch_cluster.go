@@ -21,16 +21,26 @@ import (
 // A coordinator goroutine (watchCluster) owns the subscriptions: it starts
 // one per master of the latest topology, drops those of nodes that no
 // longer are masters, and reports ChangeWatchUp only while every master's
-// subscription is confirmed. A second goroutine (discover) finds the
-// masters, every watch interval and at once after any subscription fails,
-// so that a failover, a new master or a master that lost its slots is seen
-// within an interval. Each subscription runs subscribeLoop, the loop of a
-// single node's watch, with its PINGs and its retries, and passes what it
-// hears to the coordinator, which alone calls the hub.
+// subscription is confirmed and none failed in the last upSettle. A
+// second goroutine (discover) finds the masters, every watch interval and
+// at once after any subscription fails, so that a failover, a new master
+// or a master that lost its slots is seen within an interval. Each
+// subscription runs subscribeLoop, the loop of a single node's watch, with
+// its PINGs and its retries, and passes what it hears to the coordinator,
+// which alone calls the hub.
 
 // minRediscover is the least time between two topology look-ups, so that
 // subscriptions failing one after another cost one look-up, not a burst.
 const minRediscover = 50 * time.Millisecond
+
+// upSettle is how long no subscription may have failed before the watch
+// reports ChangeWatchUp again. What cuts one connection often cuts the
+// others a few milliseconds apart (a network fault, CLIENT KILL on every
+// node, a restart of the farm's Redis); a subscription that came back
+// before its siblings' failures were seen would report up between two
+// downs, and the writes between them would be lost to a watcher that
+// trusted the first up.
+const upSettle = 250 * time.Millisecond
 
 // The saved versions reported are remembered for seenFor to 2*seenFor, to
 // drop the later copies of their messages (see clusterWatch.firstCopy):
@@ -55,8 +65,11 @@ type clusterWatch struct {
 	found  chan topology  // from discover
 	kick   chan bool      // asks discover to look now; true: and to check that c is open
 
-	subs  map[string]*nodeSub // by address, one per master of the latest topology
-	known bool                // a topology was found
+	subs     map[string]*nodeSub // by address, one per master of the latest topology
+	known    bool                // a topology was found
+	up       bool                // ChangeWatchUp was reported last
+	lastFail time.Time           // when a subscription last failed
+	settle   *time.Timer         // calls report again once upSettle has passed
 
 	// seen and seenBefore remember the saved versions reported lately;
 	// every seenFor seenBefore is dropped and seen takes its place.
@@ -106,7 +119,10 @@ func (s *Store) watchCluster(ctx context.Context, r *subRun, c *redis.ClusterCli
 		subs:       make(map[string]*nodeSub),
 		seen:       make(map[changeID]struct{}),
 		seenBefore: make(map[changeID]struct{}),
+		settle:     time.NewTimer(time.Hour),
 	}
+	w.settle.Stop()
+	defer w.settle.Stop()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -137,6 +153,8 @@ func (s *Store) watchCluster(ctx context.Context, r *subRun, c *redis.ClusterCli
 			w.handle(ev)
 		case <-forget.C:
 			w.renewSeen()
+		case <-w.settle.C:
+			w.report()
 		}
 	}
 }
@@ -195,6 +213,7 @@ func (w *clusterWatch) handle(ev nodeEvent) {
 	switch {
 	case ev.ended:
 		n.up, n.ended = false, true
+		w.lastFail = time.Now()
 		w.report()
 		w.lookAgain(true)
 	case ev.ch.Kind == msalcache.ChangeWatchUp:
@@ -202,25 +221,37 @@ func (w *clusterWatch) handle(ev nodeEvent) {
 		w.report()
 	case ev.ch.Kind == msalcache.ChangeWatchDown:
 		n.up = false
+		w.lastFail = time.Now()
 		w.report()
 		w.lookAgain(false)
-	case w.firstCopy(ev.ch):
+	case w.up && w.firstCopy(ev.ch):
+		// While down, nothing is reported, and nothing is remembered: a
+		// later copy, heard once up, is the first the watchers get.
 		w.emit(ev.ch)
 	}
 }
 
 // report tells the hub whether every master's subscription is confirmed:
-// ChangeWatchUp only then, ChangeWatchDown as soon as one is not (the hub
-// passes on only the changes of state).
+// ChangeWatchUp only then, and once none has failed for upSettle,
+// ChangeWatchDown as soon as one is not.
 func (w *clusterWatch) report() {
 	up := w.known && len(w.subs) > 0
 	for _, n := range w.subs {
 		up = up && n.up
 	}
 	if up {
-		w.emit(msalcache.Change{Kind: msalcache.ChangeWatchUp})
-	} else {
-		w.emit(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+		if wait := upSettle - time.Since(w.lastFail); wait > 0 {
+			w.settle.Reset(wait)
+			return
+		}
+	}
+	if up != w.up {
+		w.up = up
+		if up {
+			w.emit(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+		} else {
+			w.emit(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+		}
 	}
 }
 
