@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -68,6 +70,13 @@ func (r *recorder) waitFrom(t *testing.T, from int, what string, match func(msal
 			t.Fatalf("waited %v for %s; the watch reported %s", watchLimit, what, describe(changes[min(from, len(changes)):]))
 		}
 	}
+}
+
+// when returns when change i was recorded.
+func (r *recorder) when(i int) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.at[i]
 }
 
 // len returns how many changes were recorded.
@@ -355,6 +364,307 @@ func TestWatchCluster(t *testing.T) {
 			t.Fatalf("across the migration the watch reported %s", describe(changes[i+1:j+1]))
 		}
 	})
+}
+
+// clusterLimit bounds what a test waits for a Redis Cluster to do: notice
+// that a master died (cluster-node-timeout is 2 s), elect its replica,
+// resynchronise a node that came back. On loopback each takes a few
+// seconds; the rest is slack for a loaded machine.
+const clusterLimit = 30 * time.Second
+
+// pollUntil calls check until it returns nil, and fails the test with its
+// last error after limit.
+func pollUntil(t *testing.T, limit time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s: %v", limit, what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// addClusterReplica starts a node with the options testserver.RedisCluster
+// gives its own, joins it to cl as a replica of cl's node master, and
+// returns once every node of cl knows it as such and it has synchronised.
+// cl.WaitHealthy no longer applies afterwards: it expects cl's own nodes
+// only.
+func addClusterReplica(t *testing.T, cl *testserver.RedisClusterServer, master int) *testserver.RedisServer {
+	t.Helper()
+	ctx := context.Background()
+	bus := strconv.Itoa(freePort(t))
+	r := testserver.Redis(t, testserver.RedisArgs(
+		"--cluster-enabled", "yes",
+		"--cluster-config-file", "nodes.conf",
+		"--cluster-node-timeout", "2000",
+		"--cluster-port", bus,
+	))
+	rc := newClient(t, &redis.Options{Addr: r.Addr()})
+	m := newClient(t, &redis.Options{Addr: cl.Node(master).Addr()})
+	host, port, _ := net.SplitHostPort(r.Addr())
+	if err := m.Do(ctx, "CLUSTER", "MEET", host, port, bus).Err(); err != nil {
+		t.Fatalf("CLUSTER MEET: %v", err)
+	}
+	masterID, err := m.ClusterMyID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := rc.ClusterMyID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new node knows the master once the handshake is done.
+	pollUntil(t, clusterLimit, "the new node to replicate the master", func() error {
+		return rc.ClusterReplicate(ctx, masterID).Err()
+	})
+	pollUntil(t, clusterLimit, "every node to know the replica", func() error {
+		if err := replicaOf(ctx, rc, id, masterID); err != nil {
+			return fmt.Errorf("the replica itself: %w", err)
+		}
+		for i := range 3 {
+			if err := replicaOf(ctx, newClient(t, &redis.Options{Addr: cl.Node(i).Addr()}), id, masterID); err != nil {
+				return fmt.Errorf("node %d: %w", i, err)
+			}
+		}
+		return linkUp(ctx, rc)
+	})
+	return r
+}
+
+// replicaOf checks that c's node sees node id as a connected replica of
+// masterID.
+func replicaOf(ctx context.Context, c *redis.Client, id, masterID string) error {
+	nodes, err := c.ClusterNodes(ctx).Result()
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 8 && f[0] == id {
+			if !strings.Contains(f[2], "slave") || f[3] != masterID || f[7] != "connected" {
+				return fmt.Errorf("sees %s", line)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("does not know node %s", id)
+}
+
+// linkUp checks that c's node is a replica whose link to its master is up.
+func linkUp(ctx context.Context, c *redis.Client) error {
+	info, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(info, "role:slave") || !strings.Contains(info, "master_link_status:up") {
+		return fmt.Errorf("INFO replication: %s", strings.Join(strings.Fields(info), " "))
+	}
+	return nil
+}
+
+// isMaster checks that c's node is a master that owns slots.
+func isMaster(ctx context.Context, c *redis.Client) error {
+	nodes, err := c.ClusterNodes(ctx).Result()
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(nodes, "\n") {
+		if f := strings.Fields(line); len(f) >= 8 && strings.Contains(f[2], "myself") {
+			if !strings.Contains(f[2], "master") || len(f) < 9 {
+				return fmt.Errorf("sees itself as %s", line)
+			}
+			return nil
+		}
+	}
+	return errors.New("no myself line in CLUSTER NODES")
+}
+
+// keyOnNode returns the first key stem0, stem1, ... of the store s whose
+// slot was, when cl formed, node node's: of 3 masters, node i started with
+// the slots from i*16384/3 to (i+1)*16384/3-1. c is any live node.
+func keyOnNode(t *testing.T, c *redis.Client, s *redisstore.Store, node int, stem string) string {
+	t.Helper()
+	lo, hi := node*16384/3, (node+1)*16384/3-1
+	for n := 0; ; n++ {
+		k := fmt.Sprintf("%s%d", stem, n)
+		slot, err := c.ClusterKeySlot(context.Background(), redisstore.Prefix(s)+k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int(slot) >= lo && int(slot) <= hi {
+			return k
+		}
+	}
+}
+
+// saveEventually saves key through s, on a cluster client, until that
+// client has found the key's master. After a failover go-redis keeps
+// sending to the dead master: it reloads its map of the slots on MOVED,
+// or every ClusterStateReloadInterval (60 s by default), not when a node
+// cannot be reached. A Store whose watch runs has its client's map
+// reloaded at every topology poll; s has none, so it is asked.
+func saveEventually(t *testing.T, s *redisstore.Store, key string) msalcache.Version {
+	t.Helper()
+	ctx := context.Background()
+	var v msalcache.Version
+	pollUntil(t, watchLimit, "a Save of "+key+" to succeed", func() error {
+		var err error
+		v, err = s.Save(ctx, key, []byte("v"), msalcache.NoVersion, time.Minute)
+		if err != nil {
+			redisstore.Client(s).(*redis.ClusterClient).ReloadState(ctx)
+		}
+		return err
+	})
+	return v
+}
+
+// TestWatchClusterFailover: the watch of a ClusterClient subscribes on
+// every master, so that each change is heard from the node that published
+// it, never only through the cluster bus (whose delivery has a 40 ms tail),
+// and it follows the masters. Node 0 gets a replica; the watch hears a
+// change written on each master, each saved version once although every
+// master relays it. Node 0 is killed: the watch goes down at once and stays
+// down while a master has no subscription; the replica is elected, and
+// the watch comes up with a subscription on it and hears what is written
+// there. Node 0 comes back as a replica and takes its slots back by a
+// manual failover, which breaks no connection: the watch notices the new
+// master within a poll, goes down and up, subscribes on node 0 and drops
+// its subscription on the demoted node.
+func TestWatchClusterFailover(t *testing.T) {
+	ctx := context.Background()
+	cl := testserver.RedisCluster(t, 3)
+	replica := addClusterReplica(t, cl, 0)
+	nodeClient := func(r *testserver.RedisServer) *redis.Client {
+		return newClient(t, &redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	}
+	n0, n1, rc := nodeClient(cl.Node(0)), nodeClient(cl.Node(1)), nodeClient(replica)
+	d := clusterDeployment(t, cl)
+	a, b := d.handles(t)
+	rec, _ := watch(t, a)
+	channel := redisstore.Channel(a)
+
+	// One subscription per master, none on the replica.
+	for i := range 3 {
+		if n := numSub(t, nodeClient(cl.Node(i)), channel); n != 1 {
+			t.Fatalf("master %d has %d subscribers of the channel, want 1", i, n)
+		}
+	}
+	if n := numSub(t, rc, channel); n != 0 {
+		t.Fatalf("the replica has %d subscribers of the channel, want 0", n)
+	}
+	saved := map[msalcache.Version]bool{}
+	for i := range 3 {
+		k := keyOnNode(t, n1, b, i, fmt.Sprintf("on%d-", i))
+		v := saveEventually(t, b, k)
+		saved[v] = true
+		rec.waitFrom(t, 0, fmt.Sprintf("the change written on master %d", i), isKey(k, v))
+	}
+
+	// Node 0 dies: its subscription breaks at once, and the watch cannot
+	// come up before the replica took over.
+	from := rec.len()
+	killed := time.Now()
+	cl.Node(0).Kill()
+	i := rec.waitFrom(t, from, "down after master 0 was killed", isKind(msalcache.ChangeWatchDown))
+	down := time.Since(killed)
+	pollUntil(t, clusterLimit, "the replica to be elected", func() error { return isMaster(ctx, rc) })
+	elected := time.Since(killed)
+	j := rec.waitFrom(t, i+1, "up after the failover", isKind(msalcache.ChangeWatchUp))
+	up := time.Since(killed)
+	if changes, _ := rec.snapshot(); j != i+1 {
+		t.Fatalf("between down and up the watch reported %s", describe(changes[i+1:j]))
+	}
+	if n := numSub(t, rc, channel); n != 1 {
+		t.Fatalf("up again, with %d subscribers of the channel on the new master, want 1", n)
+	}
+	t.Logf("master killed: watch down after %v, replica elected after %v, watch up after %v",
+		down.Round(time.Millisecond), elected.Round(time.Millisecond), up.Round(time.Millisecond))
+	k := keyOnNode(t, n1, b, 0, "promoted-")
+	v := saveEventually(t, b, k)
+	saved[v] = true
+	rec.waitFrom(t, j+1, "a change written on the promoted replica", isKey(k, v))
+
+	// Node 0 comes back empty, as a replica of its successor, and takes
+	// its slots back: the demoted node keeps its connections.
+	cl.Node(0).Restart(t)
+	pollUntil(t, clusterLimit, "node 0 to resynchronise as a replica", func() error { return linkUp(ctx, n0) })
+	from = rec.len()
+	start := time.Now()
+	var asked time.Time
+	pollUntil(t, clusterLimit, "node 0 to be master again", func() error {
+		err := isMaster(ctx, n0)
+		// A manual failover that did not complete within its 5 s
+		// (cluster-node-timeout*2.5) is given up: ask again.
+		if err != nil && time.Since(asked) > 6*time.Second {
+			if ferr := n0.ClusterFailover(ctx).Err(); ferr != nil {
+				return fmt.Errorf("CLUSTER FAILOVER: %w", ferr)
+			}
+			asked = time.Now()
+		}
+		return err
+	})
+	i = rec.waitFrom(t, from, "down after the manual failover", isKind(msalcache.ChangeWatchDown))
+	j = rec.waitFrom(t, i+1, "up after the manual failover", isKind(msalcache.ChangeWatchUp))
+	t.Logf("manual failover: watch down after %v, up %v after it began", rec.when(i).Sub(start).Round(time.Millisecond), rec.when(j).Sub(start).Round(time.Millisecond))
+	if n := numSub(t, n0, channel); n != 1 {
+		t.Fatalf("up again, with %d subscribers of the channel on node 0, master again, want 1", n)
+	}
+	waitNumSub(t, rc, channel, 0) // the demoted node's subscription is dropped
+	k = keyOnNode(t, n1, b, 0, "back-")
+	v = saveEventually(t, b, k)
+	saved[v] = true
+	rec.waitFrom(t, j+1, "a change written on node 0, master again", isKey(k, v))
+
+	// Every master relayed every save; each was reported once.
+	changes, _ := rec.snapshot()
+	reported := map[msalcache.Version]int{}
+	for _, ch := range changes {
+		if ch.Kind == msalcache.ChangeKey && saved[ch.Version] {
+			reported[ch.Version]++
+		}
+	}
+	for v, n := range reported {
+		if n != 1 {
+			t.Errorf("version %x was reported %d times, want once", uint64(v), n)
+		}
+	}
+}
+
+// TestWatchClusterClientClosed: closing the ClusterClient under a watch
+// ends it, as it ends the watch of any other client: the watcher is told
+// down, and the subscriptions on the masters are gone.
+func TestWatchClusterClientClosed(t *testing.T) {
+	cl := testserver.RedisCluster(t, 3)
+	c := newClusterClient(t, cl)
+	s := redisstore.New(c)
+	rec, _ := watch(t, s)
+	channel := redisstore.Channel(s)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFrom(t, 1, "down after the client was closed", isKind(msalcache.ChangeWatchDown))
+	for i := range 3 {
+		waitNumSub(t, newClient(t, &redis.Options{Addr: cl.Node(i).Addr()}), channel, 0)
+	}
+	if changes, _ := rec.snapshot(); len(changes) != 2 {
+		t.Fatalf("the watcher was told %s, want up, down", describe(changes))
+	}
 }
 
 // TestWatchStalledConnection freezes the server (SIGSTOP): the
