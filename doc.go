@@ -87,4 +87,14 @@
 // MSAL's RemoveAccount exports under the empty partition key, so the
 // user's own partition survives it. Call [Adapter.Remove] with the
 // account's HomeAccountID as well.
+//
+// # Watching it run
+//
+// Every operation is one [Event] (what, how it ended, the store, bytes,
+// duration; never a token or a partition key) for the Observers given
+// with [WithObserver]. [Adapter.Stats] counts the same Events with a
+// built-in [StatsCounter]; package msalcacheotel records them as
+// OpenTelemetry metrics and spans; [WithStoreErrorHandler] hands every
+// absorbed store failure to the app. An Adapter with no Observer reads no
+// clock for one.
 package msalcache
