@@ -3,6 +3,7 @@ package msalcache
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"strings"
 	"unicode/utf8"
 )
@@ -115,27 +116,39 @@ func jsonString(v json.RawMessage) (string, bool) {
 func (d *document) ownedBy(partitionKey string, known *document) (*document, int) {
 	dropped := len(d.extra)
 	out := &document{}
+	var foreign []string // of the section at hand
 	for i := range numSections {
 		src := d.sections[i]
+		out.sections[i] = src
 		if i == secAppMetadata {
-			out.sections[i] = src
 			continue
 		}
-		var kept map[string]json.RawMessage
 		var trusted map[string]json.RawMessage
 		if known != nil {
 			trusted = known.sections[i]
 		}
+		foreign = foreign[:0]
 		for k, v := range src {
 			if t, ok := trusted[k]; ok && bytes.Equal(t, v) {
-				kept = put(kept, k, v, len(src))
-			} else if owner, ok := entryPartition(i, v); ok && owner == partitionKey {
-				kept = put(kept, k, v, len(src))
-			} else {
-				dropped++
+				continue
+			}
+			if owner, ok := entryPartition(i, v); !ok || owner != partitionKey {
+				foreign = append(foreign, k)
 			}
 		}
-		out.sections[i] = kept
+		// Copied only when something is dropped: the usual Export keeps
+		// every entry, and shares the sections as they are.
+		if len(foreign) > 0 {
+			kept := maps.Clone(src)
+			for _, k := range foreign {
+				delete(kept, k)
+			}
+			if len(kept) == 0 {
+				kept = nil
+			}
+			out.sections[i] = kept
+			dropped += len(foreign)
+		}
 	}
 	if dropped == 0 {
 		return d, 0
