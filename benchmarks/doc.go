@@ -58,9 +58,11 @@
 // BenchmarkExport/<store>/<case> times the write path alone: Export of a
 // user cache of about 4 KiB that changed since the last write (two caches
 // in turn), through the naive accessor and the two Adapters, and checks
-// afterwards that the store holds the last one. An Export follows a token
-// request to Entra ID, which costs milliseconds, so these figures matter
-// much less than the silent ones.
+// afterwards that the store holds the last one. The cases take turns in
+// one loop (the go test line is BenchmarkExport/<store>/turns, with
+// plain/raw and encrypted/raw-sealed), so that they all meet the same load.
+// An Export follows a token request to Entra ID, which costs
+// milliseconds, so these figures matter much less than the silent ones.
 //
 // BenchmarkSharedClient/<store>/<case> times silent calls for 8 signed-in
 // users, in turn, from 8 goroutines per CPU through one confidential
@@ -104,8 +106,20 @@
 // ratio.
 //
 // BenchmarkExport/<store>/raw is Export's floor: the store's own
-// compare-and-set Save of the same blobs (on Redis one EVALSHA of the
-// script the Adapter runs), no parse, merge or encryption.
+// compare-and-set Save of exactly the bytes adapter-plain stored (on Redis
+// one EVALSHA of the script the Adapter runs), no parse, merge or
+// encryption; raw-sealed the same of exactly the sealed bytes
+// adapter-encrypted stored, its floor.
+//
+// BenchmarkObserver/<store>/<case> prices watching: the silent call with
+// the L1, encrypted, beside the floor, with no Observer (observer-none),
+// with a msalcache.StatsCounter given to WithObserver (observer-stats: the
+// call and the clock reads any Observer costs), with msalcacheotel's
+// metrics on an SDK MeterProvider (observer-otel-metrics), and with its
+// metrics and spans on an SDK TracerProvider that samples every span
+// (observer-otel-metrics-traces). The cases take turns in one loop;
+// compare their p50s, since a garbage collection lands on whichever call
+// runs.
 //
 // BenchmarkUsers/<pattern>/<n> signs n users in (1 to 10,000, each
 // population on top of the one before, on clients of their own before the
