@@ -114,6 +114,7 @@ type breaker struct {
 	pending      map[string]*write
 	pendingBytes int64
 	npending     atomic.Int32 // len(pending), read without the lock
+	flushing     atomic.Int32 // taken from pending by a flush that has not ended
 
 	trips, flushed, dropped atomic.Uint64
 }
@@ -398,6 +399,7 @@ func (a *Adapter) flush(sh *shard) int {
 		if !ok {
 			continue // an Export took it in
 		}
+		b.flushing.Add(1)
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.timeout)
 		e := a.begin(OpExport)
 		var err error
@@ -426,6 +428,9 @@ func (a *Adapter) flush(sh *shard) int {
 				a.trip(sh, err)
 			}
 		}
+		// Counted pending until here, so that PendingWrites reaching 0
+		// means flushed (or dropped), not just taken.
+		b.flushing.Add(-1)
 		a.emit(context.Background(), &e)
 	}
 	return n

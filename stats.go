@@ -78,8 +78,9 @@ type Stats struct {
 	BreakerTrips uint64
 	BreakerSkips uint64
 	// PendingWrites is how many partitions' writes (or deletes) wait for
-	// the store; PendingFlushed counts those written once it was back,
-	// PendingDropped those lost to the bounds or to Close during an outage.
+	// the store, those a flush is writing included; PendingFlushed counts
+	// those written once it was back, PendingDropped those lost to the
+	// bounds or to Close during an outage.
 	PendingWrites  int
 	PendingFlushed uint64
 	PendingDropped uint64
@@ -203,7 +204,7 @@ func (a *Adapter) Stats() Stats {
 		s.BreakerTrips = b.trips.Load()
 		s.PendingFlushed, s.PendingDropped = b.flushed.Load(), b.dropped.Load()
 		b.mu.Lock()
-		s.PendingWrites = len(b.pending)
+		s.PendingWrites = len(b.pending) + int(b.flushing.Load())
 		b.mu.Unlock()
 	}
 	return s
