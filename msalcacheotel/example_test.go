@@ -70,3 +70,42 @@ func Example() {
 
 	// Output: hit ratio: 2 of 4
 }
+
+// Register reports an Adapter's gauges (the L1's entries and bytes, the
+// breaker, the pending writes) each time the MeterProvider collects, with
+// the attributes given: one Register per Adapter of a process.
+func ExampleObserver_Register() {
+	ctx := context.Background()
+	reader := sdkmetric.NewManualReader()
+	obs, err := msalcacheotel.New(msalcacheotel.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	if err != nil {
+		log.Fatal(err)
+	}
+	adapter, err := msalcache.New(memstore.New(), msalcache.WithPlaintext(), msalcache.WithObserver(obs),
+		msalcache.WithL1(msalcache.L1Options{}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer adapter.Close()
+	unregister, err := obs.Register(adapter, msalcacheotel.SystemKey.String("memory"), attribute.String("service.instance.id", "web-1"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer unregister()
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		log.Fatal(err)
+	}
+	for _, m := range rm.ScopeMetrics[0].Metrics {
+		if g, ok := m.Data.(metricdata.Gauge[int64]); ok {
+			instance, _ := g.DataPoints[0].Attributes.Value("service.instance.id")
+			fmt.Println(m.Name, g.DataPoints[0].Value, instance.AsString())
+		}
+	}
+	// Unordered output:
+	// msalcache.l1.entries 0 web-1
+	// msalcache.l1.size 0 web-1
+	// msalcache.breaker.open 0 web-1
+	// msalcache.pending.writes 0 web-1
+}

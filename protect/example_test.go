@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log"
 
+	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
 )
@@ -93,4 +94,37 @@ func ExampleKeyRing_Rotate() {
 	// after Revoke: false true
 	// revoked false
 	// active true
+}
+
+// The ring tells an Observer when it starts sealing under a new key and
+// when it reloads for a key it did not know; give it the Adapter's
+// Observer (msalcacheotel's counts them as msalcache.keyring.rotations and
+// msalcache.keyring.reloads).
+func ExampleWithObserver() {
+	ctx := context.Background()
+	kek, err := protect.NewAESKeyWrapper("kek-2030-01", bytes.Repeat([]byte{0x42}, protect.KEKSize))
+	if err != nil {
+		log.Fatal(err)
+	}
+	store := memstore.New()
+	defer store.Close()
+	printer := msalcache.ObserverFunc(func(_ context.Context, e msalcache.Event) {
+		fmt.Println(e.Op, e.Outcome, e.Store)
+	})
+	ring, err := protect.NewKeyRing(ctx, store, kek, protect.WithObserver(printer))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ring.Close()
+	seal := func() {
+		if _, err := ring.Protect(ctx, []byte("tokens"), []byte("tc/default/key")); err != nil {
+			log.Fatal(err)
+		}
+	}
+	seal() // the first key: no rotation
+	if err := ring.Rotate(ctx); err != nil {
+		log.Fatal(err)
+	}
+	seal()
+	// Output: rotation ok memory
 }
