@@ -7,13 +7,13 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/msalcache/msalcache/entratest"
+	"github.com/msalcache/msalcache/examples/internal/exampletest"
 	"github.com/msalcache/msalcache/examples/surveys/internal/surveys"
 )
 
@@ -51,32 +51,6 @@ func TestRunPrintsURL(t *testing.T) {
 	if ctx.Err() == context.DeadlineExceeded {
 		t.Error("run did not print the URL in time")
 	}
-}
-
-// watchWriter keeps what the running program prints and closes seen once
-// that contains want.
-type watchWriter struct {
-	mu   sync.Mutex
-	b    strings.Builder
-	want string
-	seen chan struct{}
-}
-
-func (w *watchWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	was := strings.Contains(w.b.String(), w.want)
-	w.b.Write(p)
-	if !was && strings.Contains(w.b.String(), w.want) {
-		close(w.seen)
-	}
-	return len(p), nil
-}
-
-func (w *watchWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }
 
 // visitor is a browser without a screen, enough to enroll, sign in and
@@ -131,49 +105,7 @@ var (
 	reOpen       = regexp.MustCompile(`\nOpen (http://127\.0\.0\.1:\d+)\n`)
 	reMetricsURL = regexp.MustCompile(`\nMetrics \(Prometheus\): (http://127\.0\.0\.1:\d+/metrics)\n`)
 	reSource     = regexp.MustCompile(`id="token-source"[^>]*>([^<]+)<`)
-	reOperation  = regexp.MustCompile(`(?m)^msalcache_operations_total\{(.*)\} (\S+)$`)
-	reLabel      = regexp.MustCompile(`(\w+)="((?:[^"\\]|\\.)*)"`)
 )
-
-// replaceHits adds up the msalcache_operations_total samples of
-// db_operation_name="replace" in a /metrics body: those a cache hit
-// served (hit, reused, l1_hit), and all of them.
-func replaceHits(t *testing.T, body string) (hits, all float64) {
-	t.Helper()
-	for _, m := range reOperation.FindAllStringSubmatch(body, -1) {
-		labels := map[string]string{}
-		for _, l := range reLabel.FindAllStringSubmatch(m[1], -1) {
-			labels[l[1]] = l[2]
-		}
-		if labels["db_operation_name"] != "replace" {
-			continue
-		}
-		v, err := strconv.ParseFloat(m[2], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", m[0], err)
-		}
-		all += v
-		switch labels["msalcache_outcome"] {
-		case "hit", "reused", "l1_hit":
-			hits += v
-		}
-	}
-	return hits, all
-}
-
-func scrape(t *testing.T, u string) string {
-	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s, %v\n%s", u, resp.Status, err, b)
-	}
-	return string(b)
-}
 
 // The printed /metrics counts the Replace calls the shared cache served,
 // more with each page reload, and names no user, tenant, account or
@@ -181,11 +113,11 @@ func scrape(t *testing.T, u string) string {
 func TestRunServesMetrics(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &watchWriter{want: "Ctrl-C stops.\n", seen: make(chan struct{})}
+	out := exampletest.NewWatchWriter("Ctrl-C stops.\n")
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, out, surveys.Config{Addr: "127.0.0.1:0"}) }()
 	select {
-	case <-out.seen:
+	case <-out.Seen:
 	case err := <-done:
 		t.Fatalf("run returned before printing the URL: %v\n%s", err, out)
 	case <-time.After(time.Minute):
@@ -223,7 +155,7 @@ func TestRunServesMetrics(t *testing.T) {
 	}
 	reload(2) // both instances hold alice's tokens now
 
-	first := scrape(t, mu[1])
+	first := exampletest.Get(t, mu[1])
 	for _, want := range []string{
 		"# TYPE msalcache_operations_total counter",
 		"# TYPE msalcache_operation_duration_seconds histogram",
@@ -234,14 +166,14 @@ func TestRunServesMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %s:\n%s", want, first)
 		}
 	}
-	hits1, all1 := replaceHits(t, first)
+	hits1, all1 := exampletest.ReplaceHits(t, first)
 	if hits1 == 0 {
 		t.Fatalf("no replace hit counted after two reloads:\n%s", first)
 	}
 	const more = 6
 	reload(more)
-	second := scrape(t, mu[1])
-	hits2, all2 := replaceHits(t, second)
+	second := exampletest.Get(t, mu[1])
+	hits2, all2 := exampletest.ReplaceHits(t, second)
 	// Each page reads the cache at least once, and finds the token.
 	if hits2-hits1 < more || all2-all1 < more {
 		t.Errorf("%d reloads: replace hits %v -> %v, all %v -> %v", more, hits1, hits2, all1, all2)

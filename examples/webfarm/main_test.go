@@ -5,22 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"io/fs"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/msalcache/msalcache/examples/internal/exampletest"
 	"github.com/msalcache/msalcache/internal/testserver"
 )
 
@@ -166,83 +163,11 @@ func TestWebfarmWithoutRedisServer(t *testing.T) {
 	}
 }
 
-// watchWriter keeps what the running example prints and closes seen once
-// that contains want.
-type watchWriter struct {
-	mu   sync.Mutex
-	b    strings.Builder
-	want string
-	seen chan struct{}
-}
-
-func newWatchWriter(want string) *watchWriter {
-	return &watchWriter{want: want, seen: make(chan struct{})}
-}
-
-func (w *watchWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	was := strings.Contains(w.b.String(), w.want)
-	w.b.Write(p)
-	if !was && strings.Contains(w.b.String(), w.want) {
-		close(w.seen)
-	}
-	return len(p), nil
-}
-
-func (w *watchWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 var (
 	reMetricsURL = regexp.MustCompile(`Metrics \(Prometheus\): (http://127\.0\.0\.1:\d+/metrics) \(until Ctrl-C\)`)
 	reServing    = regexp.MustCompile(`curl '(http://127\.0\.0\.1:\d+)/orders\?tenant=\w+' +# (web-\d)`)
 	reTokenRow   = regexp.MustCompile(`(?m)^\d+ +\w+ +web-\d +(\S+) +\d+$`)
-	reOperation  = regexp.MustCompile(`(?m)^msalcache_operations_total\{(.*)\} (\S+)$`)
-	reLabel      = regexp.MustCompile(`(\w+)="((?:[^"\\]|\\.)*)"`)
 )
-
-// replaceHits adds up the msalcache_operations_total samples of
-// db_operation_name="replace" in a /metrics body: those a cache hit
-// served (hit, reused, l1_hit), and all of them.
-func replaceHits(t *testing.T, body string) (hits, all float64) {
-	t.Helper()
-	for _, m := range reOperation.FindAllStringSubmatch(body, -1) {
-		labels := map[string]string{}
-		for _, l := range reLabel.FindAllStringSubmatch(m[1], -1) {
-			labels[l[1]] = l[2]
-		}
-		if labels["db_operation_name"] != "replace" {
-			continue
-		}
-		v, err := strconv.ParseFloat(m[2], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", m[0], err)
-		}
-		all += v
-		switch labels["msalcache_outcome"] {
-		case "hit", "reused", "l1_hit":
-			hits += v
-		}
-	}
-	return hits, all
-}
-
-func scrape(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s, %v\n%s", url, resp.Status, err, b)
-	}
-	return string(b)
-}
 
 // With -serve the farm stays up: /metrics counts the Replace calls that
 // hit, the count grows with each request, and it names no tenant, token,
@@ -251,13 +176,13 @@ func TestWebfarmMetrics(t *testing.T) {
 	srv := testserver.Redis(t, testserver.RedisArgs("--appendonly", "yes"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := newWatchWriter("| grep '^msalcache_operations_total'\n")
+	out := exampletest.NewWatchWriter("| grep '^msalcache_operations_total'\n")
 	cfg := testConfig(t, srv.Addr())
 	cfg.serve = true
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, out, cfg) }()
 	select {
-	case <-out.seen:
+	case <-out.Seen:
 	case err := <-done:
 		t.Fatalf("run returned instead of serving: %v\n%s", err, out)
 	case <-time.After(2 * time.Minute):
@@ -271,7 +196,7 @@ func TestWebfarmMetrics(t *testing.T) {
 		t.Fatalf("the example does not say where /metrics and its servers are:\n%s", printed)
 	}
 
-	first := scrape(t, mu[1])
+	first := exampletest.Get(t, mu[1])
 	for _, want := range []string{
 		"# TYPE msalcache_operations_total counter",
 		"# TYPE msalcache_operation_duration_seconds histogram",
@@ -282,7 +207,7 @@ func TestWebfarmMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %s:\n%s", want, first)
 		}
 	}
-	hits1, all1 := replaceHits(t, first)
+	hits1, all1 := exampletest.ReplaceHits(t, first)
 	if hits1 == 0 {
 		t.Fatalf("no replace hit counted after 12 requests for 3 tenants:\n%s", first)
 	}
@@ -294,15 +219,15 @@ func TestWebfarmMetrics(t *testing.T) {
 	const more = 6
 	tenants := []string{"contoso", "fabrikam", "northwind"}
 	for i := range more {
-		body := scrape(t, servers[i%2][1]+"/orders?tenant="+tenants[i%3])
+		body := exampletest.Get(t, servers[i%2][1]+"/orders?tenant="+tenants[i%3])
 		var got map[string]string
 		if err := json.Unmarshal([]byte(body), &got); err != nil || got["instance"] != servers[i%2][2] {
 			t.Fatalf("request %d to %s: %q, %v", i, servers[i%2][2], body, err)
 		}
 		tokenIDs[got["token"]] = true
 	}
-	second := scrape(t, mu[1])
-	hits2, all2 := replaceHits(t, second)
+	second := exampletest.Get(t, mu[1])
+	hits2, all2 := exampletest.ReplaceHits(t, second)
 	// Each request's silent call reads the store once and finds the token.
 	if hits2-hits1 < more || all2-all1 < more {
 		t.Errorf("%d more requests: replace hits %v -> %v, all %v -> %v", more, hits1, hits2, all1, all2)
