@@ -589,9 +589,6 @@ func (a *Adapter) remove(ctx context.Context, partitionKey string, e *Event) err
 	}
 	if err != nil {
 		e.Outcome, e.Reason = OutcomeError, reasonOf(ctx, err)
-		if errors.Is(err, errBreakerOpen) {
-			e.Reason = ReasonBreakerOpen
-		}
 		return fmt.Errorf("msalcache: remove partition: %w", err)
 	}
 	// Forget it everywhere, so no client lends it to another partition and

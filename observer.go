@@ -109,16 +109,11 @@ const (
 	OpKeyReload
 )
 
-var opNames = [...]string{"", "replace", "export", "remove", "probe", "invalidation", "eviction", "rotation", "key_reload"}
+var opNames = [...]string{"unknown", "replace", "export", "remove", "probe", "invalidation", "eviction", "rotation", "key_reload"}
 
 // String returns the operation's name as metrics and traces use it, such
 // as "replace".
-func (o Op) String() string {
-	if int(o) < len(opNames) && o != 0 {
-		return opNames[o]
-	}
-	return "unknown"
-}
+func (o Op) String() string { return nameOf(opNames[:], uint8(o)) }
 
 // Outcome is how an operation ended.
 type Outcome uint8
@@ -152,16 +147,11 @@ const (
 	OutcomeError
 )
 
-var outcomeNames = [...]string{"", "ok", "hit", "l1_hit", "miss", "skipped", "written", "merged", "deleted", "kept", "error"}
+var outcomeNames = [...]string{"unknown", "ok", "hit", "l1_hit", "miss", "skipped", "written", "merged", "deleted", "kept", "error"}
 
 // String returns the outcome's name as metrics and traces use it, such as
 // "l1_hit".
-func (o Outcome) String() string {
-	if int(o) < len(outcomeNames) && o != 0 {
-		return outcomeNames[o]
-	}
-	return "unknown"
-}
+func (o Outcome) String() string { return nameOf(outcomeNames[:], uint8(o)) }
 
 // Reason qualifies an outcome.
 type Reason uint8
@@ -196,9 +186,12 @@ var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "ov
 
 // String returns the reason's name as metrics and traces use it (as the
 // error.type of an OutcomeError), or "" for ReasonNone.
-func (r Reason) String() string {
-	if int(r) < len(reasonNames) {
-		return reasonNames[r]
+func (r Reason) String() string { return nameOf(reasonNames[:], uint8(r)) }
+
+// nameOf returns names[i], or "unknown" for a value it does not name.
+func nameOf(names []string, i uint8) string {
+	if int(i) < len(names) {
+		return names[i]
 	}
 	return "unknown"
 }
@@ -238,10 +231,15 @@ func (a *Adapter) emit(ctx context.Context, e *Event) {
 	}
 }
 
-// reasonOf classifies a store error for an Event.
+// reasonOf classifies the error of a write or a delete for an Event.
 func reasonOf(ctx context.Context, err error) Reason {
-	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+	switch {
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return ReasonCanceled
+	case errors.Is(err, errBreakerOpen):
+		return ReasonBreakerOpen
+	case errors.Is(err, ErrTooLarge):
+		return ReasonOversized
 	}
 	return ReasonStore
 }

@@ -145,16 +145,12 @@ func (w *write) report(ctx context.Context, e *Event, v Version, err error, kept
 	switch {
 	case err == nil && v == NoVersion:
 		e.Outcome = OutcomeDeleted
-	case err == nil && (w.merged || w.conflicts > 0):
+	case err == nil && w.merged:
 		e.Outcome = OutcomeMerged
 	case err == nil:
 		e.Outcome = OutcomeWritten
 	case kept:
 		e.Outcome, e.Reason = OutcomeKept, ReasonBreakerOpen
-	case errors.Is(err, errBreakerOpen):
-		e.Outcome, e.Reason = OutcomeError, ReasonBreakerOpen
-	case errors.Is(err, ErrTooLarge):
-		e.Outcome, e.Reason = OutcomeError, ReasonOversized
 	default:
 		e.Outcome, e.Reason = OutcomeError, reasonOf(ctx, err)
 	}
