@@ -98,15 +98,7 @@ func TestObserverStoreFailure(t *testing.T) {
 	rec := &recorder{}
 	s := &downStore{mapStore: newMapStore()}
 	a := newTestAdapter(t, s, WithBreaker(BreakerOptions{Disabled: true}), WithObserver(rec))
-	s.down.Store(true)
-	c := &target{}
-	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: "alice"}); err != nil {
-		t.Fatal(err)
-	}
-	c.data = []byte(aliceCache)
-	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: "alice"}); err != nil {
-		t.Fatal(err)
-	}
+	signInWhileDown(t, a, s)
 	got := rec.take()
 	if len(got) != 2 {
 		t.Fatalf("%d events, want 2", len(got))
