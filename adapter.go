@@ -171,16 +171,27 @@ func (a *Adapter) Replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	return a.replaceCall(ctx, u, hints, callInfo{})
+}
+
+// replaceCall is Replace for a call the Adapter may know more of (ci).
+func (a *Adapter) replaceCall(ctx context.Context, u cache.Unmarshaler, hints cache.ReplaceHints, ci callInfo) error {
+	if u == nil {
+		return errors.New("msalcache: Replace with a nil cache")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	e := a.begin(OpReplace)
-	err := a.replace(ctx, u, hints, &e)
+	err := a.replace(ctx, u, hints, ci, &e)
 	a.emit(ctx, &e)
 	return err
 }
 
 // replace is Replace, telling e how it went.
-func (a *Adapter) replace(ctx context.Context, u cache.Unmarshaler, hints cache.ReplaceHints, e *Event) error {
+func (a *Adapter) replace(ctx context.Context, u cache.Unmarshaler, hints cache.ReplaceHints, ci callInfo, e *Event) error {
 	key := a.StoreKey(hints.PartitionKey)
-	cs := a.clientFor(u)
+	cs := a.clientFor(u, ci)
 	if cs.isPartitioned() {
 		a.markOBO(key)
 		e.Outcome, e.Reason = OutcomeSkipped, ReasonOBO
@@ -413,14 +424,25 @@ func (a *Adapter) Export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	return a.exportCall(ctx, m, hints, callInfo{})
+}
+
+// exportCall is Export for a call the Adapter may know more of (ci).
+func (a *Adapter) exportCall(ctx context.Context, m cache.Marshaler, hints cache.ExportHints, ci callInfo) error {
+	if m == nil {
+		return errors.New("msalcache: Export with a nil cache")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	e := a.begin(OpExport)
-	err := a.export(ctx, m, hints, &e)
+	err := a.export(ctx, m, hints, ci, &e)
 	a.emit(ctx, &e)
 	return err
 }
 
 // export is Export, telling e how it went.
-func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.ExportHints, e *Event) error {
+func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.ExportHints, ci callInfo, e *Event) error {
 	key := a.StoreKey(hints.PartitionKey)
 	if a.isOBO(key) {
 		// MSAL hands the wrong manager on this path: what it would have
@@ -443,7 +465,7 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	dctx, cancel := a.bound(ctx, key)
 	defer cancel()
 
-	cs := a.clientFor(m)
+	cs := a.clientFor(m, ci)
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	var own *partition

@@ -28,6 +28,9 @@ type clientState struct {
 	// mustReset marks a client whose cache may hold a removed partition:
 	// the next Replace resets it even when the store fails.
 	mustReset bool
+	// exclusive marks a client that serves one call at a time
+	// (ClientPool's): nothing is lent to it.
+	exclusive bool
 }
 
 // partition is one stored partition as the adapter last saw it.
@@ -136,7 +139,7 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 
 	var lent []keyed
 	switch {
-	case !cs.valid || a.cfg.singlePart:
+	case !cs.valid || a.cfg.singlePart || cs.exclusive:
 	case all:
 		lent = recentPartitions(cs.parts, key, time.Time{}, len(cs.parts))
 	default:
@@ -218,7 +221,7 @@ const (
 )
 
 // clientFor returns the state of the MSAL client whose cache is target.
-func (a *Adapter) clientFor(target any) *clientState {
+func (a *Adapter) clientFor(target any, ci callInfo) *clientState {
 	if !reflect.TypeOf(target).Comparable() {
 		return &clientState{} // cannot be tracked: model nothing, trust nothing
 	}
@@ -230,7 +233,7 @@ func (a *Adapter) clientFor(target any) *clientState {
 	}
 	cs := a.clients[target]
 	if cs == nil {
-		cs = &clientState{lastUsed: now}
+		cs = &clientState{lastUsed: now, exclusive: ci.exclusive}
 		a.clients[target] = cs
 		a.armSweeperLocked()
 	}
