@@ -178,3 +178,21 @@ type Versioner interface {
 	// ErrNotFound when the key is absent or expired.
 	Version(ctx context.Context, key string) (Version, error)
 }
+
+// ErrNotReplicated reports a write that the store made on its primary but
+// could not confirm on a replica before ctx ended: a failover now could
+// still lose it. The write itself happened.
+var ErrNotReplicated = errors.New("msalcache: write not confirmed by a replica")
+
+// DurableSaver is implemented by stores that replicate asynchronously and
+// can wait for a write to reach a replica (redisstore on a Redis with
+// replicas: WAIT). The Adapter stores removals through it, so that a
+// failover right after a sign-out cannot bring the user's tokens back.
+type DurableSaver interface {
+	// SaveDurable is Save, then a wait, bounded by ctx, until at least one
+	// replica holds the write. Where the store has no replica (or the
+	// wait is configured off) it is Save. When the write landed but no
+	// replica confirmed it before ctx ended, it returns the new version
+	// with an error wrapping ErrNotReplicated.
+	SaveDurable(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error)
+}
