@@ -55,6 +55,12 @@ type Adapter struct {
 	sweeper *time.Timer
 	closed  bool // Close was called: no more background work
 
+	rm      removals  // removals the store has not taken, and recent ones
+	live    liveLoads // calls that loaded a live partition (removal.go)
+	closing chan struct{} // closed by Close
+	// watchGap: the watch reported down and not yet up again.
+	watchGap atomic.Bool
+
 	brk       *breaker  // nil with BreakerOptions.Disabled
 	l1        *l1       // nil without WithL1
 	versioner Versioner // the store, when it can read versions cheaply
@@ -86,11 +92,12 @@ func New(store Store, opts ...Option) (*Adapter, error) {
 		keyPrefix: "tc/" + cfg.namespace + "/",
 		clients:   make(map[any]*clientState),
 		obo:       make(map[string]time.Time),
+		closing:   make(chan struct{}),
 	}
 	a.reprotector, _ = cfg.protector.(Reprotector)
 	a.direct, a.directProtector = boundsContext(store), boundsContext(cfg.protector)
 	if !cfg.breaker.Disabled {
-		a.brk = newBreaker(cfg.breaker, store)
+		a.brk = newBreaker(cfg.breaker, store, a, cfg.now, cfg.timeout)
 	}
 	a.hasher, _ = cfg.protector.(KeyHasher)
 	switch len(cfg.observers) {
@@ -192,6 +199,32 @@ func (a *Adapter) replaceCall(ctx context.Context, u cache.Unmarshaler, hints ca
 func (a *Adapter) replace(ctx context.Context, u cache.Unmarshaler, hints cache.ReplaceHints, ci callInfo, e *Event) error {
 	key := a.StoreKey(hints.PartitionKey)
 	cs := a.clientFor(u, ci)
+	err := a.load1(ctx, u, hints, key, cs, e)
+	a.afterLoad(ctx, ci, cs, key, e)
+	return err
+}
+
+// afterLoad notes what the Replace on key handed MSAL that a later Export
+// must know of: a removal record (and whether this call may store over
+// it), or, for a client the application drives, a live partition loaded
+// by this call (see removal.go).
+func (a *Adapter) afterLoad(ctx context.Context, ci callInfo, cs *clientState, key string, e *Event) {
+	switch {
+	case e.Reason == ReasonRemoved || e.Reused:
+		if cs.fence(key, func() bool { return a.fenced(ctx, ci, key) }) {
+			e.Outcome, e.Reason, e.Reused = OutcomeMiss, ReasonRemoved, false
+			return
+		}
+	case e.Outcome != OutcomeHit && e.Outcome != OutcomeL1Hit:
+		return
+	}
+	if ci.kind == callUnknown {
+		a.live.note(ctx, key, a.cfg.now())
+	}
+}
+
+// load1 is replace once the partition's key and client are known.
+func (a *Adapter) load1(ctx context.Context, u cache.Unmarshaler, hints cache.ReplaceHints, key string, cs *clientState, e *Event) error {
 	if cs.isPartitioned() {
 		a.markOBO(key)
 		e.Outcome, e.Reason = OutcomeSkipped, ReasonOBO
@@ -241,7 +274,11 @@ func (a *Adapter) replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 			learned = cs.current(key)
 		}
 		if exact && learned != nil {
-			a.l1End(tk, true, learned.version, learned.raw, learned.doc)
+			doc := learned.doc
+			if learned.removed {
+				doc = removedDoc
+			}
+			a.l1End(tk, true, learned.version, learned.raw, doc)
 		} else {
 			a.l1End(tk, false, 0, nil, nil)
 		}
@@ -261,8 +298,9 @@ func (a *Adapter) replace(ctx context.Context, u cache.Unmarshaler, hints cache.
 
 // replaceDuringOutage serves a Replace while the breaker is open, without
 // the store: from the L1 when it holds the partition confirmed within
-// MaxStale (handed over with every partition MSAL holds, so that the
-// outage drops none of them), else from what MSAL holds. A miss leaves
+// MaxStale (handed over with the partitions MSAL holds, up to
+// maxKeptOutage of them), else from what MSAL holds, else from the write
+// kept for it. A miss leaves
 // MSAL's cache as it is: Export stores only a partition's own entries, and
 // resetting would sign this instance's users out for the outage's length.
 func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64, e *Event) {
@@ -279,14 +317,27 @@ func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u ca
 				e.Reused = true
 				return
 			}
-			p := &partition{version: hit.version, known: true, seq: seq, raw: hit.raw, doc: hit.doc}
+			p := hit.partition(seq)
+			if p.removed {
+				e.Outcome, e.Reason = OutcomeMiss, ReasonRemoved
+			}
 			if cs.handOverKeeping(ctx, a, u, key, p, e) {
 				a.markOBO(key)
 			}
 			return
 		}
 	}
-	cs.holds(key, 0, false, a.cfg.now()) // marks it used, if held
+	if cs.holds(key, 0, false, a.cfg.now()) { // marks it used
+		return
+	}
+	if out, doc, ok := a.brk.peek(key); ok && doc != nil {
+		// Written during this outage and no longer in MSAL's memory (a
+		// client keeps at most maxKeptOutage partitions meanwhile).
+		p := &partition{seq: seq, raw: out, doc: doc, stale: true}
+		if cs.handOverKeeping(ctx, a, u, key, p, e) {
+			a.markOBO(key)
+		}
+	}
 }
 
 // replaceFromL1 serves a partition the L1 confirmed. It reports false when
@@ -300,7 +351,10 @@ func (a *Adapter) replaceFromL1(ctx context.Context, cs *clientState, u cache.Un
 		return false
 	}
 	e.Outcome, e.Age = OutcomeL1Hit, hit.age
-	p := &partition{version: hit.version, known: true, seq: seq, raw: hit.raw, doc: hit.doc}
+	p := hit.partition(seq)
+	if p.removed {
+		e.Outcome, e.Reason = OutcomeMiss, ReasonRemoved
+	}
 	if cs.handOver(ctx, a, u, key, p, e) {
 		a.markOBO(key)
 	}
@@ -338,6 +392,11 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 			e.Outcome, e.Reason = OutcomeError, ReasonDecrypt
 			a.log(ctx, slog.LevelWarn, "replace: cannot decrypt stored partition; treating it as a miss", "replace", key, errAttr(oerr))
 			return p.unreadable(), false
+		}
+		if isRemoval(plain) {
+			e.Outcome, e.Reason = OutcomeMiss, ReasonRemoved
+			p.removed = true
+			return p, true
 		}
 		p = a.fill(ctx, p, partitionKey, key, plain, a.needsReprotect(blob), e)
 		if !p.stale && p.docErr == nil {
@@ -472,6 +531,13 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	if cs.valid {
 		own = cs.parts[key]
 	}
+	if ci.kind == callUnknown {
+		defer a.live.forget(ctx, key) // the call that loaded it ends here
+	}
+	if own != nil && own.removed && own.fenced {
+		a.refuseRemoved(ctx, cs, key, e)
+		return nil
+	}
 	// own.raw holds this partition's entries only, so equal bytes mean
 	// MSAL holds nothing new and nothing lent.
 	if own != nil && own.known && !own.stale && bytes.Equal(data, own.raw) {
@@ -485,6 +551,7 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	}
 	doc, perr := parseDocument(data)
 	out := data
+	var docShared bool
 	switch {
 	case perr == nil && !a.cfg.singlePart:
 		// Lent entries, and anything else MSAL holds of other
@@ -493,6 +560,7 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 		if doc, dropped = doc.ownedBy(hints.PartitionKey, ownDoc); dropped > 0 {
 			out = doc.encode()
 		}
+		docShared = dropped > 0 // doc still points into MSAL's whole cache
 	case perr != nil && !a.cfg.singlePart:
 		// Without MSAL's shape nothing tells whose entries these are, and
 		// storing them could hand one account's tokens to another.
@@ -502,12 +570,15 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	case perr != nil:
 		doc = nil // one partition for everything: store as is, last writer wins
 	}
-	if doc != nil && own != nil && own.known && !own.stale && ownDoc != nil && doc.equalEntries(ownDoc) {
+	if doc != nil && own != nil && own.known && !own.stale && ownDoc != nil && doc.equalEntries(ownDoc) ||
+		doc != nil && own != nil && own.removed && !doc.hasTokens() {
+		// Nothing new; over a removal record, nothing to sign in with
+		// (storing it would delete the record).
 		e.Outcome = OutcomeSkipped
 		return nil
 	}
 
-	w := write{a: a, key: key, partitionKey: hints.PartitionKey, out: out, doc: doc}
+	w := write{a: a, key: key, partitionKey: hints.PartitionKey, out: out, doc: doc, docShared: docShared}
 	if own != nil {
 		w.base, w.ifVersion = ownDoc, own.version
 		w.versionKnown, w.baseSeq = own.known, own.seq
@@ -519,14 +590,26 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	var v Version
 	werr := errBreakerOpen
 	if !a.brk.isOpen(key) {
-		if p, ok := a.brk.take(key); ok {
-			a.takeIn(dctx, &w, p)
+		if werr = a.takeRemoval(dctx, &w, own); werr == nil {
+			if p, ok := a.brk.take(key); ok {
+				a.takeIn(&w, p)
+			}
+			v, werr = w.run(dctx)
 		}
-		v, werr = w.run(dctx)
 	}
+	if errors.Is(werr, errRemoved) {
+		if tk != nil {
+			a.l1End(tk, false, 0, nil, nil)
+			a.l1.forget(key)
+		}
+		e.Conflicts, e.StoreErrors, e.Unreadable = w.conflicts, w.storeErrors, w.unreadable
+		a.refuseRemoved(ctx, cs, key, e)
+		return nil
+	}
+	w.compact() // what follows keeps w.doc
 	// Kept for the store's return, unless the caller gave up: the write
 	// failed for want of the store and the breaker is open.
-	kept := werr != nil && ctx.Err() == nil && !isAnswer(werr) && a.brk.isOpen(key) && a.keep(ctx, key, w.pending())
+	kept := werr != nil && ctx.Err() == nil && retryable(werr) && a.brk.isOpen(key) && a.brk.keep(key, w.pending())
 	switch {
 	case tk == nil:
 	case werr != nil:
@@ -561,76 +644,84 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	return nil
 }
 
-// takeIn folds into w the write (p; nil: a delete) the breaker kept for
-// w's partition during an outage and has not flushed yet: ours wins where
-// both changed an entry, theirs stays where only it did, as in a merge with
-// another writer; a kept delete is done first.
-func (a *Adapter) takeIn(ctx context.Context, w *write, p *write) {
-	switch {
-	case p == nil:
-		if err := a.deleteKey(ctx, w.key); err == nil {
-			w.versionKnown, w.ifVersion = false, NoVersion
-		} else {
-			w.failed(ctx, err)
-		}
-	case p.doc != nil && w.doc != nil:
+// takeIn folds into w the write p the breaker kept for w's partition
+// during an outage and has not flushed yet: ours wins where both changed
+// an entry, theirs stays where only it did, as in a merge with another
+// writer.
+func (a *Adapter) takeIn(w *write, p *write) {
+	if p.doc != nil && w.doc != nil {
 		w.doc = merge3(w.base, w.doc, p.doc)
 		w.out = w.doc.encode()
-		w.merged = true
+		w.merged, w.docShared = true, true
 	}
 	a.brk.flushed.Add(1)
 }
 
-// Remove deletes a partition from the store, as sign-out should: MSAL's
+// takeRemoval stores first the removal of w's partition that this
+// instance could not store yet, if any. The write then goes ahead over the
+// removal record only if the call loaded its partition after the removal
+// was asked (a new sign-in); otherwise it returns errRemoved.
+func (a *Adapter) takeRemoval(ctx context.Context, w *write, own *partition) error {
+	rseq, ok := a.rm.pendingSeq(w.key)
+	if !ok {
+		return nil
+	}
+	v, err := a.storeRemoval(ctx, w.key)
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return err
+	}
+	a.rm.stored(w.key, rseq, a.cfg.now())
+	if own == nil || own.seq <= rseq {
+		return errRemoved
+	}
+	w.base, w.ifVersion, w.versionKnown = &document{}, v, true
+	return nil
+}
+
+// refuseRemoved ends an Export that must not be stored because its
+// partition was removed after the call began: MSAL's copy is the session
+// the user signed out of, so the client resets before it serves again.
+// The caller holds cs.mu.
+func (a *Adapter) refuseRemoved(ctx context.Context, cs *clientState, key string, e *Event) {
+	e.Outcome, e.Reason = OutcomeSkipped, ReasonRemoved
+	cs.valid, cs.parts, cs.mustReset = false, nil, true
+	a.log(ctx, slog.LevelInfo, "export: the partition was removed (sign-out) while this call was in flight; not stored", "export", key)
+}
+
+// Remove removes a partition from the store, as sign-out should: MSAL's
 // RemoveAccount exports under the empty partition key, so the user's own
-// partition would otherwise survive it. Pass the key MSAL
-// uses for the user's partition, the account's HomeAccountID.
+// partition would otherwise survive it. Pass the key MSAL uses for the
+// user's partition, the account's HomeAccountID. SignOut calls it.
+//
+// The partition is replaced by a removal record (sealed like any blob,
+// kept WithUserTTL), not deleted, so that the removal wins against every
+// write that began before it, on any instance: a token call in flight
+// (MSAL loads a partition twice in a refresh, and a deleted partition
+// would look like a new sign-in to the second load), a write kept by the
+// breaker during an outage, a merge or a retry. A new sign-in after the
+// removal is stored as usual. Which calls count as new sign-ins: through
+// ClientPool, AcquireTokenByAuthCode and AcquireTokenByCredential; through
+// an MSAL client the application drives itself, any call that did not
+// load the live partition earlier under the same context (MSAL passes the
+// caller's ctx to every hook call of one token call, so give each request
+// its own, as r.Context() is; a call that reuses the context of a call
+// that loaded the user's session before the removal is taken for that
+// call, and its sign-in is stored on its next attempt).
+//
+// On a store that replicates asynchronously (redisstore with replicas,
+// see DurableSaver) Remove waits for a replica, bounded by ctx; the
+// Adapter re-asserts the removals of the last minutes when its watch
+// (WithL1) sees the store back after a gap, such as a failover.
+//
+// Every MSAL client of this Adapter drops the partition whatever the store
+// says. When the store does not take the removal (down, or the breaker
+// open), Remove returns an error wrapping ErrRemovalPending and keeps
+// retrying in the background until it does; Close tries once more.
 func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
 	e := a.begin(OpRemove)
 	err := a.remove(ctx, partitionKey, &e)
 	a.emit(ctx, &e)
 	return err
-}
-
-// remove is Remove, telling e how it went.
-func (a *Adapter) remove(ctx context.Context, partitionKey string, e *Event) error {
-	key := a.StoreKey(partitionKey)
-	dctx, cancel := a.bound(ctx, key)
-	defer cancel()
-	err := errBreakerOpen
-	if !a.brk.isOpen(key) {
-		err = a.deleteKey(dctx, key)
-	}
-	if a.l1 != nil {
-		a.l1.forget(key) // even on failure: the delete may have landed
-	}
-	e.Outcome = OutcomeDeleted
-	if err != nil && ctx.Err() == nil && a.brk.isOpen(key) && a.keep(ctx, key, nil) {
-		err = nil // deleted when the store is back
-		e.Outcome, e.Reason = OutcomeKept, ReasonBreakerOpen
-	}
-	if err != nil {
-		e.Outcome, e.Reason = OutcomeError, reasonOf(ctx, err)
-		return fmt.Errorf("msalcache: remove partition: %w", err)
-	}
-	// Forget it everywhere, so no client lends it to another partition and
-	// the next Replace reloads what MSAL holds.
-	a.mu.Lock()
-	clients := make([]*clientState, 0, len(a.clients))
-	for _, cs := range a.clients {
-		clients = append(clients, cs)
-	}
-	a.mu.Unlock()
-	for _, cs := range clients {
-		cs.mu.Lock()
-		// A client the adapter knows nothing of (new, forgotten while
-		// idle, or served only while the store was away) may hold it too.
-		if _, ok := cs.parts[key]; ok || !cs.valid && !cs.partitioned {
-			cs.valid, cs.parts, cs.mustReset = false, nil, true
-		}
-		cs.mu.Unlock()
-	}
-	return nil
 }
 
 // nextSeq returns the next tick of the clock that orders loads and writes.

@@ -29,13 +29,18 @@ const (
 // opens: the Adapter stops waiting on the store. Store calls in flight are
 // cut short at once, Replace serves what MSAL and the L1 hold (a miss
 // otherwise, leaving MSAL's cache as it is, so that an outage signs nobody
-// out of this instance), Export and Remove are kept as pending writes,
-// the latest per partition, and every token call runs at in-memory cost.
+// out of this instance), Exports are kept as pending writes, the latest
+// per partition (removals are retried until the store takes them, see
+// Adapter.Remove), and every token call runs at in-memory cost.
 // One probe at a time checks the store in the background, the wait between
 // probes doubling from 25 ms up to ProbeMax; when a probe succeeds the
 // pending writes are flushed with compare-and-set (a partition written
 // meanwhile by another instance is merged entry by entry, as any
-// conflicting write) and the breaker closes. Opening and closing are logged
+// conflicting write; one removed meanwhile stays removed) and the breaker
+// closes. A flushed write that keeps losing compare-and-set until its
+// deadline is kept for the next flush; one the store refuses for good (too
+// large) is dropped, counted in Stats.PendingDropped and reported to the
+// store error handler. Opening and closing are logged
 // once each and counted in Stats.
 type BreakerOptions struct {
 	// Failures is how many store failures in a row open the breaker
@@ -99,36 +104,62 @@ type Sharded interface {
 	Shard(key string) string
 }
 
-// breaker tracks the store's health for one Adapter, per shard.
+// breakerHost is what the breaker needs of its Adapter. The breaker keeps
+// none of the Adapter's state and takes none of its locks: it calls the
+// host without holding its own.
+type breakerHost interface {
+	// probeStore makes one cheap call that tells whether the shard
+	// answers, and reports it to the Observers.
+	probeStore(ctx context.Context, sh *shard) error
+	// flushWrite stores a kept write and reports it to the Observers.
+	flushWrite(ctx context.Context, key string, w *write) error
+	// dropped reports a kept write lost for good.
+	dropped(key string, err error)
+	breakerLog(level slog.Level, msg string, attrs ...slog.Attr)
+}
+
+// breaker tracks the store's health for one Adapter, per shard, and keeps
+// the writes the store could not take while a shard is open.
+//
+// Concurrency: mu guards shards, closed, pending, pendingBytes and every
+// shard's openedAt; it is never held across a store call or a call to
+// the host. The hot path (isOpen with every shard closed) reads one atomic.
+// At most one probe per shard runs, on its own goroutine; close waits for
+// them.
 type breaker struct {
 	opts    BreakerOptions
-	sharder Sharded // nil: one shard, single
+	host    breakerHost
+	now     func() time.Time // the Adapter's clock
+	timeout time.Duration    // a flushed write's deadline
+	sharder Sharded          // nil: one shard, single
 	single  *shard
 	opened  atomic.Int32 // shards open now; 0 on the hot path
 
 	mu     sync.Mutex
 	shards map[string]*shard
 	closed bool // the Adapter was closed: no more probes
-	// pending holds the writes kept while a shard is open, by store key;
-	// a nil write is a delete.
+	// pending holds the writes kept while a shard is open, by store key.
 	pending      map[string]*write
 	pendingBytes int64
 	npending     atomic.Int32 // len(pending), read without the lock
 	flushing     atomic.Int32 // taken from pending by a flush that has not ended
 
+	probes sync.WaitGroup // running probes
+	stop   chan struct{}  // closed by close: probes stop waiting
+
 	trips, flushed, dropped atomic.Uint64
 }
 
-// shard is the breaker of one server of the store.
+// shard is the breaker's state for one server.
 type shard struct {
 	name string
 	open atomic.Bool
-	// epoch is cancelled when the shard opens, cutting short every store
-	// call made while it was closed.
+	// epoch is canceled when the shard opens, cutting short the store
+	// calls in flight on it (see Adapter.bound).
 	epoch    atomic.Pointer[epoch]
 	fails    atomic.Int32 // failures in a row
 	openedAt time.Time    // under breaker.mu
-	probeKey string       // a key of this shard, for the probe
+	probeKey string       // a key of this shard, for the probe (probe goroutine only)
 }
 
 type epoch struct {
@@ -141,8 +172,12 @@ func newEpoch() *epoch {
 	return &epoch{ctx, cancel}
 }
 
-func newBreaker(o BreakerOptions, store Store) *breaker {
-	b := &breaker{opts: o, shards: make(map[string]*shard), pending: make(map[string]*write)}
+func newBreaker(o BreakerOptions, store Store, host breakerHost, now func() time.Time, timeout time.Duration) *breaker {
+	b := &breaker{
+		opts: o, host: host, now: now, timeout: timeout,
+		shards: make(map[string]*shard), pending: make(map[string]*write),
+		stop: make(chan struct{}),
+	}
 	b.sharder, _ = store.(Sharded)
 	if b.sharder == nil {
 		b.single = &shard{}
@@ -151,7 +186,7 @@ func newBreaker(o BreakerOptions, store Store) *breaker {
 	return b
 }
 
-// shardOf returns the shard of key, creating it.
+// shardOf returns the shard of key.
 func (b *breaker) shardOf(key string) *shard {
 	if b.single != nil {
 		return b.single
@@ -168,26 +203,34 @@ func (b *breaker) shardOf(key string) *shard {
 	return sh
 }
 
-// isOpen reports whether calls on key must not wait on the store.
+// isOpen reports whether calls on key skip the store. A nil breaker is
+// never open.
 func (b *breaker) isOpen(key string) bool {
 	return b != nil && b.opened.Load() > 0 && b.shardOf(key).open.Load()
 }
 
-// anyOpen reports whether some shard is open.
+// anyOpen reports whether any shard is open.
 func (b *breaker) anyOpen() bool { return b != nil && b.opened.Load() > 0 }
 
-// isAnswer reports whether err is the store answering (a miss, a conflict,
-// a refusal), not failing.
+// isAnswer reports whether err, from a store call, means the store
+// answered: success, or an error that says something of the key rather
+// than of the store's health.
 func isAnswer(err error) bool {
 	return err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) ||
 		errors.Is(err, ErrTooLarge) || errors.Is(err, ErrCorrupt)
 }
 
-// observe records the outcome of one store call of the Adapter on key. A
-// call cancelled (by its caller, or by the breaker opening) says nothing
-// of the store; a deadline that passed does.
-func (a *Adapter) observe(key string, err error) {
-	b := a.brk
+// retryable reports whether a write that failed with err may succeed
+// later. This is not isAnswer: a write that lost compare-and-set until its
+// deadline is merged and tried again; one too large never fits, and one
+// that met a removal must not be stored at all.
+func retryable(err error) bool {
+	return err != nil && !errors.Is(err, ErrTooLarge) && !errors.Is(err, errRemoved)
+}
+
+// record counts the outcome of a store call on key, opening key's shard
+// after Failures failures in a row. A nil breaker records nothing.
+func (b *breaker) record(key string, err error) {
 	if b == nil {
 		return
 	}
@@ -199,58 +242,43 @@ func (a *Adapter) observe(key string, err error) {
 		return
 	}
 	if errors.Is(err, context.Canceled) {
-		return
+		return // the caller gave up: nothing learned of the store
 	}
 	if n := sh.fails.Add(1); int(n) >= b.opts.Failures {
-		a.trip(sh, err)
+		b.trip(sh, err)
 	}
 }
 
-// trip opens sh, unless it is open already, and starts its probe.
-func (a *Adapter) trip(sh *shard, err error) {
-	b := a.brk
+// trip opens sh, cuts its calls in flight short and starts its probe.
+func (b *breaker) trip(sh *shard, err error) {
 	b.mu.Lock()
 	trip := !sh.open.Load() && !b.closed
 	if trip {
 		sh.open.Store(true)
 		b.opened.Add(1)
-		sh.openedAt = time.Now()
+		sh.openedAt = b.now()
 		sh.epoch.Load().cancel()
+		b.probes.Add(1)
 	}
 	b.mu.Unlock()
 	if trip {
 		b.trips.Add(1)
-		a.log(context.Background(), slog.LevelWarn,
+		b.host.breakerLog(slog.LevelWarn,
 			"store unavailable: breaker open; token calls are served from memory and writes kept until a probe finds the store back",
-			"breaker", "", slog.Bool("shard", sh.name != ""), errAttr(err))
-		go a.probe(sh)
+			slog.Bool("shard", sh.name != ""), errAttr(err))
+		go b.probe(sh)
 	}
 }
 
-// bound returns ctx with the Adapter's default deadline when it has none,
-// cut short when key's shard opens: a call blocked on a store that stopped
-// answering returns as soon as any call has found out.
-func (a *Adapter) bound(ctx context.Context, key string) (context.Context, context.CancelFunc) {
-	dctx, cancel := a.withDeadline(ctx)
-	if a.brk == nil {
-		return dctx, cancel
-	}
-	epoch := a.brk.shardOf(key).epoch.Load().ctx
-	if epoch.Err() != nil {
-		return dctx, cancel
-	}
-	if _, ok := ctx.Deadline(); ok {
-		// withDeadline handed ctx back: make a cancellable child.
-		dctx, cancel = context.WithCancel(ctx)
-	}
-	stop := context.AfterFunc(epoch, cancel)
-	return dctx, func() { stop(); cancel() }
+// epochOf returns the context that the opening of key's shard cancels.
+func (b *breaker) epochOf(key string) context.Context {
+	return b.shardOf(key).epoch.Load().ctx
 }
 
-// keep records w (nil: delete key) as pending while key's shard is open.
-// It reports false when the bounds are reached and the write is dropped.
-func (a *Adapter) keep(ctx context.Context, key string, w *write) bool {
-	b := a.brk
+// keep keeps w, key's write that the store could not take, for the
+// store's return. It reports false when the bounds leave no room: the
+// write is dropped, counted and reported.
+func (b *breaker) keep(key string, w *write) bool {
 	b.mu.Lock()
 	old, had := b.pending[key]
 	size := pendingSize(key, w)
@@ -263,18 +291,21 @@ func (a *Adapter) keep(ctx context.Context, key string, w *write) bool {
 	}
 	b.mu.Unlock()
 	if full {
-		b.dropped.Add(1)
-		a.log(ctx, slog.LevelError,
-			"breaker open and the pending writes are at their bound (BreakerOptions.MaxPending, MaxPendingBytes); this write is dropped: the token is served from memory but not stored",
-			"export", key)
-		return false
+		b.drop(key, errPendingFull)
 	}
-	return true
+	return !full
 }
 
-// take removes and returns key's pending write, if any (a nil write is a
-// delete): the flush and an Export of the same partition after the store
-// came back each take it, so it is written once.
+// errPendingFull is what a write dropped for want of room reports.
+var errPendingFull = errors.New("msalcache: breaker open and the pending writes at their bound (BreakerOptions.MaxPending, MaxPendingBytes)")
+
+// drop counts and reports a kept write lost for good.
+func (b *breaker) drop(key string, err error) {
+	b.dropped.Add(1)
+	b.host.dropped(key, err)
+}
+
+// take removes and returns key's kept write, if any.
 func (b *breaker) take(key string) (w *write, ok bool) {
 	if b == nil || b.npending.Load() == 0 {
 		return nil, false
@@ -290,8 +321,24 @@ func (b *breaker) take(key string) (w *write, ok bool) {
 	return w, ok
 }
 
-// pendingSize is what a pending write (nil: a delete) counts against
-// MaxPendingBytes.
+// peek returns what key's kept write stores, if any, leaving it kept.
+// A flush replaces out and doc rather than changing them, so the caller
+// may read them after the lock is released.
+func (b *breaker) peek(key string) (out []byte, doc *document, ok bool) {
+	if b == nil || b.npending.Load() == 0 {
+		return nil, nil, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	w := b.pending[key]
+	if w == nil {
+		return nil, nil, false
+	}
+	return w.out, w.doc, true
+}
+
+// pendingSize is what a kept write counts against MaxPendingBytes: it
+// holds its own bytes only (see write.pending).
 func pendingSize(key string, w *write) int64 {
 	n := int64(len(key))
 	if w != nil {
@@ -300,8 +347,6 @@ func pendingSize(key string, w *write) int64 {
 	return n
 }
 
-// setPendingLocked records w as key's pending write, replacing any, and
-// keeps the totals; under b.mu.
 func (b *breaker) setPendingLocked(key string, w *write) {
 	if old, had := b.pending[key]; had {
 		b.pendingBytes -= pendingSize(key, old)
@@ -311,52 +356,152 @@ func (b *breaker) setPendingLocked(key string, w *write) {
 	b.npending.Store(int32(len(b.pending)))
 }
 
-// probe runs while sh is open: it checks the store with backoff, closes
-// the shard once it answers, and flushes the shard's pending writes. It
-// closes first: under load, writes would be kept for as long as a flush
-// takes, and a flush that waited for none to arrive might never end. An
-// Export that meets its partition's pending write meanwhile takes it in
-// (see Export), so each is written once, and none over a newer one.
-func (a *Adapter) probe(sh *shard) {
-	b := a.brk
+// requeue keeps again a write a flush could not store, unless a newer one
+// was kept for its key meanwhile.
+func (b *breaker) requeue(key string, w *write) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, newer := b.pending[key]; newer {
+		return
+	}
+	b.setPendingLocked(key, w)
+}
+
+// pendingCount is how many writes wait for the store, those a flush is
+// writing included.
+func (b *breaker) pendingCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.pending) + int(b.flushing.Load())
+}
+
+// probe checks sh until it answers, then closes it and flushes its kept
+// writes. It runs on its own goroutine, one per open shard.
+func (b *breaker) probe(sh *shard) {
+	defer b.probes.Done()
 	wait := breakerProbeFirst
 	for {
-		time.Sleep(wait/2 + rand.N(wait/2+1))
-		wait = min(2*wait, b.opts.ProbeMax)
-		b.mu.Lock()
-		if b.closed {
-			b.mu.Unlock()
+		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+		select {
+		case <-t.C:
+		case <-b.stop:
+			t.Stop()
 			return
 		}
-		b.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), max(a.cfg.timeout/4, breakerProbeTimeoutFloor))
-		e := a.begin(OpProbe)
-		err := a.ping(ctx, sh)
+		wait = min(2*wait, b.opts.ProbeMax)
+		ctx, cancel := context.WithTimeout(context.Background(), max(b.timeout/4, breakerProbeTimeoutFloor))
+		err := b.host.probeStore(ctx, sh)
 		cancel()
-		e.Outcome = OutcomeOK
-		if err != nil {
-			e.Outcome, e.Reason = OutcomeError, ReasonStore
-		}
-		a.emit(context.Background(), &e)
 		if err != nil {
 			continue
 		}
 		b.mu.Lock()
 		sh.fails.Store(0)
 		sh.epoch.Store(newEpoch())
-		down := time.Since(sh.openedAt)
+		down := b.now().Sub(sh.openedAt)
 		sh.open.Store(false)
 		b.opened.Add(-1)
 		b.mu.Unlock()
-		n := a.flush(sh)
-		a.log(context.Background(), slog.LevelInfo, "store back: breaker closed", "breaker", "",
+		n := b.flush(sh)
+		b.host.breakerLog(slog.LevelInfo, "store back: breaker closed",
 			slog.Bool("shard", sh.name != ""), slog.Duration("open", down.Round(time.Millisecond)), slog.Int("flushed", n))
 		return
 	}
 }
 
-// ping checks the store: with its Pinger when it has one shard, else by
-// loading a key of sh that nobody writes.
+// flush stores the kept writes of sh (of every shard when sh is nil) and
+// returns how many it stored. A write that fails for want of the store is
+// kept again and reopens its shard; one the store refuses for good is
+// dropped; one that met a removal is superseded by it.
+func (b *breaker) flush(sh *shard) int {
+	b.mu.Lock()
+	var keys []string
+	for key := range b.pending {
+		if sh == nil || b.sharder == nil || b.sharder.Shard(key) == sh.name {
+			keys = append(keys, key)
+		}
+	}
+	b.mu.Unlock()
+	n := 0
+	for _, key := range keys {
+		w, ok := b.take(key)
+		if !ok {
+			continue // an Export took it in
+		}
+		b.flushing.Add(1)
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		err := b.host.flushWrite(ctx, key, w)
+		cancel()
+		switch {
+		case err == nil:
+			n++
+			b.flushed.Add(1)
+		case errors.Is(err, errRemoved):
+			// The user signed out after this write began: nothing lost.
+		case !retryable(err):
+			b.drop(key, err)
+		default:
+			b.requeue(key, w)
+			if sh != nil {
+				b.trip(sh, err)
+			}
+		}
+		b.flushing.Add(-1)
+	}
+	return n
+}
+
+// close flushes once more if a shard is open, stops the probes and waits
+// for them, and drops (counting them) the writes still kept.
+func (b *breaker) close() {
+	if b == nil {
+		return
+	}
+	if b.anyOpen() {
+		b.flush(nil)
+	}
+	b.mu.Lock()
+	already := b.closed
+	b.closed = true
+	lost := len(b.pending)
+	keys := make([]string, 0, lost)
+	for k := range b.pending {
+		keys = append(keys, k)
+	}
+	clear(b.pending)
+	b.pendingBytes = 0
+	b.npending.Store(0)
+	b.mu.Unlock()
+	if !already {
+		close(b.stop)
+	}
+	b.probes.Wait()
+	for _, k := range keys {
+		b.drop(k, errClosedPending)
+	}
+	if lost > 0 {
+		b.host.breakerLog(slog.LevelError, "close: the store is unavailable; pending writes are dropped", slog.Int("writes", lost))
+	}
+}
+
+// errClosedPending is what a write still kept at Close reports.
+var errClosedPending = errors.New("msalcache: Close with the store unavailable: a kept write is dropped")
+
+// The Adapter is its breaker's host.
+
+// probeStore checks sh with a Ping where the store has one (and is not
+// sharded), else with a Load of a key of that shard.
+func (a *Adapter) probeStore(ctx context.Context, sh *shard) error {
+	e := a.begin(OpProbe)
+	err := a.ping(ctx, sh)
+	e.Outcome = OutcomeOK
+	if err != nil {
+		e.Outcome, e.Reason = OutcomeError, ReasonStore
+	}
+	a.emit(context.Background(), &e)
+	return err
+}
+
 func (a *Adapter) ping(ctx context.Context, sh *shard) error {
 	if p, ok := a.store.(Pinger); ok && sh.name == "" {
 		return p.Ping(ctx)
@@ -380,90 +525,46 @@ func (a *Adapter) ping(ctx context.Context, sh *shard) error {
 	return err
 }
 
-// flush writes the pending writes of sh (every one when sh is nil), each
-// with compare-and-set, and returns how many it wrote. A write that fails
-// for want of the store is kept again, and the shard opens again.
-func (a *Adapter) flush(sh *shard) int {
-	b := a.brk
-	b.mu.Lock()
-	var keys []string
-	for key := range b.pending {
-		if sh == nil || b.sharder == nil || b.sharder.Shard(key) == sh.name {
-			keys = append(keys, key)
-		}
+func (a *Adapter) flushWrite(ctx context.Context, key string, w *write) error {
+	e := a.begin(OpExport)
+	v, err := w.run(ctx)
+	w.report(ctx, &e, v, err, retryable(err))
+	if errors.Is(err, errRemoved) {
+		e.Outcome, e.Reason = OutcomeSkipped, ReasonRemoved
 	}
-	b.mu.Unlock()
-	n := 0
-	for _, key := range keys {
-		w, ok := b.take(key)
-		if !ok {
-			continue // an Export took it in
-		}
-		b.flushing.Add(1)
-		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.timeout)
-		e := a.begin(OpExport)
-		var err error
-		if w == nil {
-			e.Op = OpRemove
-			if err = a.deleteKey(ctx, key); err == nil {
-				e.Outcome = OutcomeDeleted
-			}
-		} else {
-			var v Version
-			v, err = w.run(ctx)
-			w.report(ctx, &e, v, err, false)
-		}
-		cancel()
-		switch {
-		case err == nil:
-			n++
-			b.flushed.Add(1)
-		case isAnswer(err): // too large: it never will fit
-			e.Outcome, e.Reason = OutcomeError, ReasonOversized
-			a.log(context.Background(), slog.LevelError, "breaker: a pending write was refused by the store; the token is served but not stored", "export", key, errAttr(err))
-		default:
-			e.Outcome, e.Reason = OutcomeKept, ReasonBreakerOpen
-			a.requeue(key, w)
-			if sh != nil {
-				a.trip(sh, err)
-			}
-		}
-		// Counted pending until here, so that PendingWrites reaching 0
-		// means flushed (or dropped), not just taken.
-		b.flushing.Add(-1)
-		a.emit(context.Background(), &e)
-	}
-	return n
+	a.emit(context.Background(), &e)
+	return err
 }
 
-// requeue puts back a pending write that could not be flushed, unless a
-// newer one for the same key arrived meanwhile.
-func (a *Adapter) requeue(key string, w *write) {
-	b := a.brk
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, newer := b.pending[key]; newer {
-		return
-	}
-	b.setPendingLocked(key, w)
+func (a *Adapter) dropped(key string, err error) {
+	a.storeFailed(context.Background(), "export", key, err)
+	a.log(context.Background(), slog.LevelError,
+		"breaker: a kept write is dropped; the token is served from memory but not stored", "export", key, errAttr(err))
 }
 
-// stopBreaker ends the probing at Close, after one last attempt to flush
-// what is pending.
-func (a *Adapter) stopBreaker() {
-	b := a.brk
-	if b == nil {
-		return
+func (a *Adapter) breakerLog(level slog.Level, msg string, attrs ...slog.Attr) {
+	a.log(context.Background(), level, msg, "breaker", "", attrs...)
+}
+
+// observe tells the breaker how a store call on key went.
+func (a *Adapter) observe(key string, err error) { a.brk.record(key, err) }
+
+// bound returns the context for the store calls of one Replace, Export or
+// Remove on key: ctx with the default deadline when it has none, canceled
+// too when key's shard opens, so that a call in flight on a store that
+// just failed returns at once instead of at its deadline.
+func (a *Adapter) bound(ctx context.Context, key string) (context.Context, context.CancelFunc) {
+	dctx, cancel := a.withDeadline(ctx)
+	if a.brk == nil {
+		return dctx, cancel
 	}
-	if b.anyOpen() {
-		a.flush(nil)
+	epoch := a.brk.epochOf(key)
+	if epoch.Err() != nil {
+		return dctx, cancel
 	}
-	b.mu.Lock()
-	b.closed = true
-	lost := len(b.pending)
-	b.mu.Unlock()
-	if lost > 0 {
-		b.dropped.Add(uint64(lost))
-		a.log(context.Background(), slog.LevelError, "close: the store is unavailable; pending writes are dropped", "breaker", "", slog.Int("writes", lost))
+	if _, ok := ctx.Deadline(); ok {
+		dctx, cancel = context.WithCancel(ctx)
 	}
+	stop := context.AfterFunc(epoch, cancel)
+	return dctx, func() { stop(); cancel() }
 }

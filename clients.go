@@ -42,6 +42,10 @@ type partition struct {
 	stale   bool   // rewrite on the next Export even if nothing changed
 	behind  bool   // MSAL's cache lacks entries of this version (merged in)
 	used    time.Time
+	// removed: the store holds a removal record (see removal.go), handed
+	// to MSAL as an empty cache. fenced: what the call that loaded it
+	// exports must not be stored there (not a new sign-in).
+	removed, fenced bool
 
 	doc    *document // parsed raw, built on first use
 	docErr error
@@ -51,6 +55,9 @@ type partition struct {
 // (a miss for MSAL), at the same version, so the next Export overwrites it
 // with compare-and-set, and stale, so it does even if nothing else changed.
 func (p *partition) unreadable() *partition {
+	if p.removed {
+		return p
+	}
 	return &partition{version: p.version, known: p.known, seq: p.seq, used: p.used, stale: true}
 }
 
@@ -79,6 +86,19 @@ func (cs *clientState) holds(key string, v Version, exact bool, now time.Time) b
 	return true
 }
 
+// fence sets whether what the client exports of partition key may be
+// stored over its removal record, and reports whether key holds one.
+func (cs *clientState) fence(key string, fenced func() bool) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cur := cs.parts[key]
+	if !cs.valid || cur == nil || !cur.removed {
+		return false
+	}
+	cur.fenced = fenced()
+	return true
+}
+
 // current returns a copy of what the client holds of partition key, nil
 // when the model says nothing of it.
 func (cs *clientState) current(key string) *partition {
@@ -88,7 +108,7 @@ func (cs *clientState) current(key string) *partition {
 	if !cs.valid || p == nil || !p.known || p.behind {
 		return nil
 	}
-	return &partition{version: p.version, known: true, raw: p.raw, doc: p.doc}
+	return &partition{version: p.version, known: true, raw: p.raw, doc: p.doc, removed: p.removed}
 }
 
 // untracked reports whether the adapter knows nothing of what MSAL's cache
@@ -121,8 +141,16 @@ func (cs *clientState) handOver(ctx context.Context, a *Adapter, u cache.Unmarsh
 	return cs.handOverLending(ctx, a, u, key, p, false, e)
 }
 
-// handOverKeeping is handOver lending every partition MSAL holds, whenever
-// it was used: while the store is away nothing could load them back.
+// maxKeptOutage bounds the partitions a client keeps while the store is
+// away: lending them all would make every call hand MSAL, and MSAL parse,
+// the whole of what its users hold, and the memory grow with the square of
+// the users. A partition beyond it comes back from the L1 or from the
+// write the breaker kept for it.
+const maxKeptOutage = 256
+
+// handOverKeeping is handOver lending the partitions MSAL holds, whenever
+// they were used (the most recent maxKeptOutage of them): while the store
+// is away nothing could load them back.
 func (cs *clientState) handOverKeeping(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, e *Event) (partitioned bool) {
 	return cs.handOverLending(ctx, a, u, key, p, true, e)
 }
@@ -141,7 +169,7 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 	switch {
 	case !cs.valid || a.cfg.singlePart || cs.exclusive:
 	case all:
-		lent = recentPartitions(cs.parts, key, time.Time{}, len(cs.parts))
+		lent = recentPartitions(cs.parts, key, time.Time{}, maxKeptOutage)
 	default:
 		lent = recentPartitions(cs.parts, key, now.Add(-a.cfg.lendWindow), a.cfg.maxLent)
 	}

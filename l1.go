@@ -131,6 +131,14 @@ type l1Hit struct {
 	age     time.Duration // since it was confirmed
 }
 
+// partition is the hit as a partition to hand MSAL, loaded at seq.
+func (h l1Hit) partition(seq uint64) *partition {
+	if h.doc == removedDoc {
+		return &partition{version: h.version, known: true, seq: seq, removed: true}
+	}
+	return &partition{version: h.version, known: true, seq: seq, raw: h.raw, doc: h.doc}
+}
+
 func newL1(o L1Options, now func() time.Time, pushes bool) *l1 {
 	return &l1{opts: o, now: now, entries: make(map[string]*l1Entry), live: !pushes}
 }
@@ -298,9 +306,10 @@ func (c *l1) size() (entries int, bytes int64) {
 // flush the writes it kept, see WithBreaker) and the sweep of idle clients. The Adapter keeps
 // serving after Close, straight from the store. Close does not close the
 // store.
-func (a *Adapter) Close() error {
+func (a *Adapter) Close() (err error) {
 	a.closeOnce.Do(func() {
-		a.stopBreaker()
+		close(a.closing)
+		a.brk.close()
 		if a.l1 != nil {
 			if a.l1.stop != nil {
 				a.l1.stop()
@@ -314,13 +323,25 @@ func (a *Adapter) Close() error {
 			a.sweeper = nil
 		}
 		a.mu.Unlock()
+		err = a.closeRemovals()
 	})
-	return nil
+	return err
 }
 
 // onChange is the L1's Watcher callback: the change reaches the L1, and
 // the Observers are told what it did there.
 func (a *Adapter) onChange(ch Change) {
+	switch ch.Kind {
+	case ChangeWatchDown:
+		a.watchGap.Store(true)
+	case ChangeWatchUp:
+		if a.watchGap.Swap(false) {
+			// The store is back after a gap, perhaps on a new
+			// primary that lacks the latest removals. fn must not
+			// call the store (see Watcher): re-assert elsewhere.
+			go a.reassertRemovals()
+		}
+	}
 	dropped := a.l1.onChange(ch)
 	e := a.begin(OpInvalidation)
 	switch {

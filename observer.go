@@ -180,9 +180,13 @@ const (
 	// ReasonBreakerOpen: the breaker kept the call from the store (see
 	// WithBreaker).
 	ReasonBreakerOpen
+	// ReasonRemoved: the partition holds a removal record (the user
+	// signed out): a Replace hands MSAL an empty cache, and an Export
+	// that is not a new sign-in is not stored there (see Adapter.Remove).
+	ReasonRemoved
 )
 
-var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "oversized", "unknown_shape", "obo", "breaker_open"}
+var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "oversized", "unknown_shape", "obo", "breaker_open", "removed"}
 
 // String returns the reason's name as metrics and traces use it (as the
 // error.type of an OutcomeError), or "" for ReasonNone.
@@ -240,6 +244,8 @@ func reasonOf(ctx context.Context, err error) Reason {
 		return ReasonBreakerOpen
 	case errors.Is(err, ErrTooLarge):
 		return ReasonOversized
+	case errors.Is(err, errRemoved):
+		return ReasonRemoved
 	}
 	return ReasonStore
 }

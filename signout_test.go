@@ -90,8 +90,8 @@ func TestSignOutConfidential(t *testing.T) {
 	if n := entra.TokenRequests() - before; n != 0 {
 		t.Errorf("%d token requests after sign-out; bob's tokens should come from the store", n)
 	}
-	if _, _, err := store.Load(ctx, a1.StoreKey(alice.HomeAccountID)); !errors.Is(err, msalcache.ErrNotFound) {
-		t.Errorf("alice's partition after SignOut: %v; want ErrNotFound", err)
+	if blob, _, err := store.Load(ctx, a1.StoreKey(alice.HomeAccountID)); err != nil || !msalcache.IsRemovalRecord(blob) {
+		t.Errorf("alice's partition after SignOut: %v; want a removal record", err)
 	}
 }
 
@@ -118,8 +118,8 @@ func TestSignOutZeroAccount(t *testing.T) {
 	if err := msalcache.SignOut(ctx, a, c, confidential.Account{}, alice.HomeAccountID); err != nil {
 		t.Fatalf("SignOut with a zero account: %v", err)
 	}
-	if _, _, err := store.Load(ctx, a.StoreKey(alice.HomeAccountID)); !errors.Is(err, msalcache.ErrNotFound) {
-		t.Errorf("partition after SignOut: %v; want ErrNotFound", err)
+	if blob, _, err := store.Load(ctx, a.StoreKey(alice.HomeAccountID)); err != nil || !msalcache.IsRemovalRecord(blob) {
+		t.Errorf("partition after SignOut: %v; want a removal record", err)
 	}
 	if err := msalcache.SignOut(ctx, a, c, confidential.Account{}, ""); !errors.Is(err, msalcache.ErrNoAccountID) {
 		t.Errorf("SignOut with no id: %v; want ErrNoAccountID", err)

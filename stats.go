@@ -39,6 +39,13 @@ type Stats struct {
 	// OBOSkips counts Exports skipped on MSAL's on-behalf-of path, whose
 	// data cannot be stored safely (see the package documentation).
 	OBOSkips uint64
+	// RemovedSkips counts writes not stored because their partition was
+	// removed (a sign-out) after the call that made them began: a token
+	// call in flight, a write kept during an outage (see Adapter.Remove).
+	RemovedSkips uint64
+	// PendingRemovals is how many removals the store has not taken yet;
+	// they are retried until it does (see ErrRemovalPending).
+	PendingRemovals int
 	// StoreErrors counts failed store calls (each retry counts).
 	StoreErrors uint64
 	// DecryptErrors counts stored blobs the Protector refused: a key that
@@ -91,7 +98,7 @@ type Stats struct {
 // WithObserver to count them together. The zero value is ready to use.
 type StatsCounter struct {
 	hits, reused, misses, writes, skippedWrites, deletes, conflicts, oboSkips,
-	storeErrors, decryptErrors, corruptBlobs, foreignEntries, oversized, exportFailures,
+	storeErrors, decryptErrors, corruptBlobs, foreignEntries, oversized, exportFailures, removedSkips,
 	l1Hits, l1Revalidated, l1Invalidations, l1WatchDowns, l1Evictions, breakerSkips atomic.Uint64
 }
 
@@ -117,6 +124,7 @@ func (c *StatsCounter) Stats() Stats {
 		Deletes:         c.deletes.Load(),
 		Conflicts:       c.conflicts.Load(),
 		OBOSkips:        c.oboSkips.Load(),
+		RemovedSkips:    c.removedSkips.Load(),
 		StoreErrors:     c.storeErrors.Load(),
 		DecryptErrors:   c.decryptErrors.Load(),
 		CorruptBlobs:    c.corruptBlobs.Load(),
@@ -166,6 +174,8 @@ func (c *StatsCounter) count(e *Event) {
 		case e.Op != OpExport:
 		case e.Reason == ReasonOBO:
 			c.oboSkips.Add(1)
+		case e.Reason == ReasonRemoved:
+			c.removedSkips.Add(1)
 		default:
 			c.skippedWrites.Add(1)
 		}
@@ -199,13 +209,12 @@ func (a *Adapter) Stats() Stats {
 	if a.l1 != nil {
 		s.L1Entries, s.L1Bytes = a.l1.size()
 	}
+	s.PendingRemovals = a.rm.count()
 	if b := a.brk; b != nil {
 		s.BreakerOpen = b.anyOpen()
 		s.BreakerTrips = b.trips.Load()
 		s.PendingFlushed, s.PendingDropped = b.flushed.Load(), b.dropped.Load()
-		b.mu.Lock()
-		s.PendingWrites = len(b.pending) + int(b.flushing.Load())
-		b.mu.Unlock()
+		s.PendingWrites = b.pendingCount()
 	}
 	return s
 }

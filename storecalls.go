@@ -2,6 +2,7 @@ package msalcache
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/msalcache/msalcache/internal/ctxrun"
@@ -123,4 +124,33 @@ func (a *Adapter) deleteKey(ctx context.Context, key string) error {
 	}
 	a.observe(key, err)
 	return err
+}
+
+// saveRemoval saves a removal record: through SaveDurable on a store that
+// can wait for a replica, else as any write.
+func (a *Adapter) saveRemoval(ctx context.Context, key string, sealed []byte, ifVersion Version) (Version, error) {
+	d, ok := a.store.(DurableSaver)
+	if !ok {
+		return a.save(ctx, key, sealed, ifVersion, a.cfg.userTTL)
+	}
+	var v Version
+	var err error
+	if a.direct {
+		v, err = d.SaveDurable(ctx, key, sealed, ifVersion, a.cfg.userTTL)
+	} else {
+		err = ctxrun.Do(ctx, func() (err error) {
+			v, err = d.SaveDurable(ctx, key, sealed, ifVersion, a.cfg.userTTL)
+			return err
+		})
+	}
+	if errors.Is(err, ErrNotReplicated) {
+		// Written on the primary (and v set: the call returned).
+		a.observe(key, nil)
+		return v, err
+	}
+	a.observe(key, err)
+	if err != nil {
+		return NoVersion, err
+	}
+	return v, nil
 }

@@ -20,6 +20,10 @@ type write struct {
 	versionKnown bool
 	baseSeq      uint64 // when base was loaded or written, in Adapter.clock order
 	merged       bool   // out holds another writer's entries that MSAL lacks
+	// docShared: doc's entries point into more than out (MSAL's whole
+	// cache, or the inputs of a merge), so that keeping doc would keep
+	// all of that alive; compact re-parses it out of out.
+	docShared bool
 	// For the Export's Event: the size of what was stored, the
 	// compare-and-set rounds lost, the failed store calls, the other
 	// writers' blobs that could not be decrypted.
@@ -128,6 +132,7 @@ func conflictBackoff(n int) time.Duration {
 func (w *write) pending() *write {
 	c := *w
 	c.sealedLen, c.conflicts, c.storeErrors, c.unreadable = 0, 0, 0, 0
+	c.compact()
 	return &c
 }
 
@@ -209,6 +214,8 @@ func (w *write) loop(ctx context.Context) (Version, error) {
 			}
 			if lerr := w.rebase(ctx); lerr == nil {
 				continue
+			} else if errors.Is(lerr, errRemoved) {
+				return NoVersion, lerr
 			} else {
 				err = lerr
 			}
@@ -238,13 +245,17 @@ func (w *write) rebase(ctx context.Context) error {
 		return err
 	}
 	w.ifVersion = v
-	if w.doc == nil {
-		return nil // not MSAL's shape: last writer wins
-	}
 	plain, err := a.open(ctx, blob, w.key)
 	if err != nil {
 		w.unreadable++
 		return nil // theirs is unreadable: ours replaces it
+	}
+	if isRemoval(plain) {
+		// Removed after this write loaded its base: the removal wins.
+		return errRemoved
+	}
+	if w.doc == nil {
+		return nil // not MSAL's shape: last writer wins
 	}
 	theirs, err := parseDocument(plain)
 	if err != nil {
@@ -265,7 +276,20 @@ func (w *write) rebaseOn(v Version, theirs *document) {
 	w.doc = merge3(w.base, w.doc, theirs)
 	w.base = theirs
 	w.out = w.doc.encode()
-	w.merged = true
+	w.merged, w.docShared = true, true
+}
+
+// compact makes w.doc point into w.out only, so that what keeps w (the
+// breaker, the L1, a client's model) holds the partition's own bytes and
+// no more: what MaxPendingBytes and L1Options.MaxBytes count.
+func (w *write) compact() {
+	if !w.docShared || w.doc == nil {
+		return
+	}
+	if d, err := parseDocument(w.out); err == nil {
+		w.doc = d
+	}
+	w.docShared = false
 }
 
 // ttlFor returns how long a partition holding doc lives.

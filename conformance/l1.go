@@ -355,7 +355,8 @@ func testL1RemoveOnAReachesB(f *fixture) {
 		f.t.Fatalf("Adapter.Remove on instance A: %v", err)
 	}
 	wrote := time.Now()
-	f.reached(a, b, mark, wrote, key, msalcache.NoVersion, "instance A's sign-out of alice")
+	// The sign-out leaves a removal record: its version is what B hears.
+	f.reached(a, b, mark, wrote, key, a.probe.lastSaved(key), "instance A's sign-out of alice")
 	requests := f.srv.TokenRequests()
 	if tok, err := f.silent(b.web, alice, userScope); err == nil {
 		f.t.Fatalf("instance B still served alice (her token: %v) %v after she signed out on instance A, once the sign-out had reached B (MaxStale %v, %d token requests): its L1 ignores other instances' sign-outs",

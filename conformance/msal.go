@@ -306,7 +306,15 @@ func (f *fixture) partition(a suiteAdapter, partitionKey string) map[string]map[
 	if err != nil {
 		f.t.Fatalf("store.Load: %v", err)
 	}
-	return f.decode(key, blob)
+	if f.protector != nil {
+		if blob, err = f.protector.Unprotect(f.ctx, blob, []byte(key)); err != nil {
+			f.t.Fatalf("Unprotect of a stored partition: %v", err)
+		}
+	}
+	if msalcache.IsRemovalRecord(blob) {
+		return nil // signed out
+	}
+	return f.parse(blob)
 }
 
 // decode decrypts and parses blob, stored under key.
@@ -318,8 +326,14 @@ func (f *fixture) decode(key string, blob []byte) map[string]map[string]json.Raw
 			f.t.Fatalf("Unprotect of a stored partition: %v", err)
 		}
 	}
+	return f.parse(blob)
+}
+
+// parse parses a decrypted partition.
+func (f *fixture) parse(plain []byte) map[string]map[string]json.RawMessage {
+	f.t.Helper()
 	var doc map[string]map[string]json.RawMessage
-	if err := json.Unmarshal(blob, &doc); err != nil {
+	if err := json.Unmarshal(plain, &doc); err != nil {
 		f.t.Fatalf("stored partition is not MSAL's cache JSON: %v", err)
 	}
 	return doc
