@@ -55,8 +55,8 @@ type Adapter struct {
 	sweeper *time.Timer
 	closed  bool // Close was called: no more background work
 
-	rm      removals  // removals the store has not taken, and recent ones
-	live    liveLoads // calls that loaded a live partition (removal.go)
+	rm      removals      // removals the store has not taken, and recent ones
+	live    liveLoads     // calls that loaded a live partition (removal.go)
 	closing chan struct{} // closed by Close
 	// watchGap: the watch reported down and not yet up again.
 	watchGap atomic.Bool
