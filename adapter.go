@@ -274,11 +274,11 @@ func (a *Adapter) load1(ctx context.Context, u cache.Unmarshaler, hints cache.Re
 			learned = cs.current(key)
 		}
 		if exact && learned != nil {
-			doc := learned.doc
+			raw, doc := learned.raw, learned.doc
 			if learned.removed {
-				doc = removedDoc
+				raw, doc = encodeRemoval(learned.removedSessions), removedDoc
 			}
-			a.l1End(tk, true, learned.version, learned.raw, doc)
+			a.l1End(tk, true, learned.version, raw, doc)
 		} else {
 			a.l1End(tk, false, 0, nil, nil)
 		}
@@ -395,7 +395,7 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 		}
 		if isRemoval(plain) {
 			e.Outcome, e.Reason = OutcomeMiss, ReasonRemoved
-			p.removed = true
+			p.removed, p.removedSessions = true, decodeRemoval(plain)
 			return p, true
 		}
 		p = a.fill(ctx, p, partitionKey, key, plain, a.needsReprotect(blob), e)
@@ -534,10 +534,6 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	if ci.kind == callUnknown {
 		defer a.live.forget(ctx, key) // the call that loaded it ends here
 	}
-	if own != nil && own.removed && own.fenced {
-		a.refuseRemoved(ctx, cs, key, e)
-		return nil
-	}
 	// own.raw holds this partition's entries only, so equal bytes mean
 	// MSAL holds nothing new and nothing lent.
 	if own != nil && own.known && !own.stale && bytes.Equal(data, own.raw) {
@@ -569,6 +565,14 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 		return nil
 	case perr != nil:
 		doc = nil // one partition for everything: store as is, last writer wins
+	}
+	if own != nil && own.removed {
+		// Over a removal record: only a new sign-in is stored. Its
+		// sessions say whether it is one; failing that, the call.
+		if ok, known := revives(doc, own.removedSessions); known && !ok || !known && own.fenced {
+			a.refuseRemoved(ctx, cs, key, e)
+			return nil
+		}
 	}
 	if doc != nil && own != nil && own.known && !own.stale && ownDoc != nil && doc.equalEntries(ownDoc) ||
 		doc != nil && own != nil && own.removed && !doc.hasTokens() {

@@ -46,6 +46,8 @@ type partition struct {
 	// to MSAL as an empty cache. fenced: what the call that loaded it
 	// exports must not be stored there (not a new sign-in).
 	removed, fenced bool
+	// removedSessions: the sign-in sessions the removal record names.
+	removedSessions []sessionID
 
 	doc    *document // parsed raw, built on first use
 	docErr error
@@ -108,7 +110,10 @@ func (cs *clientState) current(key string) *partition {
 	if !cs.valid || p == nil || !p.known || p.behind {
 		return nil
 	}
-	return &partition{version: p.version, known: true, raw: p.raw, doc: p.doc, removed: p.removed}
+	if p.removed {
+		return &partition{version: p.version, known: true, removed: true, removedSessions: p.removedSessions}
+	}
+	return &partition{version: p.version, known: true, raw: p.raw, doc: p.doc}
 }
 
 // untracked reports whether the adapter knows nothing of what MSAL's cache

@@ -134,7 +134,11 @@ type l1Hit struct {
 // partition is the hit as a partition to hand MSAL, loaded at seq.
 func (h l1Hit) partition(seq uint64) *partition {
 	if h.doc == removedDoc {
-		return &partition{version: h.version, known: true, seq: seq, removed: true}
+		p := &partition{version: h.version, known: true, seq: seq, removed: true}
+		if isRemoval(h.raw) {
+			p.removedSessions = decodeRemoval(h.raw)
+		}
+		return p
 	}
 	return &partition{version: h.version, known: true, seq: seq, raw: h.raw, doc: h.doc}
 }

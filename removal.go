@@ -1,7 +1,6 @@
 package msalcache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -43,15 +42,6 @@ var ErrRemovalPending = errors.New("msalcache: the removal is not stored yet; it
 // errRemoved stops a write that met a removal record it did not load.
 var errRemoved = errors.New("msalcache: the partition was removed after this write began")
 
-// removalRecord is the plaintext of a removal record. It is not JSON, so
-// that a version of this module from before removal records reads it as a
-// corrupt partition, which is a miss.
-var removalRecord = []byte("\x00msalcache:removed:v1\n")
-
-// isRemoval reports whether plain, a decrypted stored blob, is a removal
-// record.
-func isRemoval(plain []byte) bool { return bytes.Equal(plain, removalRecord) }
-
 // IsRemovalRecord reports whether plain, a partition as stored (decrypted
 // when the Adapter has a Protector), is the record Remove leaves: the user
 // signed out, and no instance serves them until they sign in again.
@@ -68,32 +58,50 @@ var removedDoc = &document{}
 const reassertWindow = 5 * time.Minute
 
 // storeRemoval writes the removal record of key, replacing whatever the key
-// holds, and returns its version. On a store that replicates
-// asynchronously it waits for a replica (DurableSaver), bounded by ctx.
+// holds with compare-and-set, and returns its version. The record names
+// the sign-in sessions of what it replaces (see sessions.go). On a store
+// that replicates asynchronously it waits for a replica (DurableSaver),
+// bounded by ctx.
 func (a *Adapter) storeRemoval(ctx context.Context, key string) (Version, error) {
-	sealed, err := a.seal(ctx, removalRecord, key)
-	if err != nil {
-		return NoVersion, err
-	}
-	ifv := NoVersion
+	var sessions []sessionID
 	for attempt := 0; ; attempt++ {
+		blob, ifv, err := a.load(ctx, key)
+		switch {
+		case err == nil:
+			sessions = unionSessions(sessions, a.sessionsOf(ctx, key, blob))
+		case errors.Is(err, ErrNotFound), errors.Is(err, ErrCorrupt):
+			ifv = NoVersion
+		default:
+			return NoVersion, err
+		}
+		sealed, err := a.seal(ctx, encodeRemoval(sessions), key)
+		if err != nil {
+			return NoVersion, err
+		}
 		v, err := a.saveRemoval(ctx, key, sealed, ifv)
 		if !errors.Is(err, ErrConflict) || attempt >= 8 {
 			return v, err
 		}
-		// Written in between: replace that version.
-		if a.versioner != nil {
-			ifv, err = a.version(ctx, key)
-		} else {
-			_, ifv, err = a.load(ctx, key)
-		}
-		switch {
-		case errors.Is(err, ErrNotFound), errors.Is(err, ErrCorrupt):
-			ifv = NoVersion
-		case err != nil:
-			return NoVersion, err
-		}
+		// Written in between: remove that version too.
 	}
+}
+
+// sessionsOf returns the sign-in sessions of blob, stored under key: those
+// of its ID tokens, or those a removal record names. A blob it cannot
+// read names none.
+func (a *Adapter) sessionsOf(ctx context.Context, key string, blob []byte) []sessionID {
+	plain, err := a.open(ctx, blob, key)
+	if err != nil {
+		return nil
+	}
+	if isRemoval(plain) {
+		return decodeRemoval(plain)
+	}
+	doc, err := parseDocument(plain)
+	if err != nil {
+		return nil
+	}
+	return doc.sessions()
 }
 
 // removals is the Adapter's bookkeeping of the removals it made: those the

@@ -251,8 +251,13 @@ func (w *write) rebase(ctx context.Context) error {
 		return nil // theirs is unreadable: ours replaces it
 	}
 	if isRemoval(plain) {
-		// Removed after this write loaded its base: the removal wins.
-		return errRemoved
+		// Removed after this write loaded its base: the removal wins,
+		// unless what it writes is a new sign-in's (see sessions.go).
+		if ok, _ := revives(w.doc, decodeRemoval(plain)); !ok {
+			return errRemoved
+		}
+		w.rebaseOn(v, &document{})
+		return nil
 	}
 	if w.doc == nil {
 		return nil // not MSAL's shape: last writer wins

@@ -133,6 +133,15 @@ func RunMSALTests(t *testing.T, setup MSALSetup) {
 	run("FailingStoreNeverFailsTokenCalls", testFailingStore)
 	run("SlowStoreBoundedByTimeout", testSlowStore)
 	load("SharedClientManyUsers", testSharedClient)
+	// Access tokens that MSAL takes for expired (it refreshes those with
+	// less than five minutes left): every silent call redeems the
+	// refresh token.
+	refreshing := func(name string, test func(f *fixture)) {
+		t.Run(name, func(t *testing.T) { test(newFixture(t, setup, entratest.WithTokenLifetime(time.Minute))) })
+	}
+	refreshing("SignOutBeatsRefreshInFlight", func(f *fixture) { testSignOutBeatsRefreshInFlight(f, false) })
+	refreshing("SignOutBeatsRefreshInFlightL1", func(f *fixture) { testSignOutBeatsRefreshInFlight(f, true) })
+	run("SignInAfterSignOut", testSignInAfterSignOut)
 	run("L1RefreshOnAServedOnB", testL1RefreshOnAServedOnB)
 	run("L1RemoveOnAReachesB", testL1RemoveOnAReachesB)
 	run("L1NeverOlderThanMaxStale", testL1NeverOlderThanMaxStale)
@@ -174,10 +183,10 @@ type fixture struct {
 	users     []entratest.User
 }
 
-func newFixture(t *testing.T, setup MSALSetup) *fixture {
+func newFixture(t *testing.T, setup MSALSetup, opts ...entratest.Option) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	srv := entratest.NewServer()
+	srv := entratest.NewServer(opts...)
 	t.Cleanup(srv.Close)
 	f := &fixture{t: t, ctx: ctx, setup: setup, srv: srv, store: setup.NewStore(t)}
 	if setup.NewProtector != nil {

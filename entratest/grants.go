@@ -272,6 +272,7 @@ type refreshGrant struct {
 	user     User
 	clientID string
 	scopes   []string
+	session  string // the sign-in's sid, kept by every refresh
 	expires  time.Time
 }
 
@@ -307,6 +308,7 @@ func (s *Server) refreshToken(req tokenRequest, form url.Values) (map[string]any
 	if len(req.scopes) == 0 {
 		req.scopes = g.scopes
 	}
+	req.session = g.session
 	return s.issueTo(req, g.user)
 }
 

@@ -23,6 +23,9 @@ type tokenRequest struct {
 	scopes   []string // as requested, deduplicated
 	user     *User    // nil for app tokens
 	nonce    string
+	// session is the sign-in session the tokens belong to (the ID
+	// token's sid): new for each sign-in, kept by a refresh.
+	session string
 	// clientInfo asks for client_info in the response (client_info=1).
 	clientInfo bool
 }
@@ -91,9 +94,12 @@ func (s *Server) issue(req tokenRequest) (map[string]any, *oauthError) {
 		return resp, nil
 	}
 	u := req.user
+	if req.session == "" {
+		req.session = stableUUID("session", randomID(16))
+	}
 	resp["scope"] = strings.Join(req.scopes, " ")
 	if hasScope(req.scopes, "offline_access") {
-		resp["refresh_token"] = s.storeRefresh(&refreshGrant{user: *u, clientID: req.clientID, scopes: req.scopes})
+		resp["refresh_token"] = s.storeRefresh(&refreshGrant{user: *u, clientID: req.clientID, scopes: req.scopes, session: req.session})
 	}
 	if hasScope(req.scopes, "openid") {
 		idt := map[string]any{
@@ -109,6 +115,9 @@ func (s *Server) issue(req tokenRequest) (map[string]any, *oauthError) {
 			"name":               u.displayName(),
 			"ver":                "2.0",
 			"uti":                randomID(16),
+			// The session, as the service's optional sid claim: the
+			// same for every token a refresh of this sign-in brings.
+			"sid": req.session,
 		}
 		if req.nonce != "" {
 			idt["nonce"] = req.nonce
