@@ -144,7 +144,8 @@ type breaker struct {
 	npending     atomic.Int32 // len(pending), read without the lock
 	flushing     atomic.Int32 // taken from pending by a flush that has not ended
 
-	probes sync.WaitGroup // running probes
+	probes      sync.WaitGroup // running probes and flushLaters
+	retryingAll atomic.Bool    // a flushLater of every shard is scheduled
 	stop   chan struct{}  // closed by close: probes stop waiting
 
 	trips, flushed, dropped atomic.Uint64
@@ -160,6 +161,7 @@ type shard struct {
 	fails    atomic.Int32 // failures in a row
 	openedAt time.Time    // under breaker.mu
 	probeKey string       // a key of this shard, for the probe (probe goroutine only)
+	retrying atomic.Bool  // a flushLater is scheduled
 }
 
 type epoch struct {
@@ -440,6 +442,12 @@ func (b *breaker) flush(sh *shard) int {
 			// The user signed out after this write began: nothing lost.
 		case !retryable(err):
 			b.drop(key, err)
+		case errors.Is(err, ErrConflict):
+			// The store answers, and other writers keep winning: try
+			// again later, without opening the breaker on a store
+			// that works.
+			b.requeue(key, w)
+			b.flushLater(sh)
 		default:
 			b.requeue(key, w)
 			if sh != nil {
@@ -449,6 +457,34 @@ func (b *breaker) flush(sh *shard) int {
 		b.flushing.Add(-1)
 	}
 	return n
+}
+
+// flushLater flushes sh (every shard when nil) again after ProbeMax, once:
+// its kept writes lost compare-and-set until their deadline.
+func (b *breaker) flushLater(sh *shard) {
+	flag := &b.retryingAll
+	if sh != nil {
+		flag = &sh.retrying
+	}
+	b.mu.Lock()
+	if b.closed || !flag.CompareAndSwap(false, true) {
+		b.mu.Unlock()
+		return
+	}
+	b.probes.Add(1)
+	b.mu.Unlock()
+	go func() {
+		defer b.probes.Done()
+		t := time.NewTimer(b.opts.ProbeMax)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-b.stop:
+			return
+		}
+		flag.Store(false)
+		b.flush(sh)
+	}()
 }
 
 // close flushes once more if a shard is open, stops the probes and waits

@@ -203,3 +203,53 @@ func TestWithBreakerRejectsNegatives(t *testing.T) {
 		}
 	}
 }
+
+// conflictStore loses every compare-and-set while conflicting is set, as
+// a partition that other writers keep rewriting would.
+type conflictStore struct {
+	downStore
+	conflicting atomic.Bool
+}
+
+func (s *conflictStore) Save(ctx context.Context, key string, v []byte, ifv Version, ttl time.Duration) (Version, error) {
+	if s.conflicting.Load() && !s.down.Load() {
+		return NoVersion, ErrConflict
+	}
+	return s.downStore.Save(ctx, key, v, ifv, ttl)
+}
+
+// A write kept during an outage whose flush keeps losing compare-and-set
+// until its deadline is kept again and stored once it can be: never
+// dropped as if the store had refused it for good.
+func TestBreakerKeptWriteThatKeepsConflicting(t *testing.T) {
+	s := &conflictStore{downStore: downStore{mapStore: newMapStore()}}
+	a := newTestAdapter(t, s, WithTimeout(100*time.Millisecond), WithBreaker(BreakerOptions{ProbeMax: 20 * time.Millisecond}))
+	s.down.Store(true)
+	c := &target{}
+	if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	c.data = []byte(aliceCache)
+	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Stats(); st.PendingWrites != 1 {
+		t.Fatalf("during the outage: %+v, want alice's write kept", st)
+	}
+	s.conflicting.Store(true)
+	s.down.Store(false)
+	// The probe finds the store back and the flush loses every
+	// compare-and-set until its deadline, at least once.
+	wait.For(t, "a flush that lost compare-and-set until its deadline", func() bool { return a.Stats().Conflicts > 3 })
+	if st := a.Stats(); st.PendingDropped != 0 {
+		t.Fatalf("a write that lost compare-and-set was dropped: %+v", st)
+	}
+	s.conflicting.Store(false)
+	wait.For(t, "the kept write stored", func() bool {
+		got, _, err := s.mapStore.Load(ctx, a.StoreKey("alice"))
+		return err == nil && string(got) == aliceCache
+	})
+	if st := a.Stats(); st.PendingDropped != 0 || st.PendingWrites != 0 {
+		t.Fatalf("after the flush: %+v, want nothing dropped or pending", st)
+	}
+}

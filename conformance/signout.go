@@ -229,4 +229,3 @@ func testSignInAfterSignOut(f *fixture) {
 		f.t.Error("alice's new sign-in was not stored")
 	}
 }
-
