@@ -146,7 +146,7 @@ type breaker struct {
 
 	probes      sync.WaitGroup // running probes and flushLaters
 	retryingAll atomic.Bool    // a flushLater of every shard is scheduled
-	stop   chan struct{}  // closed by close: probes stop waiting
+	stop        chan struct{}  // closed by close: probes stop waiting
 
 	trips, flushed, dropped atomic.Uint64
 }
