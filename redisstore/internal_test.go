@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -227,6 +228,46 @@ func TestChangeMessage(t *testing.T) {
 	for _, bad := range []string{"", "k", "k ", " 1", "k 1g", "k +1", "k -1", "k 0x1", "k 10000000000000000", "k 1_0"} {
 		if got, ok := parseChange(bad); ok {
 			t.Errorf("parseChange(%q) = %+v, want a refusal", bad, got)
+		}
+	}
+}
+
+// TestKeySlot checks the Cluster's hash slot against the server's own
+// CLUSTER KEYSLOT, hash tags included, and that keyForSlot finds a key of
+// every slot among the first few hundred thousand numbers, so that its
+// search always ends.
+func TestKeySlot(t *testing.T) {
+	ctx := context.Background()
+	cl := testserver.RedisCluster(t, 3)
+	c := redis.NewClient(&redis.Options{Addr: cl.Node(0).Addr()})
+	t.Cleanup(func() { c.Close() })
+	for _, k := range []string{"", "0", "a", "msalcache/keyring/v1", "foo{bar}baz", "{}x", "x{}{y}", "{a}{b}", "ünïcödé", "123456789"} {
+		want, err := c.ClusterKeySlot(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := keySlot(k); got != int(want) {
+			t.Errorf("keySlot(%q) = %d, the server says %d", k, got, want)
+		}
+	}
+	covered, n := 0, 0
+	seen := make([]bool, clusterSlots)
+	for ; covered < clusterSlots && n < 1_000_000; n++ {
+		if s := keySlot(strconv.Itoa(n)); !seen[s] {
+			seen[s], covered = true, covered+1
+		}
+	}
+	if covered < clusterSlots {
+		t.Fatalf("the first %d numbers name %d slots of %d", n, covered, clusterSlots)
+	}
+	for _, slot := range []int{0, 1, 5460, 5461, 10922, 10923, 16383, -1, 16384} {
+		k := keyForSlot(slot)
+		want := slot
+		if slot < 0 || slot >= clusterSlots {
+			want = 0
+		}
+		if got := keySlot(k); got != want {
+			t.Errorf("keyForSlot(%d) = %q, of slot %d", slot, k, got)
 		}
 	}
 }

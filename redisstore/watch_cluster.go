@@ -3,6 +3,8 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -338,13 +340,18 @@ func (w *clusterWatch) discover(ctx context.Context) {
 	}
 }
 
-// lookup asks the cluster for its masters. ForEachMaster reloads
-// go-redis's map of the slots (CLUSTER SLOTS, from any node that answers)
-// and hands out go-redis's own client for each master, with the options
-// and hooks of c; when no node answers it falls back to the map it had,
-// and the masters' PINGs tell whether they are still there. Store.run
-// returns as soon as ctx is done, so that a halt does not wait for a read
-// from a frozen node.
+// lookup asks the cluster for its masters that own slots: go-redis's
+// client for the master of each range of slots CLUSTER SLOTS names.
+// ForEachMaster reloads go-redis's map of the slots (from any node that
+// answers; when none does it keeps the map it had, and the masters' PINGs
+// tell whether they are still there), but is not the list: since v9.24 it
+// also hands out masters without slots and failed ones, such as a dead
+// master its replica replaced, whose subscription would never come up.
+// MasterForKey on a key of each range gives go-redis's own client for its
+// owner, with the options and hooks of c, whatever addresses go-redis
+// rewrote; an owner go-redis knows is down fails the look-up (the masters
+// are unknown until a replica takes over). Store.run returns as soon as
+// ctx is done, so that a halt does not wait for a read from a frozen node.
 func (w *clusterWatch) lookup(ctx context.Context, checkClosed bool) topology {
 	_, timeout := w.s.watch.timing()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -359,15 +366,24 @@ func (w *clusterWatch) lookup(ctx context.Context, checkClosed bool) topology {
 			return topology{closed: true}
 		}
 	}
-	var mu sync.Mutex
 	masters := make(map[string]*redis.Client)
 	err := w.s.run(ctx, func(ctx context.Context) error {
-		return w.c.ForEachMaster(ctx, func(_ context.Context, n *redis.Client) error {
-			mu.Lock()
+		// The reload of go-redis's map; the nodes it hands out are not kept.
+		if err := w.c.ForEachMaster(ctx, func(context.Context, *redis.Client) error { return nil }); err != nil {
+			return err
+		}
+		ranges, err := w.c.ClusterSlots(ctx).Result()
+		if err != nil {
+			return err
+		}
+		for _, r := range ranges {
+			n, err := w.c.MasterForKey(ctx, keyForSlot(r.Start))
+			if err != nil {
+				return err
+			}
 			masters[n.Options().Addr] = n
-			mu.Unlock()
-			return nil
-		})
+		}
+		return nil
 	})
 	switch {
 	case errors.Is(err, redis.ErrClosed):
@@ -376,4 +392,64 @@ func (w *clusterWatch) lookup(ctx context.Context, checkClosed bool) topology {
 		return topology{err: err}
 	}
 	return topology{masters: masters}
+}
+
+// keyForSlot returns a key of the given slot, for MasterForKey: the first
+// of "0", "1", ... whose slot it is (some 16384 tries), remembered in
+// slotKeys, since a cluster's ranges rarely move. A slot out of range gets
+// one of slot 0.
+func keyForSlot(slot int) string {
+	if slot < 0 || slot >= clusterSlots {
+		slot = 0
+	}
+	slotKeys.mu.Lock()
+	defer slotKeys.mu.Unlock()
+	if k, ok := slotKeys.m[slot]; ok {
+		return k
+	}
+	for n := 0; ; n++ {
+		k := strconv.Itoa(n)
+		if keySlot(k) == slot {
+			if slotKeys.m == nil {
+				slotKeys.m = make(map[int]string)
+			}
+			slotKeys.m[slot] = k
+			return k
+		}
+	}
+}
+
+// slotKeys holds the keys keyForSlot found, at most one per slot (a few
+// hundred kilobytes at worst), for every Store of the process: a look-up
+// abandoned at its deadline may still be finding one while the next runs.
+var slotKeys struct {
+	mu sync.Mutex
+	m  map[int]string
+}
+
+// clusterSlots is the number of hash slots of a Redis Cluster.
+const clusterSlots = 16384
+
+// keySlot is the hash slot of key, as Redis Cluster computes it: CRC-16
+// (XMODEM) of the key, or of its hash tag (what lies between the first
+// "{" and the next "}", if not empty), modulo 16384. go-redis keeps its
+// own in an internal package.
+func keySlot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % clusterSlots
 }
