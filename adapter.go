@@ -569,7 +569,7 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	if own != nil && own.removed {
 		// Over a removal record: only a new sign-in is stored. Its
 		// sessions say whether it is one; failing that, the call.
-		if ok, known := revives(doc, own.removedSessions); known && !ok || !known && own.fenced {
+		if !mayStoreOver(doc, own.removedSessions, own.fenced) {
 			a.refuseRemoved(ctx, cs, key, e)
 			return nil
 		}

@@ -85,8 +85,63 @@
 // # Sign-out
 //
 // MSAL's RemoveAccount exports under the empty partition key, so the
-// user's own partition survives it. Call [Adapter.Remove] with the
-// account's HomeAccountID as well.
+// user's own partition survives it. [SignOut] calls RemoveAccount and
+// [Adapter.Remove] with the account's HomeAccountID. Remove replaces the
+// partition with a removal record, sealed like any blob, so that a
+// sign-out stays final against every write that began before it:
+//
+//   - a refresh in flight on another instance (MSAL loads the partition
+//     again after the token request, and a deleted partition would look
+//     like a new sign-in's);
+//   - a write the breaker kept during an outage and flushes later;
+//   - a compare-and-set merge or retry of a write that loaded the
+//     partition before the removal;
+//   - a failover that loses the record: on a replicated Redis, Remove
+//     waits for a replica ([DurableSaver]), and an Adapter with [WithL1]
+//     re-asserts its removals of the last five minutes when its watch sees
+//     the store come back after a gap.
+//
+// A new sign-in after the removal is stored and shared as usual, on any
+// instance, also through an MSAL client that held the old session. What
+// tells the two apart: the record names (hashed) the sign-in sessions of
+// what it replaced, from the ID tokens' sid claim (an optional claim in
+// Entra ID: add sid to the app registration's ID token), and tokens of
+// another session are a new sign-in. Where the ID tokens carry no sid,
+// [ClientPool] knows which calls are sign-ins; for an MSAL client the
+// application drives itself, a call that loaded the live partition under
+// the same context is taken for the call that was in flight (give every
+// request its own context, as r.Context() is).
+//
+// When the store does not take the removal, Remove and SignOut return an
+// error wrapping [ErrRemovalPending]: MSAL's copy on this instance is gone,
+// other instances may serve the user until the removal is stored, and the
+// Adapter retries it until it is; [Adapter.Close] tries once more and
+// reports what it could not deliver.
+//
+// # Concurrency
+//
+// An Adapter is safe for concurrent use by any number of MSAL clients and
+// goroutines. Its locks, and what each guards:
+//
+//   - clientState.mu (one per MSAL client): the Adapter's model of that
+//     client's in-memory cache, held across an Export of that client
+//     (MSAL itself serializes a client's Exports).
+//   - Adapter.mu: the table of clients, the on-behalf-of marks and the
+//     idle sweep. It may be taken while a clientState.mu is held, never
+//     the reverse.
+//   - turn (one per partition, a channel, not a mutex): one Export of a
+//     partition at a time per Adapter; taken after clientState.mu.
+//   - l1.mu: the L1's entries, LRU and byte count; a leaf lock, taken
+//     with nothing else of the Adapter's held but clientState.mu.
+//   - breaker.mu: the breaker's shards and kept writes; a leaf lock,
+//     never held across a store call.
+//   - removals.mu, liveLoads.mu: the pending and recent removals, and the
+//     calls that loaded a live partition; leaf locks.
+//
+// No lock is held across a store call except clientState.mu and the turn
+// during an Export, which MSAL already serializes per client. Background
+// goroutines: the L1's watch (WithL1), one breaker probe per open shard,
+// the removal retries and the idle sweep; Close ends them.
 //
 // # Watching it run
 //

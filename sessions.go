@@ -126,6 +126,22 @@ func revives(doc *document, removed []sessionID) (ok, known bool) {
 	return true, true
 }
 
+// mayStoreOver reports whether doc may be stored over a removal record of
+// the sessions removed, by a call that fenced says began before the
+// removal (or cannot be told from one that did). App tokens end no user's
+// sign-in: a removal of app tokens holds only until the next token. A
+// user's cache is a new sign-in when its sessions say so; failing that,
+// when the call is not fenced.
+func mayStoreOver(doc *document, removed []sessionID, fenced bool) bool {
+	if doc != nil && !doc.isUserCache() {
+		return true
+	}
+	if ok, known := revives(doc, removed); known {
+		return ok
+	}
+	return !fenced
+}
+
 // unionSessions returns a with those of b it lacks.
 func unionSessions(a, b []sessionID) []sessionID {
 	for _, s := range b {

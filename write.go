@@ -253,7 +253,7 @@ func (w *write) rebase(ctx context.Context) error {
 	if isRemoval(plain) {
 		// Removed after this write loaded its base: the removal wins,
 		// unless what it writes is a new sign-in's (see sessions.go).
-		if ok, _ := revives(w.doc, decodeRemoval(plain)); !ok {
+		if !mayStoreOver(w.doc, decodeRemoval(plain), true) {
 			return errRemoved
 		}
 		w.rebaseOn(v, &document{})
