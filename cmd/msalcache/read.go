@@ -32,8 +32,17 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	add := func(level, check, detail, action string) {
 		out = append(out, finding{level, check, detail, action})
 	}
-	e, err := a.open(ctx)
-	if err != nil {
+	e, err := a.open(ctx, false)
+	if errors.Is(err, errKEK) {
+		// The KEK first, then the store, checked without it.
+		add("fail", "kek", err.Error(), kekAction)
+		a.skipKEK = true
+		e, err = a.open(ctx, false)
+	}
+	switch {
+	case errors.Is(err, errUsage):
+		return err
+	case err != nil:
 		add("fail", "store", err.Error(), "fix the URL, credentials or network, then run doctor again")
 		return reportFindings(a, out, *asJSON)
 	}
@@ -87,6 +96,9 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	}
 	return reportFindings(a, out, *asJSON)
 }
+
+// kekAction is doctor's advice for a KEK that cannot be read.
+const kekAction = "fix -kek-file (mode 0600, 32 random bytes as base64 or hex) or $MSALCACHE_KEK (-kek-env), then run doctor again"
 
 // redisNode is what doctor reads of one Redis server.
 type redisNode struct {
@@ -220,6 +232,11 @@ func doctorRedis(ctx context.Context, a *app, e *env, ringHere bool, add func(le
 
 func doctorRing(ctx context.Context, e *env, add func(level, check, detail, action string)) {
 	r, err := e.openRing(ctx)
+	if errors.Is(err, errKEK) {
+		add("fail", "kek", err.Error(), "use the servers' KEK. If it is theirs, the ring record is damaged: a running server rewrites it within its refresh interval; "+
+			"if none runs and the KEK is lost for good, 'msalcache ring reset -yes' (every token is then acquired again once)")
+		return
+	}
 	if err != nil {
 		action := "check -kek-file/MSALCACHE_KEK and -kek-id; if the KEK is lost for good, see 'msalcache ring reset'"
 		if errors.Is(err, protect.ErrNoRing) {
@@ -265,6 +282,11 @@ func doctorRing(ctx context.Context, e *env, add func(level, check, detail, acti
 }
 
 func reportFindings(a *app, out []finding, asJSON bool) error {
+	// A KEK that fails is the operator's first thing to fix, and what
+	// the findings after it may follow from: it comes first.
+	sort.SliceStable(out, func(i, j int) bool {
+		return out[i].Check == "kek" && out[i].Level == "fail" && !(out[j].Check == "kek" && out[j].Level == "fail")
+	})
 	failed := false
 	for _, f := range out {
 		failed = failed || f.Level == "fail"
@@ -311,7 +333,7 @@ func runStats(ctx context.Context, a *app, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	e, err := a.open(ctx)
+	e, err := a.open(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -436,7 +458,7 @@ func runInspect(ctx context.Context, a *app, args []string) error {
 	if (*key == "") == (*part == "") {
 		return usageError("give one of -key or -partition")
 	}
-	e, err := a.open(ctx)
+	e, err := a.open(ctx, false)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,6 @@
+package main
+
+import "github.com/msalcache/msalcache/boltstore"
+
+// TEMPORARY until boltstore.WithReadOnly lands from branch hostile.
+func boltReadOnly() []boltstore.Option { return nil }
