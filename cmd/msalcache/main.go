@@ -113,7 +113,7 @@ type app struct {
 	// skipKEK makes open ignore the KEK: doctor, once it has reported
 	// a KEK problem, goes on to check the store.
 	skipKEK bool
-	timeout          time.Duration
+	timeout time.Duration
 }
 
 type command struct {
