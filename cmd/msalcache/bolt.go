@@ -27,7 +27,7 @@ func openBoltReadOnly(u *storeurl.URL, prefix bool) (*storeurl.Store, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("open %s: %s is not a regular file", u, u.Path)
 	}
-	opts := boltReadOnly()
+	opts := []boltstore.Option{boltstore.WithReadOnly()}
 	if u.Bucket != "" {
 		opts = append(opts, boltstore.WithBucket(u.Bucket))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/protect"
+	"github.com/msalcache/msalcache/storeurl"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -31,6 +34,14 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	var out []finding
 	add := func(level, check, detail, action string) {
 		out = append(out, finding{level, check, detail, action})
+	}
+	// A bbolt file is checked before anything reads it: a damaged one
+	// is a finding, not a crash.
+	if damaged := doctorFiles(ctx, a, add); damaged {
+		if _, err := a.readKEK(); err != nil {
+			add("fail", "kek", err.Error(), kekAction)
+		}
+		return reportFindings(a, out, *asJSON)
 	}
 	e, err := a.open(ctx, false)
 	if errors.Is(err, errKEK) {
@@ -95,6 +106,44 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 		doctorRing(ctx, e, add)
 	}
 	return reportFindings(a, out, *asJSON)
+}
+
+// doctorFiles runs bbolt's consistency check on the files of -store and
+// -ring-store, read-only, and reports whether one is damaged. A missing
+// file or a bad URL is left to open, which says so.
+func doctorFiles(ctx context.Context, a *app, add func(level, check, detail, action string)) (damaged bool) {
+	seen := map[string]bool{}
+	for _, raw := range []string{a.store, a.ringStore} {
+		u, err := storeurl.Parse(raw)
+		if raw == "" || err != nil || u.Kind != storeurl.Bolt || seen[u.Path] {
+			continue
+		}
+		seen[u.Path] = true
+		if _, err := os.Stat(u.Path); err != nil {
+			continue
+		}
+		var opts []boltstore.Option
+		if u.Bucket != "" {
+			opts = append(opts, boltstore.WithBucket(u.Bucket))
+		}
+		if u.LockTimeout > 0 {
+			opts = append(opts, boltstore.WithLockTimeout(u.LockTimeout))
+		}
+		err = boltstore.Check(ctx, u.Path, opts...)
+		switch {
+		case err == nil:
+			add("ok", "file", fmt.Sprintf("%s passes bbolt's consistency check", u.Path), "")
+		case errors.Is(err, boltstore.ErrDamaged):
+			damaged = true
+			add("fail", "file", err.Error(), "stop the application, move the file aside and start it again (it makes a fresh one: each user's next call fetches a token again); keep the damaged copy for analysis")
+		case errors.Is(err, boltstore.ErrLocked):
+			add("info", "file", fmt.Sprintf("%s is open for writing by another process, so its consistency check was skipped", u.Path), "run doctor while the application is stopped to check the file")
+		default:
+			damaged = true
+			add("fail", "file", err.Error(), "check the path and the file's permissions")
+		}
+	}
+	return damaged
 }
 
 // kekAction is doctor's advice for a KEK that cannot be read.
