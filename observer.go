@@ -180,9 +180,12 @@ const (
 	// ReasonBreakerOpen: the breaker kept the call from the store (see
 	// WithBreaker).
 	ReasonBreakerOpen
+	// ReasonWatchDenied: the store refused the L1's watch for lack of
+	// permission (see ErrWatchDenied); the L1 is off.
+	ReasonWatchDenied
 )
 
-var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "oversized", "unknown_shape", "obo", "breaker_open"}
+var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "oversized", "unknown_shape", "obo", "breaker_open", "watch_denied"}
 
 // String returns the reason's name as metrics and traces use it (as the
 // error.type of an OutcomeError), or "" for ReasonNone.

@@ -71,6 +71,10 @@ type Stats struct {
 	// L1Entries and L1Bytes are what the L1 holds now.
 	L1Entries int
 	L1Bytes   int64
+	// L1WatchDenied reports that the store refused the L1's watch for
+	// lack of permission (see ErrWatchDenied): the L1 is off, every call
+	// reads the store.
+	L1WatchDenied bool
 	// BreakerOpen reports whether the breaker keeps calls from the store
 	// now (see WithBreaker); BreakerTrips counts its openings and
 	// BreakerSkips the calls it served without the store.
@@ -198,6 +202,7 @@ func (a *Adapter) Stats() Stats {
 	s := a.stats.Stats()
 	if a.l1 != nil {
 		s.L1Entries, s.L1Bytes = a.l1.size()
+		s.L1WatchDenied = a.l1.watchDenied()
 	}
 	if b := a.brk; b != nil {
 		s.BreakerOpen = b.anyOpen()
