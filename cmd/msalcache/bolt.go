@@ -9,6 +9,9 @@ import (
 	"github.com/msalcache/msalcache/storeurl"
 )
 
+// errNoFile reports a bbolt URL whose file does not exist.
+var errNoFile = errors.New("no bbolt file")
+
 // openBoltReadOnly opens the bbolt file of u for a command that only
 // reads: the file must exist (a mistyped path is an error, never a new
 // 32 KB file), and bbolt opens it read-only, so that no transaction is
@@ -19,7 +22,7 @@ func openBoltReadOnly(u *storeurl.URL, prefix bool) (*storeurl.Store, error) {
 	}
 	fi, err := os.Stat(u.Path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no bbolt file at %s: check the path (a command that only reads never creates one)", u.Path)
+		return nil, fmt.Errorf("%w at %s: check the path (a command that only reads never creates one)", errNoFile, u.Path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", u, err)

@@ -130,8 +130,8 @@ func init() {
 		{"inspect", "-key K | -partition PK", "one partition, decrypted and redacted", runInspect},
 		{"keys", "list | rotate | revoke ID", "the key ring's keys", runKeys},
 		{"rewrap", "[-dry-run] [-delete]", "re-encrypt every blob not under the current key", runRewrap},
-		{"migrate", "-to URL [-ring] [-dry-run]", "copy every partition to another store, lifetimes kept", runMigrate},
-		{"rm", "-key K | -partition PK | -expired", "remove partitions", runRm},
+		{"migrate", "-to URL [-ring [-force]] [-dry-run]", "copy every partition to another store, lifetimes kept", runMigrate},
+		{"rm", "-key K | -partition PK | -expired [-yes]", "remove partitions", runRm},
 		{"ring", "reset -yes", "delete a key ring whose KEK is lost", runRing},
 	}
 }
@@ -288,6 +288,7 @@ func (a *app) flags(name, args, help string) *flag.FlagSet {
 	fs.Usage = func() {
 		fmt.Fprintf(a.stderr, "usage: msalcache %s %s\n\n%s\n\nflags:\n", name, args, help)
 		fs.PrintDefaults()
+		fmt.Fprint(a.stderr, urlForms)
 	}
 	a.globals(fs)
 	return fs

@@ -97,6 +97,8 @@ func TestReadCommandsWriteNothing(t *testing.T) {
 		{0, env, []string{"rm", "-dry-run", "-expired"}},
 		{0, env, []string{"migrate", "-dry-run", "-ring", "-to", "bbolt://" + missingDst}},
 		{1, env, []string{"inspect", "-key", "tc/default/absent"}},
+		{1, env, []string{"rm", "-key", protect.DefaultRingKey}},
+		{1, env, []string{"ring", "reset"}},
 		{1, []string{env[0], "MSALCACHE_KEK_FILE=" + wrong}, []string{"keys", "list"}},
 		{1, []string{env[0], "MSALCACHE_KEK_FILE=" + wrong}, []string{"doctor"}},
 		{1, []string{env[0], "MSALCACHE_KEK_FILE=" + wrong}, []string{"stats"}},
@@ -265,7 +267,7 @@ func TestHelpAndExitCodes(t *testing.T) {
 	}
 	for _, c := range commands {
 		r := f.cli(nil, "help", c.name).must(t, 0)
-		if !strings.Contains(r.stderr, "usage: msalcache "+c.name) {
+		if !strings.Contains(r.stderr, "usage: msalcache "+c.name) || !strings.Contains(r.stderr, "redis+sentinel://") {
 			t.Fatalf("help %s:\n%s", c.name, r.stderr)
 		}
 	}

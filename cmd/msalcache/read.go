@@ -53,6 +53,9 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	switch {
 	case errors.Is(err, errUsage):
 		return err
+	case errors.Is(err, errNoFile):
+		add("fail", "store", err.Error(), "point -store (or -ring-store) at the application's bbolt file")
+		return reportFindings(a, out, *asJSON)
 	case err != nil:
 		add("fail", "store", err.Error(), "fix the URL, credentials or network, then run doctor again")
 		return reportFindings(a, out, *asJSON)

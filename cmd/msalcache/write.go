@@ -590,7 +590,8 @@ func runRm(ctx context.Context, a *app, args []string) error {
 	if n != 1 {
 		return usageError("give exactly one of -key, -partition or -expired")
 	}
-	e, err := a.open(ctx, !*dry)
+	// What it will refuse, it opens read-only: a refusal leaves the file as it was.
+	e, err := a.open(ctx, !*dry && (*yes || !isRingKey(*key)))
 	if err != nil {
 		return err
 	}
@@ -702,7 +703,7 @@ func runRing(ctx context.Context, a *app, args []string) error {
 	if err := parse(fs, fs.Args()[1:]); err != nil {
 		return err
 	}
-	e, err := a.open(ctx, true)
+	e, err := a.open(ctx, *yes) // without -yes it only explains
 	if err != nil {
 		return err
 	}
