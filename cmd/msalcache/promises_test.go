@@ -298,27 +298,53 @@ func TestHelpAndExitCodes(t *testing.T) {
 }
 
 // TestDoctorChecksTheFile: doctor runs bbolt's consistency check, and
-// FAILs on a file whose pages were damaged, without writing to it.
+// FAILs on a file whose pages were damaged, without writing to it, moving
+// it or crashing; the other read commands refuse it as cleanly.
 func TestDoctorChecksTheFile(t *testing.T) {
-	f, path, env := boltFarm(t, 3)
-	r := f.cli(env, "doctor").must(t, 0)
-	if !strings.Contains(r.stdout, "passes bbolt's consistency check") {
-		t.Fatalf("doctor does not check the file:\n%s", r.stdout)
+	damages := map[string]func(t *testing.T, b []byte){
+		"lost page": damageHighWater,
+		"page headers": func(t *testing.T, b []byte) {
+			// Every page but the meta pages: flags and count.
+			for p := 2 * 4096; p+16 <= len(b); p += 4096 {
+				for i := 8; i < 12; i++ {
+					b[p+i] = 0xff
+				}
+			}
+		},
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	for name, damage := range damages {
+		t.Run(name, func(t *testing.T) {
+			f, path, env := boltFarm(t, 3)
+			r := f.cli(env, "doctor").must(t, 0)
+			if !strings.Contains(r.stdout, "passes bbolt's consistency check") {
+				t.Fatalf("doctor does not check the file:\n%s", r.stdout)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) < 5*4096 {
+				t.Fatalf("file of %d bytes", len(b))
+			}
+			damage(t, b)
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			st := stateOf(t, path)
+			r = f.cli(env, "doctor").must(t, 1)
+			if !strings.HasPrefix(r.stdout, "FAIL") || !strings.Contains(r.stdout, "file") || strings.Contains(r.stderr, "panic") {
+				t.Fatalf("doctor on a damaged file:\n%s\n%s", r.stdout, r.stderr)
+			}
+			st.same(t, path, "doctor on a damaged file")
+			for _, args := range [][]string{{"stats"}, {"keys", "list"}, {"inspect", "-partition", f.users[0].HomeAccountID}} {
+				r := f.cli(env, args...)
+				if r.code != 1 || strings.Contains(r.stderr, "panic") {
+					t.Fatalf("%v on a damaged file: exit %d\n%s", args, r.code, r.stderr)
+				}
+				st.same(t, path, strings.Join(args, " ")+" on a damaged file")
+			}
+		})
 	}
-	damageHighWater(t, b)
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	st := stateOf(t, path)
-	r = f.cli(env, "doctor").must(t, 1)
-	if !strings.Contains(r.stdout, "FAIL") || strings.Contains(r.stderr, "panic") {
-		t.Fatalf("doctor on a damaged file:\n%s\n%s", r.stdout, r.stderr)
-	}
-	st.same(t, path, "doctor on a damaged file")
 }
 
 // damageHighWater raises the page count both meta pages of a bbolt file
