@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/redisstore"
 )
 
@@ -211,5 +212,31 @@ func TestWatchDeniedChannel(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	d := newDeniedAdapter(t, s)
 	d.waitDenied(t)
+	d.checkReported(t)
+}
+
+// TestWatchDeniedCluster: on a Cluster, a master refusing the
+// subscription ends the whole watch (a watch that misses one master's
+// changes is no watch) and the Adapter says so once.
+func TestWatchDeniedCluster(t *testing.T) {
+	ctx := context.Background()
+	cl := testserver.RedisCluster(t, 3)
+	cl.WaitHealthy(t)
+	for _, addr := range cl.Addrs() {
+		admin := newClient(t, &redis.Options{Addr: addr})
+		if err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-subscribe").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), Username: "app", Password: "pw", MaxRetries: 2})
+	t.Cleanup(func() { c.Close() })
+	s := redisstore.New(c)
+	t.Cleanup(func() { s.Close() })
+	d := newDeniedAdapter(t, s)
+	d.waitDenied(t)
+	d.roundTrip(t, "one")
+	if st := d.Stats(); st.L1Hits != 0 {
+		t.Fatalf("Stats %+v: want every read from the store", st)
+	}
 	d.checkReported(t)
 }
