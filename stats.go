@@ -12,7 +12,7 @@ import (
 // The counters come from the Adapter's built-in StatsCounter, an Observer
 // like any other (see WithObserver): each counts Events of one operation
 // and outcome, so that Stats and any metrics built on WithObserver agree
-// by construction. The gauges (L1Entries, L1Bytes, BreakerOpen,
+// by construction. The gauges (L1Entries, L1Bytes, L1WatchDenied, BreakerOpen,
 // PendingWrites) and the breaker's own counts (BreakerTrips,
 // PendingFlushed, PendingDropped) are read from the Adapter's state when
 // Stats is called.
