@@ -93,6 +93,7 @@ type l1 struct {
 	lru     list.List // of *l1Entry holding data, most recently used first
 	bytes   int64
 	live    bool // changes are reported (always, for a store that cannot push)
+	denial  watchDenial
 }
 
 // l1Entry is one partition key's state.
@@ -335,6 +336,10 @@ func (a *Adapter) Close() (err error) {
 // onChange is the L1's Watcher callback: the change reaches the L1, and
 // the Observers are told what it did there.
 func (a *Adapter) onChange(ch Change) {
+	if ch.Kind == ChangeWatchDenied {
+		a.onWatchDenied(ch)
+		return
+	}
 	switch ch.Kind {
 	case ChangeWatchDown:
 		a.watchGap.Store(true)

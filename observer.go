@@ -184,9 +184,12 @@ const (
 	// signed out): a Replace hands MSAL an empty cache, and an Export
 	// that is not a new sign-in is not stored there (see Adapter.Remove).
 	ReasonRemoved
+	// ReasonWatchDenied: the store refused the L1's watch for lack of
+	// permission (see ErrWatchDenied); the L1 is off.
+	ReasonWatchDenied
 )
 
-var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "oversized", "unknown_shape", "obo", "breaker_open", "removed"}
+var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "oversized", "unknown_shape", "obo", "breaker_open", "removed", "watch_denied"}
 
 // String returns the reason's name as metrics and traces use it (as the
 // error.type of an OutcomeError), or "" for ReasonNone.

@@ -12,7 +12,7 @@ import (
 // The counters come from the Adapter's built-in StatsCounter, an Observer
 // like any other (see WithObserver): each counts Events of one operation
 // and outcome, so that Stats and any metrics built on WithObserver agree
-// by construction. The gauges (L1Entries, L1Bytes, BreakerOpen,
+// by construction. The gauges (L1Entries, L1Bytes, L1WatchDenied, BreakerOpen,
 // PendingWrites) and the breaker's own counts (BreakerTrips,
 // PendingFlushed, PendingDropped) are read from the Adapter's state when
 // Stats is called.
@@ -78,6 +78,10 @@ type Stats struct {
 	// L1Entries and L1Bytes are what the L1 holds now.
 	L1Entries int
 	L1Bytes   int64
+	// L1WatchDenied reports that the store refused the L1's watch for
+	// lack of permission (see ErrWatchDenied): the L1 is off, every call
+	// reads the store.
+	L1WatchDenied bool
 	// BreakerOpen reports whether the breaker keeps calls from the store
 	// now (see WithBreaker); BreakerTrips counts its openings and
 	// BreakerSkips the calls it served without the store.
@@ -208,6 +212,7 @@ func (a *Adapter) Stats() Stats {
 	s := a.stats.Stats()
 	if a.l1 != nil {
 		s.L1Entries, s.L1Bytes = a.l1.size()
+		s.L1WatchDenied = a.l1.watchDenied()
 	}
 	s.PendingRemovals = a.rm.count()
 	if b := a.brk; b != nil {

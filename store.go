@@ -152,6 +152,9 @@ type Change struct {
 	// Version is the key's version after the change, or NoVersion when
 	// the key was deleted or the store cannot tell.
 	Version Version
+	// Err says why (ChangeWatchDenied only): an error wrapping
+	// ErrWatchDenied that names the missing permission.
+	Err error
 }
 
 // ChangeKind says what a Change reports.
@@ -167,6 +170,12 @@ const (
 	// connection, a failover): forget what was learned, trust nothing
 	// until ChangeWatchUp.
 	ChangeWatchDown
+	// ChangeWatchDenied reports that the store refused the watch for
+	// lack of permission (Err wraps ErrWatchDenied) and will not retry:
+	// no change will be reported, so trust nothing learned from the
+	// store. It comes once, at any time, instead of a first
+	// ChangeWatchUp.
+	ChangeWatchDenied
 )
 
 // Versioner is implemented by stores that can read a key's version without

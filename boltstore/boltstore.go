@@ -22,6 +22,10 @@
 // and names the file; it never hangs. Several instances of an application
 // that must share tokens need a shared store such as redisstore.
 //
+// A tool that only reads a file (to inspect or check it) opens it with
+// WithReadOnly: bbolt's shared lock, no file created, nothing written.
+// Check runs bbolt's consistency check over a file, bounded in time.
+//
 // # Records, versions and expiry
 //
 // Every key in the store's bucket holds a small header (a format byte, the
@@ -68,16 +72,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/internal/storeopt"
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // MaxValueSize is the largest value a Store accepts; Save fails with
@@ -114,6 +120,10 @@ var (
 	// code written against either name keeps working.
 	ErrCorrupt = msalcache.ErrCorrupt
 
+	// ErrReadOnly is the error of Save and Delete on a Store opened
+	// WithReadOnly: it never writes its file.
+	ErrReadOnly = errors.New("boltstore: the store was opened read-only (WithReadOnly)")
+
 	// errInvalidKey reports a key bbolt cannot hold. It names no key,
 	// since keys derive from user identities.
 	errInvalidKey = fmt.Errorf("boltstore: key must be 1 to %d bytes", maxKeySize)
@@ -128,6 +138,10 @@ type config struct {
 	lockTimeout   time.Duration
 	sweepInterval time.Duration
 	now           func() time.Time
+	readOnly      bool
+	refuseDamaged bool
+	logger        *slog.Logger
+	skipCheck     bool // tests only: reach the run-time guards with a damaged file
 }
 
 // WithBucket keeps the store's records in the named bucket instead of
@@ -189,16 +203,62 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
+// WithReadOnly opens the file for reading only, for tools that inspect a
+// store and must leave it as they found it (the msalcache command's
+// stats, inspect and doctor). The file is opened with bbolt's ReadOnly
+// option, which takes a shared lock: other read-only Stores may hold it at
+// the same time, a writable one waits (see WithLockTimeout). A missing file
+// is an error that wraps fs.ErrNotExist, never a new file; the mode of an
+// existing one is left as it is; no bucket is created and no sweeper runs.
+// Save and Delete fail with ErrReadOnly.
+func WithReadOnly() Option {
+	return func(c *config) error {
+		c.readOnly = true
+		return nil
+	}
+}
+
+// WithRefuseDamaged makes Open fail on a damaged file, with an error that
+// wraps ErrDamaged, names the file and says what to do, instead of moving
+// it aside and starting an empty one. For a file that holds more than a
+// cache, or where an operator would rather look first.
+func WithRefuseDamaged() Option {
+	return func(c *config) error {
+		c.refuseDamaged = true
+		return nil
+	}
+}
+
+// WithLogger sets where the store logs (default slog.Default()): an ERROR
+// when Open moves a damaged file aside or when bbolt panics on a damaged
+// page at run time. Lines name the file, the damage and how many records
+// were lost, never a key or a value.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("WithLogger(nil): pass a logger, e.g. slog.New(slog.DiscardHandler), or omit the option for slog.Default()")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
 // Store is an msalcache.Store, msalcache.Lister, msalcache.Pinger,
 // msalcache.Watcher and msalcache.Versioner backed by a bbolt file, so
 // that the Adapters of a process can share it with an L1 that is never
 // stale. It is safe for concurrent use. The zero value is not usable; call
 // Open.
 type Store struct {
-	db     *bolt.DB
-	path   string
-	bucket []byte
-	now    func() time.Time
+	db       *bolt.DB
+	path     string
+	bucket   []byte
+	now      func() time.Time
+	readOnly bool
+	logger   *slog.Logger
+
+	// broken holds the first panic bbolt raised on this file: from then on
+	// every call fails at once with it (see guard).
+	broken atomic.Pointer[panicError]
 
 	mu     sync.RWMutex // guards closed against calls entering
 	closed bool
@@ -240,6 +300,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		lockTimeout:   DefaultLockTimeout,
 		sweepInterval: DefaultSweepInterval,
 		now:           time.Now,
+		logger:        slog.Default(),
 	}
 	if err := storeopt.Apply(&c, opts); err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
@@ -256,37 +317,56 @@ func Open(path string, opts ...Option) (*Store, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("boltstore: open %s: %s is not a directory", path, dir)
 	}
-	if err := tighten(path); err != nil {
+	if c.readOnly {
+		if _, err := os.Stat(path); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("boltstore: open %s read-only: the file does not exist (check the path; a read-only open never creates one): %w", path, err)
+			}
+			return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+		}
+	} else if err := tighten(path); err != nil {
 		return nil, err
 	}
-
-	db, err := bolt.Open(path, fileMode, &bolt.Options{
-		Timeout:      c.lockTimeout,
-		FreelistType: bolt.FreelistMapType,
-	})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s is held by another process, or by another Store in this process "+
-			"(waited %v for its lock); only one may use a bbolt file at a time", ErrLocked, path, c.lockTimeout)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
-	}
 	bucket := []byte(c.bucket)
-	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
-		return err
-	}); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("boltstore: open %s: create bucket: %w", path, err)
+	db, err := preflight(path, bucket, &c)
+	if err != nil {
+		return nil, err
 	}
-
+	if db == nil {
+		err = guard("open", func() error {
+			var err error
+			db, err = bolt.Open(path, fileMode, &bolt.Options{
+				Timeout:      c.lockTimeout,
+				FreelistType: bolt.FreelistMapType,
+				ReadOnly:     c.readOnly,
+			})
+			return err
+		})
+		if err != nil {
+			return nil, openError(path, err, &c)
+		}
+	}
 	s := &Store{
-		db:     db,
-		path:   path,
-		bucket: bucket,
-		now:    c.now,
-		writes: make(chan *writeOp, maxBatchOps),
-		stop:   make(chan struct{}),
+		db:       db,
+		path:     path,
+		bucket:   bucket,
+		now:      c.now,
+		readOnly: c.readOnly,
+		logger:   c.logger,
+		writes:   make(chan *writeOp, maxBatchOps),
+		stop:     make(chan struct{}),
+	}
+	if c.readOnly {
+		return s, nil // no bucket to create, nothing to write or sweep
+	}
+	if err := s.guard("create bucket", func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			_, err := tx.CreateBucketIfNotExists(bucket)
+			return err
+		})
+	}); err != nil {
+		_ = s.closeDB()
+		return nil, fmt.Errorf("boltstore: open %s: create bucket: %w", path, err)
 	}
 	s.bg.Add(2)
 	go s.writer()
@@ -408,7 +488,7 @@ func (s *Store) readLive(ctx context.Context, op, key string, fn func(rec record
 		return err
 	}
 	defer s.calls.Done()
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(op, func(tx *bolt.Tx) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("boltstore: %w", err)
 		}
@@ -439,6 +519,9 @@ func (s *Store) readLive(ctx context.Context, op, key string, fn func(rec record
 func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
 	if err := checkKey(key); err != nil {
 		return msalcache.NoVersion, err
+	}
+	if s.readOnly {
+		return msalcache.NoVersion, ErrReadOnly
 	}
 	if len(value) > MaxValueSize {
 		return msalcache.NoVersion, fmt.Errorf("boltstore: value of %d bytes exceeds MaxValueSize (%d): %w",
@@ -471,6 +554,9 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := checkKey(key); err != nil {
 		return err
+	}
+	if s.readOnly {
+		return ErrReadOnly
 	}
 	if err := s.enter(ctx); err != nil {
 		return err
@@ -517,7 +603,7 @@ func (s *Store) listChunk(ctx context.Context, prefix, after []byte) ([]string, 
 	}
 	defer s.calls.Done()
 	var keys []string
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view("list", func(tx *bolt.Tx) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("boltstore: %w", err)
 		}
@@ -557,7 +643,7 @@ func (s *Store) Ping(ctx context.Context) error {
 		return err
 	}
 	defer s.calls.Done()
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view("ping", func(tx *bolt.Tx) error {
 		_, err := s.bucketOf(tx)
 		return err
 	})
@@ -626,10 +712,7 @@ func (s *Store) Close() error {
 	s.tellLocked(msalcache.Change{Kind: msalcache.ChangeWatchDown})
 	s.watchers = nil
 	s.tellMu.Unlock()
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("boltstore: close %s: %w", s.path, err)
-	}
-	return nil
+	return s.closeDB()
 }
 
 // sweepChunk deletes those of keys that are still expired, in one write
@@ -638,7 +721,7 @@ func (s *Store) sweepChunk(keys [][]byte) error {
 	s.tellMu.Lock()
 	defer s.tellMu.Unlock()
 	deleted := keys[:0]
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update("sweep", func(tx *bolt.Tx) error {
 		deleted = keys[:0]
 		b, err := s.bucketOf(tx)
 		if err != nil {
@@ -697,7 +780,7 @@ func (s *Store) sweep() error {
 		default:
 		}
 		var expired [][]byte
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.view("sweep", func(tx *bolt.Tx) error {
 			b, err := s.bucketOf(tx)
 			if err != nil {
 				return err

@@ -49,6 +49,7 @@ type watchHub struct {
 	nextID uint64
 	run    *subRun // the running subscription, nil while nobody watches
 	up     bool    // run reported ChangeWatchUp last
+	denied error   // run reported ChangeWatchDenied: it ended for good
 	closed bool
 
 	// interval and timeout default to watchInterval and watchTimeout;
@@ -139,6 +140,13 @@ var errWatchRing = errors.New("a *redis.Ring cannot be watched: its shards do no
 // over client-side caching (standalone only, and blind to an instance's
 // own overwritten writes).
 //
+// A watch that Redis refuses for lack of permission (NOPERM: an ACL user
+// without +subscribe, or without the store's channel) is not retried: fn
+// is told ChangeWatchDenied once, with an error wrapping
+// msalcache.ErrWatchDenied that names the channel and the ACL SETUSER to
+// run, and so is every later Watch while one still runs. An Adapter then
+// warns once and works without its L1.
+//
 // fn runs on the watch's goroutine, one call at a time, and once,
 // with ChangeWatchUp, inside Watch when the subscription is already up. It
 // must be quick and must not call the Store or the stop function. ctx
@@ -181,6 +189,8 @@ func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func
 		}
 	} else if h.up {
 		fn(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+	} else if h.denied != nil {
+		fn(msalcache.Change{Kind: msalcache.ChangeWatchDenied, Err: h.denied})
 	}
 	h.mu.Unlock()
 
@@ -191,7 +201,7 @@ func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func
 			delete(h.fns, id)
 			var r *subRun
 			if len(h.fns) == 0 {
-				r, h.run, h.up = h.run, nil, false
+				r, h.run, h.up, h.denied = h.run, nil, false, nil
 			}
 			h.mu.Unlock()
 			if r != nil {
@@ -213,7 +223,7 @@ func (s *Store) closeWatch() {
 		}
 	}
 	r := h.run
-	h.run, h.up, h.fns = nil, false, nil
+	h.run, h.up, h.fns, h.denied = nil, false, nil, nil
 	h.mu.Unlock()
 	if r != nil {
 		r.halt()
@@ -240,6 +250,11 @@ func (h *watchHub) emit(r *subRun, ch msalcache.Change) {
 			return
 		}
 		h.up = false
+	case msalcache.ChangeWatchDenied:
+		if h.denied != nil {
+			return
+		}
+		h.up, h.denied = false, ch.Err
 	default:
 		if !h.up {
 			return
@@ -285,6 +300,12 @@ func (s *Store) subscribeLoop(ctx context.Context, r *subRun, t subTarget) {
 		t.emit(msalcache.Change{Kind: msalcache.ChangeWatchDown})
 		if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
 			return // halted, or the client was closed: nothing to retry
+		}
+		if err := s.watchDenied(err); err != nil {
+			// A permission does not come back by retrying: say so
+			// once, and stop (see msalcache.ErrWatchDenied).
+			t.emit(msalcache.Change{Kind: msalcache.ChangeWatchDenied, Err: err})
+			return
 		}
 		switch {
 		case wasUp:
@@ -436,6 +457,19 @@ func (s *Store) masterID(ctx context.Context, c redis.UniversalClient, timeout t
 		}
 	}
 	return "", errors.New("redisstore: watch: INFO server has no run_id")
+}
+
+// watchDenied returns the error of a watch that Redis refused for lack of
+// permission (an ACL without +subscribe, or without the store's channel:
+// NOPERM), wrapping msalcache.ErrWatchDenied and naming the fix; nil for
+// any other error.
+func (s *Store) watchDenied(err error) error {
+	var rerr redis.Error
+	if err == nil || !errors.As(err, &rerr) || !strings.HasPrefix(rerr.Error(), "NOPERM") {
+		return nil
+	}
+	return fmt.Errorf("redisstore: watch: %w: the Redis user may not subscribe to channel %q, where the store announces every write (%v). "+
+		"Grant it the command and the channel (ACL SETUSER <user> +subscribe &%s*) and restart; until then the L1 is off", msalcache.ErrWatchDenied, s.channel, err, channelPrefix)
 }
 
 // publishDenied returns the error of a Save or Delete (op) that Redis

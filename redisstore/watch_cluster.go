@@ -152,6 +152,15 @@ func (s *Store) watchCluster(ctx context.Context, r *subRun, c *redis.ClusterCli
 				w.update(ctx, t.masters)
 			}
 		case ev := <-w.events:
+			if ev.ch.Kind == msalcache.ChangeWatchDenied && w.subs[ev.sub.addr] == ev.sub {
+				// A master refused the subscription for lack of
+				// permission: the others would too, and a watch that
+				// misses one master's changes is no watch. Tell, and
+				// stop (discover ends with ctx).
+				w.emit(ev.ch)
+				w.run.cancel()
+				return
+			}
 			w.handle(ev)
 		case <-forget.C:
 			w.renewSeen()

@@ -174,7 +174,7 @@ func TestInterrupt(t *testing.T) {
 			r, finished = f.interruptMidway(env, srv, false, func() bool {
 				_, _, err := dst.Load(ctx, first)
 				return err == nil
-			}, "migrate", "-to", to, "-ring", "-json")
+			}, "migrate", "-to", to, "-ring", "-force", "-json")
 			if !finished {
 				break
 			}
@@ -194,7 +194,7 @@ func TestInterrupt(t *testing.T) {
 		if copied == 0 || copied >= parts {
 			t.Fatalf("%d of %d partitions at the destination after the interrupt; want some, not all", copied, parts)
 		}
-		r = f.cli(env, "migrate", "-to", to, "-ring", "-json").must(t, 0)
+		r = f.cli(env, "migrate", "-to", to, "-ring", "-force", "-json").must(t, 0)
 		var out migrateOut
 		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
 			t.Fatal(err)

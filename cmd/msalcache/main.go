@@ -17,6 +17,7 @@
 //	migrate       copy every partition (and -ring) to another store, lifetimes kept
 //	rm            remove one partition, or -expired ones
 //	ring reset    delete a ring whose KEK is lost (needs -yes)
+//	help [cmd]    this list, or a command's flags
 //
 // Global flags, each also read from the environment (the flag wins):
 //
@@ -28,8 +29,15 @@
 //	-namespace NS     MSALCACHE_NAMESPACE   the Adapter's WithNamespace (default "default")
 //	-prefix P         MSALCACHE_PREFIX      the Redis/memcached key prefix (default: the store's)
 //
-// Commands that only read never write: the ring is opened with
-// protect.OpenReadOnly. Exit status: 0 success, 1 failure, 2 usage.
+// Commands that only read (doctor, stats, inspect, keys list, and the
+// -dry-run of rewrap, migrate and rm) never create or modify anything: a
+// bbolt file is opened read-only (a missing one is an error, never a new
+// file) and the ring with protect.OpenReadOnly. A problem with the KEK (a
+// missing or loose key file, a bad encoding, a key that does not unwrap
+// the ring) is reported as such, before anything else. rm refuses the key
+// ring's records without -yes, and migrate -ring refuses a destination that
+// does not persist without -force. Exit status: 0 success, 1 failure, 2
+// usage (a bad flag, no store, an unknown command).
 //
 // Long commands (stats, rewrap, migrate, rm -expired) show their progress
 // on stderr when it is a terminal, and nothing when it is not. Ctrl-C (or
@@ -102,7 +110,10 @@ type app struct {
 	namespace        string
 	prefix           string
 	prefixSet        bool
-	timeout          time.Duration
+	// skipKEK makes open ignore the KEK: doctor, once it has reported
+	// a KEK problem, goes on to check the store.
+	skipKEK bool
+	timeout time.Duration
 }
 
 type command struct {
@@ -119,8 +130,8 @@ func init() {
 		{"inspect", "-key K | -partition PK", "one partition, decrypted and redacted", runInspect},
 		{"keys", "list | rotate | revoke ID", "the key ring's keys", runKeys},
 		{"rewrap", "[-dry-run] [-delete]", "re-encrypt every blob not under the current key", runRewrap},
-		{"migrate", "-to URL [-ring] [-dry-run]", "copy every partition to another store, lifetimes kept", runMigrate},
-		{"rm", "-key K | -partition PK | -expired", "remove partitions", runRm},
+		{"migrate", "-to URL [-ring [-force]] [-dry-run]", "copy every partition to another store, lifetimes kept", runMigrate},
+		{"rm", "-key K | -partition PK | -expired [-yes]", "remove partitions", runRm},
 		{"ring", "reset -yes", "delete a key ring whose KEK is lost", runRing},
 	}
 }
@@ -170,12 +181,49 @@ func (a *app) usage() {
 	for _, c := range commands {
 		fmt.Fprintf(a.stderr, "  %-8s %-34s %s\n", c.name, c.args, c.help)
 	}
+	fmt.Fprintf(a.stderr, "  %-8s %-34s %s\n", "help", "[command]", "this text, or a command's flags")
+	fmt.Fprint(a.stderr, urlForms)
 	fmt.Fprintf(a.stderr, "\nglobal flags (also accepted after the command):\n")
 	fs := flag.NewFlagSet("msalcache", flag.ContinueOnError)
 	a.globals(fs)
 	fs.SetOutput(a.stderr)
 	fs.PrintDefaults()
-	fmt.Fprintf(a.stderr, "\nrun 'msalcache <command> -h' for a command's flags\n")
+	fmt.Fprintf(a.stderr, "\nrun 'msalcache help <command>' or 'msalcache <command> -h' for a command's flags\n")
+	fmt.Fprintf(a.stderr, "exit status: 0 success, 1 failure, 2 usage\n")
+}
+
+// urlForms is the store URL syntax, as package storeurl parses it; the
+// password of a URL is never printed back.
+const urlForms = `
+store URLs (-store, -ring-store, migrate -to):
+  bbolt:///var/lib/app/tokens.db             a bbolt file, absolute path
+  bbolt:tokens.db?bucket=b&lock_timeout=2s   relative path, bucket, lock wait
+  redis://user:pass@host:6379/0              one Redis node (rediss:// for TLS)
+  redis+cluster://h1:6379,h2:6379            Redis Cluster, seed nodes
+  redis+sentinel://s1:26379,s2:26379/mymaster[/db]   Redis through its sentinels
+  memcache://h1:11211,h2:11211               memcached (cannot be listed, cannot hold the ring)
+`
+
+// runHelp prints the usage, or a command's.
+func runHelp(_ context.Context, a *app, args []string) error {
+	switch len(args) {
+	case 0:
+		a.usage()
+		return nil
+	case 1:
+		if args[0] == "help" {
+			a.usage()
+			return nil
+		}
+		for _, c := range commands {
+			if c.name == args[0] {
+				return c.run(context.Background(), a, []string{"-h"})
+			}
+		}
+		return usageError("unknown command %q; run 'msalcache help' for the list", args[0])
+	default:
+		return usageError("help takes one command name")
+	}
 }
 
 // run is main without the process: it returns the exit status.
@@ -198,29 +246,36 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 2
 	}
 	name := top.Arg(0)
+	if name == "help" {
+		return exitCode(a, name, runHelp(ctx, a, top.Args()[1:]))
+	}
 	for _, c := range commands {
 		if c.name != name {
 			continue
 		}
-		err := c.run(ctx, a, top.Args()[1:])
-		switch {
-		case err == nil:
-			return 0
-		case errors.Is(err, flag.ErrHelp):
-			return 0
-		case errors.Is(err, errUsage):
-			fmt.Fprintf(stderr, "msalcache %s: %v\n", name, err)
-			return 2
-		case errors.Is(err, errReported):
-			return 1
-		default:
-			fmt.Fprintf(stderr, "msalcache %s: %v\n", name, err)
-			return 1
-		}
+		return exitCode(a, name, c.run(ctx, a, top.Args()[1:]))
 	}
 	fmt.Fprintf(stderr, "msalcache: unknown command %q\n", name)
 	a.usage()
 	return 2
+}
+
+// exitCode prints a command's error and returns its exit status.
+func exitCode(a *app, name string, err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(a.stderr, "msalcache %s: %v\n", name, err)
+		return 2
+	case errors.Is(err, errReported):
+		return 1
+	default:
+		fmt.Fprintf(a.stderr, "msalcache %s: %v\n", name, err)
+		return 1
+	}
 }
 
 // errReported is a failure whose details the command already printed.
@@ -233,6 +288,7 @@ func (a *app) flags(name, args, help string) *flag.FlagSet {
 	fs.Usage = func() {
 		fmt.Fprintf(a.stderr, "usage: msalcache %s %s\n\n%s\n\nflags:\n", name, args, help)
 		fs.PrintDefaults()
+		fmt.Fprint(a.stderr, urlForms)
 	}
 	a.globals(fs)
 	return fs

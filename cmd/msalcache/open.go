@@ -46,31 +46,40 @@ func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(context.WithoutCancel(ctx), a.timeout)
 }
 
-// open opens -store (and -ring-store) and checks that it answers.
-func (a *app) open(ctx context.Context) (*env, error) {
+// open opens -store (and -ring-store) and checks that it answers. A
+// command that only reads passes writes false: a bbolt file is then
+// opened read-only, and a missing one is an error instead of a new file.
+// The KEK is read first, so that a problem with it is reported as one
+// (errKEK) before any store is touched.
+func (a *app) open(ctx context.Context, writes bool) (*env, error) {
 	if a.store == "" {
 		return nil, usageError("no store: pass -store URL or set MSALCACHE_STORE (e.g. bbolt:///var/lib/app/tokens.db, redis://host:6379)")
 	}
+	key, err := a.readKEK()
+	if err != nil {
+		return nil, err
+	}
 	e := &env{a: a}
-	var err error
-	if e.store, err = a.openURL(ctx, a.store); err != nil {
+	if e.store, err = a.openURL(ctx, a.store, writes); err != nil {
 		return nil, err
 	}
 	e.ringStore = e.store
 	if a.ringStore != "" && a.ringStore != a.store {
-		if e.ringStore, err = a.openURL(ctx, a.ringStore); err != nil {
+		if e.ringStore, err = a.openURL(ctx, a.ringStore, writes); err != nil {
 			e.store.Close()
 			return nil, err
 		}
 	}
-	if e.kek, err = a.loadKEK(ctx, e.ringStore); err != nil {
-		e.close()
-		return nil, err
+	if key != nil {
+		if e.kek, err = a.kekWrapper(ctx, key, e.ringStore); err != nil {
+			e.close()
+			return nil, err
+		}
 	}
 	return e, nil
 }
 
-func (a *app) openURL(ctx context.Context, raw string) (*storeurl.Store, error) {
+func (a *app) openURL(ctx context.Context, raw string, writes bool) (*storeurl.Store, error) {
 	var opts []storeurl.Option
 	if a.prefixSet {
 		opts = append(opts, storeurl.WithPrefix(a.prefix))
@@ -79,7 +88,12 @@ func (a *app) openURL(ctx context.Context, raw string) (*storeurl.Store, error) 
 	if err != nil {
 		return nil, err
 	}
-	s, err := u.Open(ctx, opts...)
+	var s *storeurl.Store
+	if u.Kind == storeurl.Bolt && !writes {
+		s, err = openBoltReadOnly(u, a.prefixSet && a.prefix != "")
+	} else {
+		s, err = u.Open(ctx, opts...)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -94,31 +108,54 @@ func (a *app) openURL(ctx context.Context, raw string) (*storeurl.Store, error) 
 	return s, nil
 }
 
-// loadKEK reads the KEK from -kek-file or the -kek-env variable; none
+// errKEK marks a problem with the KEK itself (its file, its encoding, a
+// key that does not unwrap the ring), as opposed to one with the store:
+// the operator fixes it in another place.
+var errKEK = errors.New("KEK problem")
+
+// kekError is a problem with the KEK; it wraps errKEK and its cause.
+type kekError struct{ err error }
+
+func (e *kekError) Error() string   { return "KEK problem: " + e.err.Error() }
+func (e *kekError) Unwrap() []error { return []error{errKEK, e.err} }
+
+// readKEK reads the KEK from -kek-file or the -kek-env variable; none
 // given is not an error (a plaintext cache, or a command that needs no
-// key).
-func (a *app) loadKEK(ctx context.Context, ringStore *storeurl.Store) (protect.KeyWrapper, error) {
-	var key []byte
-	var err error
+// key). Its errors are KEK problems.
+func (a *app) readKEK() ([]byte, error) {
 	switch {
-	case a.kekFile != "":
-		if key, err = protect.LoadKeyFile(a.kekFile); err != nil {
-			return nil, err
-		}
-	case os.Getenv(a.kekEnv) != "":
-		if key, err = protect.KeyFromEnv(a.kekEnv); err != nil {
-			return nil, err
-		}
-	default:
+	case a.skipKEK:
 		return nil, nil
+	case a.kekFile != "":
+		key, err := protect.LoadKeyFile(a.kekFile)
+		if err != nil {
+			return nil, &kekError{fmt.Errorf("-kek-file: %w", err)}
+		}
+		return key, nil
+	case os.Getenv(a.kekEnv) != "":
+		key, err := protect.KeyFromEnv(a.kekEnv)
+		if err != nil {
+			return nil, &kekError{fmt.Errorf("$%s: %w", a.kekEnv, err)}
+		}
+		return key, nil
 	}
+	return nil, nil
+}
+
+// kekWrapper names key with -kek-id, or with the id the ring names.
+func (a *app) kekWrapper(ctx context.Context, key []byte, ringStore *storeurl.Store) (protect.KeyWrapper, error) {
 	id := a.kekID
 	if id == "" {
+		var err error
 		if id, err = ringKEKID(ctx, a, ringStore); err != nil {
 			return nil, err
 		}
 	}
-	return protect.NewAESKeyWrapper(id, key)
+	w, err := protect.NewAESKeyWrapper(id, key)
+	if err != nil {
+		return nil, &kekError{err}
+	}
+	return w, nil
 }
 
 // ringKEKID reads the KEK id the ring record names (the record keeps ids
@@ -178,10 +215,62 @@ func (e *env) openRing(ctx context.Context) (*protect.KeyRing, error) {
 	defer cancel()
 	r, err := protect.OpenReadOnly(cctx, e.ringStore.Store, e.kek, protect.WithLogger(quiet))
 	if err != nil {
+		if kerr := e.diagnoseKEK(ctx, err); kerr != nil {
+			return nil, kerr
+		}
 		return nil, fmt.Errorf("open the key ring in %s: %w", e.ringStore.URL, err)
 	}
 	e.ring = r
 	return r, nil
+}
+
+// diagnoseKEK tells a wrong KEK from a damaged ring record, which the
+// ring reports alike (a wrap that does not authenticate): when the record
+// is whole JSON whose keys name the KEK's id, the KEK is far likelier
+// wrong than the record damaged, and the operator should hear that first
+// and briefly. It returns nil when err is something else.
+func (e *env) diagnoseKEK(ctx context.Context, err error) error {
+	if !errors.Is(err, protect.ErrInvalidRing) {
+		return nil
+	}
+	b, _, lerr := e.load(ctx, e.ringStore, protect.DefaultRingKey)
+	if lerr != nil {
+		return nil
+	}
+	var rec struct {
+		Keys []struct {
+			KEK     string `json:"kek"`
+			Wrapped []byte `json:"wrapped"`
+		} `json:"keys"`
+	}
+	if json.Unmarshal(b, &rec) != nil || len(rec.Keys) == 0 {
+		return nil
+	}
+	ids := map[string]bool{}
+	for _, k := range rec.Keys {
+		if k.KEK == "" || len(k.Wrapped) == 0 {
+			return nil // not whole: damage, not a KEK problem
+		}
+		ids[k.KEK] = true
+	}
+	id := e.kek.ID()
+	if ids[id] {
+		return &kekError{fmt.Errorf("this KEK does not unwrap the key ring: wrong key for KEK id %q? Compare %s with the servers' KEK (if it is theirs, the ring record is damaged: see 'msalcache doctor')", id, e.a.kekSource())}
+	}
+	names := make([]string, 0, len(ids))
+	for k := range ids {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return &kekError{fmt.Errorf("the key ring's keys are wrapped by KEK id %q, not %q: pass the servers' KEK and its id (-kek-id)", names, id)}
+}
+
+// kekSource names where the KEK came from, for messages.
+func (a *app) kekSource() string {
+	if a.kekFile != "" {
+		return "-kek-file " + a.kekFile
+	}
+	return "$" + a.kekEnv
 }
 
 // writableRing opens the ring for Rotate and Revoke. It first opens it

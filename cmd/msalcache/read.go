@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/protect"
+	"github.com/msalcache/msalcache/storeurl"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -32,8 +35,28 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	add := func(level, check, detail, action string) {
 		out = append(out, finding{level, check, detail, action})
 	}
-	e, err := a.open(ctx)
-	if err != nil {
+	// A bbolt file is checked before anything reads it: a damaged one
+	// is a finding, not a crash.
+	if damaged := doctorFiles(ctx, a, add); damaged {
+		if _, err := a.readKEK(); err != nil {
+			add("fail", "kek", err.Error(), kekAction)
+		}
+		return reportFindings(a, out, *asJSON)
+	}
+	e, err := a.open(ctx, false)
+	if errors.Is(err, errKEK) {
+		// The KEK first, then the store, checked without it.
+		add("fail", "kek", err.Error(), kekAction)
+		a.skipKEK = true
+		e, err = a.open(ctx, false)
+	}
+	switch {
+	case errors.Is(err, errUsage):
+		return err
+	case errors.Is(err, errNoFile):
+		add("fail", "store", err.Error(), "point -store (or -ring-store) at the application's bbolt file")
+		return reportFindings(a, out, *asJSON)
+	case err != nil:
 		add("fail", "store", err.Error(), "fix the URL, credentials or network, then run doctor again")
 		return reportFindings(a, out, *asJSON)
 	}
@@ -87,6 +110,47 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	}
 	return reportFindings(a, out, *asJSON)
 }
+
+// doctorFiles runs bbolt's consistency check on the files of -store and
+// -ring-store, read-only, and reports whether one is damaged. A missing
+// file or a bad URL is left to open, which says so.
+func doctorFiles(ctx context.Context, a *app, add func(level, check, detail, action string)) (damaged bool) {
+	seen := map[string]bool{}
+	for _, raw := range []string{a.store, a.ringStore} {
+		u, err := storeurl.Parse(raw)
+		if raw == "" || err != nil || u.Kind != storeurl.Bolt || seen[u.Path] {
+			continue
+		}
+		seen[u.Path] = true
+		if _, err := os.Stat(u.Path); err != nil {
+			continue
+		}
+		var opts []boltstore.Option
+		if u.Bucket != "" {
+			opts = append(opts, boltstore.WithBucket(u.Bucket))
+		}
+		if u.LockTimeout > 0 {
+			opts = append(opts, boltstore.WithLockTimeout(u.LockTimeout))
+		}
+		err = boltstore.Check(ctx, u.Path, opts...)
+		switch {
+		case err == nil:
+			add("ok", "file", fmt.Sprintf("%s passes bbolt's consistency check", u.Path), "")
+		case errors.Is(err, boltstore.ErrDamaged):
+			damaged = true
+			add("fail", "file", err.Error(), "stop the application, move the file aside and start it again (it makes a fresh one: each user's next call fetches a token again); keep the damaged copy for analysis")
+		case errors.Is(err, boltstore.ErrLocked):
+			add("info", "file", fmt.Sprintf("%s is open for writing by another process, so its consistency check was skipped", u.Path), "run doctor while the application is stopped to check the file")
+		default:
+			damaged = true
+			add("fail", "file", err.Error(), "check the path and the file's permissions")
+		}
+	}
+	return damaged
+}
+
+// kekAction is doctor's advice for a KEK that cannot be read.
+const kekAction = "fix -kek-file (mode 0600, 32 random bytes as base64 or hex) or $MSALCACHE_KEK (-kek-env), then run doctor again"
 
 // redisNode is what doctor reads of one Redis server.
 type redisNode struct {
@@ -220,6 +284,11 @@ func doctorRedis(ctx context.Context, a *app, e *env, ringHere bool, add func(le
 
 func doctorRing(ctx context.Context, e *env, add func(level, check, detail, action string)) {
 	r, err := e.openRing(ctx)
+	if errors.Is(err, errKEK) {
+		add("fail", "kek", err.Error(), "use the servers' KEK. If it is theirs, the ring record is damaged: a running server rewrites it within its refresh interval; "+
+			"if none runs and the KEK is lost for good, 'msalcache ring reset -yes' (every token is then acquired again once)")
+		return
+	}
 	if err != nil {
 		action := "check -kek-file/MSALCACHE_KEK and -kek-id; if the KEK is lost for good, see 'msalcache ring reset'"
 		if errors.Is(err, protect.ErrNoRing) {
@@ -265,6 +334,11 @@ func doctorRing(ctx context.Context, e *env, add func(level, check, detail, acti
 }
 
 func reportFindings(a *app, out []finding, asJSON bool) error {
+	// A KEK that fails is the operator's first thing to fix, and what
+	// the findings after it may follow from: it comes first.
+	sort.SliceStable(out, func(i, j int) bool {
+		return out[i].Check == "kek" && out[i].Level == "fail" && !(out[j].Check == "kek" && out[j].Level == "fail")
+	})
 	failed := false
 	for _, f := range out {
 		failed = failed || f.Level == "fail"
@@ -311,7 +385,7 @@ func runStats(ctx context.Context, a *app, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	e, err := a.open(ctx)
+	e, err := a.open(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -436,7 +510,7 @@ func runInspect(ctx context.Context, a *app, args []string) error {
 	if (*key == "") == (*part == "") {
 		return usageError("give one of -key or -partition")
 	}
-	e, err := a.open(ctx)
+	e, err := a.open(ctx, false)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,9 @@ func checkMigrate(t *testing.T, f *farm, env []string, from, to string) {
 	}
 	measured := time.Now()
 	src.Close() // bbolt: let the binary take the file's lock
-	r := f.cli(env, "migrate", "-to", to, "-ring", "-dry-run", "-json").must(t, 0)
+	// The testservers' Redis does not persist: -force lets the ring in
+	// (TestMigrateRingNeedsPersistence checks the refusal without it).
+	r := f.cli(env, "migrate", "-to", to, "-ring", "-force", "-dry-run", "-json").must(t, 0)
 	if !strings.Contains(r.stdout, `"dry_run": true`) {
 		t.Fatalf("dry run:\n%s", r.stdout)
 	}
@@ -47,7 +49,7 @@ func checkMigrate(t *testing.T, f *farm, env []string, from, to string) {
 	if n := len(storeBlobKeys(t, dst.Store)); n != 0 {
 		t.Fatalf("migrate -dry-run wrote %d partitions", n)
 	}
-	r = f.cli(env, "migrate", "-to", to, "-ring", "-json").must(t, 0)
+	r = f.cli(env, "migrate", "-to", to, "-ring", "-force", "-json").must(t, 0)
 	var out migrateOut
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
 		t.Fatal(err)
@@ -67,7 +69,7 @@ func checkMigrate(t *testing.T, f *farm, env []string, from, to string) {
 		}
 	}
 	// Create-only: a second run keeps what the destination holds.
-	r = f.cli(env, "migrate", "-to", to, "-ring", "-json").must(t, 0)
+	r = f.cli(env, "migrate", "-to", to, "-ring", "-force", "-json").must(t, 0)
 	if !strings.Contains(r.stdout, `"kept_at_destination": `+itoa(len(want))) {
 		t.Fatalf("second migrate:\n%s", r.stdout)
 	}

@@ -6,13 +6,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
 	"github.com/msalcache/msalcache/storeurl"
+	"github.com/redis/go-redis/v9"
 )
 
 type keyOut struct {
@@ -62,7 +67,7 @@ func runKeys(ctx context.Context, a *app, args []string) error {
 	default:
 		return usageError("keys needs list, rotate or revoke")
 	}
-	e, err := a.open(ctx)
+	e, err := a.open(ctx, sub != "list")
 	if err != nil {
 		return err
 	}
@@ -175,7 +180,7 @@ func runRewrap(ctx context.Context, a *app, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	e, err := a.open(ctx)
+	e, err := a.open(ctx, !*dry)
 	if err != nil {
 		return err
 	}
@@ -320,14 +325,67 @@ type migrateOut struct {
 	DryRun     bool   `json:"dry_run"`
 }
 
+// migrateDryOut is migrate -dry-run -json: what a run would do, in words
+// that cannot be read as done.
+type migrateDryOut struct {
+	From      string `json:"from"`
+	To        string `json:"to"`
+	Source    int    `json:"source_partitions"`
+	WouldCopy int    `json:"would_copy"`
+	WouldKeep int    `json:"would_keep_at_destination"`
+	Expired   int    `json:"expired_or_vanished"`
+	Ring      string `json:"ring,omitempty"`
+	DryRun    bool   `json:"dry_run"`
+}
+
+// persists refuses a Redis destination for the key ring when a server of
+// it (each master of a Cluster) keeps nothing across a restart: the ring
+// would be lost with it, and every token with the ring.
+func persists(ctx context.Context, a *app, dst *storeurl.Store) error {
+	cctx, cancel := a.callCtx(ctx)
+	defer cancel()
+	var nodes []redisNode
+	if cc, ok := dst.Redis.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		err := cc.ForEachMaster(cctx, func(ctx context.Context, m *redis.Client) error {
+			n := readRedisNode(ctx, m, m.Options().Addr)
+			mu.Lock()
+			nodes = append(nodes, n)
+			mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("destination %s: its masters cannot all be reached to check that they persist: %w", dst.URL, err)
+		}
+	} else {
+		nodes = append(nodes, readRedisNode(cctx, dst.Redis, ""))
+	}
+	for _, n := range nodes {
+		if n.aof == "yes" || n.save != "" {
+			continue
+		}
+		where := dst.URL.String()
+		if n.addr != "" {
+			where = "master " + n.addr + " of " + where
+		}
+		if n.err != nil {
+			return fmt.Errorf("destination %s: cannot tell whether it persists (%v), and the key ring must survive a restart; check appendonly there, then pass -force", where, n.err)
+		}
+		return fmt.Errorf("destination %s does not persist (appendonly no, no save): a restart there loses the key ring, and every token with it. "+
+			"Turn persistence on (CONFIG SET appendonly yes, and in redis.conf), keep the ring where it is (migrate without -ring, -ring-store), or pass -force", where)
+	}
+	return nil
+}
+
 func runMigrate(ctx context.Context, a *app, args []string) error {
-	fs := a.flags("migrate", "-to URL [-to-prefix P] [-ring] [-all-namespaces] [-dry-run] [-json]",
+	fs := a.flags("migrate", "-to URL [-to-prefix P] [-ring [-force]] [-all-namespaces] [-dry-run] [-json]",
 		"Copies every partition of the namespace to another store with its remaining lifetime, create-only (what the destination already holds wins), then checks that each one is there. Blobs stay encrypted: no KEK is needed.")
 	to := fs.String("to", "", "destination store `URL`")
 	toPrefix := fs.String("to-prefix", "", "destination key `prefix` (default: -prefix, or the store's own)")
 	ring := fs.Bool("ring", false, "copy the key ring (and its marker) too")
 	all := fs.Bool("all-namespaces", false, "copy every namespace (tc/...), not only -namespace")
 	dry := fs.Bool("dry-run", false, "count, write nothing")
+	force := fs.Bool("force", false, "with -ring: copy the ring even into a Redis that does not persist (a restart there loses it)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -341,7 +399,7 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 			toPrefixSet = true
 		}
 	})
-	e, err := a.open(ctx)
+	e, err := a.open(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -360,7 +418,19 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 	if du.String() == e.store.URL.String() && !toPrefixSet {
 		return usageError("-to names the source store")
 	}
-	dst, err := du.Open(ctx, dopts...)
+	var dst *storeurl.Store
+	switch {
+	case *dry && du.Kind == storeurl.Bolt:
+		// A dry run creates no file: an existing one is read, a
+		// missing one is empty.
+		if _, serr := os.Stat(du.Path); errors.Is(serr, os.ErrNotExist) {
+			dst = &storeurl.Store{Store: memstore.New(), URL: du}
+		} else {
+			dst, err = openBoltReadOnly(du, toPrefixSet && *toPrefix != "" || !toPrefixSet && a.prefixSet && a.prefix != "")
+		}
+	default:
+		dst, err = du.Open(ctx, dopts...)
+	}
 	if err != nil {
 		return err
 	}
@@ -375,6 +445,11 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 	}
 	if *ring && msalcache.IsVolatile(dst.Store) {
 		return fmt.Errorf("%w: %s cannot hold the key ring; migrate without -ring and keep the ring where it is (-ring-store)", protect.ErrVolatileStore, du)
+	}
+	if *ring && dst.Redis != nil && !*force {
+		if err := persists(ctx, a, dst); err != nil {
+			return err
+		}
 	}
 	prefix := a.partitionPrefix()
 	if *all {
@@ -394,6 +469,14 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 			return false, false, err
 		}
 		if *dry {
+			// What the real run would do: keep what the destination holds.
+			_, _, err := e.load(ctx, dst, k)
+			if err == nil {
+				return false, true, nil
+			}
+			if !errors.Is(err, msalcache.ErrNotFound) {
+				return false, false, err
+			}
 			return true, false, nil
 		}
 		cctx, cancel := a.callCtx(ctx)
@@ -412,8 +495,12 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 			}
 			if k == protect.DefaultRingKey {
 				switch {
+				case copied && *dry:
+					out.RingCopied = "would copy"
 				case copied:
 					out.RingCopied = "copied"
+				case kept && *dry:
+					out.RingCopied = "would keep the destination's (it already holds a ring)"
 				case kept:
 					out.RingCopied = "kept (the destination already holds a ring)"
 				default:
@@ -457,20 +544,25 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 			}
 		}
 	}
-	if *asJSON {
+	switch {
+	case *asJSON && *dry:
+		if err := printJSON(a, migrateDryOut{From: out.From, To: out.To, Source: out.Source, WouldCopy: out.Copied,
+			WouldKeep: out.KeptNewer, Expired: out.Expired, Ring: out.RingCopied, DryRun: true}); err != nil {
+			return err
+		}
+	case *asJSON:
 		if err := printJSON(a, out); err != nil {
 			return err
 		}
-	} else {
-		verb := "copied"
-		if *dry {
-			verb = "would copy"
-		}
-		fmt.Fprintf(a.stdout, "%s -> %s: %d partitions, %s %d, %d kept at the destination (newer), %d expired meanwhile; verified %d, missing %d\n",
-			out.From, out.To, out.Source, verb, out.Copied, out.KeptNewer, out.Expired, out.Verified, out.Missing)
-		if out.RingCopied != "" {
-			fmt.Fprintf(a.stdout, "key ring: %s\n", out.RingCopied)
-		}
+	case *dry:
+		fmt.Fprintf(a.stdout, "%s -> %s: %d partitions; would copy %d, would keep %d the destination holds, %d expired meanwhile; nothing written (dry run)\n",
+			out.From, out.To, out.Source, out.Copied, out.KeptNewer, out.Expired)
+	default:
+		fmt.Fprintf(a.stdout, "%s -> %s: %d partitions, copied %d, %d kept at the destination (newer), %d expired meanwhile; verified %d, missing %d\n",
+			out.From, out.To, out.Source, out.Copied, out.KeptNewer, out.Expired, out.Verified, out.Missing)
+	}
+	if !*asJSON && out.RingCopied != "" {
+		fmt.Fprintf(a.stdout, "key ring: %s\n", out.RingCopied)
 	}
 	if out.Missing > 0 {
 		return fmt.Errorf("%d copied partitions are missing at the destination (evicted, or the destination is too small?)", out.Missing)
@@ -479,12 +571,13 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 }
 
 func runRm(ctx context.Context, a *app, args []string) error {
-	fs := a.flags("rm", "-key STOREKEY | -partition KEY | -expired [-dry-run]",
+	fs := a.flags("rm", "-key STOREKEY | -partition KEY | -expired [-dry-run] [-yes]",
 		"Removes one partition, or with -expired every partition that can serve no token any more (no refresh token, every access token expired).")
 	key := fs.String("key", "", "the partition's store `key`")
 	part := fs.String("partition", "", "the partition `key` the adapter hashes (a home account id, ...)")
 	expired := fs.Bool("expired", false, "remove partitions that can serve no token (needs the KEK)")
 	dry := fs.Bool("dry-run", false, "list, remove nothing")
+	yes := fs.Bool("yes", false, "remove even a key ring record (-key "+protect.DefaultRingKey+"): every stored token becomes unreadable")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -497,7 +590,8 @@ func runRm(ctx context.Context, a *app, args []string) error {
 	if n != 1 {
 		return usageError("give exactly one of -key, -partition or -expired")
 	}
-	e, err := a.open(ctx)
+	// What it will refuse, it opens read-only: a refusal leaves the file as it was.
+	e, err := a.open(ctx, !*dry && (*yes || !isRingKey(*key)))
 	if err != nil {
 		return err
 	}
@@ -515,9 +609,18 @@ func runRm(ctx context.Context, a *app, args []string) error {
 		if err != nil && !errors.Is(err, msalcache.ErrCorrupt) {
 			return err
 		}
+		ringRecord := isRingKey(k)
 		if *dry {
+			if ringRecord && !*yes {
+				fmt.Fprintf(a.stdout, "would refuse to remove %s without -yes: it is a key ring record\n", k)
+				return nil
+			}
 			fmt.Fprintf(a.stdout, "would remove %s\n", k)
 			return nil
+		}
+		if ringRecord && !*yes {
+			return fmt.Errorf("nothing removed: %s is a key ring record, and without it every stored token becomes unreadable. "+
+				"For a KEK lost for good, run 'msalcache ring reset -yes'; to remove this record anyway, run again with -yes", k)
 		}
 		cctx, cancel := a.callCtx(ctx)
 		defer cancel()
@@ -580,6 +683,14 @@ func runRm(ctx context.Context, a *app, args []string) error {
 	return nil
 }
 
+// isRingKey reports whether k is a key ring's record or its marker:
+// anything under the directory of protect.DefaultRingKey
+// (msalcache/keyring/...), where rings live unless told otherwise.
+func isRingKey(k string) bool {
+	dir := path.Dir(protect.DefaultRingKey) + "/"
+	return strings.HasPrefix(k, dir) || strings.HasPrefix(k, protect.DefaultRingKey)
+}
+
 func runRing(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("ring", "reset -yes", "Deletes the key ring and its marker, for a KEK lost for good: servers then mint a new ring, and every stored token becomes unreadable (a cache miss each, then fetched again from Entra ID).")
 	yes := fs.Bool("yes", false, "really delete the ring")
@@ -592,7 +703,7 @@ func runRing(ctx context.Context, a *app, args []string) error {
 	if err := parse(fs, fs.Args()[1:]); err != nil {
 		return err
 	}
-	e, err := a.open(ctx)
+	e, err := a.open(ctx, *yes) // without -yes it only explains
 	if err != nil {
 		return err
 	}

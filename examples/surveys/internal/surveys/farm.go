@@ -99,7 +99,7 @@ type Farm struct {
 }
 
 // Start starts the farm: emulator, API, two web instances and the proxy.
-func Start(ctx context.Context, cfg Config) (f *Farm, err error) {
+func Start(ctx context.Context, cfg Config) (*Farm, error) {
 	out := cfg.Out
 	if out == nil {
 		out = io.Discard
@@ -111,11 +111,14 @@ func Start(ctx context.Context, cfg Config) (f *Farm, err error) {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
 	}
-	f = &Farm{tenants: &Tenants{}, stats: &Stats{}, log: log}
+	f := &Farm{tenants: &Tenants{}, stats: &Stats{}, log: log}
+	// On any error below, what was started is stopped. The flag, not a
+	// named result, decides: "return nil, err" would nil a named f
+	// before this ran, and Close would dereference nil.
+	started := false
 	defer func() {
-		if err != nil {
+		if !started {
 			f.Close()
-			f = nil
 		}
 	}()
 	secret := make([]byte, 32)
@@ -169,6 +172,7 @@ func Start(ctx context.Context, cfg Config) (f *Farm, err error) {
 			return nil, err
 		}
 	}
+	started = true
 	return f, nil
 }
 
