@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -284,4 +285,61 @@ func TestCloseEndsPush(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// On Redis: when B's subscription is cut (its ACL loses the channel, so
+// Redis disconnects it and refuses to subscribe it again), a revocation on
+// A goes unheard and B keeps its keys, its refresh interval being the
+// fallback; when the channel is granted again, the store subscribes anew,
+// reports the watch up, and B reloads at once.
+func TestPushRedisWatchDownThenUp(t *testing.T) {
+	srv := testserver.Redis(t)
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { admin.Close() })
+	acl := func(rules ...any) {
+		t.Helper()
+		if err := admin.Do(ctx, append([]any{"ACL", "SETUSER", "ring-b"}, rules...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acl("on", ">pw-b", "~*", "+@all", "allchannels")
+	a := pushRing(t, newRedisStore(t, srv.Addr()))
+	bStore := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "ring-b", Password: "pw-b"}), redisstore.WithCloseClient())
+	t.Cleanup(func() { bStore.Close() })
+	b := pushRing(t, bStore)
+	old := keyOf(mustProtect(t, b, "x", "k"))
+
+	// B's subscription is subscribed while it is up: wait for the drop.
+	subscribed := func() bool {
+		list, err := admin.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(list, "\n") {
+			if strings.Contains(line, " user=ring-b ") && !strings.Contains(line, " sub=0 ") {
+				return true
+			}
+		}
+		return false
+	}
+	acl("resetchannels")
+	deadline := time.Now().Add(pushDeadline)
+	for subscribed() {
+		if time.Now().After(deadline) {
+			t.Fatal("Redis kept b's subscription after its ACL lost the channel")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := a.Revoke(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		if got := keyOf(mustProtect(t, b, "x", "k")); got != old {
+			t.Fatalf("b changed keys (to %s) while its watch was down", got)
+		}
+	}
+
+	acl("allchannels")
+	took, _ := untilSealsOther(t, b, old)
+	t.Logf("b reloaded %v after its channel was granted again (the store resubscribes within about a second)", took)
 }
