@@ -184,6 +184,28 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		if _, err := s1.SaveDurable(ctx, "k", []byte("y"), v, 0); !errors.Is(err, msalcache.ErrNotReplicated) {
 			t.Fatalf("WithReplicaWait(1) without a replica: %v, want ErrNotReplicated", err)
 		}
+
+		// A Ring waits on the key's shard, like a Client.
+		ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": srv.Addr()}})
+		t.Cleanup(func() { ring.Close() })
+		before := waits(t, srv.Addr())
+		rctx, rcancel := context.WithTimeout(bg, 10*time.Second)
+		defer rcancel()
+		rv, err := redisstore.New(ring).SaveDurable(rctx, "r", []byte("x"), msalcache.NoVersion, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := waits(t, srv.Addr()) - before; n != 0 {
+			t.Fatalf("a Ring on a server without replicas ran %d WAITs", n)
+		}
+		rctx1, rcancel1 := context.WithTimeout(bg, 500*time.Millisecond)
+		defer rcancel1()
+		if _, err := redisstore.New(ring, redisstore.WithReplicaWait(1)).SaveDurable(rctx1, "r", []byte("y"), rv, 0); !errors.Is(err, msalcache.ErrNotReplicated) {
+			t.Fatalf("WithReplicaWait(1) on a Ring without a replica: %v, want ErrNotReplicated", err)
+		}
+		if n := waits(t, srv.Addr()) - before; n != 1 {
+			t.Fatalf("the Ring's shard ran %d WAITs, want 1", n)
+		}
 	})
 	t.Run("off and more than there are", func(t *testing.T) {
 		t.Parallel()
@@ -280,7 +302,7 @@ func TestSaveDurableSentinel(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	s := redisstore.New(c)
 	onReplica := redisstore.New(newClient(t, &redis.Options{Addr: st.Replica().Addr()}))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	v, err := s.SaveDurable(ctx, "k", []byte("removal"), msalcache.NoVersion, time.Hour)
 	if err != nil {
@@ -292,5 +314,33 @@ func TestSaveDurableSentinel(t *testing.T) {
 	}
 	if n := waits(t, st.Master().Addr()); n != 1 {
 		t.Fatalf("the master ran %d WAITs, want 1", n)
+	}
+
+	// After a failover the client follows the new master, and the wait
+	// its new replica, the old master.
+	st.Failover(t)
+	onReplica = redisstore.New(newClient(t, &redis.Options{Addr: st.Replica().Addr()}))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		v, err = s.SaveDurable(wctx, "k", []byte("after failover"), v, time.Hour)
+		wcancel()
+		if err == nil {
+			break
+		}
+		// The client may still be on its way to the new master (the old
+		// one refuses writes as a replica), or the version it read was
+		// the old master's: read again.
+		if time.Now().After(deadline) {
+			t.Fatalf("SaveDurable after the failover: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if _, v, err = s.Load(ctx, "k"); err != nil {
+			v = msalcache.NoVersion
+		}
+	}
+	got, gv, err = onReplica.Load(ctx, "k")
+	if err != nil || gv != v || string(got) != "after failover" {
+		t.Fatalf("the new replica right after SaveDurable: %q %x %v", got, gv, err)
 	}
 }
