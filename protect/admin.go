@@ -9,7 +9,8 @@ import (
 )
 
 // Rotate adds a key that is the default at once, for an emergency: every
-// server encrypts with it as soon as it has loaded it (within one refresh
+// server encrypts with it as soon as it has loaded it (within about a
+// second where the store pushes changes, else within one refresh
 // interval; a server that meets a blob under it reloads at once). Old keys
 // still decrypt; Revoke the one you no longer trust. Rotate also rewraps
 // every key under the primary KEK, which completes a KEK rotation.
@@ -35,7 +36,10 @@ func (r *KeyRing) Rotate(ctx context.Context) error {
 }
 
 // Revoke stops the key with the given id (as KeyInfo.ID shows it) from
-// decrypting, here at once and on every other server at its next refresh.
+// decrypting and encrypting, here at once and on every other server as
+// soon as it hears of the change (within about a second where the store
+// pushes changes, see the package documentation), else at its next
+// refresh.
 // Revocation is permanent: a record replayed from before it does not bring
 // the key back on any server that saw it. Revoking the default key mints
 // a new default in the same write. Revoking a revoked key is a no-op; an

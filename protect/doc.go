@@ -79,7 +79,8 @@
 // jitter), so a key written by any server is used everywhere within one
 // interval; a blob under a key a server has not loaded yet makes it reload
 // at once (shared by concurrent callers, at most once per 10 seconds,
-// WithReloadInterval).
+// WithReloadInterval). Where the store pushes changes, servers also
+// reload as soon as the record changes (see Changes pushed by the store).
 //
 // The default key is, as in ASP.NET Core's resolver, the key with the
 // latest activation among those activated (activation at most now plus
@@ -100,8 +101,39 @@
 //
 // Rotate makes a new key the default at once, for an emergency; Revoke
 // stops a key from decrypting, on this server at once and on the others
-// at their next refresh. Revoking the default key mints a new default in
-// the same write. A revoked key never decrypts again.
+// as soon as they hear of it (below), else at their next refresh.
+// Revoking the default key mints a new default in the same write. A
+// revoked key never decrypts again, and no server seals under it once it
+// has loaded the revocation: the reload that brings it swaps the ring's
+// state in one step, and from then on Protect picks another key (minting
+// one, with the store's help, if none is left).
+//
+// # Changes pushed by the store
+//
+// When the ring's store implements msalcache.Watcher (redisstore,
+// boltstore, memstore) and the background refresh is on (the default; see
+// WithAutoRefresh), each ring subscribes to the store's changes and
+// reloads its record as soon as another server writes it: a Rotate or a
+// Revoke on one server reaches the others within about a second, usually
+// within milliseconds (measured on loopback Redis, memstore and bbolt with
+// a one-hour refresh interval, on a loaded 2-core machine: at most 7 ms
+// from Revoke returning on one ring to the other ring sealing under
+// another key). The reload only adopts
+// what the record holds, like the reload for an unknown key id; it mints
+// nothing and writes only to rewrite a damaged record. A ring skips the
+// notification of its own write, and notifications that arrive during a
+// reload make one more. A reload that fails is retried, from 250 ms
+// doubling up to 30 s, until one succeeds.
+//
+// While the watch is down (Redis reports a dropped or stalled subscription,
+// or a failover, within about 2 s; a closed store), changes go unheard and
+// the refresh interval is the bound again, as on a store that cannot push
+// (memcached is refused anyway; a redisstore on a *redis.Ring cannot be
+// watched): a change then reaches a server within one refresh interval.
+// When the watch comes back up the ring reloads once, since it cannot know
+// what it missed. The periodic refresh runs either way: it is what applies
+// the rotation schedule. A ring built WithAutoRefresh(false) does no
+// background work and does not watch.
 //
 // # The record, and what happens when it is lost or replayed
 //

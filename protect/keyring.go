@@ -36,6 +36,12 @@ type KeyRing struct {
 
 	watch *watch // nil without WithObserver
 
+	// ver is the version of the record this ring's state was last read
+	// from or written as; under sem. The push watch skips a reload for a
+	// change that is this very version (the ring's own write).
+	ver  msalcache.Version
+	push pushWatch // the store's change notifications; see storewatch.go
+
 	bgCtx     context.Context
 	bgCancel  context.CancelFunc
 	done      chan struct{}
@@ -63,11 +69,19 @@ func NewKeyRing(ctx context.Context, store msalcache.Store, kek KeyWrapper, opts
 	if err != nil {
 		return nil, err
 	}
-	if err := r.withLock(ctx, func() error { return r.update(ctx, nil) }); err != nil {
-		return nil, err
-	}
 	r.bgCtx, r.bgCancel = context.WithCancel(context.Background())
 	if r.cfg.autoRefresh {
+		// Subscribe before the first read, so that no change made after
+		// that read goes unheard.
+		r.startPush()
+	}
+	if err := r.withLock(ctx, func() error { return r.update(ctx, nil) }); err != nil {
+		r.stopPush()
+		r.bgCancel()
+		return nil, err
+	}
+	if r.cfg.autoRefresh {
+		r.runPush()
 		go r.loop()
 	} else {
 		close(r.done)
@@ -254,14 +268,17 @@ func (r *KeyRing) NeedsReprotect(ciphertext []byte) bool {
 	return d != nil && d.id != h.id
 }
 
-// Close stops the background refresh and waits for it. Every method that
+// Close stops the background refresh and the watch of the store, and
+// waits for them. Every method that
 // returns an error fails with ErrRingClosed after Close (a second Close
 // returns nil). Close does not close the store, which may serve others.
 func (r *KeyRing) Close() error {
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
+		r.stopPush()
 		r.bgCancel()
 		<-r.done
+		r.push.wait()
 	})
 	return nil
 }

@@ -166,7 +166,8 @@ func WithActivationDelay(d time.Duration) Option {
 
 // WithRefreshInterval sets how often the ring reloads its record (default
 // DefaultRefreshInterval). A key written by another server is used here
-// within this interval.
+// within this interval, or within about a second where the store pushes
+// changes (see the package documentation).
 func WithRefreshInterval(d time.Duration) Option {
 	return func(c *config) error { c.refreshInterval = d; return nil }
 }
@@ -184,7 +185,8 @@ func WithReloadInterval(d time.Duration) Option {
 }
 
 // WithAutoRefresh turns the background refresh on (the default) or off.
-// With it off, call Refresh yourself at least once per refresh interval.
+// With it off, call Refresh yourself at least once per refresh interval;
+// the ring then does not watch its store for changes either.
 func WithAutoRefresh(on bool) Option {
 	return func(c *config) error { c.autoRefresh = on; return nil }
 }

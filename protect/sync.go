@@ -33,6 +33,7 @@ func (r *KeyRing) reload(ctx context.Context) error {
 		}
 		if l.damage == nil {
 			r.state.Store(l.w.state())
+			r.ver = l.ver
 			return false, nil
 		}
 		return r.writeBack(ctx, l)
@@ -179,6 +180,7 @@ func (r *KeyRing) read(ctx context.Context, held *ringState, firstAttempt bool) 
 // first), and adopts it.
 func (r *KeyRing) writeBack(ctx context.Context, l *loaded) (lost bool, err error) {
 	w := l.w
+	ver := l.ver
 	if w.dirty {
 		if err := r.rewrap(ctx, w); err != nil {
 			return false, err
@@ -187,7 +189,7 @@ func (r *KeyRing) writeBack(ctx context.Context, l *loaded) (lost bool, err erro
 		if err != nil {
 			return false, fmt.Errorf("protect: encode key ring: %w", err)
 		}
-		_, err = r.store.Save(ctx, r.cfg.ringKey, enc, l.ver, 0)
+		ver, err = r.store.Save(ctx, r.cfg.ringKey, enc, l.ver, 0)
 		if errors.Is(err, msalcache.ErrConflict) {
 			return true, nil // another server wrote (or healed): start over from its record
 		}
@@ -199,6 +201,7 @@ func (r *KeyRing) writeBack(ctx context.Context, l *loaded) (lost bool, err erro
 		}
 	}
 	r.state.Store(w.state())
+	r.ver = ver
 	r.ensureMarker(ctx)
 	return false, nil
 }

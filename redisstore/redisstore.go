@@ -109,10 +109,21 @@
 // can be lost, not just the last one: clients keep writing to the old master
 // until the sentinels announce the new one, and the old master drops those
 // writes when it resyncs as a replica (measured here: about 80% of the
-// writes made during a 1.2 s Sentinel failover; none made after it). WAIT
-// would narrow this; this store does not issue it. For tokens that means a
-// refetch; for the ring, keep a backup of the database (a ring that loses a
-// rotation writes it back from any server that still holds it).
+// writes made during a 1.2 s Sentinel failover; none made after it). For
+// tokens that means a refetch; for the ring, keep a backup of the database
+// (a ring that loses a rotation writes it back from any server that still
+// holds it).
+//
+// A write that must survive a failover (the Adapter's record of a
+// sign-out, which a lost write would undo) goes through Store.SaveDurable
+// (msalcache.DurableSaver): the compare-and-set and a WAIT for a replica
+// in one pipeline on the key's master, bounded by the call's deadline. It
+// returns msalcache.ErrNotReplicated when no replica confirmed in time (the
+// write stands on the master). By default it waits for one replica where
+// the master has any and not at all on a single node; WithReplicaWait sets
+// the number, or turns the wait off. WAIT narrows the window, it does not
+// close it: Redis may still promote a replica that had not received a
+// write confirmed by another one.
 package redisstore
 
 import (
@@ -163,12 +174,14 @@ type Store struct {
 	channel string // where changes are published (see Watch)
 	closed  atomic.Bool
 	watch   watchHub
+	replica replicaCache // connected replicas per master, for SaveDurable
 }
 
 type config struct {
 	prefix      string
 	maxValue    int
 	closeClient bool
+	replicaWait int // replicas SaveDurable waits for; replicaWaitAuto: 1 where the master has any
 }
 
 // Option configures a Store. New returns no error, like redis.NewClient, so
@@ -224,7 +237,7 @@ func WithCloseClient() Option {
 // connection. A nil c or an invalid option does not make New fail: every
 // call of the Store fails instead, with an error that says what to pass.
 func New(c redis.UniversalClient, opts ...Option) *Store {
-	s := &Store{c: c, config: config{prefix: DefaultPrefix, maxValue: DefaultMaxValueSize}}
+	s := &Store{c: c, config: config{prefix: DefaultPrefix, maxValue: DefaultMaxValueSize, replicaWait: replicaWaitAuto}}
 	s.cfgErr = storeopt.Apply(&s.config, opts)
 	s.channel = channelPrefix + s.prefix
 	if c == nil {
