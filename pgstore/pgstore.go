@@ -142,6 +142,9 @@ const SweepBatch = 1000
 // the 63 bytes of an identifier.
 var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
 
+// ValidTable reports whether WithTable accepts name.
+func ValidTable(name string) bool { return tableName.MatchString(name) }
+
 // Store is an msalcache.Store backed by a PostgreSQL table. It also
 // implements msalcache.Watcher (LISTEN/NOTIFY), msalcache.Versioner,
 // msalcache.Lister, msalcache.Lifetimer, msalcache.Pinger,
