@@ -51,7 +51,7 @@ SELECT pg_notify(%[3]s, $5) FROM w`, t, expiry, ch, live),
 		// goes out even for an absent row.
 		delete: fmt.Sprintf(`WITH d AS (DELETE FROM %[1]s WHERE key = $1)
 SELECT pg_notify(%[2]s, $2)`, t, ch),
-		list: `SELECT key FROM ` + t + ` WHERE key > $2 AND starts_with(key, $1) AND ` + live + ` ORDER BY key LIMIT ` + strconv.Itoa(listBatch),
+		list: `SELECT key FROM ` + t + ` WHERE key >= $1 AND key > $2 AND starts_with(key, $1) AND ` + live + ` ORDER BY key LIMIT ` + strconv.Itoa(listBatch),
 		sweep: fmt.Sprintf(`DELETE FROM %[1]s WHERE key IN (
   SELECT key FROM %[1]s WHERE expires_at IS NOT NULL AND expires_at <= now()
   LIMIT %[2]d FOR UPDATE SKIP LOCKED)`, t, SweepBatch),

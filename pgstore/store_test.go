@@ -158,3 +158,29 @@ SELECT 'old/' || i, '\x00'::bytea, i, now() - interval '1 second' FROM generate_
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestListPages lists more keys than one statement reads, under a prefix
+// that sorts between other keys, and calls the store from fn.
+func TestListPages(t *testing.T) {
+	ctx := context.Background()
+	srv := server(t)
+	pool := newPool(t, srv)
+	table := freshTable()
+	s := newStore(t, pool, table)
+	if _, err := pool.Exec(ctx, `INSERT INTO `+pgx.Identifier{table}.Sanitize()+` (key, value, version)
+SELECT p || i, '\x00'::bytea, i FROM generate_series(1, 2500) i, (VALUES ('a/'), ('tc/'), ('z/')) v(p)`); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	err := s.List(ctx, "tc/", func(k string) error {
+		if !strings.HasPrefix(k, "tc/") || seen[k] {
+			t.Fatalf("List reported %q (seen before: %v)", k, seen[k])
+		}
+		seen[k] = true
+		_, err := s.Version(ctx, k)
+		return err
+	})
+	if err != nil || len(seen) != 2500 {
+		t.Fatalf("List = %d keys, %v; want 2500", len(seen), err)
+	}
+}
