@@ -17,7 +17,7 @@ func TestRootPackageLinksNoOptionalDependency(t *testing.T) {
 	for _, dep := range strings.Fields(string(out)) {
 		for _, banned := range []string{
 			"go.opentelemetry.io/", "github.com/prometheus/", "github.com/redis/", "github.com/bradfitz/gomemcache",
-			"go.etcd.io/bbolt", "github.com/chromedp/", "github.com/msalcache/msalcache/",
+			"go.etcd.io/bbolt", "github.com/chromedp/", "github.com/jackc/", "github.com/msalcache/msalcache/",
 		} {
 			if strings.HasPrefix(dep, banned) && !strings.HasPrefix(dep, "github.com/msalcache/msalcache/internal/") {
 				t.Errorf("the root package links %s", dep)

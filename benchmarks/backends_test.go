@@ -57,6 +57,7 @@ var backends = []struct {
 	{"memcached", openMemcached},
 	{"bbolt", openBolt},
 	{"memstore", openMemstore},
+	{"postgres", openPostgres},
 }
 
 func openRedis(b *testing.B) *backend {

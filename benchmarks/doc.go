@@ -12,8 +12,8 @@
 //
 //	go test -run '^$' -bench . -benchmem ./benchmarks
 //
-// The run takes a few minutes. It starts its own redis-server and
-// memcached (internal/testserver), once per store and benchmark function,
+// The run takes a few minutes. It starts its own redis-server,
+// memcached and PostgreSQL (internal/testserver), once per store and benchmark function,
 // on free loopback ports, and stops them when the store's benchmarks end;
 // without the binaries those stores are skipped (apt-get install
 // redis-server memcached). The bbolt files live in a temporary directory.
@@ -33,10 +33,13 @@
 //   - floor: the client with no external cache; MSAL-Go's own cost.
 //   - raw: the store's own client reading a 4 KiB value, no MSAL at all
 //     (go-redis GET, gomemcache Get, a bbolt read transaction, memstore
-//     Load): the physical floor of one round trip on loopback.
+//     Load, pgx's SELECT from a table of its own): the physical floor of
+//     one round trip on loopback.
 //   - naive: a hand-written cache.ExportReplace straight over go-redis,
 //     gomemcache or bbolt (over memstore's Load and Save for memstore),
-//     under the partition key as is: Replace loads the blob and hands it to
+//     under the partition key as is (on PostgreSQL a SELECT and an
+//     INSERT … ON CONFLICT DO UPDATE upsert, as IDistributedCache
+//     implementations run): Replace loads the blob and hands it to
 //     MSAL (an empty cache on a miss); Export marshals and stores it. No
 //     compare-and-set, no encryption, no expiry.
 //   - adapter-plain: msalcache.New(store, msalcache.WithPlaintext()).
@@ -130,9 +133,11 @@
 // column divides by the 1-user row of the same pattern.
 //
 // BenchmarkInvalidation/<deployment>/push times the L1's push channel on
-// Redis (single node, Sentinel, Cluster of three masters): a Save through
-// one redisstore handle until another handle's watch hears that key and
-// version, one message at a time; max-ns is the slowest.
+// Redis (single node, Sentinel, Cluster of three masters) and on
+// PostgreSQL (NOTIFY from the write's transaction, LISTEN on the other
+// handle's own connection): a Save through one handle until another
+// handle's watch hears that key and version, one message at a time;
+// max-ns is the slowest.
 //
 // BenchmarkL1Memory/memstore/<case> loads b.N partitions of about 4 KiB
 // through an Adapter, with and without the L1, into caches the Adapter

@@ -13,10 +13,12 @@ import (
 	"github.com/msalcache/msalcache/redisstore"
 )
 
-// BenchmarkInvalidation times the L1's push channel on Redis: how long
-// after instance A starts a write instance B hears of it. A and B are two
-// redisstore Stores over two clients of the same deployment (single node,
-// Sentinel, Cluster of three masters); each op is one compare-and-set
+// BenchmarkInvalidation times the L1's push channel on Redis and on
+// PostgreSQL: how long after instance A starts a write instance B hears of
+// it. A and B are two redisstore Stores over two clients of the same
+// deployment (single node, Sentinel, Cluster of three masters), or two
+// pgstore Stores over two pools of one PostgreSQL (NOTIFY in the write's
+// transaction, LISTEN on B's own connection); each op is one compare-and-set
 // Save through A, timed until B's watch callback receives that key and
 // version, the next op starting only then, so that p50 and p99 (and
 // max-ns) are the delay of one message, not of a queue. An Adapter with
@@ -54,6 +56,16 @@ func BenchmarkInvalidation(b *testing.B) {
 			b.Run("push", func(b *testing.B) { invalidationBench(b, a, bs) })
 		})
 	}
+	b.Run("postgres", func(b *testing.B) {
+		a, bs := openPostgresPair(b)
+		b.Run("push", func(b *testing.B) { invalidationBench(b, a, bs) })
+	})
+}
+
+// watchedStore is a Store whose writes another handle's watch hears.
+type watchedStore interface {
+	msalcache.Store
+	msalcache.Watcher
 }
 
 func openStore(b *testing.B, c redis.UniversalClient) *redisstore.Store {
@@ -62,7 +74,7 @@ func openStore(b *testing.B, c redis.UniversalClient) *redisstore.Store {
 	return s
 }
 
-func invalidationBench(b *testing.B, a, watched *redisstore.Store) {
+func invalidationBench(b *testing.B, a, watched watchedStore) {
 	ctx := context.Background()
 	heard := make(chan msalcache.Change, 1024)
 	up := make(chan struct{}, 1)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/memcachestore"
@@ -44,6 +45,8 @@ type Store struct {
 	Memcache *memcache.Client
 	// Bolt is the bbolt store of a bbolt URL; nil otherwise.
 	Bolt *boltstore.Store
+	// Postgres is the pool of a Postgres URL; nil otherwise.
+	Postgres *pgxpool.Pool
 }
 
 // Close closes the store and the client Open made for it.
@@ -55,12 +58,16 @@ func (s *Store) Close() error {
 	if s.Memcache != nil {
 		err = errors.Join(err, s.Memcache.Close())
 	}
+	if s.Postgres != nil {
+		s.Postgres.Close()
+	}
 	return err
 }
 
 // Open parses raw (see Parse) and opens the store it names. It connects
 // lazily, as the clients do, except for bbolt, which opens (and locks, or
-// creates, 0600) the file: call Ping to check a server. Errors show the
+// creates, 0600) the file, and PostgreSQL, whose store checks (or
+// creates) its table: call Ping to check a server. Errors show the
 // URL redacted.
 func Open(ctx context.Context, raw string, opts ...Option) (*Store, error) {
 	u, err := Parse(raw)
@@ -125,6 +132,10 @@ func (u *URL) Open(ctx context.Context, opts ...Option) (*Store, error) {
 			mo = append(mo, memcachestore.WithPrefix(o.prefix))
 		}
 		out.Store, out.Memcache = memcachestore.New(c, mo...), c
+	case Postgres:
+		if err := u.openPostgres(ctx, out, o); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("storeurl: %s: unknown kind %q", u, u.Kind)
 	}

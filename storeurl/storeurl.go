@@ -11,6 +11,7 @@
 //	redis+sentinel://s1:26379,s2:26379/mymaster      Sentinel: sentinel addresses, then the master's name
 //	redis+sentinel://u:p@s1:26379/mymaster/2?sentinel_password=x  database 2; u:p log in to the master
 //	memcache://h1:11211,h2:11211             memcached servers (keys sharded over them, as gomemcache does)
+//	postgres://user:pass@host:5432/db?sslmode=verify-full&table=t  PostgreSQL (pgx's URL syntax and options; table=, unlogged=true: see postgres.go)
 //
 // The Cluster and Sentinel forms put several hosts in the authority,
 // separated by commas, because an operator copies them so from the
@@ -32,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -65,6 +67,13 @@ type URL struct {
 	Redis *redis.UniversalOptions
 	// Servers are the memcached servers (Memcache).
 	Servers []string
+	// Pool is the pgxpool configuration of a Postgres URL. Set its
+	// BeforeConnect before Open to log in with a token (see pgstore's
+	// Entra ID example).
+	Pool *pgxpool.Config
+
+	pgTable    string // pgstore.WithTable (Postgres)
+	pgUnlogged bool   // pgstore.WithUnlogged (Postgres)
 
 	redacted string
 }
@@ -81,7 +90,7 @@ func Parse(raw string) (*URL, error) {
 	}
 	scheme, rest, ok := strings.Cut(raw, ":")
 	if !ok || scheme == "" {
-		return nil, fail("no scheme; use bbolt:, redis://, rediss://, redis+cluster://, redis+sentinel:// or memcache://")
+		return nil, fail("no scheme; use bbolt:, redis://, rediss://, redis+cluster://, redis+sentinel://, memcache:// or postgres://")
 	}
 	u := &URL{redacted: red}
 	switch strings.ToLower(scheme) {
@@ -116,13 +125,18 @@ func Parse(raw string) (*URL, error) {
 		if err := u.parseSentinel(raw, scheme); err != nil {
 			return nil, fail("%v", err)
 		}
+	case "postgres", "postgresql":
+		u.Kind = Postgres
+		if err := u.parsePostgres(raw); err != nil {
+			return nil, fail("%v", err)
+		}
 	case "memcache", "memcached":
 		u.Kind = Memcache
 		if err := u.parseMemcache(rest); err != nil {
 			return nil, fail("%v", err)
 		}
 	default:
-		return nil, fail("unknown scheme %q; use bbolt:, redis://, rediss://, redis+cluster://, redis+sentinel:// or memcache://", truncate(scheme, 40))
+		return nil, fail("unknown scheme %q; use bbolt:, redis://, rediss://, redis+cluster://, redis+sentinel://, memcache:// or postgres://", truncate(scheme, 40))
 	}
 	return u, nil
 }

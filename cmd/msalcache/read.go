@@ -99,6 +99,7 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	if e.ringStore.Redis != nil {
 		doctorRedis(ctx, a, e, ringHere, add)
 	}
+	doctorPostgresAll(ctx, a, e, add)
 	switch {
 	case e.kek == nil && ringHere:
 		add("warn", "kek", "the store holds a key ring but no KEK was given, so the ring was not checked", "pass -kek-file or set MSALCACHE_KEK (and MSALCACHE_KEK_ID)")

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -74,7 +75,7 @@ type process struct {
 	err  error         // cmd.Wait's result, valid once done is closed
 }
 
-func startProcess(bin string, args []string, dir, logPath string) (*process, error) {
+func startProcess(bin string, args []string, dir, logPath string, setAttr func(*syscall.SysProcAttr)) (*process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -86,6 +87,12 @@ func startProcess(bin string, args []string, dir, logPath string) (*process, err
 	cmd.Stdout = logf // an *os.File is handed to the child as is: no copying goroutine
 	cmd.Stderr = logf
 	cmd.SysProcAttr = sysProcAttr()
+	if setAttr != nil {
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		setAttr(cmd.SysProcAttr)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -120,10 +127,13 @@ func (p *process) kill() {
 	<-p.done
 }
 
-// stop sends SIGTERM (and SIGCONT, in case the process is frozen) and waits
-// for the process; after grace it is killed.
-func (p *process) stop(grace time.Duration) {
-	p.signal(sigTerm)
+// stop sends sig (SIGTERM when nil), and SIGCONT in case the process is
+// frozen, and waits for the process; after grace it is killed.
+func (p *process) stop(sig os.Signal, grace time.Duration) {
+	if sig == nil {
+		sig = sigTerm
+	}
+	p.signal(sig)
 	p.signal(sigCont)
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
@@ -151,6 +161,8 @@ type server struct {
 	nports  int                              // ports[0] is the client port
 	args    func(ports []int) []string       // command line for the given ports
 	probe   func(addr string, pid int) error // nil once addr is served by pid and ready
+	stopSig os.Signal                        // what Stop sends first; nil: SIGTERM
+	setAttr func(*syscall.SysProcAttr)       // adjusts the process attributes (PostgreSQL: run as a user other than root)
 
 	mu      sync.Mutex
 	ports   []int
@@ -245,7 +257,7 @@ func (s *server) start(newPorts bool) error {
 
 		offset := fileSize(s.logPath)
 		var p *process
-		p, err = startProcess(s.bin, s.args(ports), s.dir, s.logPath)
+		p, err = startProcess(s.bin, s.args(ports), s.dir, s.logPath, s.setAttr)
 		if err != nil {
 			return fmt.Errorf("testserver: start %s: %w", s.name, err)
 		}
@@ -292,7 +304,7 @@ func (s *server) waitReady(p *process, addr string, logOffset int64) error {
 // server.
 func (s *server) Stop() {
 	if p := s.take(); p != nil {
-		p.stop(s.grace)
+		p.stop(s.stopSig, s.grace)
 	}
 }
 

@@ -1,0 +1,29 @@
+package pgstore_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/msalcache/msalcache"
+)
+
+func TestSmoke(t *testing.T) {
+	ctx := context.Background()
+	srv := server(t)
+	s := newStore(t, newPool(t, srv), freshTable())
+	v, err := s.Save(ctx, "k", []byte("a"), msalcache.NoVersion, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, gv, err := s.Load(ctx, "k")
+	if err != nil || gv != v || string(b) != "a" {
+		t.Fatalf("%q %x %v", b, gv, err)
+	}
+	if _, err := s.Save(ctx, "k", []byte("b"), msalcache.NoVersion, 0); !errors.Is(err, msalcache.ErrConflict) {
+		t.Fatal(err)
+	}
+	lt, err := s.Lifetime(ctx, "k")
+	t.Log(lt, err)
+}
