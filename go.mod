@@ -1,6 +1,6 @@
 module github.com/msalcache/msalcache
 
-go 1.24
+go 1.26.0
 
 require (
 	github.com/AzureAD/microsoft-authentication-library-for-go v1.10.1
