@@ -5,18 +5,23 @@ import (
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/hpke"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"math/big"
 	"os"
 	"runtime"
+	"time"
 )
 
 // Kinds of KEK, as KeyInfo.KEKKind and KEKStat.Kind show them and as the
@@ -366,3 +371,70 @@ func parseKeyPEM(data []byte) (crypto.Decrypter, error) {
 // BoundsContext implements msalcache.ContextBounder: a private key held
 // in memory returns at once; another Decrypter (an HSM) may block.
 func (w *certWrapper) BoundsContext() bool { return w.local }
+
+// GenerateCertificateFiles writes a new self-signed elliptic-curve (P-256)
+// certificate for commonName to certFile and its private key (PKCS#8) to
+// keyFile with mode 0600, for LoadCertificateKeyWrapper; it refuses to
+// overwrite either file (the error wraps fs.ErrExist). It is for
+// development and for farms that keep a KEK certificate of their own; a
+// certificate from the operators' PKI works the same.
+func GenerateCertificateFiles(certFile, keyFile, commonName string) error {
+	if commonName == "" {
+		commonName = "msalcache key-encryption key"
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("protect: generate certificate key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return fmt.Errorf("protect: generate certificate: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: commonName},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.AddDate(10, 0, 0),
+		KeyUsage:     x509.KeyUsageKeyAgreement | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return fmt.Errorf("protect: generate certificate: %w", err)
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("protect: generate certificate: %w", err)
+	}
+	if err := writeNewFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk})); err != nil {
+		return err
+	}
+	if err := writeNewFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})); err != nil {
+		os.Remove(keyFile)
+		return err
+	}
+	return nil
+}
+
+// writeNewFile writes data to a new file of mode 0600.
+func writeNewFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("protect: %s already exists; not overwriting it: %w", path, err)
+		}
+		return fmt.Errorf("protect: create %s: %w", path, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("protect: write %s: %w", path, err)
+	}
+	return nil
+}
