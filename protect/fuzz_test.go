@@ -105,6 +105,9 @@ func FuzzDecodeRing(f *testing.F) {
 	f.Add([]byte(`{"v":1,"keys":[]}`))
 	f.Add([]byte(`{"v":1,"keys":[{"id":"00000000000000000000000000000000","suite":1,"created":1893456000,"activation":1893456000,"expiration":1896048000,"kek":"golden","wrapped":"AAAA"}],"revoked":[{"id":"00000000000000000000000000000000","at":1893456000,"kek":"golden","tag":"AAAA"}]}`))
 	f.Add([]byte(`{"v":2}`))
+	f.Add([]byte(`{"v":3,"keys":[{"id":"00000000000000000000000000000000","suite":1,"created":1893456000,"activation":1893456000,"expiration":1896048000,"kek":"cert-sha256:00","kind":"certificate","wrapped":"AAAA"}],"naming":{"kek":"golden","wrapped":"AAAA"}}`))
+	f.Add([]byte(`{"v":2,"keys":[{"id":"00000000000000000000000000000000","suite":1,"created":1893456000,"activation":1893456000,"expiration":1896048000,"kek":"golden","kind":"aes","wrapped":"AAAA"}],"naming":{"kek":"golden","wrapped":"AAAA"}}`))
+	f.Add([]byte(`{"v":4,"keys":[],"naming":{"kek":"golden","wrapped":"AAAA"},"new":true}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec, err := decodeRecord(b)
