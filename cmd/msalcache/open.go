@@ -23,6 +23,7 @@ type env struct {
 	// ringStore is where the ring lives: store itself unless -ring-store.
 	ringStore *storeurl.Store
 	kek       protect.KeyWrapper // nil: no KEK given
+	extraKEKs []protect.KeyWrapper // older KEKs that only unwrap (see loadKEKs)
 	ring      *protect.KeyRing   // nil until openRing
 	adapter   *msalcache.Adapter // for StoreKey; nil until keyer
 }
@@ -63,7 +64,7 @@ func (a *app) open(ctx context.Context) (*env, error) {
 			return nil, err
 		}
 	}
-	if e.kek, err = a.loadKEK(ctx, e.ringStore); err != nil {
+	if e.kek, e.extraKEKs, err = a.loadKEKs(ctx, e.ringStore); err != nil {
 		e.close()
 		return nil, err
 	}
@@ -97,7 +98,7 @@ func (a *app) openURL(ctx context.Context, raw string) (*storeurl.Store, error) 
 // loadKEK reads the KEK from -kek-file or the -kek-env variable; none
 // given is not an error (a plaintext cache, or a command that needs no
 // key).
-func (a *app) loadKEK(ctx context.Context, ringStore *storeurl.Store) (protect.KeyWrapper, error) {
+func (a *app) loadKEK(ctx context.Context, ringStore *storeurl.Store, skipID string) (protect.KeyWrapper, error) {
 	var key []byte
 	var err error
 	switch {
@@ -114,16 +115,20 @@ func (a *app) loadKEK(ctx context.Context, ringStore *storeurl.Store) (protect.K
 	}
 	id := a.kekID
 	if id == "" {
-		if id, err = ringKEKID(ctx, a, ringStore); err != nil {
+		if id, err = ringKEKID(ctx, a, ringStore, skipID); err != nil {
 			return nil, err
+		}
+		if id == "" {
+			return nil, nil
 		}
 	}
 	return protect.NewAESKeyWrapper(id, key)
 }
 
 // ringKEKID reads the KEK id the ring record names (the record keeps ids
-// in clear), so that an operator need not know it.
-func ringKEKID(ctx context.Context, a *app, s *storeurl.Store) (string, error) {
+// in clear), so that an operator need not know it; skipID (another KEK
+// given, such as -kek-cert's) is not counted.
+func ringKEKID(ctx context.Context, a *app, s *storeurl.Store, skipID string) (string, error) {
 	cctx, cancel := a.callCtx(ctx)
 	defer cancel()
 	b, _, err := s.Load(cctx, protect.DefaultRingKey)
@@ -145,7 +150,12 @@ func ringKEKID(ctx context.Context, a *app, s *storeurl.Store) (string, error) {
 	}
 	count := map[string]int{}
 	for _, k := range rec.Keys {
-		count[k.KEK]++
+		if k.KEK != skipID {
+			count[k.KEK]++
+		}
+	}
+	if len(count) == 0 && skipID != "" {
+		return "", nil // every key is under the other KEK: this one is not needed
 	}
 	if len(count) != 1 {
 		ids := make([]string, 0, len(count))
@@ -169,14 +179,14 @@ func (e *env) openRing(ctx context.Context) (*protect.KeyRing, error) {
 		return e.ring, nil
 	}
 	if e.kek == nil {
-		return nil, fmt.Errorf("no KEK: pass -kek-file PATH, or put the key in $%s (or name another variable with -kek-env)", e.a.kekEnv)
+		return nil, fmt.Errorf("no KEK: pass -kek-file PATH or -kek-cert PATH, or put the key in $%s (or name another variable with -kek-env)", e.a.kekEnv)
 	}
 	if msalcache.IsVolatile(e.ringStore.Store) {
 		return nil, fmt.Errorf("%w: %s; name the ring's store with -ring-store", protect.ErrVolatileStore, e.ringStore.URL)
 	}
 	cctx, cancel := e.a.callCtx(ctx)
 	defer cancel()
-	r, err := protect.OpenReadOnly(cctx, e.ringStore.Store, e.kek, protect.WithLogger(quiet))
+	r, err := protect.OpenReadOnly(cctx, e.ringStore.Store, e.kek, protect.WithLogger(quiet), protect.WithKEKs(e.extraKEKs...))
 	if err != nil {
 		return nil, fmt.Errorf("open the key ring in %s: %w", e.ringStore.URL, err)
 	}
@@ -193,7 +203,7 @@ func (e *env) writableRing(ctx context.Context) (*protect.KeyRing, error) {
 	}
 	cctx, cancel := e.a.callCtx(ctx)
 	defer cancel()
-	r, err := protect.NewKeyRing(cctx, e.ringStore.Store, e.kek, protect.WithAutoRefresh(false), protect.WithLogger(quiet))
+	r, err := protect.NewKeyRing(cctx, e.ringStore.Store, e.kek, protect.WithAutoRefresh(false), protect.WithLogger(quiet), protect.WithKEKs(e.extraKEKs...))
 	if err != nil {
 		return nil, fmt.Errorf("open the key ring in %s: %w", e.ringStore.URL, err)
 	}
