@@ -27,12 +27,12 @@
 //	-kek-id ID        MSALCACHE_KEK_ID      the KEK's id (default: the one the ring names)
 //	-kek-cert PATH    MSALCACHE_KEK_CERT    a certificate KEK (PEM), as protect.LoadCertificateKeyWrapper reads it
 //	-kek-key PATH     MSALCACHE_KEK_KEY     its private key, mode 0600 (default: in the -kek-cert file)
+//	-namespace NS     MSALCACHE_NAMESPACE   the Adapter's WithNamespace (default "default")
+//	-prefix P         MSALCACHE_PREFIX      the Redis/memcached key prefix (default: the store's)
 //
 // Given a certificate and an AES KEK (a file or the variable), the
 // certificate is the primary and the AES KEK unwraps what it still wraps,
 // as a server in the middle of a migration holds them.
-//	-namespace NS     MSALCACHE_NAMESPACE   the Adapter's WithNamespace (default "default")
-//	-prefix P         MSALCACHE_PREFIX      the Redis/memcached key prefix (default: the store's)
 //
 // Commands that only read never write: the ring is opened with
 // protect.OpenReadOnly. Exit status: 0 success, 1 failure, 2 usage.

@@ -23,9 +23,11 @@ type env struct {
 	// ringStore is where the ring lives: store itself unless -ring-store.
 	ringStore *storeurl.Store
 	kek       protect.KeyWrapper // nil: no KEK given
-	extraKEKs []protect.KeyWrapper // older KEKs that only unwrap (see loadKEKs)
 	ring      *protect.KeyRing   // nil until openRing
 	adapter   *msalcache.Adapter // for StoreKey; nil until keyer
+
+	// extraKEKs are older KEKs that only unwrap (see loadKEKs).
+	extraKEKs []protect.KeyWrapper
 }
 
 func (e *env) close() {
