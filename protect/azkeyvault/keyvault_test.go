@@ -58,6 +58,14 @@ func newVault() *vault { return &vault{keys: map[string][]*keyVersion{}} }
 // addVersion creates key name, or rotates it: a new current version.
 func (v *vault) addVersion(t testing.TB, name string, symmetric bool) string {
 	t.Helper()
+	version, err := v.newVersion(name, symmetric)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return version
+}
+
+func (v *vault) newVersion(name string, symmetric bool) (string, error) {
 	kv := &keyVersion{version: randomHex(16), enabled: true}
 	if symmetric {
 		key := make([]byte, 32)
@@ -67,14 +75,14 @@ func (v *vault) addVersion(t testing.TB, name string, symmetric bool) string {
 	} else {
 		k, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
-			t.Fatal(err)
+			return "", err
 		}
 		kv.rsa = k
 	}
 	v.mu.Lock()
 	v.keys[name] = append(v.keys[name], kv)
 	v.mu.Unlock()
-	return kv.version
+	return kv.version, nil
 }
 
 func (v *vault) disable(name, version string) {
