@@ -224,6 +224,14 @@
 // removing "naming" (the keys' wraps do not cover either), at the cost of
 // a new secret, and one more miss per partition, at the next upgrade.
 //
+// Format 3 adds each key's KEK kind ("kind"). This version reads formats
+// 1 to 3 and writes format 3 at the ring's next write (a new key, Rotate,
+// Revoke), without calling the KEK; loading a record does not rewrite it.
+// A server of an earlier version then refuses the record at its next
+// start (ErrInvalidRing; running ones keep their keys), so finish the
+// rollout before the next key is due (30 days by default) or before
+// calling Rotate. To roll back, remove every "kind" and set "v" to 2.
+//
 // # KEK rotation
 //
 // NewKeyRing's kek is the primary: it wraps new keys, and every write of
