@@ -101,7 +101,13 @@ func NewCertificateKeyWrapper(cert *x509.Certificate, key crypto.Decrypter) (Key
 	}
 	sum := sha256.Sum256(cert.Raw)
 	w := &certWrapper{id: certPrefix + hex.EncodeToString(sum[:])}
-	switch pub := cert.PublicKey.(type) {
+	pubKey := cert.PublicKey
+	if pubKey == nil {
+		// crypto/x509 leaves an X25519 certificate's key unparsed, but
+		// parses the same key from the SubjectPublicKeyInfo.
+		pubKey, _ = x509.ParsePKIXPublicKey(cert.RawSubjectPublicKeyInfo)
+	}
+	switch pub := pubKey.(type) {
 	case *rsa.PublicKey:
 		if pub.Size() < 256 {
 			return nil, fmt.Errorf("protect: certificate %s: RSA key of %d bits; use 2048 bits or more", w.id, pub.Size()*8)
@@ -129,7 +135,7 @@ func NewCertificateKeyWrapper(cert *x509.Certificate, key crypto.Decrypter) (Key
 		w.format, w.hpriv = certFormatHPKE, ed.hpriv
 		_, w.local = ed.priv.(*ecdh.PrivateKey)
 	default:
-		return nil, fmt.Errorf("protect: certificate %s has a %T key; only RSA and elliptic-curve (P-256, P-384, P-521, X25519) certificates can wrap keys", w.id, cert.PublicKey)
+		return nil, fmt.Errorf("protect: certificate %s has a %T key; only RSA and elliptic-curve (P-256, P-384, P-521, X25519) certificates can wrap keys", w.id, pubKey)
 	}
 	return w, nil
 }

@@ -220,3 +220,27 @@ func newRingWith(t testing.TB, store msalcache.Store, kek protect.KeyWrapper, op
 	t.Cleanup(func() { r.Close() })
 	return r
 }
+
+// An X25519 certificate (which cannot sign itself; this one, in testdata,
+// was issued by a throwaway P-256 CA with openssl x509 -force_pubkey)
+// wraps through HPKE like the NIST curves.
+func TestX25519Certificate(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "x25519.key")
+	key, err := os.ReadFile("testdata/x25519.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := protect.LoadCertificateKeyWrapper("testdata/x25519.crt", keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRingWith(t, newMem(t), w)
+	mustOpen(t, r, mustProtect(t, r, "x25519", "k"), "k", "x25519")
+	if ks, _ := r.Keys(ctx); ks[0].KEKID != w.ID() || ks[0].KEKKind != protect.KindCertificate {
+		t.Fatalf("keys %+v", ks)
+	}
+}

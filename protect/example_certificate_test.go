@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"log"
 	"math/big"
@@ -176,4 +177,41 @@ func ExampleKeyRing_KEKStats() {
 	}
 	fmt.Printf("%+v\n", ring.KEKStats()[0])
 	// Output: {ID:kek-2030-01 Kind:aes Primary:true Wraps:2 Unwraps:0 Failures:0}
+}
+
+// kmsWrapper stands for a KEK in a KMS of your own: it names its kind,
+// which the ring records beside each key, and reports an outage with
+// ErrKEKUnavailable, so that a ring fails the call instead of taking its
+// record for damaged.
+type kmsWrapper struct {
+	protect.KeyWrapper // here a local key plays the KMS
+	down               bool
+}
+
+func (w *kmsWrapper) Kind() string { return "my-kms" }
+
+func (w *kmsWrapper) Unwrap(ctx context.Context, wrapped, aad []byte) ([]byte, error) {
+	if w.down {
+		return nil, fmt.Errorf("my-kms: connection refused: %w", protect.ErrKEKUnavailable)
+	}
+	return w.KeyWrapper.Unwrap(ctx, wrapped, aad)
+}
+
+func ExampleKindedKeyWrapper() {
+	ctx := context.Background()
+	store := memstore.New()
+	defer store.Close()
+	local, _ := protect.NewAESKeyWrapper("kms-key-1", bytes.Repeat([]byte{9}, protect.KEKSize))
+	kms := &kmsWrapper{KeyWrapper: local}
+	ring, _ := protect.NewKeyRing(ctx, store, kms)
+	keys, _ := ring.Keys(ctx)
+	fmt.Println(keys[0].KEKID, keys[0].KEKKind)
+	ring.Close()
+
+	kms.down = true
+	_, err := protect.NewKeyRing(ctx, store, kms)
+	fmt.Println(errors.Is(err, protect.ErrKEKUnavailable), errors.Is(err, protect.ErrRingDamaged))
+	// Output:
+	// kms-key-1 my-kms
+	// true false
 }
