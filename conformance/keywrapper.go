@@ -8,9 +8,9 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/msalcache/msalcache"
-	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
 )
 
@@ -234,8 +234,7 @@ func (h *wrapperHarness) testConcurrent(t *testing.T) {
 func (h *wrapperHarness) testRotation(t *testing.T) {
 	ctx := context.Background()
 	oldKEK, newKEK := h.open(t), h.open(t)
-	store := memstore.New()
-	t.Cleanup(func() { store.Close() })
+	store := newCASMap()
 	quiet := []protect.Option{protect.WithAutoRefresh(false), protect.WithLogger(slog.New(slog.DiscardHandler))}
 	ring := func(kek protect.KeyWrapper, opts ...protect.Option) *protect.KeyRing {
 		t.Helper()
@@ -302,11 +301,7 @@ func kekCalls(r *protect.KeyRing) (calls int64) {
 
 func (h *wrapperHarness) testFarm(t *testing.T) {
 	kek := h.open(t)
-	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) msalcache.Store {
-		s := memstore.New()
-		t.Cleanup(func() { s.Close() })
-		return s
-	}})
+	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) msalcache.Store { return newCASMap() }})
 	ring1 := farmRing(t, f.store, kek)
 	ring2 := farmRing(t, f.store, kek)
 	started1, started2 := kekCalls(ring1), kekCalls(ring2)
@@ -346,11 +341,7 @@ func (f *fixture) adapterWith(p msalcache.Protector) suiteAdapter {
 // its server at each step, and checks that the users who signed in
 // before are served from the cache throughout.
 func (h *wrapperHarness) testMigration(t *testing.T) {
-	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) msalcache.Store {
-		s := memstore.New()
-		t.Cleanup(func() { s.Close() })
-		return s
-	}})
+	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) msalcache.Store { return newCASMap() }})
 	envKEK, err := protect.NewAESKeyWrapper("env-kek", randomBytes(protect.KEKSize))
 	if err != nil {
 		t.Fatal(err)
@@ -395,3 +386,60 @@ func (h *wrapperHarness) testMigration(t *testing.T) {
 	// Step 2: the old KEK removed.
 	served("old KEK removed", farmRing(t, f.store, newKEK))
 }
+
+// casMap is the smallest durable-looking Store the KEK suite needs for its
+// rings and Adapters (this package imports no concrete store): a map with
+// compare-and-set, TTLs ignored.
+type casMap struct {
+	mu   sync.Mutex
+	next msalcache.Version
+	m    map[string]casEntry
+}
+
+type casEntry struct {
+	v   []byte
+	ver msalcache.Version
+}
+
+func newCASMap() *casMap {
+	return &casMap{m: map[string]casEntry{}}
+}
+
+func (s *casMap) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, msalcache.NoVersion, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[key]
+	if !ok {
+		return nil, msalcache.NoVersion, msalcache.ErrNotFound
+	}
+	return bytes.Clone(e.v), e.ver, nil
+}
+
+func (s *casMap) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, _ time.Duration) (msalcache.Version, error) {
+	if err := ctx.Err(); err != nil {
+		return msalcache.NoVersion, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m[key].ver != ifVersion {
+		return msalcache.NoVersion, msalcache.ErrConflict
+	}
+	s.next++
+	s.m[key] = casEntry{v: bytes.Clone(value), ver: s.next}
+	return s.next, nil
+}
+
+func (s *casMap) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.m, key)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *casMap) Close() error { return nil }
