@@ -304,7 +304,7 @@ func TestVaultCallsPerProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("3 rotations: WrapKey %d in all", v.wraps.Load())
+	t.Logf("after 3 rotations by server 1: WrapKey %d since its start (2 at creation, 1 per rotation)", v.wraps.Load())
 
 	v.wraps.Store(0)
 	v.unwraps.Store(0)
@@ -356,6 +356,19 @@ func TestVaultCallsPerProcess(t *testing.T) {
 	if checks, err := second.CheckKEKs(ctx); err != nil || checks[0].Err != nil {
 		t.Fatalf("CheckKEKs with the vault back: %+v, %v", checks, err)
 	}
+	// Another server's rotation costs this one one unwrapKey: the new key.
+	w0, u0 := v.wraps.Load(), v.unwraps.Load()
+	if err := first.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w1 := v.wraps.Load()
+	if _, err := second.Keys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if w, u := w1-w0, v.unwraps.Load()-u0; w != 1 || u != 1 {
+		t.Fatalf("a rotation by server 1 and a reload by server 2 called wrapKey %d and unwrapKey %d times, want 1 and 1", w, u)
+	}
+	t.Logf("a rotation: WrapKey 1 on the server that makes it, UnwrapKey 1 on each other server at its next reload")
 }
 
 func TestForbiddenSaysWhatToDo(t *testing.T) {
