@@ -245,3 +245,46 @@ func TestGoldenFormatV2(t *testing.T) {
 		t.Fatalf("HashKey of the golden record = %s, want %s", got, want)
 	}
 }
+
+// A format 3 record (format 2 and each key's KEK kind) is a promise to
+// data at rest too: it opens, is not rewritten by loading, names
+// partitions as its format 2 original did, and shows each key's kind.
+func TestGoldenFormatV3(t *testing.T) {
+	ring, payload, store, r, _ := openGolden(t, "testdata/ring-v3.json")
+	ctx := context.Background()
+	if plain, err := r.Unprotect(ctx, payload, []byte("msalcache:default:golden")); err != nil || string(plain) != "golden plaintext" {
+		t.Fatalf("golden payload: %q, %v", plain, err)
+	}
+	if after, _, _ := store.Load(ctx, DefaultRingKey); !bytes.Equal(after, ring) {
+		t.Fatalf("loading an up-to-date ring rewrote it:\n%s", after)
+	}
+	h := r.HashKey("golden partition")
+	if got, want := hex.EncodeToString(h[:]), "88ddbcb163ace35397fcc3ad2c4fdd75ab440a11db57f23b86d7c7b43f06fa86"; got != want {
+		t.Fatalf("HashKey of the golden record = %s, want %s", got, want)
+	}
+	ks, err := r.Keys(ctx)
+	if err != nil || len(ks) != 2 || ks[1].KEKKind != KindAES {
+		t.Fatalf("golden keys: %+v, %v", ks, err)
+	}
+	// A format 2 record gets its kinds at the ring's next write, with no
+	// key rewrapped: the same bytes as the format 3 golden.
+	_, _, store2, r2, _ := openGolden(t, "testdata/ring-v2.json")
+	if err := r2.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, _, _ := store2.Load(ctx, DefaultRingKey)
+	for _, k := range mustDecode(t, ring).keys {
+		if !slices.ContainsFunc(mustDecode(t, after).keys, func(e keyEntry) bool { return e.equal(&k) }) {
+			t.Fatalf("key %s of the format 2 record was not kept byte for byte, with its kind, in:\n%s", k.id, after)
+		}
+	}
+}
+
+func mustDecode(t *testing.T, b []byte) *record {
+	t.Helper()
+	rec, err := decodeRecord(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
