@@ -30,9 +30,11 @@
 // A ring unwraps each data key once, when it starts or first meets it,
 // and holds it in memory; it calls Wrap only when it mints a key (once a
 // month by default, by one server of the farm) or moves keys to another
-// KEK. A farm's server makes about (number of keys + 2) UnwrapKey calls at
-// start, none while it serves tokens, so a vault that becomes unreachable
-// after start-up costs nothing until the next rotation. Stats counts them.
+// KEK. A server makes one UnwrapKey call per key of the ring at start (plus
+// one for the naming secret and one per revoked key), none while it serves
+// tokens, and one more for each key another server mints; so a vault that
+// becomes unreachable after start-up costs nothing until the next
+// rotation. Stats counts them, as does the ring's KEKStats.
 //
 // # Checking against a real vault
 //
