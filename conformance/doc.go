@@ -5,7 +5,7 @@
 // contract, a fresh fixture for every named subtest, and declared
 // capabilities instead of special cases.
 //
-// There are three suites:
+// There are four suites:
 //
 //   - RunStoreTests checks an msalcache.Store: compare-and-set that never
 //     loses an update (under the race detector, with goroutines racing on one
@@ -22,6 +22,11 @@
 //     Save with msalcache.NoVersion instead of wedging its key.
 //   - RunProtectorTests checks an msalcache.Protector: round trips, binding
 //     to the associated data, and rejection of tampered or foreign input.
+//   - RunKeyWrapperTests checks a protect.KeyWrapper (a KEK: a local key,
+//     a certificate, a vault key): round trips, binding to the associated
+//     data, wrong keys and tampered wrappings refused, a KEK rotation that
+//     keeps old blobs readable, and, with real MSAL-Go clients, a farm of
+//     two rings under the KEK and a move to it from an AES KEK.
 //   - RunMSALTests puts the Adapter over a backend (MSALSetup: a store, an
 //     optional Protector, Adapter options) behind real MSAL-Go clients that
 //     talk to an entratest token endpoint, and counts token requests, so

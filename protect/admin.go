@@ -123,6 +123,10 @@ type KeyInfo struct {
 	Default bool
 	// KEKID names the KEK that wraps the key in the record.
 	KEKID string
+	// KEKKind is that KEK's kind (KindAES, KindCertificate,
+	// "azure-keyvault", ...); empty for a key of a record written before
+	// kinds were recorded, until this version's first write records it.
+	KEKKind string
 }
 
 // Keys reloads the ring's record and describes every key this ring knows,
@@ -147,6 +151,7 @@ func (r *KeyRing) Keys(ctx context.Context) ([]KeyInfo, error) {
 			Expiration: time.Unix(k.expiration, 0),
 			Default:    k == def,
 			KEKID:      k.kekID,
+			KEKKind:    r.kindFor(k),
 		}
 		switch {
 		case st.revoked[id] != nil:

@@ -13,9 +13,6 @@ func (r *KeyRing) BoundsContext() bool {
 		return false
 	}
 	for _, k := range r.keks {
-		if _, local := k.(*aesWrapper); local {
-			continue
-		}
 		if b, ok := k.(msalcache.ContextBounder); !ok || !b.BoundsContext() {
 			return false
 		}

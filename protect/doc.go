@@ -49,8 +49,26 @@
 // LoadKeyFile refuses a file that group or others can read (and says to
 // chmod 600 it); KeyFromEnv reads the variable; GenerateKeyFile writes a
 // new key file with mode 0600. Every server of a farm needs the same KEK
-// under the same id. A KMS can stand in for the local key: implement
-// KeyWrapper.
+// under the same id.
+//
+// The KEK may instead be an X.509 certificate whose private key stays
+// where the operators keep it (a 0600 PEM file, an HSM, a TPM, a PKCS#11
+// token): LoadCertificateKeyWrapper, or NewCertificateKeyWrapper with any
+// crypto.Decrypter. Its id is the certificate's SHA-256 thumbprint, so a
+// renewed certificate is a new KEK (see KEK rotation). Or it is a key in
+// Azure Key Vault or Managed HSM: package azkeyvault, a module of its own.
+// Any other KMS fits KeyWrapper; it reports an outage with
+// ErrKEKUnavailable, so that the ring fails the call instead of taking the
+// record for damaged.
+//
+// The ring unwraps each data key once, when it starts or first meets the
+// key, and holds it in memory: a KEK is called at start (once per key,
+// plus the naming secret and revocations), when a key is minted (once a
+// month by one server) and when keys move to another KEK, never per token,
+// so a vault that is unreachable after start-up costs nothing until the
+// next rotation. KEKStats counts the calls; CheckKEKs has every KEK prove
+// it still works. A newcomer whose KEK is unavailable fails at its first
+// call with an error wrapping ErrKEKUnavailable.
 //
 // # Payload
 //
@@ -238,12 +256,25 @@
 // removing "naming" (the keys' wraps do not cover either), at the cost of
 // a new secret, and one more miss per partition, at the next upgrade.
 //
+// Format 3 adds each key's KEK kind ("kind"). This version reads formats
+// 1 to 3 and writes format 3 at the ring's next write (a new key, Rotate,
+// Revoke), without calling the KEK; loading a record does not rewrite it.
+// A server of an earlier version then refuses the record at its next
+// start (ErrInvalidRing; running ones keep their keys), so finish the
+// rollout before the next key is due (30 days by default) or before
+// calling Rotate. To roll back, remove every "kind" and set "v" to 2.
+//
 // # KEK rotation
 //
 // NewKeyRing's kek is the primary: it wraps new keys, and every write of
 // the record rewraps all keys under it. WithKEKs adds KEKs that only
-// unwrap. To replace a KEK: deploy the new one on every server as an extra
-// KEK; then make it the primary with the old one extra; call Rotate (or
-// wait for the next scheduled key) so the record is rewritten under the new
-// KEK, which KeyInfo.KEKID shows; then remove the old KEK.
+// unwrap, of any kind, so moving from an environment key to a certificate
+// or to Key Vault, or to a renewed certificate, is one procedure: deploy
+// the new KEK on every server as an extra KEK; then make it the primary
+// with the old one extra; call Rotate (or wait for the next scheduled key,
+// written a day before the default expires: the record is rewritten, and
+// so rewrapped, only when it changes) so the record is rewritten under the
+// new KEK, which KeyInfo.KEKID and KeyInfo.KEKKind show; then remove the
+// old KEK. A Key Vault key rotated in the vault is no new KEK: package
+// azkeyvault records the key version in each wrapping.
 package protect

@@ -105,6 +105,9 @@ func FuzzDecodeRing(f *testing.F) {
 	f.Add([]byte(`{"v":1,"keys":[]}`))
 	f.Add([]byte(`{"v":1,"keys":[{"id":"00000000000000000000000000000000","suite":1,"created":1893456000,"activation":1893456000,"expiration":1896048000,"kek":"golden","wrapped":"AAAA"}],"revoked":[{"id":"00000000000000000000000000000000","at":1893456000,"kek":"golden","tag":"AAAA"}]}`))
 	f.Add([]byte(`{"v":2}`))
+	f.Add([]byte(`{"v":3,"keys":[{"id":"00000000000000000000000000000000","suite":1,"created":1893456000,"activation":1893456000,"expiration":1896048000,"kek":"cert-sha256:00","kind":"certificate","wrapped":"AAAA"}],"naming":{"kek":"golden","wrapped":"AAAA"}}`))
+	f.Add([]byte(`{"v":2,"keys":[{"id":"00000000000000000000000000000000","suite":1,"created":1893456000,"activation":1893456000,"expiration":1896048000,"kek":"golden","kind":"aes","wrapped":"AAAA"}],"naming":{"kek":"golden","wrapped":"AAAA"}}`))
+	f.Add([]byte(`{"v":4,"keys":[],"naming":{"kek":"golden","wrapped":"AAAA"},"new":true}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec, err := decodeRecord(b)
@@ -191,15 +194,19 @@ func TestGoldenFormat(t *testing.T) {
 	if r.NeedsReprotect(payload) {
 		t.Fatal("golden payload is under the default key")
 	}
-	// Opening a format 1 record adds a naming secret, and nothing else:
-	// every entry is kept byte for byte.
+	// Opening a format 1 record adds a naming secret and the keys' KEK
+	// kinds (format 3), and nothing else: every entry is kept byte for
+	// byte, no key is rewrapped.
 	after, _, _ := store.Load(ctx, DefaultRingKey)
 	upgraded, err := decodeRecord(after)
-	if err != nil || upgraded.naming == nil || !bytes.Contains(after, []byte(`{"v":2,`)) {
+	if err != nil || upgraded.naming == nil || !bytes.Contains(after, []byte(`{"v":3,`)) {
 		t.Fatalf("format 1 record after opening (%v):\n%s", err, after)
 	}
 	old, _ := decodeRecord(ring)
 	old.naming = upgraded.naming
+	for i := range old.keys {
+		old.keys[i].kekKind = KindAES
+	}
 	if enc, _ := encodeRecord(old); !bytes.Equal(enc, after) {
 		t.Fatalf("opening a format 1 ring changed more than the naming secret:\n%s\n%s", after, enc)
 	}
@@ -237,4 +244,47 @@ func TestGoldenFormatV2(t *testing.T) {
 	if got, want := hex.EncodeToString(h[:]), "88ddbcb163ace35397fcc3ad2c4fdd75ab440a11db57f23b86d7c7b43f06fa86"; got != want {
 		t.Fatalf("HashKey of the golden record = %s, want %s", got, want)
 	}
+}
+
+// A format 3 record (format 2 and each key's KEK kind) is a promise to
+// data at rest too: it opens, is not rewritten by loading, names
+// partitions as its format 2 original did, and shows each key's kind.
+func TestGoldenFormatV3(t *testing.T) {
+	ring, payload, store, r, _ := openGolden(t, "testdata/ring-v3.json")
+	ctx := context.Background()
+	if plain, err := r.Unprotect(ctx, payload, []byte("msalcache:default:golden")); err != nil || string(plain) != "golden plaintext" {
+		t.Fatalf("golden payload: %q, %v", plain, err)
+	}
+	if after, _, _ := store.Load(ctx, DefaultRingKey); !bytes.Equal(after, ring) {
+		t.Fatalf("loading an up-to-date ring rewrote it:\n%s", after)
+	}
+	h := r.HashKey("golden partition")
+	if got, want := hex.EncodeToString(h[:]), "88ddbcb163ace35397fcc3ad2c4fdd75ab440a11db57f23b86d7c7b43f06fa86"; got != want {
+		t.Fatalf("HashKey of the golden record = %s, want %s", got, want)
+	}
+	ks, err := r.Keys(ctx)
+	if err != nil || len(ks) != 2 || ks[1].KEKKind != KindAES {
+		t.Fatalf("golden keys: %+v, %v", ks, err)
+	}
+	// A format 2 record gets its kinds at the ring's next write, with no
+	// key rewrapped: the same bytes as the format 3 golden.
+	_, _, store2, r2, _ := openGolden(t, "testdata/ring-v2.json")
+	if err := r2.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, _, _ := store2.Load(ctx, DefaultRingKey)
+	for _, k := range mustDecode(t, ring).keys {
+		if !slices.ContainsFunc(mustDecode(t, after).keys, func(e keyEntry) bool { return e.equal(&k) }) {
+			t.Fatalf("key %s of the format 2 record was not kept byte for byte, with its kind, in:\n%s", k.id, after)
+		}
+	}
+}
+
+func mustDecode(t *testing.T, b []byte) *record {
+	t.Helper()
+	rec, err := decodeRecord(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }

@@ -225,6 +225,7 @@ type keyDoc struct {
 	Activation int64  `json:"activation"`
 	Expiration int64  `json:"expiration"`
 	KEK        string `json:"kek"`
+	Kind       string `json:"kind,omitempty"`
 	Wrapped    []byte `json:"wrapped"`
 }
 
@@ -300,5 +301,8 @@ func asFormat1(t testing.TB, rec []byte) []byte {
 	t.Helper()
 	d := parseDoc(t, rec)
 	d.V, d.Naming = 1, nil
+	for i := range d.Keys {
+		d.Keys[i].Kind = ""
+	}
 	return d.encode(t)
 }

@@ -119,12 +119,12 @@ func newRing(fn string, store msalcache.Store, kek KeyWrapper, opts []Option) (*
 		if keks[id] != nil {
 			return nil, fmt.Errorf("protect: two KEKs share the id %q", id)
 		}
-		keks[id] = k
+		keks[id] = newCountedKEK(k) // see KEKStats
 	}
 	r := &KeyRing{
 		store:   store,
 		cfg:     cfg,
-		primary: kek,
+		primary: keks[kek.ID()],
 		keks:    keks,
 		marker:  cfg.ringKey + markerSuffix,
 		sem:     make(chan struct{}, 1),

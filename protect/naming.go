@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"sync"
@@ -115,6 +116,9 @@ func (r *KeyRing) verifyNaming(ctx context.Context, e *namingEntry, cur *ringSta
 	if err != nil || len(secret) != namingSecretLen {
 		if err := ctx.Err(); err != nil {
 			return nil, "", false, err
+		}
+		if errors.Is(err, ErrKEKUnavailable) {
+			return nil, "", false, fmt.Errorf("protect: key ring %q: naming secret: %w", r.cfg.ringKey, err)
 		}
 		return nil, fmt.Sprintf("naming secret does not unwrap with KEK %q", e.kekID), false, nil
 	}

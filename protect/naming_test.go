@@ -103,7 +103,7 @@ func TestFormat1RecordGetsOneSecretUnderConcurrency(t *testing.T) {
 		}
 	}
 	doc := parseDoc(t, ringRecord(t, mem))
-	if doc.V != 2 || doc.Naming == nil {
+	if doc.V != 3 || doc.Naming == nil {
 		t.Fatalf("record after the upgrade: format %d, naming %v", doc.V, doc.Naming)
 	}
 	h := newRing(t, mem, nil).HashKey(partition)
@@ -137,7 +137,7 @@ func TestRolledBackRecordGetsItsSecretBack(t *testing.T) {
 	if err := a.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if d := parseDoc(t, ringRecord(t, store)); d.Naming == nil || d.V != 2 {
+	if d := parseDoc(t, ringRecord(t, store)); d.Naming == nil || d.V != 3 {
 		t.Fatal("the refresh did not write the secret back")
 	}
 	if newRing(t, store, clock.Now).HashKey(partition) != h {

@@ -26,8 +26,12 @@ import (
 //     new field therefore comes with a new format number.
 //
 // Format 1 (the first release) has no naming secret; format 2 must have
-// one. Both decode; a ring adds the secret to a format 1 record when it
-// opens it, which makes it format 2.
+// one. Format 3 adds to each key the kind of its KEK ("aes",
+// "certificate", "azure-keyvault", ...), so an operator moving between
+// kinds of KEK sees which keys have moved; a key verifies only if its
+// kind is that of the ring's KEK of its id. All three decode; a ring adds
+// the secret to a format 1 record when it opens it, and fills in the
+// kinds at its next write (no KEK call), which makes the record format 3.
 //
 // Times are Unix seconds.
 type recordJSON struct {
@@ -50,6 +54,7 @@ type keyJSON struct {
 	Activation int64  `json:"activation"`
 	Expiration int64  `json:"expiration"`
 	KEK        string `json:"kek"`
+	Kind       string `json:"kind,omitempty"` // format 3
 	Wrapped    []byte `json:"wrapped"`
 }
 
@@ -62,8 +67,10 @@ type revocationJSON struct {
 
 const (
 	// recordFormat is the format this package writes; recordFormatV1
-	// records (no naming secret) still decode.
-	recordFormat   = 2
+	// records (no naming secret) and recordFormatV2 records (no KEK
+	// kinds) still decode.
+	recordFormat   = 3
+	recordFormatV2 = 2
 	recordFormatV1 = 1
 	// namingSecretLen is the size of HashKey's secret: as long as
 	// HMAC-SHA256's output, the least RFC 2104 recommends.
@@ -85,6 +92,7 @@ type keyEntry struct {
 	activation int64
 	expiration int64
 	kekID      string
+	kekKind    string // "" in a format 1 or 2 record
 	wrapped    []byte
 }
 
@@ -124,7 +132,7 @@ func namingAAD(kekID string) []byte {
 func (a *keyEntry) equal(b *keyEntry) bool {
 	return a.id == b.id && a.suite == b.suite && a.created == b.created &&
 		a.activation == b.activation && a.expiration == b.expiration &&
-		a.kekID == b.kekID && bytes.Equal(a.wrapped, b.wrapped)
+		a.kekID == b.kekID && a.kekKind == b.kekKind && bytes.Equal(a.wrapped, b.wrapped)
 }
 
 func (a *revEntry) equal(b *revEntry) bool {
@@ -132,8 +140,10 @@ func (a *revEntry) equal(b *revEntry) bool {
 }
 
 // keyAAD is what a key's wrap is bound to: every field but the wrapped
-// bytes. All parts but the last have fixed sizes, so the encoding is
-// unambiguous.
+// bytes and the KEK kind (format 3), which is authenticated instead by
+// matching the kind of the ring's KEK of that id (see verify), so that
+// recording kinds needs no KEK call. All parts but the last have fixed
+// sizes, so the encoding is unambiguous.
 func keyAAD(e *keyEntry) []byte {
 	const label = "msalcache/protect key v1\x00"
 	out := make([]byte, 0, len(label)+keyIDLen+1+3*8+len(e.kekID))
@@ -186,12 +196,12 @@ func decodeRecord(b []byte) (*record, error) {
 		return nil, errors.New("record has trailing data")
 	}
 	switch {
-	case rj.V != recordFormat && rj.V != recordFormatV1:
-		return nil, fmt.Errorf("record format %d is not %d or %d", rj.V, recordFormatV1, recordFormat)
+	case rj.V != recordFormat && rj.V != recordFormatV2 && rj.V != recordFormatV1:
+		return nil, fmt.Errorf("record format %d is not %d, %d or %d", rj.V, recordFormatV1, recordFormatV2, recordFormat)
 	case rj.V == recordFormatV1 && rj.Naming != nil:
 		return nil, errors.New("record format 1 has no naming secret")
-	case rj.V == recordFormat && rj.Naming == nil:
-		return nil, fmt.Errorf("record format %d lacks its naming secret", recordFormat)
+	case rj.V != recordFormatV1 && rj.Naming == nil:
+		return nil, fmt.Errorf("record format %d lacks its naming secret", rj.V)
 	}
 	if len(rj.Keys) > maxRecordKeys || len(rj.Revoked) > maxRecordKeys {
 		return nil, fmt.Errorf("record holds more than %d entries", maxRecordKeys)
@@ -221,12 +231,19 @@ func decodeRecord(b []byte) (*record, error) {
 		if err := validKEKID(kj.KEK); err != nil {
 			return nil, fmt.Errorf("key %s: %w", id, err)
 		}
+		if rj.V == recordFormat {
+			if err := validKEKKind(kj.Kind); err != nil {
+				return nil, fmt.Errorf("key %s: %w", id, err)
+			}
+		} else if kj.Kind != "" {
+			return nil, fmt.Errorf("key %s: record format %d has no KEK kinds", id, rj.V)
+		}
 		if len(kj.Wrapped) == 0 || len(kj.Wrapped) > maxWrapped {
 			return nil, fmt.Errorf("key %s: wrapped key of %d bytes", id, len(kj.Wrapped))
 		}
 		rec.keys = append(rec.keys, keyEntry{
 			id: id, suite: byte(kj.Suite), created: kj.Created, activation: kj.Activation,
-			expiration: kj.Expiration, kekID: kj.KEK, wrapped: kj.Wrapped,
+			expiration: kj.Expiration, kekID: kj.KEK, kekKind: kj.Kind, wrapped: kj.Wrapped,
 		})
 	}
 	seenRev := make(map[keyID]bool, len(rj.Revoked))
@@ -264,7 +281,8 @@ func decodeRecord(b []byte) (*record, error) {
 
 // encodeRecord writes rec in a canonical order (keys by activation then id,
 // revocations by id), so that two servers holding the same ring write the
-// same bytes. A record with a naming secret is format 2; one without
+// same bytes. A record with a naming secret is format 3 when every key
+// records its KEK's kind, and 2 otherwise; one without a naming secret
 // (only a decoded format 1 record, never a ring's write) stays format 1.
 func encodeRecord(rec *record) ([]byte, error) {
 	keys := slices.Clone(rec.keys)
@@ -283,12 +301,31 @@ func encodeRecord(rec *record) ([]byte, error) {
 	if n := rec.naming; n != nil {
 		rj.V = recordFormat
 		rj.Naming = &namingJSON{KEK: n.kekID, Wrapped: n.wrapped}
+		kinds := 0
+		for _, k := range keys {
+			if k.kekKind != "" {
+				kinds++
+			}
+		}
+		switch kinds {
+		case len(keys):
+		case 0:
+			rj.V = recordFormatV2
+		default:
+			// Dropping the kinds would break the wraps they are bound
+			// into; rewrap gives every key one before a write.
+			return nil, errors.New("record mixes keys with and without KEK kinds")
+		}
 	}
 	for _, k := range keys {
-		rj.Keys = append(rj.Keys, keyJSON{
+		kj := keyJSON{
 			ID: k.id.String(), Suite: int(k.suite), Created: k.created, Activation: k.activation,
 			Expiration: k.expiration, KEK: k.kekID, Wrapped: k.wrapped,
-		})
+		}
+		if rj.V == recordFormat {
+			kj.Kind = k.kekKind
+		}
+		rj.Keys = append(rj.Keys, kj)
 	}
 	for _, rv := range revs {
 		rj.Revoked = append(rj.Revoked, revocationJSON{ID: rv.id.String(), At: rv.at, KEK: rv.kekID, Tag: rv.tag})

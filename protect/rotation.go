@@ -49,6 +49,7 @@ func (r *KeyRing) mint(ctx context.Context, w *working, now, activation, expirat
 	k.activation = activation.Unix()
 	k.expiration = expiration.Unix()
 	k.kekID = r.primary.ID()
+	k.kekKind = kindOf(r.primary)
 	k.info = hkdfInfo(k.id)
 	wrapped, err := r.primary.Wrap(ctx, k.secret, keyAAD(&k.keyEntry))
 	if err != nil {
@@ -61,15 +62,21 @@ func (r *KeyRing) mint(ctx context.Context, w *working, now, activation, expirat
 }
 
 // rewrap moves every entry not under the primary KEK to it, so that an old
-// KEK can be retired once a write has happened (Rotate forces one).
+// KEK can be retired once a write has happened (Rotate forces one). It
+// also records the KEK kind of keys loaded from a format 1 or 2 record.
 func (r *KeyRing) rewrap(ctx context.Context, w *working) error {
-	pid := r.primary.ID()
+	pid, pkind := r.primary.ID(), kindOf(r.primary)
 	for id, k := range w.keys {
 		if k.kekID == pid {
+			if k.kekKind != pkind {
+				nk := *k
+				nk.kekKind = pkind
+				w.keys[id] = &nk
+			}
 			continue
 		}
 		nk := *k
-		nk.kekID = pid
+		nk.kekID, nk.kekKind = pid, pkind
 		wrapped, err := r.primary.Wrap(ctx, nk.secret, keyAAD(&nk.keyEntry))
 		if err != nil {
 			return fmt.Errorf("protect: rewrap key %s with KEK %q: %w", id, pid, err)

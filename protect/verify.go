@@ -86,10 +86,23 @@ func (r *KeyRing) verify(ctx context.Context, rec *record, cur *ringState) (w *w
 			}
 			return nil, nil, false, fail("key %s is wrapped by KEK %q, which this ring does not have (add it with WithKEKs)", e.id, e.kekID)
 		}
+		if e.kekKind != "" && e.kekKind != kindOf(kek) {
+			bad = append(bad, fmt.Sprintf("key %s records KEK kind %q, but this ring's KEK %q is of kind %q", e.id, e.kekKind, e.kekID, kindOf(kek)))
+			if cur != nil && (cur.keys[e.id] != nil || known[string(e.wrapped)]) {
+				ours = true
+			}
+			continue
+		}
 		secret, err := kek.Unwrap(ctx, e.wrapped, keyAAD(e))
 		if err != nil || len(secret) != masterKeyLen {
 			if err := ctx.Err(); err != nil {
 				return nil, nil, false, err
+			}
+			if errors.Is(err, ErrKEKUnavailable) {
+				// No verdict on the record: fail now rather than call a
+				// KEK that is down once per key, or treat the record
+				// as damaged and rewrite it.
+				return nil, nil, false, fmt.Errorf("protect: key ring %q: key %s: %w", r.cfg.ringKey, e.id, err)
 			}
 			bad = append(bad, fmt.Sprintf("key %s does not unwrap with KEK %q: its dates, id or wrapped bytes were altered, or the KEK is not the one that wrapped it", e.id, e.kekID))
 			if cur != nil && (cur.keys[e.id] != nil || known[string(e.wrapped)]) {
@@ -124,6 +137,9 @@ func (r *KeyRing) verify(ctx context.Context, rec *record, cur *ringState) (w *w
 		if err != nil || !bytes.Equal(got, e.id[:]) {
 			if err := ctx.Err(); err != nil {
 				return nil, nil, false, err
+			}
+			if errors.Is(err, ErrKEKUnavailable) {
+				return nil, nil, false, fmt.Errorf("protect: key ring %q: revocation of %s: %w", r.cfg.ringKey, e.id, err)
 			}
 			bad = append(bad, fmt.Sprintf("revocation of %s does not verify with KEK %q", e.id, e.kekID))
 			if cur != nil && (cur.keys[e.id] != nil || cur.revoked[e.id] != nil || known[string(e.tag)]) {

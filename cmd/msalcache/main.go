@@ -26,8 +26,14 @@
 //	-kek-file PATH    MSALCACHE_KEK_FILE    the KEK, as protect.LoadKeyFile reads it
 //	-kek-env NAME     (default MSALCACHE_KEK) variable holding the KEK, as protect.KeyFromEnv reads it
 //	-kek-id ID        MSALCACHE_KEK_ID      the KEK's id (default: the one the ring names)
+//	-kek-cert PATH    MSALCACHE_KEK_CERT    a certificate KEK (PEM), as protect.LoadCertificateKeyWrapper reads it
+//	-kek-key PATH     MSALCACHE_KEK_KEY     its private key, mode 0600 (default: in the -kek-cert file)
 //	-namespace NS     MSALCACHE_NAMESPACE   the Adapter's WithNamespace (default "default")
 //	-prefix P         MSALCACHE_PREFIX      the Redis/memcached key prefix (default: the store's)
+//
+// Given a certificate and an AES KEK (a file or the variable), the
+// certificate is the primary and the AES KEK unwraps what it still wraps,
+// as a server in the middle of a migration holds them.
 //
 // Commands that only read (doctor, stats, inspect, keys list, and the
 // -dry-run of rewrap, migrate and rm) never create or modify anything: a
@@ -107,6 +113,7 @@ type app struct {
 	store, ringStore string
 	kekFile, kekEnv  string
 	kekID            string
+	kekCert, kekKey  string
 	namespace        string
 	prefix           string
 	prefixSet        bool
@@ -151,6 +158,8 @@ func (a *app) globals(fs *flag.FlagSet) {
 	fs.StringVar(&a.kekFile, "kek-file", a.kekFile, "`file` holding the KEK, mode 0600 (env MSALCACHE_KEK_FILE)")
 	fs.StringVar(&a.kekEnv, "kek-env", a.kekEnv, "environment `variable` holding the KEK, base64 or hex")
 	fs.StringVar(&a.kekID, "kek-id", a.kekID, "the KEK's `id` (env MSALCACHE_KEK_ID; default: the id the ring names)")
+	fs.StringVar(&a.kekCert, "kek-cert", a.kekCert, "PEM `file` of a certificate KEK (env MSALCACHE_KEK_CERT)")
+	fs.StringVar(&a.kekKey, "kek-key", a.kekKey, "PEM `file` of the -kek-cert private key, mode 0600 (env MSALCACHE_KEK_KEY; default: the -kek-cert file)")
 	fs.StringVar(&a.namespace, "namespace", a.namespace, "the Adapter's `namespace` (env MSALCACHE_NAMESPACE)")
 	fs.Func("prefix", "Redis or memcached key `prefix` (env MSALCACHE_PREFIX; default: the store's own)", func(s string) error {
 		a.prefix, a.prefixSet = s, true
@@ -167,6 +176,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 		kekFile:   os.Getenv("MSALCACHE_KEK_FILE"),
 		kekEnv:    "MSALCACHE_KEK",
 		kekID:     os.Getenv("MSALCACHE_KEK_ID"),
+		kekCert:   os.Getenv("MSALCACHE_KEK_CERT"),
+		kekKey:    os.Getenv("MSALCACHE_KEK_KEY"),
 		namespace: envOr("MSALCACHE_NAMESPACE", "default"),
 		timeout:   10 * time.Second,
 	}

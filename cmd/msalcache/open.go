@@ -25,6 +25,9 @@ type env struct {
 	kek       protect.KeyWrapper // nil: no KEK given
 	ring      *protect.KeyRing   // nil until openRing
 	adapter   *msalcache.Adapter // for StoreKey; nil until keyer
+
+	// extraKEKs are older KEKs that only unwrap (see loadKEKs).
+	extraKEKs []protect.KeyWrapper
 }
 
 func (e *env) close() {
@@ -70,11 +73,9 @@ func (a *app) open(ctx context.Context, writes bool) (*env, error) {
 			return nil, err
 		}
 	}
-	if key != nil {
-		if e.kek, err = a.kekWrapper(ctx, key, e.ringStore); err != nil {
-			e.close()
-			return nil, err
-		}
+	if e.kek, e.extraKEKs, err = a.loadKEKs(ctx, key, e.ringStore); err != nil {
+		e.close()
+		return nil, err
 	}
 	return e, nil
 }
@@ -142,13 +143,17 @@ func (a *app) readKEK() ([]byte, error) {
 	return nil, nil
 }
 
-// kekWrapper names key with -kek-id, or with the id the ring names.
-func (a *app) kekWrapper(ctx context.Context, key []byte, ringStore *storeurl.Store) (protect.KeyWrapper, error) {
+// kekWrapper names key with -kek-id, or with the id the ring names
+// (skipID, another KEK given, such as -kek-cert's, aside).
+func (a *app) kekWrapper(ctx context.Context, key []byte, ringStore *storeurl.Store, skipID string) (protect.KeyWrapper, error) {
 	id := a.kekID
 	if id == "" {
 		var err error
-		if id, err = ringKEKID(ctx, a, ringStore); err != nil {
+		if id, err = ringKEKID(ctx, a, ringStore, skipID); err != nil {
 			return nil, err
+		}
+		if id == "" {
+			return nil, nil
 		}
 	}
 	w, err := protect.NewAESKeyWrapper(id, key)
@@ -159,8 +164,9 @@ func (a *app) kekWrapper(ctx context.Context, key []byte, ringStore *storeurl.St
 }
 
 // ringKEKID reads the KEK id the ring record names (the record keeps ids
-// in clear), so that an operator need not know it.
-func ringKEKID(ctx context.Context, a *app, s *storeurl.Store) (string, error) {
+// in clear), so that an operator need not know it; skipID (another KEK
+// given, such as -kek-cert's) is not counted.
+func ringKEKID(ctx context.Context, a *app, s *storeurl.Store, skipID string) (string, error) {
 	cctx, cancel := a.callCtx(ctx)
 	defer cancel()
 	b, _, err := s.Load(cctx, protect.DefaultRingKey)
@@ -182,7 +188,12 @@ func ringKEKID(ctx context.Context, a *app, s *storeurl.Store) (string, error) {
 	}
 	count := map[string]int{}
 	for _, k := range rec.Keys {
-		count[k.KEK]++
+		if k.KEK != skipID {
+			count[k.KEK]++
+		}
+	}
+	if len(count) == 0 && skipID != "" {
+		return "", nil // every key is under the other KEK: this one is not needed
 	}
 	if len(count) != 1 {
 		ids := make([]string, 0, len(count))
@@ -206,14 +217,14 @@ func (e *env) openRing(ctx context.Context) (*protect.KeyRing, error) {
 		return e.ring, nil
 	}
 	if e.kek == nil {
-		return nil, fmt.Errorf("no KEK: pass -kek-file PATH, or put the key in $%s (or name another variable with -kek-env)", e.a.kekEnv)
+		return nil, fmt.Errorf("no KEK: pass -kek-file PATH or -kek-cert PATH, or put the key in $%s (or name another variable with -kek-env)", e.a.kekEnv)
 	}
 	if msalcache.IsVolatile(e.ringStore.Store) {
 		return nil, fmt.Errorf("%w: %s; name the ring's store with -ring-store", protect.ErrVolatileStore, e.ringStore.URL)
 	}
 	cctx, cancel := e.a.callCtx(ctx)
 	defer cancel()
-	r, err := protect.OpenReadOnly(cctx, e.ringStore.Store, e.kek, protect.WithLogger(quiet))
+	r, err := protect.OpenReadOnly(cctx, e.ringStore.Store, e.kek, protect.WithLogger(quiet), protect.WithKEKs(e.extraKEKs...))
 	if err != nil {
 		if kerr := e.diagnoseKEK(ctx, err); kerr != nil {
 			return nil, kerr
@@ -282,7 +293,7 @@ func (e *env) writableRing(ctx context.Context) (*protect.KeyRing, error) {
 	}
 	cctx, cancel := e.a.callCtx(ctx)
 	defer cancel()
-	r, err := protect.NewKeyRing(cctx, e.ringStore.Store, e.kek, protect.WithAutoRefresh(false), protect.WithLogger(quiet))
+	r, err := protect.NewKeyRing(cctx, e.ringStore.Store, e.kek, protect.WithAutoRefresh(false), protect.WithLogger(quiet), protect.WithKEKs(e.extraKEKs...))
 	if err != nil {
 		return nil, fmt.Errorf("open the key ring in %s: %w", e.ringStore.URL, err)
 	}

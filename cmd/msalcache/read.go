@@ -291,7 +291,7 @@ func doctorRing(ctx context.Context, e *env, add func(level, check, detail, acti
 		return
 	}
 	if err != nil {
-		action := "check -kek-file/MSALCACHE_KEK and -kek-id; if the KEK is lost for good, see 'msalcache ring reset'"
+		action := "check -kek-file/MSALCACHE_KEK and -kek-id (or -kek-cert and -kek-key); if the KEK is lost for good, see 'msalcache ring reset'"
 		if errors.Is(err, protect.ErrNoRing) {
 			action = "start an app server with the KEK (it creates the ring), or check -store, -prefix and -ring-store"
 		}
@@ -299,6 +299,7 @@ func doctorRing(ctx context.Context, e *env, add func(level, check, detail, acti
 		return
 	}
 	add("ok", "kek", "the KEK unwraps every key of the ring", "")
+	doctorKEKs(ctx, e, r, add)
 	keys, err := r.Keys(ctx)
 	if err != nil {
 		add("fail", "ring", err.Error(), "")

@@ -29,6 +29,7 @@ type keyOut struct {
 	Expiration *time.Time `json:"expiration,omitempty"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
 	KEK        string     `json:"kek"`
+	KEKKind    string     `json:"kek_kind"`
 }
 
 func tp(t time.Time) *time.Time {
@@ -126,13 +127,13 @@ func listKeys(ctx context.Context, a *app, r *protect.KeyRing, asJSON bool) erro
 	out := make([]keyOut, 0, len(keys))
 	for _, k := range keys {
 		out = append(out, keyOut{ID: k.ID, Status: k.Status.String(), Default: k.Default, Created: tp(k.Created),
-			Activation: tp(k.Activation), Expiration: tp(k.Expiration), RevokedAt: tp(k.RevokedAt), KEK: k.KEKID})
+			Activation: tp(k.Activation), Expiration: tp(k.Expiration), RevokedAt: tp(k.RevokedAt), KEK: k.KEKID, KEKKind: k.KEKKind})
 	}
 	if asJSON {
 		return printJSON(a, out)
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "ID\tSTATUS\tDEFAULT\tACTIVATION\tEXPIRATION\tREVOKED\tKEK\n")
+	fmt.Fprintf(tw, "ID\tSTATUS\tDEFAULT\tACTIVATION\tEXPIRATION\tREVOKED\tKEK KIND\tKEK\n")
 	f := func(t *time.Time) string {
 		if t == nil {
 			return "-"
@@ -144,7 +145,11 @@ func listKeys(ctx context.Context, a *app, r *protect.KeyRing, asJSON bool) erro
 		if k.Default {
 			d = "*"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Status, d, f(k.Activation), f(k.Expiration), f(k.RevokedAt), k.KEK)
+		kind := k.KEKKind
+		if kind == "" {
+			kind = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Status, d, f(k.Activation), f(k.Expiration), f(k.RevokedAt), kind, k.KEK)
 	}
 	return tw.Flush()
 }

@@ -6,6 +6,7 @@
 //	go run ./examples/surveys                         # tokens in an embedded bbolt file in a temporary folder
 //	go run ./examples/surveys -bolt ./surveys.db      # ... in a file that outlives the run
 //	go run ./examples/surveys -redis redis://10.0.0.5:6379/0   # ... in a Redis you name
+//	go run ./examples/surveys -bolt ./surveys.db -kek-cert ./kek.pem   # KEK: a certificate, created self-signed
 //
 // It needs no setup and no network: the Entra ID emulator (entratest)
 // signs people in, on loopback. It prints one URL to open. Enroll an
@@ -47,6 +48,7 @@ func main() {
 	flag.StringVar(&cfg.BoltPath, "bolt", "", "bbolt file for the tokens; empty: a new temporary folder, removed on exit")
 	flag.StringVar(&cfg.MetricsAddr, "metrics", "127.0.0.1:0", "loopback address that serves /metrics (Prometheus); port 0: a free one")
 	flag.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file when MSALCACHE_KEK is unset (default: the bolt file + .kek, or .msalcache-surveys.key with -redis)")
+	flag.StringVar(&cfg.KEKCert, "kek-cert", "", "PEM certificate to use as the key-encryption key (its key in FILE.key); created self-signed if absent")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -64,6 +64,13 @@ type Config struct {
 	// created 0600 on the first run. Empty: BoltPath + ".kek", or
 	// ".msalcache-surveys.key" with Redis.
 	KEKFile string
+	// KEKCert, when set, makes a certificate the key-encryption key: the
+	// PEM certificate KEKCert and its private key KEKCert + ".key",
+	// created (self-signed, the key 0600) on the first run. The key file
+	// or MSALCACHE_KEK stays an older KEK, so a store first run without
+	// a certificate moves to it (the ring rewraps its keys at its next
+	// rotation) and keeps its tokens.
+	KEKCert string
 	// MetricsAddr serves /metrics, the farm's cache metrics for
 	// Prometheus; empty: a free loopback port.
 	MetricsAddr string
@@ -91,6 +98,7 @@ type Farm struct {
 	log       *slog.Logger
 
 	kek       protect.KeyWrapper
+	oldKEKs   []protect.KeyWrapper // with KEKCert: the AES KEK, kept to unwrap
 	newStore  func(ctx context.Context) (msalcache.Store, func(), error)
 	cleanups  []func()
 	mu        sync.Mutex
@@ -233,7 +241,7 @@ func (f *Farm) openStore(ctx context.Context, cfg Config, out io.Writer) error {
 			return s, func() { rdb.Close() }, nil
 		}
 		fmt.Fprintf(out, "Tokens: Redis at %s, keys under %q, encrypted (protect key ring in the same Redis: keep it persistent).\n", opt.Addr, prefix)
-		return nil
+		return f.useCertificate(cfg, out)
 	}
 	path, note := cfg.BoltPath, ""
 	if path == "" {
@@ -269,6 +277,29 @@ func (f *Farm) openStore(ctx context.Context, cfg Config, out io.Writer) error {
 	f.cleanups = append(f.cleanups, func() { store.Close() })
 	f.newStore = func(context.Context) (msalcache.Store, func(), error) { return store, func() {}, nil }
 	fmt.Fprintf(out, "Tokens: embedded store (bbolt) at %s%s, encrypted.\n", path, note)
+	return f.useCertificate(cfg, out)
+}
+
+// useCertificate makes cfg.KEKCert the primary KEK, keeping the AES one
+// to unwrap what it wrapped, and creates a self-signed certificate on the
+// first run.
+func (f *Farm) useCertificate(cfg Config, out io.Writer) error {
+	if cfg.KEKCert == "" {
+		return nil
+	}
+	keyFile := cfg.KEKCert + ".key"
+	if _, err := os.Stat(cfg.KEKCert); errors.Is(err, fs.ErrNotExist) {
+		if err := protect.GenerateCertificateFiles(cfg.KEKCert, keyFile, "Tailspin Surveys token cache"); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "Created a self-signed KEK certificate %s and its key %s (0600).\n", cfg.KEKCert, keyFile)
+	}
+	cert, err := protect.LoadCertificateKeyWrapper(cfg.KEKCert, keyFile)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Key-encryption key: certificate %s.\n", cert.ID())
+	f.kek, f.oldKEKs = cert, []protect.KeyWrapper{f.kek}
 	return nil
 }
 
@@ -306,7 +337,7 @@ func (f *Farm) AddInstance(ctx context.Context) (name, instanceURL string, err e
 	if err != nil {
 		return "", "", err
 	}
-	ring, err := protect.NewKeyRing(ctx, store, f.kek, protect.WithObserver(f.metrics.Observer))
+	ring, err := protect.NewKeyRing(ctx, store, f.kek, protect.WithObserver(f.metrics.Observer), protect.WithKEKs(f.oldKEKs...))
 	if err != nil {
 		closeStore()
 		return "", "", err

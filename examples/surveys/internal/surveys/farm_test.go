@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -297,4 +298,24 @@ func testFarm(t *testing.T, f *Farm) {
 	if !strings.Contains(bob.page, "bob@fabrikam.com") {
 		t.Errorf("bob lost his session when alice signed out: %s", bob.url)
 	}
+}
+
+// A farm run first with the AES key file, then with -kek-cert (a
+// self-signed certificate it creates) on the same store, opens the ring
+// the first run made (the certificate is the primary, the key file the
+// older KEK) and walks the whole scenario again. (Tokens stored before a
+// move are served after it: conformance's MigrationFromAESKeepsTokens.)
+func TestFarmMovesToCertificate(t *testing.T) {
+	dir := t.TempDir()
+	bolt, cert := filepath.Join(dir, "tokens.db"), filepath.Join(dir, "kek.pem")
+	var out strings.Builder
+	f := startFarm(t, Config{Out: &out, BoltPath: bolt})
+	testFarm(t, f)
+	f.Close()
+	out.Reset()
+	g := startFarm(t, Config{Out: &out, BoltPath: bolt, KEKCert: cert})
+	if !strings.Contains(out.String(), "Created a self-signed KEK certificate") || !strings.Contains(out.String(), "certificate cert-sha256:") {
+		t.Fatalf("start-up with -kek-cert: %q", out.String())
+	}
+	testFarm(t, g)
 }
