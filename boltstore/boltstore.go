@@ -22,6 +22,10 @@
 // and names the file; it never hangs. Several instances of an application
 // that must share tokens need a shared store such as redisstore.
 //
+// A tool that only reads a file (to inspect or check it) opens it with
+// WithReadOnly: bbolt's shared lock, no file created, nothing written.
+// Check runs bbolt's consistency check over a file, bounded in time.
+//
 // # Records, versions and expiry
 //
 // Every key in the store's bucket holds a small header (a format byte, the
@@ -68,6 +72,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -114,6 +119,10 @@ var (
 	// code written against either name keeps working.
 	ErrCorrupt = msalcache.ErrCorrupt
 
+	// ErrReadOnly is the error of Save and Delete on a Store opened
+	// WithReadOnly: it never writes its file.
+	ErrReadOnly = errors.New("boltstore: the store was opened read-only (WithReadOnly)")
+
 	// errInvalidKey reports a key bbolt cannot hold. It names no key,
 	// since keys derive from user identities.
 	errInvalidKey = fmt.Errorf("boltstore: key must be 1 to %d bytes", maxKeySize)
@@ -128,6 +137,7 @@ type config struct {
 	lockTimeout   time.Duration
 	sweepInterval time.Duration
 	now           func() time.Time
+	readOnly      bool
 }
 
 // WithBucket keeps the store's records in the named bucket instead of
@@ -189,16 +199,32 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
+// WithReadOnly opens the file for reading only, for tools that inspect a
+// store and must leave it as they found it (the msalcache command's
+// stats, inspect and doctor). The file is opened with bbolt's ReadOnly
+// option, which takes a shared lock: other read-only Stores may hold it at
+// the same time, a writable one waits (see WithLockTimeout). A missing file
+// is an error that wraps fs.ErrNotExist, never a new file; the mode of an
+// existing one is left as it is; no bucket is created and no sweeper runs.
+// Save and Delete fail with ErrReadOnly.
+func WithReadOnly() Option {
+	return func(c *config) error {
+		c.readOnly = true
+		return nil
+	}
+}
+
 // Store is an msalcache.Store, msalcache.Lister, msalcache.Pinger,
 // msalcache.Watcher and msalcache.Versioner backed by a bbolt file, so
 // that the Adapters of a process can share it with an L1 that is never
 // stale. It is safe for concurrent use. The zero value is not usable; call
 // Open.
 type Store struct {
-	db     *bolt.DB
-	path   string
-	bucket []byte
-	now    func() time.Time
+	db       *bolt.DB
+	path     string
+	bucket   []byte
+	now      func() time.Time
+	readOnly bool
 
 	mu     sync.RWMutex // guards closed against calls entering
 	closed bool
@@ -256,13 +282,21 @@ func Open(path string, opts ...Option) (*Store, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("boltstore: open %s: %s is not a directory", path, dir)
 	}
-	if err := tighten(path); err != nil {
+	if c.readOnly {
+		if _, err := os.Stat(path); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("boltstore: open %s read-only: the file does not exist (check the path; a read-only open never creates one): %w", path, err)
+			}
+			return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+		}
+	} else if err := tighten(path); err != nil {
 		return nil, err
 	}
 
 	db, err := bolt.Open(path, fileMode, &bolt.Options{
 		Timeout:      c.lockTimeout,
 		FreelistType: bolt.FreelistMapType,
+		ReadOnly:     c.readOnly,
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s is held by another process, or by another Store in this process "+
@@ -272,21 +306,24 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
 	bucket := []byte(c.bucket)
+	s := &Store{
+		db:       db,
+		path:     path,
+		bucket:   bucket,
+		now:      c.now,
+		readOnly: c.readOnly,
+		writes:   make(chan *writeOp, maxBatchOps),
+		stop:     make(chan struct{}),
+	}
+	if c.readOnly {
+		return s, nil // no bucket to create, nothing to write or sweep
+	}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucket)
 		return err
 	}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("boltstore: open %s: create bucket: %w", path, err)
-	}
-
-	s := &Store{
-		db:     db,
-		path:   path,
-		bucket: bucket,
-		now:    c.now,
-		writes: make(chan *writeOp, maxBatchOps),
-		stop:   make(chan struct{}),
 	}
 	s.bg.Add(2)
 	go s.writer()
@@ -440,6 +477,9 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 	if err := checkKey(key); err != nil {
 		return msalcache.NoVersion, err
 	}
+	if s.readOnly {
+		return msalcache.NoVersion, ErrReadOnly
+	}
 	if len(value) > MaxValueSize {
 		return msalcache.NoVersion, fmt.Errorf("boltstore: value of %d bytes exceeds MaxValueSize (%d): %w",
 			len(value), MaxValueSize, msalcache.ErrTooLarge)
@@ -471,6 +511,9 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := checkKey(key); err != nil {
 		return err
+	}
+	if s.readOnly {
+		return ErrReadOnly
 	}
 	if err := s.enter(ctx); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log"
 	"os"
 	"path/filepath"
@@ -98,4 +99,63 @@ func ExampleOpen_invalidOption() {
 	fmt.Println(err)
 	// Output:
 	// boltstore: open msalcache.db: WithSweepInterval(-1s): pass a positive duration, or omit the option for the default 1m0s
+}
+
+// ExampleWithReadOnly opens a store for reading only, as a tool that
+// inspects a file must: nothing is created or written, and a missing file
+// is an error.
+func ExampleWithReadOnly() {
+	dir, err := os.MkdirTemp("", "boltstore-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "msalcache.db")
+	ctx := context.Background()
+
+	_, err = boltstore.Open(path, boltstore.WithReadOnly())
+	fmt.Println("missing file:", errors.Is(err, fs.ErrNotExist))
+
+	store, err := boltstore.Open(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := store.Save(ctx, "app:partition", []byte("token cache"), msalcache.NoVersion, time.Hour); err != nil {
+		log.Fatal(err)
+	}
+	store.Close()
+
+	ro, err := boltstore.Open(path, boltstore.WithReadOnly())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ro.Close()
+	value, _, err := ro.Load(ctx, "app:partition")
+	fmt.Println("load:", string(value), err)
+	_, err = ro.Save(ctx, "app:partition", nil, msalcache.NoVersion, 0)
+	fmt.Println("save:", errors.Is(err, boltstore.ErrReadOnly))
+	// Output:
+	// missing file: true
+	// load: token cache <nil>
+	// save: true
+}
+
+// ExampleCheck runs the consistency check that the msalcache command's
+// doctor runs, without opening the file for writing.
+func ExampleCheck() {
+	dir, err := os.MkdirTemp("", "boltstore-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "msalcache.db")
+	store, err := boltstore.Open(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	store.Close()
+
+	fmt.Println("check:", boltstore.Check(context.Background(), path))
+	// Output:
+	// check: <nil>
 }
