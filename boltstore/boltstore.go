@@ -73,16 +73,17 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/internal/storeopt"
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // MaxValueSize is the largest value a Store accepts; Save fails with
@@ -138,6 +139,9 @@ type config struct {
 	sweepInterval time.Duration
 	now           func() time.Time
 	readOnly      bool
+	refuseDamaged bool
+	logger        *slog.Logger
+	skipCheck     bool // tests only: reach the run-time guards with a damaged file
 }
 
 // WithBucket keeps the store's records in the named bucket instead of
@@ -214,6 +218,31 @@ func WithReadOnly() Option {
 	}
 }
 
+// WithRefuseDamaged makes Open fail on a damaged file, with an error that
+// wraps ErrDamaged, names the file and says what to do, instead of moving
+// it aside and starting an empty one. For a file that holds more than a
+// cache, or where an operator would rather look first.
+func WithRefuseDamaged() Option {
+	return func(c *config) error {
+		c.refuseDamaged = true
+		return nil
+	}
+}
+
+// WithLogger sets where the store logs (default slog.Default()): an ERROR
+// when Open moves a damaged file aside or when bbolt panics on a damaged
+// page at run time. Lines name the file, the damage and how many records
+// were lost, never a key or a value.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("WithLogger(nil): pass a logger, e.g. slog.New(slog.DiscardHandler), or omit the option for slog.Default()")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
 // Store is an msalcache.Store, msalcache.Lister, msalcache.Pinger,
 // msalcache.Watcher and msalcache.Versioner backed by a bbolt file, so
 // that the Adapters of a process can share it with an L1 that is never
@@ -225,6 +254,11 @@ type Store struct {
 	bucket   []byte
 	now      func() time.Time
 	readOnly bool
+	logger   *slog.Logger
+
+	// broken holds the first panic bbolt raised on this file: from then on
+	// every call fails at once with it (see guard).
+	broken atomic.Pointer[panicError]
 
 	mu     sync.RWMutex // guards closed against calls entering
 	closed bool
@@ -266,6 +300,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		lockTimeout:   DefaultLockTimeout,
 		sweepInterval: DefaultSweepInterval,
 		now:           time.Now,
+		logger:        slog.Default(),
 	}
 	if err := storeopt.Apply(&c, opts); err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
@@ -292,37 +327,45 @@ func Open(path string, opts ...Option) (*Store, error) {
 	} else if err := tighten(path); err != nil {
 		return nil, err
 	}
-
-	db, err := bolt.Open(path, fileMode, &bolt.Options{
-		Timeout:      c.lockTimeout,
-		FreelistType: bolt.FreelistMapType,
-		ReadOnly:     c.readOnly,
-	})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s is held by another process, or by another Store in this process "+
-			"(waited %v for its lock); only one may use a bbolt file at a time", ErrLocked, path, c.lockTimeout)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
-	}
 	bucket := []byte(c.bucket)
+	db, err := preflight(path, bucket, &c)
+	if err != nil {
+		return nil, err
+	}
+	if db == nil {
+		err = guard("open", func() error {
+			var err error
+			db, err = bolt.Open(path, fileMode, &bolt.Options{
+				Timeout:      c.lockTimeout,
+				FreelistType: bolt.FreelistMapType,
+				ReadOnly:     c.readOnly,
+			})
+			return err
+		})
+		if err != nil {
+			return nil, openError(path, err, &c)
+		}
+	}
 	s := &Store{
 		db:       db,
 		path:     path,
 		bucket:   bucket,
 		now:      c.now,
 		readOnly: c.readOnly,
+		logger:   c.logger,
 		writes:   make(chan *writeOp, maxBatchOps),
 		stop:     make(chan struct{}),
 	}
 	if c.readOnly {
 		return s, nil // no bucket to create, nothing to write or sweep
 	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
-		return err
+	if err := s.guard("create bucket", func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			_, err := tx.CreateBucketIfNotExists(bucket)
+			return err
+		})
 	}); err != nil {
-		_ = db.Close()
+		_ = s.closeDB()
 		return nil, fmt.Errorf("boltstore: open %s: create bucket: %w", path, err)
 	}
 	s.bg.Add(2)
@@ -445,7 +488,7 @@ func (s *Store) readLive(ctx context.Context, op, key string, fn func(rec record
 		return err
 	}
 	defer s.calls.Done()
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(op, func(tx *bolt.Tx) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("boltstore: %w", err)
 		}
@@ -560,7 +603,7 @@ func (s *Store) listChunk(ctx context.Context, prefix, after []byte) ([]string, 
 	}
 	defer s.calls.Done()
 	var keys []string
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view("list", func(tx *bolt.Tx) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("boltstore: %w", err)
 		}
@@ -600,7 +643,7 @@ func (s *Store) Ping(ctx context.Context) error {
 		return err
 	}
 	defer s.calls.Done()
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view("ping", func(tx *bolt.Tx) error {
 		_, err := s.bucketOf(tx)
 		return err
 	})
@@ -669,10 +712,7 @@ func (s *Store) Close() error {
 	s.tellLocked(msalcache.Change{Kind: msalcache.ChangeWatchDown})
 	s.watchers = nil
 	s.tellMu.Unlock()
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("boltstore: close %s: %w", s.path, err)
-	}
-	return nil
+	return s.closeDB()
 }
 
 // sweepChunk deletes those of keys that are still expired, in one write
@@ -681,7 +721,7 @@ func (s *Store) sweepChunk(keys [][]byte) error {
 	s.tellMu.Lock()
 	defer s.tellMu.Unlock()
 	deleted := keys[:0]
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update("sweep", func(tx *bolt.Tx) error {
 		deleted = keys[:0]
 		b, err := s.bucketOf(tx)
 		if err != nil {
@@ -740,7 +780,7 @@ func (s *Store) sweep() error {
 		default:
 		}
 		var expired [][]byte
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.view("sweep", func(tx *bolt.Tx) error {
 			b, err := s.bucketOf(tx)
 			if err != nil {
 				return err

@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(holdLockEnv); path != "" {
 		os.Exit(holdLock(path))
 	}
+	if path := os.Getenv(damagedEnv); path != "" {
+		os.Exit(useDamaged(path))
+	}
 	os.Exit(m.Run())
 }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -40,9 +38,11 @@ func Check(ctx context.Context, path string, opts ...Option) error {
 	return s.Check(ctx)
 }
 
-// Check runs bbolt's consistency check (every page reachable once, none
-// both used and free, keys in order) over the store's file in a read
-// transaction, for at most DefaultCheckTimeout or until ctx ends. A
+// Check checks the store's file: first its structure, read with plain
+// bounds-checked reads (every page number in range and of the right kind,
+// every element inside its page, no page reached twice, none both in use
+// and free, none lost), then with bbolt's own consistency check (keys in
+// order) in a read transaction, for at most DefaultCheckTimeout or until ctx ends. A
 // damaged file fails with an error wrapping ErrDamaged that lists up to
 // five problems; a check that did not finish in time fails with an error
 // wrapping context.DeadlineExceeded (the file was not found damaged, nor
@@ -53,6 +53,23 @@ func (s *Store) Check(ctx context.Context) error {
 		return err
 	}
 	defer s.calls.Done()
+	if !s.readOnly {
+		// verifyFile reads the file itself: hold off the writer and the
+		// sweeper, so that it sees committed transactions only.
+		s.tellMu.Lock()
+		defer s.tellMu.Unlock()
+	}
+	if pe := s.broken.Load(); pe != nil {
+		return s.brokenError(pe)
+	}
+	ctx, cancel := context.WithTimeout(ctx, DefaultCheckTimeout)
+	defer cancel()
+	if _, err := verifyFile(ctx, s.path, s.bucket); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("boltstore: check %s: not finished in time: %w", s.path, ctx.Err())
+		}
+		return fmt.Errorf("boltstore: check %s: %w", s.path, err)
+	}
 	return checkDB(ctx, s.db, s.path)
 }
 
@@ -104,32 +121,3 @@ type sizeStringer struct{}
 
 func (sizeStringer) KeyToString(k []byte) string   { return fmt.Sprintf("<%d-byte key>", len(k)) }
 func (sizeStringer) ValueToString(v []byte) string { return fmt.Sprintf("<%d-byte value>", len(v)) }
-
-// guard runs fn, which calls into bbolt, and turns a panic into an error
-// wrapping ErrDamaged. bbolt trusts its file: a damaged page makes it
-// panic ("assertion failed", "invalid freelist page", "page already
-// freed") or read outside the memory map, which SetPanicOnFault turns
-// from a fatal fault into a panic this goroutine can recover. What op
-// names goes into the error, with bbolt's message cleaned of long hex runs
-// (bbolt prints some keys in hex).
-func guard(op string, fn func() error) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: bbolt panicked during %s: %s", ErrDamaged, op, panicText(r))
-		}
-	}()
-	return fn()
-}
-
-var hexRun = regexp.MustCompile(`[0-9a-fA-F]{17,}`)
-
-// panicText is a panic value as text fit for a log: at most 200 bytes,
-// long hex runs (key bytes) elided.
-func panicText(r any) string {
-	msg := hexRun.ReplaceAllString(fmt.Sprint(r), "…")
-	if len(msg) > 200 {
-		msg = msg[:200] + "…"
-	}
-	return msg
-}

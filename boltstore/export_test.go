@@ -52,3 +52,12 @@ func SetChmod(f func(string, os.FileMode) error) (restore func()) {
 	chmod = f
 	return func() { chmod = old }
 }
+
+// WithoutOpenCheck makes Open skip its check of an existing file, so that
+// a test reaches the run-time guards with a damaged one.
+func WithoutOpenCheck() Option {
+	return func(c *config) error {
+		c.skipCheck = true
+		return nil
+	}
+}

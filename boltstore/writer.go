@@ -116,7 +116,7 @@ func (s *Store) commit(ops []*writeOp) {
 	defer s.tellMu.Unlock()
 	for len(ops) > 0 {
 		failed := -1
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update("write", func(tx *bolt.Tx) error {
 			b, err := s.bucketOf(tx)
 			if err != nil {
 				return err
@@ -130,7 +130,7 @@ func (s *Store) commit(ops []*writeOp) {
 			}
 			return nil
 		})
-		if failed >= 0 {
+		if failed >= 0 && s.broken.Load() == nil {
 			op := ops[failed]
 			op.version, op.err = msalcache.NoVersion, fmt.Errorf("boltstore: write: %w", err)
 			close(op.done)
