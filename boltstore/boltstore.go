@@ -26,6 +26,21 @@
 // WithReadOnly: bbolt's shared lock, no file created, nothing written.
 // Check runs bbolt's consistency check over a file, bounded in time.
 //
+// # Damaged files
+//
+// bbolt trusts its file: a damaged page makes it panic, loop, or read past
+// its memory map, and none of that may reach the application. Open checks
+// an existing file before bbolt walks it (its pages read with bounds
+// checks, then bbolt's own consistency check, within DefaultCheckTimeout)
+// and, since the store is a cache whose tokens can be bought again, moves
+// a damaged one aside as path.damaged-<UTC time> (mode 0600) and starts an
+// empty file, logging at ERROR what was lost (WithLogger); WithRefuseDamaged
+// makes it fail instead. A file that is not a bbolt file at all is never
+// moved. Every call into bbolt, in the caller's goroutine and in the
+// writer and sweeper, recovers a panic (and a fault reading the map): the
+// store then fails every call with an error wrapping ErrDamaged, as a
+// failed store does, until the application restarts.
+//
 // # Records, versions and expiry
 //
 // Every key in the store's bucket holds a small header (a format byte, the

@@ -166,3 +166,66 @@ func TestOpenNeverMovesOtherFiles(t *testing.T) {
 		t.Fatal("Open changed the file")
 	}
 }
+
+// TestRunTimePanicBecomesError damages the file under an open store (as a
+// disk fault or another program might; bbolt reads the file through its
+// memory map, so it sees the change): the calls that reach the damage
+// must fail with ErrDamaged instead of panicking, every later call must
+// fail the same way at once, the writer and the sweeper must not take the
+// process down, and Close must return. Without the guards, this test
+// binary dies.
+func TestRunTimePanicBecomesError(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "tokens.db")
+	good := smallTokenFile(t, path)
+	l := readLayout(t, good)
+	var logs bytes.Buffer
+	s, err := boltstore.Open(path, boltstore.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))),
+		boltstore.WithSweepInterval(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every element of every leaf under the store's branch page puts its
+	// key 2 GiB past itself.
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, leaf := range l.leaves {
+		page := int64(leaf) * int64(l.psize)
+		for i := range int64(u16(good, int(page)+10)) {
+			if _, err := f.WriteAt([]byte{0xff, 0xff, 0xff, 0x7f}, page+pageHeader+i*elemSize+4); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f.Close()
+
+	failures := 0
+	for i := range 60 {
+		if _, _, err := s.Load(ctx, fmt.Sprintf("app:user%02d", i)); err != nil {
+			if !errors.Is(err, boltstore.ErrDamaged) {
+				t.Fatalf("Load: %v; want ErrDamaged", err)
+			}
+			failures++
+		}
+	}
+	if failures == 0 {
+		t.Fatal("no Load reached the damage")
+	}
+	if _, err := s.Save(ctx, "new", []byte("v"), msalcache.NoVersion, time.Hour); !errors.Is(err, boltstore.ErrDamaged) {
+		t.Errorf("Save after the panic: %v; want ErrDamaged", err)
+	}
+	if err := s.List(ctx, "", func(string) error { return nil }); !errors.Is(err, boltstore.ErrDamaged) {
+		t.Errorf("List after the panic: %v; want ErrDamaged", err)
+	}
+	if err := s.Ping(ctx); !errors.Is(err, boltstore.ErrDamaged) {
+		t.Errorf("Ping after the panic: %v; want ErrDamaged", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Logf("Close: %v", err)
+	}
+	if n := strings.Count(logs.String(), "level=ERROR"); n != 1 {
+		t.Errorf("%d ERROR lines; want one for the first panic:\n%s", n, logs.String())
+	}
+}

@@ -27,9 +27,9 @@ import (
 // 0; a panic or a fatal fault from bbolt exits otherwise.
 const damagedEnv = "BOLTSTORE_TEST_DAMAGED"
 
-// damagedBaseEnv names a token file TestDamagedFiles damages instead of
-// making a fresh one, so that two builds (before and after a fix) can be
-// compared on the same bytes.
+// damagedBaseEnv names the token file TestDamagedFiles damages: made
+// there if it does not exist, reused if it does, so that two builds
+// (before and after a fix) can be compared on the same bytes.
 const damagedBaseEnv = "BOLTSTORE_TEST_DAMAGED_BASE"
 
 // makeTokenFile fills path with real token caches: MSAL-Go clients sign
@@ -219,7 +219,6 @@ func at(pg func(l layout) uint64, off int, width int, v uint64) func([]byte, lay
 
 func branchPg(l layout) uint64 { return l.bucketRoot }
 func freePg(l layout) uint64   { return l.freelist }
-func rootPg(l layout) uint64   { return l.root }
 func leafPg(i int) func(l layout) uint64 {
 	return func(l layout) uint64 { return l.leaves[min(i, len(l.leaves)-1)] }
 }
@@ -322,6 +321,8 @@ func TestDamagedFiles(t *testing.T) {
 	base := os.Getenv(damagedBaseEnv)
 	if base == "" {
 		base = filepath.Join(dir, "tokens.db")
+	}
+	if _, err := os.Stat(base); err != nil {
 		makeTokenFile(t, base)
 	}
 	good, err := os.ReadFile(base)
@@ -346,6 +347,11 @@ func TestDamagedFiles(t *testing.T) {
 		t.Run(mode, func(t *testing.T) { runDamaged(t, exe, filepath.Join(dir, mode), good, l, mode) })
 	}
 }
+
+// cycles are the variants only Open's check can keep from the process:
+// bbolt loops on them (to a stack overflow or forever), which no recover
+// stops.
+var cycles = map[string]bool{"branch-child-is-self": true}
 
 // damagedUncheckedEnv, set by a test run, adds the unchecked mode to
 // TestDamagedFiles (it needs the test-only WithoutOpenCheck).
@@ -381,6 +387,10 @@ func runDamaged(t *testing.T, exe, dir string, good []byte, l layout, mode strin
 		}
 		counts[outcome]++
 		last := string(out)
+		if (outcome == "crashed" || outcome == "hung") && mode == "unchecked" && cycles[v.name] {
+			t.Logf("%s: %s, as expected without Open's check (a cycle: no recover catches a stack overflow or an endless loop)", v.name, outcome)
+			continue
+		}
 		if outcome == "crashed" || outcome == "hung" {
 			first, _, _ := strings.Cut(last, "\n\ngoroutine ")
 			t.Errorf("%s: %s: %v\n%s", v.name, outcome, err, truncateText(first, 600))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -158,4 +159,41 @@ func ExampleCheck() {
 	fmt.Println("check:", boltstore.Check(context.Background(), path))
 	// Output:
 	// check: <nil>
+}
+
+// ExampleWithRefuseDamaged opens a damaged file: by default Open moves it
+// aside and starts an empty one (logging what was lost); with
+// WithRefuseDamaged it fails and leaves the file for an operator.
+func ExampleWithRefuseDamaged() {
+	dir, err := os.MkdirTemp("", "boltstore-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "msalcache.db")
+	store, err := boltstore.Open(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	store.Close()
+	// Damage the file: cut it after its two meta pages, as a full disk
+	// or a bad copy might.
+	if err := os.Truncate(path, 2*int64(os.Getpagesize())); err != nil {
+		log.Fatal(err)
+	}
+
+	_, err = boltstore.Open(path, boltstore.WithRefuseDamaged())
+	fmt.Println("refused:", errors.Is(err, boltstore.ErrDamaged))
+
+	quiet := slog.New(slog.DiscardHandler) // in production: the application's logger
+	store, err = boltstore.Open(path, boltstore.WithLogger(quiet))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	moved, _ := filepath.Glob(path + ".damaged-*")
+	fmt.Println("moved aside:", len(moved))
+	// Output:
+	// refused: true
+	// moved aside: 1
 }

@@ -2,7 +2,9 @@ package storeurl_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -31,5 +33,19 @@ func Example() {
 	// bbolt
 	// redis+sentinel mymaster [10.0.0.1:26379 10.0.0.2:26379]
 	// redis+sentinel://app:xxxxx@10.0.0.1:26379,10.0.0.2:26379/mymaster
+	// true
+}
+
+// A program that only reads opens the store read-only: a mistyped bbolt
+// path is an error, never a new file.
+func ExampleWithReadOnly() {
+	dir, _ := os.MkdirTemp("", "storeurl-example")
+	defer os.RemoveAll(dir)
+	_, err := storeurl.Open(context.Background(), "bbolt://"+filepath.Join(dir, "typo.db"), storeurl.WithReadOnly())
+	fmt.Println(errors.Is(err, fs.ErrNotExist))
+	_, err = os.Stat(filepath.Join(dir, "typo.db"))
+	fmt.Println(errors.Is(err, fs.ErrNotExist))
+	// Output:
+	// true
 	// true
 }

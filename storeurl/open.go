@@ -20,6 +20,16 @@ type Option func(*options)
 type options struct {
 	prefix    string
 	hasPrefix bool
+	readOnly  bool
+}
+
+// WithReadOnly opens a bbolt URL with boltstore.WithReadOnly: a shared
+// lock, nothing created or written, a missing file an error wrapping
+// fs.ErrNotExist. It is for programs that only read a store (the msalcache
+// command's stats, inspect and doctor). The network stores are opened as
+// usual: their clients write only when asked to.
+func WithReadOnly() Option {
+	return func(o *options) { o.readOnly = true }
 }
 
 // WithPrefix sets the key prefix of a Redis or memcached store (the
@@ -98,6 +108,9 @@ func (u *URL) Open(ctx context.Context, opts ...Option) (*Store, error) {
 		}
 		if u.LockTimeout > 0 {
 			bo = append(bo, boltstore.WithLockTimeout(u.LockTimeout))
+		}
+		if o.readOnly {
+			bo = append(bo, boltstore.WithReadOnly())
 		}
 		s, err := boltstore.Open(u.Path, bo...)
 		if err != nil {

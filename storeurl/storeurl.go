@@ -21,7 +21,11 @@
 // query options sentinel_username and sentinel_password.
 //
 // A password in a URL is never printed back: URL.String, and every error
-// of this package, show it as "xxxxx" (Redact).
+// of this package, show it as "xxxxx" (Redact), whatever bytes it holds.
+// The user-info ends at the last '@'; a URL in which '/', '?' or '#' come
+// before that '@' is refused as ambiguous (percent-encode them), and a
+// network URL needs its "//" (redis:host:port is an error, never
+// localhost).
 package storeurl
 
 import (
@@ -29,6 +33,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,9 +93,17 @@ func Parse(raw string) (*URL, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%w %q: %s", ErrInvalidURL, red, fmt.Sprintf(format, args...))
 	}
-	scheme, rest, ok := strings.Cut(raw, ":")
-	if !ok || scheme == "" {
+	scheme, rest, ok := schemeOf(raw)
+	if !ok {
 		return nil, fail("no scheme; use bbolt:, redis://, rediss://, redis+cluster://, redis+sentinel://, memcache:// or postgres://")
+	}
+	if strings.ContainsFunc(raw, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return nil, fail("the URL holds a control character (a newline or tab pasted with it?)")
+	}
+	if network[strings.ToLower(scheme)] {
+		if err := checkAuthority(scheme, rest); err != nil {
+			return nil, fail("%v", err)
+		}
 	}
 	u := &URL{redacted: red}
 	switch strings.ToLower(scheme) {
@@ -328,81 +341,189 @@ func (u *URL) parseMemcache(rest string) error {
 	return nil
 }
 
-// Redact returns raw with the password of its user information, and the
-// value of every query option whose name contains "password", replaced by
-// "xxxxx". It works on text that does not parse as a URL too, so that an
-// error about a malformed URL never shows its password.
-func Redact(raw string) string {
-	out := raw
-	if i := strings.Index(out, "://"); i >= 0 {
-		start := i + 3
-		end := len(out)
-		if j := strings.IndexAny(out[start:], "/?#"); j >= 0 {
-			end = start + j
-		}
-		authority := out[start:end]
-		if at := strings.LastIndexByte(authority, '@'); at >= 0 {
-			userinfo := authority[:at]
-			if c := strings.IndexByte(userinfo, ':'); c >= 0 {
-				userinfo = userinfo[:c+1] + "xxxxx"
-			} else if userinfo != "" {
-				// redis://secret@host: go-redis reads a lone user as
-				// the password; hide it whatever the scheme.
-				userinfo = "xxxxx"
-			}
-			out = out[:start] + userinfo + authority[at:] + out[end:]
+// network are the schemes whose URL names servers: they need the "//",
+// and their user-info may hold a password.
+var network = map[string]bool{
+	"redis": true, "rediss": true, "redis+cluster": true, "rediss+cluster": true,
+	"redis+sentinel": true, "rediss+sentinel": true, "memcache": true, "memcached": true,
+}
+
+// schemeOf splits raw at the colon after its scheme. ok is false when raw
+// does not start with a scheme (RFC 3986: a letter, then letters, digits,
+// '+', '-' or '.'), so that nothing else before a colon (a password in a
+// URL missing its scheme) is ever taken for one and printed.
+func schemeOf(raw string) (scheme, rest string, ok bool) {
+	i := strings.IndexByte(raw, ':')
+	if i <= 0 {
+		return "", raw, false
+	}
+	for j, r := range raw[:i] {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if !letter && (j == 0 || !(r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return "", raw, false
 		}
 	}
-	if q := strings.IndexByte(out, '?'); q >= 0 {
-		params := strings.Split(out[q+1:], "&")
-		for i, p := range params {
-			name, _, found := strings.Cut(p, "=")
-			if found && strings.Contains(strings.ToLower(name), "password") {
-				params[i] = name + "=xxxxx"
+	return raw[:i], raw[i+1:], true
+}
+
+// checkAuthority checks the part of a network URL after its scheme. The
+// "//" is required: without it go-redis reads the host as a path and
+// connects to localhost:6379 without a password. The user-info ends at the
+// last '@' (a password may hold '@'); if what comes before that '@' holds
+// '/', '?' or '#', there are two readings (a password holding them, or an
+// '@' in the path or options) and the URL is refused rather than guessed.
+// An empty host is refused too: go-redis would make it localhost.
+func checkAuthority(scheme, rest string) error {
+	if !strings.HasPrefix(rest, "//") {
+		return fmt.Errorf("the '//' after %q is missing: write %s://host:port (without it the host would be read as a path and the client would connect to localhost)", scheme+":", strings.ToLower(scheme))
+	}
+	a := rest[2:]
+	if at := strings.LastIndexByte(a, '@'); at >= 0 {
+		if strings.ContainsAny(a[:at], "/?#") {
+			return errors.New("the part before the last '@' holds '/', '?' or '#', so where the password ends is ambiguous: " +
+				"percent-encode them in the user or password (%2F, %3F, %23) and an '@' in the path or options (%40)")
+		}
+		a = a[at+1:]
+	}
+	if end := strings.IndexAny(a, "/?#"); end >= 0 {
+		a = a[:end]
+	}
+	if a == "" {
+		return fmt.Errorf("no host: name the server, as in %s://host:port (an empty host would mean localhost)", strings.ToLower(scheme))
+	}
+	return nil
+}
+
+// span is a byte range [start, end) of a raw URL to hide.
+type span struct{ start, end int }
+
+// secretSpans returns the ranges of raw that may hold a password under any
+// reading of it: the user-info's password, taken to end at the last '@'
+// (from after "//", or after the scheme's colon when the "//" is missing,
+// or from the start when there is no scheme; a lone user counts as a
+// password, as go-redis reads it), and the value of every option whose
+// name, percent-decoded, contains "password", the options taken to start
+// at the first '?' and, again, at the first '?' after the last '@'. A
+// bbolt path (bbolt:path, bbolt:///path) holds no user-info.
+func secretSpans(raw string) []span {
+	var spans []span
+	scheme, rest, ok := schemeOf(raw)
+	base := len(raw) - len(rest)
+	path := ok && (strings.EqualFold(scheme, "bbolt") || strings.EqualFold(scheme, "bolt")) &&
+		(!strings.HasPrefix(rest, "//") || strings.HasPrefix(rest, "///"))
+	lastAt := strings.LastIndexByte(raw, '@')
+	if !path {
+		start := 0
+		if strings.HasPrefix(rest, "//") {
+			start = 2
+		}
+		if at := strings.LastIndexByte(rest, '@'); at >= start {
+			ui := rest[start:at]
+			pw := 0
+			if c := strings.IndexByte(ui, ':'); c >= 0 && !strings.ContainsAny(ui[:c], "/?#") {
+				pw = c + 1
+			}
+			spans = append(spans, span{base + start + pw, base + at})
+		}
+	}
+	starts := []int{strings.IndexByte(raw, '?')}
+	if lastAt >= 0 {
+		if q := strings.IndexByte(raw[lastAt:], '?'); q >= 0 {
+			starts = append(starts, lastAt+q)
+		}
+	}
+	for _, q := range starts {
+		if q < 0 {
+			continue
+		}
+		off := q + 1
+		for _, p := range strings.Split(raw[q+1:], "&") {
+			if name, _, found := strings.Cut(p, "="); found && passwordOption(name) {
+				spans = append(spans, span{off + len(name) + 1, off + len(p)})
+			}
+			off += len(p) + 1
+		}
+	}
+	return spans
+}
+
+// passwordOption reports whether an option name, percent-decoded, names a
+// password; a name that does not decode is taken to.
+func passwordOption(name string) bool {
+	n, err := url.QueryUnescape(name)
+	return err != nil || strings.Contains(strings.ToLower(n), "password")
+}
+
+// Redact returns raw with every part that may hold a password replaced by
+// "xxxxx" (see secretSpans): the user-info's password, ended at the last
+// '@' whatever bytes it holds, and the value of every option whose name
+// contains "password". It works on text that does not parse as a URL too
+// (a missing "//" or scheme), so that an error about a malformed URL never
+// shows its password.
+func Redact(raw string) string {
+	spans := secretSpans(raw)
+	if len(spans) == 0 {
+		return raw
+	}
+	slices.SortFunc(spans, func(a, b span) int { return a.start - b.start })
+	var out strings.Builder
+	pos := 0
+	for i := 0; i < len(spans); {
+		s := spans[i]
+		for i++; i < len(spans) && spans[i].start <= s.end; i++ {
+			s.end = max(s.end, spans[i].end)
+		}
+		if s.start < pos {
+			s.start = pos
+		}
+		out.WriteString(raw[pos:s.start])
+		out.WriteString("xxxxx")
+		pos = max(pos, s.end)
+	}
+	out.WriteString(raw[pos:])
+	return out.String()
+}
+
+// secrets returns the texts of raw's secret spans, as written and
+// percent-decoded and re-encoded, for scrub to look for.
+func secrets(raw string) []string {
+	var out []string
+	for _, s := range secretSpans(raw) {
+		v := raw[s.start:s.end]
+		if v == "" {
+			continue
+		}
+		out = append(out, v)
+		for _, dec := range []func(string) (string, error){url.PathUnescape, url.QueryUnescape} {
+			if d, err := dec(v); err == nil && d != "" {
+				out = append(out, d, url.PathEscape(d), url.QueryEscape(d), url.UserPassword("", d).String()[1:])
 			}
 		}
-		out = out[:q+1] + strings.Join(params, "&")
 	}
 	return out
 }
 
-// scrub returns err's text with no trace of raw's password: url.Parse
+// scrub returns err's text with no trace of raw's passwords: url.Parse
 // quotes the URL it fails on, so only its inner error is kept, and a text
-// that still holds the password (plain or quoted) is replaced whole.
+// that still holds a password (as written, decoded, re-encoded or quoted)
+// is replaced whole.
 func scrub(err error, raw string) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
+	var esc url.EscapeError
+	if errors.As(err, &esc) {
+		return "a bad %-escape (its bytes may be the password's, so they are not shown): write a literal '%' as %25"
+	}
 	msg := err.Error()
-	if p := password(raw); p != "" {
+	for _, p := range secrets(raw) {
 		quoted := strings.Trim(strconv.Quote(p), `"`)
 		if strings.Contains(msg, p) || strings.Contains(msg, quoted) {
 			return "the URL does not parse"
 		}
 	}
 	return msg
-}
-
-// password extracts the userinfo password of raw, for scrubbing.
-func password(raw string) string {
-	i := strings.Index(raw, "://")
-	if i < 0 {
-		return ""
-	}
-	a := raw[i+3:]
-	if j := strings.IndexAny(a, "/?#"); j >= 0 {
-		a = a[:j]
-	}
-	at := strings.LastIndexByte(a, '@')
-	if at < 0 {
-		return ""
-	}
-	_, p, _ := strings.Cut(a[:at], ":")
-	if p == "" {
-		p = a[:at]
-	}
-	return p
 }
 
 func truncate(s string, n int) string {
