@@ -610,7 +610,7 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 		a.refuseRemoved(ctx, cs, key, e)
 		return nil
 	}
-	w.compact() // what follows keeps w.doc
+	w.compact() // if run did not: the client's model keeps w.doc
 	// Kept for the store's return, unless the caller gave up: the write
 	// failed for want of the store and the breaker is open.
 	kept := werr != nil && ctx.Err() == nil && retryable(werr) && a.brk.isOpen(key) && a.brk.keep(key, w.pending())

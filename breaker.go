@@ -113,8 +113,9 @@ type breakerHost interface {
 	probeStore(ctx context.Context, sh *shard) error
 	// flushWrite stores a kept write and reports it to the Observers.
 	flushWrite(ctx context.Context, key string, w *write) error
-	// dropped reports a kept write lost for good.
-	dropped(key string, err error)
+	// dropped reports a kept write lost for good; logged says whether to
+	// log it (close logs once for all it drops).
+	dropped(key string, err error, logged bool)
 	breakerLog(level slog.Level, msg string, attrs ...slog.Attr)
 }
 
@@ -293,7 +294,7 @@ func (b *breaker) keep(key string, w *write) bool {
 	}
 	b.mu.Unlock()
 	if full {
-		b.drop(key, errPendingFull)
+		b.drop(key, errPendingFull, true)
 	}
 	return !full
 }
@@ -302,9 +303,9 @@ func (b *breaker) keep(key string, w *write) bool {
 var errPendingFull = errors.New("msalcache: breaker open and the pending writes at their bound (BreakerOptions.MaxPending, MaxPendingBytes)")
 
 // drop counts and reports a kept write lost for good.
-func (b *breaker) drop(key string, err error) {
+func (b *breaker) drop(key string, err error, logged bool) {
 	b.dropped.Add(1)
-	b.host.dropped(key, err)
+	b.host.dropped(key, err, logged)
 }
 
 // take removes and returns key's kept write, if any.
@@ -441,7 +442,7 @@ func (b *breaker) flush(sh *shard) int {
 		case errors.Is(err, errRemoved):
 			// The user signed out after this write began: nothing lost.
 		case !retryable(err):
-			b.drop(key, err)
+			b.drop(key, err, true)
 		case errors.Is(err, ErrConflict):
 			// The store answers, and other writers keep winning: try
 			// again later, without opening the breaker on a store
@@ -513,7 +514,7 @@ func (b *breaker) close() {
 	}
 	b.probes.Wait()
 	for _, k := range keys {
-		b.drop(k, errClosedPending)
+		b.drop(k, errClosedPending, false)
 	}
 	if lost > 0 {
 		b.host.breakerLog(slog.LevelError, "close: the store is unavailable; pending writes are dropped", slog.Int("writes", lost))
@@ -572,8 +573,11 @@ func (a *Adapter) flushWrite(ctx context.Context, key string, w *write) error {
 	return err
 }
 
-func (a *Adapter) dropped(key string, err error) {
+func (a *Adapter) dropped(key string, err error, logged bool) {
 	a.storeFailed(context.Background(), "export", key, err)
+	if !logged {
+		return
+	}
 	a.log(context.Background(), slog.LevelError,
 		"breaker: a kept write is dropped; the token is served from memory but not stored", "export", key, errAttr(err))
 }

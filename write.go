@@ -181,6 +181,7 @@ func (w *write) run(ctx context.Context) (Version, error) {
 	}
 	tu.last = nil
 	v, err := w.loop(ctx)
+	w.compact() // tu.last, the breaker, the L1 and the client keep w.doc
 	if err == nil && w.doc != nil && w.doc.hasTokens() {
 		tu.last = &stored{version: v, doc: w.doc, seq: a.nextSeq()}
 	}
