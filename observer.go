@@ -180,9 +180,14 @@ const (
 	// ReasonBreakerOpen: the breaker kept the call from the store (see
 	// WithBreaker).
 	ReasonBreakerOpen
+	// ReasonLendingOverflow: a Replace into one MSAL client shared by
+	// more users in flight at once than the Adapter lends between them;
+	// the outcome is what it was (a hit, a miss), but concurrent calls of
+	// that client may fail with "no token found". Use a ClientPool.
+	ReasonLendingOverflow
 )
 
-var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "oversized", "unknown_shape", "obo", "breaker_open"}
+var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "oversized", "unknown_shape", "obo", "breaker_open", "lending_overflow"}
 
 // String returns the reason's name as metrics and traces use it (as the
 // error.type of an OutcomeError), or "" for ReasonNone.
