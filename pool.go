@@ -25,11 +25,6 @@ import (
 // docs/benchmarks.md (the users table) for the figures behind the choice.
 const DefaultPoolSize = 64
 
-// maxPoolKeys bounds the pool's memory of which client last served which
-// key (a user, an app): beyond it the least recently used keys are
-// forgotten, which costs only a preference.
-const maxPoolKeys = 1 << 16
-
 // ClientPool hands each token call an MSAL confidential client that no
 // other goroutine is using, and keeps those clients' caches in an Adapter.
 //
@@ -69,11 +64,14 @@ type ClientPool struct {
 	// slots holds one value per call that holds (or is building) a client.
 	slots chan struct{}
 
-	mu    sync.Mutex
-	all   []*pooledClient // every client built, for SignOut
-	idle  list.List       // *pooledClient, the longest idle first
-	keys  map[string]*list.Element
-	byAge list.List // *keyedClient, the most recently served first
+	mu   sync.Mutex
+	all  []*pooledClient // every client built, for SignOut
+	idle list.List       // *pooledClient, the longest idle first
+	// holder maps a key to the client whose last call served it: MSAL's
+	// memory in that client holds that key's partition (the Adapter hands
+	// a pooled client only the partition asked for), so a call for the
+	// same key on it reloads nothing.
+	holder map[string]*pooledClient
 
 	obo oboShare
 }
@@ -83,12 +81,7 @@ type pooledClient struct {
 	c     confidential.Client
 	cache *pooledCache
 	elem  *list.Element // in ClientPool.idle while idle, else nil
-}
-
-// keyedClient remembers which client last served key.
-type keyedClient struct {
-	key string
-	pc  *pooledClient
+	last  string        // the key its last call served, "" for none known
 }
 
 // pooledCache is the cache.ExportReplace a pooled client is built with: the
@@ -184,7 +177,7 @@ func NewClientPool(a *Adapter, newClient func(c cache.ExportReplace) (confidenti
 		newClient: newClient,
 		size:      cfg.size,
 		slots:     make(chan struct{}, cfg.size),
-		keys:      make(map[string]*list.Element),
+		holder:    make(map[string]*pooledClient),
 	}, nil
 }
 
@@ -206,10 +199,8 @@ func (p *ClientPool) get(ctx context.Context, key string) (*pooledClient, error)
 	}
 	p.mu.Lock()
 	var pc *pooledClient
-	if e, ok := p.keys[key]; ok && key != "" {
-		if cand := e.Value.(*keyedClient).pc; cand.elem != nil {
-			pc = cand
-		}
+	if cand := p.holder[key]; cand != nil && key != "" && cand.elem != nil {
+		pc = cand
 	}
 	if pc == nil && p.idle.Len() > 0 {
 		pc = p.idle.Front().Value.(*pooledClient)
@@ -240,32 +231,16 @@ func (p *ClientPool) get(ctx context.Context, key string) (*pooledClient, error)
 func (p *ClientPool) put(pc *pooledClient, key string) {
 	pc.cache.kind = callUnknown
 	p.mu.Lock()
+	if p.holder[pc.last] == pc {
+		delete(p.holder, pc.last)
+	}
+	pc.last = key
 	if key != "" {
-		if e, ok := p.keys[key]; ok {
-			e.Value.(*keyedClient).pc = pc
-			p.byAge.MoveToFront(e)
-		} else {
-			p.keys[key] = p.byAge.PushFront(&keyedClient{key: key, pc: pc})
-			if p.byAge.Len() > maxPoolKeys {
-				old := p.byAge.Back()
-				p.byAge.Remove(old)
-				delete(p.keys, old.Value.(*keyedClient).key)
-			}
-		}
+		p.holder[key] = pc
 	}
 	pc.elem = p.idle.PushBack(pc)
 	p.mu.Unlock()
 	<-p.slots
-}
-
-// forget drops the pool's memory of key.
-func (p *ClientPool) forget(key string) {
-	p.mu.Lock()
-	if e, ok := p.keys[key]; ok {
-		p.byAge.Remove(e)
-		delete(p.keys, key)
-	}
-	p.mu.Unlock()
 }
 
 // call runs f on a client of the pool, telling the Adapter that its hook
@@ -419,7 +394,6 @@ func (p *ClientPool) SignOut(ctx context.Context, homeAccountID string) error {
 		}
 	}
 	p.mu.Unlock()
-	p.forget(homeAccountID)
 	return err
 }
 
