@@ -168,7 +168,7 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 	if payload == nil {
 		payload = emptyCache
 	}
-	if err := u.Unmarshal(msalFriendly(payload)); err != nil {
+	if err := u.Unmarshal(forMSAL(u, payload)); err != nil {
 		if err := u.Unmarshal(emptyCache); err != nil {
 			// Only MSAL's on-behalf-of manager rejects an empty cache.
 			// Leave it alone: it partitions its data itself.

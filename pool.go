@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -410,6 +412,26 @@ func (a *Adapter) lendingOverflow(ctx context.Context, key string, e *Event) {
 			"replace: one MSAL client serves more users at once than the cache can keep apart; its calls may fail with \"no token found\": use msalcache.ClientPool (counted in Stats.LendingOverflows, logged once)",
 			"replace", key, slog.Int("max_lent", a.cfg.maxLent))
 	}
+}
+
+// msalPackages is the import path prefix of MSAL-Go's packages.
+const msalPackages = "github.com/AzureAD/microsoft-authentication-library-for-go/"
+
+// forMSAL returns payload as MSAL-Go's own cache u reads it fastest (see
+// msalFriendly); any other Unmarshaler (a test's stand-in, a wrapper) gets
+// payload as it is.
+func forMSAL(u any, payload []byte) []byte {
+	t := reflect.TypeOf(u)
+	if t == nil {
+		return payload
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if !strings.HasPrefix(t.PkgPath(), msalPackages) {
+		return payload
+	}
+	return msalFriendly(payload)
 }
 
 // msalFriendly returns the JSON cache b with a space before every ',', ':',
