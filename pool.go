@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,17 +17,25 @@ import (
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 )
 
-// DefaultPoolSize is how many MSAL clients a ClientPool holds at most
-// unless WithPoolSize says otherwise. Clients are built only when a call
-// finds none idle, so an app that never runs more than a few calls at once
-// holds a few clients; the bound matters when calls wait on the network
-// (a sign-in, a refresh: tens to hundreds of milliseconds), where a small
-// pool would queue callers that the token endpoint could serve at once.
-// Each client costs little (MSAL's memory for one partition, its cached
-// authority metadata, the Adapter's model of it) and, with MSAL's default
-// options, one instance-discovery request when it is built. See
-// docs/benchmarks.md (the users table) for the figures behind the choice.
-const DefaultPoolSize = 64
+// defaultPoolSize is how many MSAL clients a ClientPool holds at most
+// unless WithPoolSize says otherwise: poolClientsPerCPU per GOMAXPROCS, at
+// least minPoolSize. A silent call is CPU work (MSAL parses the partition
+// it is handed), and more of them at once than the CPUs can run only adds
+// garbage and cache misses: in BenchmarkUsers (16 goroutines, 2 CPUs) a
+// pool of 4 clients spent 0.6-0.8x the CPU per call of a pool that let all
+// 16 run at once (docs/benchmarks.md). Calls that wait on the network (a
+// sign-in, a refresh) hold a client for the round trip, so the bound
+// leaves room for a few of them per CPU; an app whose token requests come
+// in bursts raises it with WithPoolSize. Clients are built only when a
+// call finds none idle, so a quiet app holds few.
+func defaultPoolSize() int {
+	return max(minPoolSize, poolClientsPerCPU*runtime.GOMAXPROCS(0))
+}
+
+const (
+	poolClientsPerCPU = 4
+	minPoolSize       = 8
+)
 
 // ClientPool hands each token call an MSAL confidential client that no
 // other goroutine is using, and keeps those clients' caches in an Adapter.
@@ -140,7 +149,8 @@ type poolConfig struct {
 
 // WithPoolSize sets the most clients the pool holds, and so the most calls
 // it runs at once; callers past it wait for a client, bounded by their ctx.
-// The default is DefaultPoolSize.
+// The default is 4 per GOMAXPROCS, at least 8: enough for the CPUs to stay
+// busy with silent calls while a few calls wait on the token endpoint.
 func WithPoolSize(n int) PoolOption {
 	return func(c *poolConfig) error {
 		if n < 1 {
@@ -166,7 +176,7 @@ func NewClientPool(a *Adapter, newClient func(c cache.ExportReplace) (confidenti
 	if a == nil || newClient == nil {
 		return nil, errors.New("msalcache: NewClientPool: pass the Adapter and a function that builds a confidential client with confidential.WithCache(c)")
 	}
-	cfg := poolConfig{size: DefaultPoolSize}
+	cfg := poolConfig{size: defaultPoolSize()}
 	for _, o := range opts {
 		if o == nil {
 			continue

@@ -88,8 +88,9 @@ var (
 //     WithInstanceDiscovery(false) (with the default, each new client makes
 //     one instance-discovery request);
 //   - per-request-defaults: the same with MSAL-Go's default options;
-//   - pool: a msalcache.ClientPool of DefaultPoolSize, clients built with
-//     MSAL-Go's default options; pool-size4 the same with WithPoolSize(4);
+//   - pool: a msalcache.ClientPool of the default size (4 per GOMAXPROCS,
+//     at least 8), clients built with MSAL-Go's default options;
+//     pool-size4 and pool-size16 the same with WithPoolSize(4) and (16);
 //   - pool-4-in-a-row: the pool, four calls in a row for each user picked.
 //
 // The cases take turns in blocks (usersRounds per case), so that the
@@ -138,7 +139,9 @@ func BenchmarkUsers(b *testing.B) {
 		}
 		return p
 	}
-	pool, pool4 := newPool(), newPool(msalcache.WithPoolSize(4))
+	// The pool's default size, as NewClientPool computes it.
+	defaultSize := max(8, 4*runtime.GOMAXPROCS(0))
+	pool, pool4, pool16 := newPool(), newPool(msalcache.WithPoolSize(4)), newPool(msalcache.WithPoolSize(16))
 
 	silent := func(c confidential.Client, ctx context.Context, u entratest.User) (string, error) {
 		acct, err := c.Account(ctx, u.HomeAccountID)
@@ -178,6 +181,7 @@ func BenchmarkUsers(b *testing.B) {
 		}},
 		{name: "pool", pop: &stored, inRow: 1, call: viaPool(pool)},
 		{name: "pool-size4", pop: &stored, inRow: 1, call: viaPool(pool4)},
+		{name: "pool-size16", pop: &stored, inRow: 1, call: viaPool(pool16)},
 		{name: "pool-4-in-a-row", pop: &stored, inRow: 4, call: viaPool(pool)},
 	}
 	setup := map[string]int64{}
@@ -191,10 +195,12 @@ func BenchmarkUsers(b *testing.B) {
 			// case once per user (the first 2,000 at 10,000).
 			if _, ok := setup["pool"]; !ok {
 				h0 := liveHeap()
-				warmPool(b, pool, min(msalcache.DefaultPoolSize, usersGoroutines), stored[0])
+				warmPool(b, pool, min(defaultSize, usersGoroutines), stored[0])
 				h1 := liveHeap()
 				warmPool(b, pool4, 4, stored[0])
-				setup["pool"], setup["pool-size4"] = h1-h0, liveHeap()-h1
+				h2 := liveHeap()
+				warmPool(b, pool16, 16, stored[0])
+				setup["pool"], setup["pool-size4"], setup["pool-size16"] = h1-h0, h2-h1, liveHeap()-h2
 			}
 			for _, c := range cases {
 				c.calls, c.failed, c.wrong, c.http, c.cpu, c.wall, c.heap, c.h = 0, 0, 0, 0, 0, 0, 0, histogram{}
