@@ -65,6 +65,8 @@ type Adapter struct {
 	l1        *l1       // nil without WithL1
 	versioner Versioner // the store, when it can read versions cheaply
 	closeOnce sync.Once
+	// lendWarned: the one warning of a lending overflow was logged.
+	lendWarned atomic.Bool
 }
 
 // New returns an Adapter that keeps MSAL's token cache in store. It fails

@@ -174,9 +174,12 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 	switch {
 	case !cs.valid || a.cfg.singlePart || cs.exclusive:
 	case all:
-		lent = recentPartitions(cs.parts, key, time.Time{}, maxKeptOutage)
+		lent, _ = recentPartitions(cs.parts, key, time.Time{}, maxKeptOutage)
 	default:
-		lent = recentPartitions(cs.parts, key, now.Add(-a.cfg.lendWindow), a.cfg.maxLent)
+		var over bool
+		if lent, over = recentPartitions(cs.parts, key, now.Add(-a.cfg.lendWindow), a.cfg.maxLent); over {
+			a.lendingOverflow(ctx, key, e)
+		}
 	}
 	payload := p.raw
 	if len(lent) > 0 {
@@ -198,7 +201,7 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 	if payload == nil {
 		payload = emptyCache
 	}
-	if err := u.Unmarshal(payload); err != nil {
+	if err := u.Unmarshal(forMSAL(u, payload)); err != nil {
 		if err := u.Unmarshal(emptyCache); err != nil {
 			// Only MSAL's on-behalf-of manager rejects an empty cache.
 			// Leave it alone: it partitions its data itself.
@@ -228,8 +231,9 @@ type keyed struct {
 }
 
 // recentPartitions returns the partitions other than key used after since,
-// at most limit of them, the most recently used first.
-func recentPartitions(parts map[string]*partition, key string, since time.Time, limit int) []keyed {
+// at most limit of them, the most recently used first, and whether there
+// were more.
+func recentPartitions(parts map[string]*partition, key string, since time.Time, limit int) (_ []keyed, over bool) {
 	var out []keyed
 	for k, q := range parts {
 		if k != key && q.used.After(since) {
@@ -240,8 +244,9 @@ func recentPartitions(parts map[string]*partition, key string, since time.Time, 
 		// More users in flight at once than we lend: keep the newest.
 		slices.SortFunc(out, func(x, y keyed) int { return y.p.used.Compare(x.p.used) })
 		out = out[:limit]
+		over = true
 	}
-	return out
+	return out, over
 }
 
 // Idle client states and on-behalf-of marks are forgotten after these

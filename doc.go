@@ -14,7 +14,11 @@
 //	...
 //	adapter, err := msalcache.New(store, msalcache.WithProtector(ring))
 //	...
-//	client, err := confidential.New(authority, clientID, cred, confidential.WithCache(adapter))
+//	pool, err := msalcache.NewClientPool(adapter, func(c cache.ExportReplace) (confidential.Client, error) {
+//		return confidential.New(authority, clientID, cred, confidential.WithCache(c))
+//	})
+//	...
+//	ar, err := pool.AcquireTokenSilent(ctx, homeAccountID, scopes) // from any goroutine
 //
 // New insists on a choice between WithProtector and WithPlaintext, so
 // tokens are never stored in clear by accident.
@@ -48,22 +52,35 @@
 //     MSAL-Go files under the partition's key, decided by each entry's
 //     fields, whatever bytes the store holds.
 //
-// # One client for many users
+// # One client for many users: ClientPool
 //
 // A confidential client shared by every request of a web app is MSAL-Go's
-// recommended shape, and a trap: MSAL loads a user's partition under a read
-// lock and reads it after releasing the lock, so concurrent requests for
-// different users replace each other's partitions in between: with 16
-// goroutines serving 8 users, 40 to 65% of silent calls fail with "no token
-// found" through a naive cache accessor (BenchmarkSharedClient). The
-// Adapter cures it: while requests are in flight it keeps in MSAL's cache
-// the partitions loaded into the same client in the last moments, and
-// keeps every other partition's entries out of what it writes. MSAL filters
-// what it reads by account, so no call can get another user's token. When
-// MSAL already holds the stored version of a partition, Replace does not
-// decrypt or parse anything, which makes a shared client cheaper than a
-// client per request. Both shapes are safe; the conformance suite measures
-// both.
+// recommended shape, and a trap with any cache hook: MSAL loads a user's
+// partition under a read lock and reads it after releasing the lock, so
+// concurrent requests for different users replace each other's partitions
+// in between (40 to 65% of silent calls fail through a naive accessor,
+// BenchmarkSharedClient). The Adapter narrows the window by lending a
+// shared client the partitions loaded into it in the last moments, but
+// that costs more with every user in flight (150 to 290 times the 1-user
+// call from 100 users on) and cannot close it: when more users are in
+// flight than it lends, it counts the load in Stats.LendingOverflows
+// (an Event with ReasonLendingOverflow) and logs one warning. A client
+// per request is exact, but with MSAL-Go's default options each new
+// client makes an instance-discovery request (its metadata cache is per
+// client; WithInstanceDiscovery(false) avoids it, and the validation it
+// does), and the Adapter tracks each new client for a few seconds.
+//
+// [ClientPool] removes the race instead of narrowing it: it builds MSAL
+// clients through a function of the application's, each installed with
+// the pool's cache, and hands each call a client no other goroutine is
+// using, the one that last served the same user when it is idle. The
+// Adapter then hands such a client only the partition asked for, never
+// lends, and a client that serves its last user again reloads nothing. Its
+// methods (AcquireTokenSilent, AcquireTokenByAuthCode,
+// AcquireTokenByCredential, AcquireTokenOnBehalfOf, Account, AuthCodeURL,
+// SignOut, and Do for anything else) tell the Adapter which operation each
+// hook call belongs to. docs/benchmarks.md compares the three shapes and
+// MSAL alone from 1 to 10,000 users.
 //
 // # Public clients
 //
@@ -76,17 +93,29 @@
 //
 // MSAL-Go loads its on-behalf-of cache from one internal manager and
 // exports the other, and the on-behalf-of manager accepts no external
-// data at all. No store can share on-behalf-of tokens between instances
-// through MSAL-Go's hook today. The Adapter detects that manager, leaves
-// it alone (a second call on the same instance is served from memory),
-// and refuses the Export that follows, which would carry other users'
-// tokens under the on-behalf-of key.
+// data at all, so on-behalf-of tokens cannot travel through MSAL-Go's
+// hook. The Adapter detects that manager, leaves it alone (a second call
+// on the same MSAL client is served from its memory), and refuses the
+// Export that follows, which would carry other users' tokens under the
+// on-behalf-of key.
+//
+// [ClientPool.AcquireTokenOnBehalfOf] shares them another way: it keeps
+// each access token it gets in the store, sealed like every blob, under a
+// keyed hash of the incoming assertion, the client id, the authority and
+// the scopes, until MSAL itself would stop serving it (five minutes before
+// expiry, or its refresh time). Any instance presented the same assertion
+// for the same scopes is served that token with no token request. Not
+// shared: the refresh token MSAL may get with it (it stays in one client's
+// memory), the ID token, and calls with options (claims, another tenant),
+// which go to MSAL alone.
 //
 // # Sign-out
 //
 // MSAL's RemoveAccount exports under the empty partition key, so the
-// user's own partition survives it. [SignOut] calls RemoveAccount and
-// [Adapter.Remove] with the account's HomeAccountID. Remove replaces the
+// user's own partition survives it. [SignOut] (or [ClientPool.SignOut])
+// calls RemoveAccount and [Adapter.Remove] with the account's
+// HomeAccountID; the pool's other clients drop the user before their next
+// call. Remove replaces the
 // partition with a removal record, sealed like any blob, so that a
 // sign-out stays final against every write that began before it:
 //

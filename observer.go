@@ -187,9 +187,14 @@ const (
 	// ReasonWatchDenied: the store refused the L1's watch for lack of
 	// permission (see ErrWatchDenied); the L1 is off.
 	ReasonWatchDenied
+	// ReasonLendingOverflow: a Replace into one MSAL client shared by
+	// more users in flight at once than the Adapter lends between them;
+	// the outcome is what it was (a hit, a miss), but concurrent calls of
+	// that client may fail with "no token found". Use a ClientPool.
+	ReasonLendingOverflow
 )
 
-var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "oversized", "unknown_shape", "obo", "breaker_open", "removed", "watch_denied"}
+var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "oversized", "unknown_shape", "obo", "breaker_open", "removed", "watch_denied", "lending_overflow"}
 
 // String returns the reason's name as metrics and traces use it (as the
 // error.type of an OutcomeError), or "" for ReasonNone.

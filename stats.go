@@ -95,6 +95,11 @@ type Stats struct {
 	PendingWrites  int
 	PendingFlushed uint64
 	PendingDropped uint64
+	// LendingOverflows counts Replace calls into one MSAL client shared by
+	// more users in flight at once than the Adapter lends between them
+	// (ReasonLendingOverflow): such a client's concurrent calls may fail.
+	// A ClientPool's clients never overflow.
+	LendingOverflows uint64
 }
 
 // StatsCounter is the Observer behind Adapter.Stats: it counts Events. Every
@@ -103,7 +108,8 @@ type Stats struct {
 type StatsCounter struct {
 	hits, reused, misses, writes, skippedWrites, deletes, conflicts, oboSkips,
 	storeErrors, decryptErrors, corruptBlobs, foreignEntries, oversized, exportFailures, removedSkips,
-	l1Hits, l1Revalidated, l1Invalidations, l1WatchDowns, l1Evictions, breakerSkips atomic.Uint64
+	l1Hits, l1Revalidated, l1Invalidations, l1WatchDowns, l1Evictions, breakerSkips,
+	lendingOverflows atomic.Uint64
 }
 
 // add adds v to n, when there is something to add.
@@ -141,6 +147,8 @@ func (c *StatsCounter) Stats() Stats {
 		L1WatchDowns:    c.l1WatchDowns.Load(),
 		L1Evictions:     c.l1Evictions.Load(),
 		BreakerSkips:    c.breakerSkips.Load(),
+
+		LendingOverflows: c.lendingOverflows.Load(),
 	}
 }
 
@@ -152,6 +160,9 @@ func (c *StatsCounter) count(e *Event) {
 	add(&c.decryptErrors, e.Unreadable)
 	if e.Reason == ReasonBreakerOpen && e.Op == OpReplace {
 		c.breakerSkips.Add(1)
+	}
+	if e.Reason == ReasonLendingOverflow {
+		c.lendingOverflows.Add(1)
 	}
 	switch e.Outcome {
 	case OutcomeHit:

@@ -124,13 +124,20 @@
 // compare their p50s, since a garbage collection lands on whichever call
 // runs.
 //
-// BenchmarkUsers/<pattern>/<n> signs n users in (1 to 10,000, each
-// population on top of the one before, on clients of their own before the
-// timer) and times their silent calls in turn from 8 goroutines per CPU:
-// floor (one client, no external cache), shared (one client on one Adapter
-// on Redis with the L1 and encryption) and per-request (a new client per
-// call on that Adapter, served by the L1's blob hand-over). Its "vs floor"
-// column divides by the 1-user row of the same pattern.
+// BenchmarkUsers/<n> signs n users in (1, 100, 1,000, 10,000, each
+// population on top of the one before, before the timer) and times b.N
+// silent calls per case in uniform rotation from 16 goroutines, the cases
+// taking turns in five blocks: msal-alone (one client, no external cache),
+// shared (one client on an Adapter on Redis with the L1 and encryption),
+// per-request (a new client per call, WithInstanceDiscovery(false)),
+// per-request-defaults (the same with MSAL's defaults), pool, pool-size4
+// and pool-size16 (a msalcache.ClientPool of the default size, 4 and 16),
+// and pool-4-in-a-row (four calls in a row per user). It prints a table of
+// its own after go test's lines: CPU per call (getrusage), wall per call,
+// p50 and p99, every HTTP request per call, failed calls, wrong tokens,
+// the live heap a block left and the heap a pool's warm-up took, with
+// ratios to per-request, to msal-alone and to the pool's 1-user row. Run
+// it with -benchtime Nx.
 //
 // BenchmarkInvalidation/<deployment>/push times the L1's push channel on
 // Redis (single node, Sentinel, Cluster of three masters) and on

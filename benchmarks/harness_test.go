@@ -18,6 +18,9 @@ func TestMain(m *testing.M) {
 	if t := renderTable(recorded()); t != "" {
 		fmt.Print("\n" + t)
 	}
+	if t := renderUsers(); t != "" {
+		fmt.Print("\n" + t)
+	}
 	os.Exit(code)
 }
 

@@ -43,15 +43,6 @@ func (s *downStore) Delete(ctx context.Context, key string) error {
 	return s.Store.Delete(ctx, key)
 }
 
-// liveHeap is the live heap after a collection.
-func liveHeap() uint64 {
-	var m runtime.MemStats
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
-
 // BenchmarkOutageMemory signs users in, one after the other, through one
 // shared client while the store is down: every write is kept by the
 // breaker for the store's return. It reports the live heap that grew
@@ -87,7 +78,7 @@ func outageMemory(b *testing.B, n int) {
 		last = time.Since(start)
 	}
 	b.StopTimer()
-	grown := float64(liveHeap()-min(before, liveHeap())) / (1 << 20)
+	grown := float64(max(liveHeap()-before, 0)) / (1 << 20)
 	st := a.Stats()
 	if st.PendingWrites != n {
 		b.Fatalf("%d writes kept, want %d", st.PendingWrites, n)
@@ -130,7 +121,7 @@ func l1SharedMemory(b *testing.B, n int) {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	grown := float64(liveHeap()-min(before, liveHeap())-uint64(storeBytes)) / (1 << 20)
+	grown := float64(max(liveHeap()-before-int64(storeBytes), 0)) / (1 << 20)
 	l1 := float64(a.Stats().L1Bytes) / (1 << 20)
 	b.ReportMetric(grown, "MiB-heap")
 	b.ReportMetric(l1, "MiB-L1Bytes")

@@ -9,48 +9,8 @@ import (
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 
-	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/entratest"
 )
-
-// userCounts are the populations of BenchmarkUsers, each signed in on top
-// of the one before.
-var userCounts = []int{1, 10, 100, 1000, 10000}
-
-// BenchmarkUsers measures how the silent call scales with the number of
-// users an instance serves: n users signed in, their silent calls in turn
-// from concurrentPerCPU goroutines per CPU. floor is one confidential
-// client with no external cache holding all n users. shared and
-// per-request go through one Adapter on Redis with the L1 and encryption
-// (the farm's set-up): shared through one client built once, per-request
-// through a new client per call, served by the L1's blob hand-over. The
-// "vs floor" column of these rows divides by the 1-user row of the same
-// pattern: the target is at most 2x at 10,000 users. Failed calls and
-// wrong tokens are counted as in BenchmarkSharedClient (a wrong token fails
-// the run). Sign-ins are made before the timer, on clients of their own.
-func BenchmarkUsers(b *testing.B) {
-	be := openRedis(b)
-	srv := entratest.NewServer()
-	b.Cleanup(srv.Close)
-	a := newAdapter(b, be.store, be.ring, msalcache.WithL1(msalcache.L1Options{}))
-
-	floorClient := newClient(b, srv, nil)
-	sharedClient := newClient(b, srv, a)
-	var floorUsers, users []entratest.User
-	for _, n := range userCounts {
-		floorUsers = append(floorUsers, signInMany(b, srv, func() (confidential.Client, error) { return floorClient, nil }, n-len(floorUsers))...)
-		users = append(users, signInMany(b, srv, func() (confidential.Client, error) { return clientOf(srv, a) }, n-len(users))...)
-		b.Run(fmt.Sprintf("floor/%d", n), func(b *testing.B) {
-			silentInTurn(b, srv, floorUsers, func() (confidential.Client, error) { return floorClient, nil }, srv.TokenRequests())
-		})
-		b.Run(fmt.Sprintf("shared/%d", n), func(b *testing.B) {
-			silentInTurn(b, srv, users, func() (confidential.Client, error) { return sharedClient, nil }, srv.TokenRequests())
-		})
-		b.Run(fmt.Sprintf("per-request/%d", n), func(b *testing.B) {
-			silentInTurn(b, srv, users, func() (confidential.Client, error) { return clientOf(srv, a) }, srv.TokenRequests())
-		})
-	}
-}
 
 // signInMany signs n new users in at srv, from a few goroutines, each
 // through a client that clientFor returns, and returns them.

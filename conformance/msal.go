@@ -91,6 +91,11 @@ const (
 // failing store never fails a token call. Token-endpoint request counts
 // prove every cache hit.
 //
+// The pool subtests (PoolUsersAndApp, SharedClientManyUsers/ClientPool)
+// run the user and app scenarios through a msalcache.ClientPool on each
+// instance, with many goroutines and users at once: no failed call, no
+// wrong token, no token request beyond those asked for.
+//
 // The L1 subtests run two instances with msalcache.WithL1 over the store:
 // a token renewed on one is served by the other, and a sign-out on one
 // reaches the other, once the change reached it (through the store's push
@@ -114,6 +119,7 @@ func RunMSALTests(t *testing.T, setup MSALSetup) {
 	run("ForeignBytesNeverStored", testForeignBytesNeverStored)
 	run("RemovedUserNeverServed", testRemovedUserNeverServed)
 	run("ConcurrentWritersLoseNothing", testConcurrentWriters)
+	run("PoolUsersAndApp", testPool)
 	// load runs a load subtest unless the setup already ran it on
 	// another topology of the same store.
 	load := func(name string, test func(f *fixture)) {
@@ -954,10 +960,19 @@ func testSharedClient(f *fixture) {
 			t.Fatalf("client per request: %v; want no failure", got)
 		}
 	})
+	f.t.Run("ClientPool", func(t *testing.T) {
+		ff := newFixture(t, f.setup)
+		got := ff.poolClientRun(t, goroutines, perG)
+		t.Log(got)
+		if got.Failures != 0 || got.WrongTokens != 0 || got.ExtraTokenRequests != 0 {
+			t.Fatalf("client pool: %v; want no failure", got)
+		}
+	})
 	f.t.Run("OneSharedClient", func(t *testing.T) {
 		ff := newFixture(t, f.setup)
-		got := ff.sharedClientRun(ff.adapter(nil), true, goroutines, perG)
-		t.Log(got)
+		a := ff.adapter(nil)
+		got := ff.sharedClientRun(a, true, goroutines, perG)
+		t.Logf("%v; lending overflows signalled: %d", got, a.Stats().LendingOverflows)
 		if got.WrongTokens != 0 {
 			t.Fatalf("shared client: %v: a user got another user's token", got)
 		}

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 
 	"github.com/msalcache/msalcache"
@@ -94,7 +95,7 @@ func run(ctx context.Context, out io.Writer, dir, addr, scope string) error {
 	defer srv.Close()
 	e := env{
 		authority: srv.Authority,
-		options:   []confidential.Option{confidential.WithHTTPClient(srv.Client()), confidential.WithInstanceDiscovery(false)},
+		options:   []confidential.Option{confidential.WithHTTPClient(srv.Client())},
 		clientID:  "8f7e6d5c-0000-4000-8000-00000000beef",
 		secret:    "quickstart-secret",
 		requests:  srv.TokenRequests,
@@ -129,11 +130,11 @@ func keyWrapper(path string) (protect.KeyWrapper, bool, error) {
 }
 
 // instance is one simulated server of the farm: its own adapter, its own
-// MSAL clients, the shared store.
+// pool of MSAL clients per tenant, the shared store.
 type instance struct {
 	name    string
 	adapter *msalcache.Adapter
-	clients map[string]confidential.Client
+	pools   map[string]*msalcache.ClientPool
 	e       env
 }
 
@@ -142,7 +143,7 @@ func newInstance(name string, store msalcache.Store, p msalcache.Protector, e en
 	if err != nil {
 		return nil, err
 	}
-	return &instance{name: name, adapter: a, clients: map[string]confidential.Client{}, e: e}, nil
+	return &instance{name: name, adapter: a, pools: map[string]*msalcache.ClientPool{}, e: e}, nil
 }
 
 // newFarm returns two instances over one store.
@@ -158,20 +159,25 @@ func newFarm(store msalcache.Store, p msalcache.Protector, e env) ([]*instance, 
 	return farm, nil
 }
 
-func (in *instance) client(tenant string) (confidential.Client, error) {
-	if c, ok := in.clients[tenant]; ok {
-		return c, nil
+// pool returns the instance's client pool for tenant: an app builds one
+// at start-up and makes every token call through it, from any number of
+// goroutines; each call gets a client no other call is using.
+func (in *instance) pool(tenant string) (*msalcache.ClientPool, error) {
+	if p, ok := in.pools[tenant]; ok {
+		return p, nil
 	}
 	cred, err := confidential.NewCredFromSecret(in.e.secret)
 	if err != nil {
-		return confidential.Client{}, err
+		return nil, err
 	}
-	c, err := confidential.New(in.e.authority(tenant), in.e.clientID, cred, append(in.e.options, confidential.WithCache(in.adapter))...)
+	p, err := msalcache.NewClientPool(in.adapter, func(c cache.ExportReplace) (confidential.Client, error) {
+		return confidential.New(in.e.authority(tenant), in.e.clientID, cred, append(in.e.options, confidential.WithCache(c))...)
+	})
 	if err != nil {
-		return confidential.Client{}, err
+		return nil, err
 	}
-	in.clients[tenant] = c
-	return c, nil
+	in.pools[tenant] = p
+	return p, nil
 }
 
 // report prints one line per token call.
@@ -211,12 +217,12 @@ func appTokens(ctx context.Context, out io.Writer, store msalcache.Store, p msal
 	}
 	for _, tenant := range tenants {
 		for _, in := range instances {
-			c, err := in.client(tenant)
+			p, err := in.pool(tenant)
 			if err != nil {
 				return err
 			}
 			if err := r.call(in.name, "app token, tenant "+tenant, func() error {
-				_, err := c.AcquireTokenByCredential(ctx, []string{scope})
+				_, err := p.AcquireTokenByCredential(ctx, []string{scope})
 				return err
 			}); err != nil {
 				return err
@@ -237,22 +243,23 @@ func userTokens(ctx context.Context, out io.Writer, store msalcache.Store, p msa
 	scopes := []string{"api://inventory/read"}
 	for _, u := range users {
 		for _, in := range instances {
-			c, err := in.client(u.Tenant)
+			p, err := in.pool(u.Tenant)
 			if err != nil {
 				return err
 			}
-			acct, err := c.Account(ctx, u.HomeAccountID)
+			acct, err := p.Account(ctx, u.HomeAccountID)
 			if err != nil {
 				return err
 			}
 			if acct.HomeAccountID == "" {
 				err = r.call(in.name, "sign-in "+u.Username, func() error {
-					_, err := c.AcquireTokenByAuthCode(ctx, srv.AuthCode(u.Tenant, u.Username), "http://localhost/callback", scopes)
+					_, err := p.AcquireTokenByAuthCode(ctx, srv.AuthCode(u.Tenant, u.Username), "http://localhost/callback", scopes)
 					return err
 				})
 			} else {
 				err = r.call(in.name, "silent "+u.Username, func() error {
-					_, err := c.AcquireTokenSilent(ctx, scopes, confidential.WithSilentAccount(acct))
+					// The session keeps the account id; the pool finds the account.
+					_, err := p.AcquireTokenSilent(ctx, u.HomeAccountID, scopes)
 					return err
 				})
 			}

@@ -13,8 +13,9 @@
 // without a TTL, and a restart that loses it makes every stored token
 // unreadable.
 //
-// Each instance has its own go-redis client, key ring, Adapter and MSAL
-// client, as separate servers would; they share only Redis and the
+// Each instance has its own go-redis client, key ring, Adapter and
+// msalcache.ClientPool of MSAL clients per tenant, as separate servers
+// would; they share only Redis and the
 // key-encryption key (MSALCACHE_KEK, base64 of 32 bytes; when it is unset,
 // a key file made on the first run, 0600). Tokens come from the offline
 // Entra ID emulator.
@@ -46,8 +47,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 	"github.com/redis/go-redis/v9"
 
@@ -95,6 +98,9 @@ type instance struct {
 	rdb        *redis.Client
 	ring       *protect.KeyRing
 	unregister func() error // its gauges
+
+	mu    sync.Mutex
+	pools map[string]*msalcache.ClientPool // by tenant
 }
 
 func newInstance(ctx context.Context, name, addr, prefix string, kek protect.KeyWrapper, entra *entratest.Server, m *prommetrics.Metrics) (*instance, error) {
@@ -122,7 +128,33 @@ func newInstance(ctx context.Context, name, addr, prefix string, kek protect.Key
 		rdb.Close()
 		return nil, err
 	}
-	return &instance{name: name, adapter: a, entra: entra, rdb: rdb, ring: ring, unregister: unregister}, nil
+	return &instance{name: name, adapter: a, entra: entra, rdb: rdb, ring: ring, unregister: unregister,
+		pools: map[string]*msalcache.ClientPool{}}, nil
+}
+
+// pool returns the instance's client pool for tenant, built on first use.
+// A pool hands each request an MSAL client no other request is using, and
+// keeps its clients (and what they learned of the authority) for the next
+// requests. A real API would accept only the tenants it serves.
+func (in *instance) pool(tenant string) (*msalcache.ClientPool, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if p := in.pools[tenant]; p != nil {
+		return p, nil
+	}
+	cred, err := confidential.NewCredFromSecret("webfarm-secret")
+	if err != nil {
+		return nil, err
+	}
+	p, err := msalcache.NewClientPool(in.adapter, func(c cache.ExportReplace) (confidential.Client, error) {
+		return confidential.New(in.entra.Authority(tenant), clientID, cred,
+			confidential.WithCache(c), confidential.WithHTTPClient(in.entra.Client()))
+	})
+	if err != nil {
+		return nil, err
+	}
+	in.pools[tenant] = p
+	return p, nil
 }
 
 func (in *instance) close() {
@@ -132,25 +164,18 @@ func (in *instance) close() {
 }
 
 // ServeHTTP answers GET /orders?tenant=T: it gets the tenant's app token
-// the way a web API calling a downstream API would, with a client per
-// request (MSAL clients are cheap; the cache is shared).
+// the way a web API calling a downstream API would, through the tenant's
+// client pool (the cache is shared by the farm).
 func (in *instance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tenant := r.URL.Query().Get("tenant")
-	cred, err := confidential.NewCredFromSecret("webfarm-secret")
+	p, err := in.pool(tenant)
 	if err == nil {
-		var c confidential.Client
-		c, err = confidential.New(in.entra.Authority(tenant), clientID, cred,
-			confidential.WithCache(in.adapter),
-			confidential.WithHTTPClient(in.entra.Client()),
-			confidential.WithInstanceDiscovery(false))
+		var ar confidential.AuthResult
+		ar, err = p.AcquireTokenByCredential(r.Context(), []string{"api://orders/.default"})
 		if err == nil {
-			var ar confidential.AuthResult
-			ar, err = c.AcquireTokenByCredential(r.Context(), []string{"api://orders/.default"})
-			if err == nil {
-				claims, _ := entratest.ParseToken(ar.AccessToken)
-				_ = json.NewEncoder(w).Encode(map[string]string{"instance": in.name, "token": claims.ID})
-				return
-			}
+			claims, _ := entratest.ParseToken(ar.AccessToken)
+			_ = json.NewEncoder(w).Encode(map[string]string{"instance": in.name, "token": claims.ID})
+			return
 		}
 	}
 	http.Error(w, err.Error(), http.StatusBadGateway)

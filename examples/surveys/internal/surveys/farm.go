@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 	"github.com/redis/go-redis/v9"
 
@@ -368,8 +369,10 @@ func (f *Farm) AddInstance(ctx context.Context) (name, instanceURL string, err e
 		closeStore()
 		return "", "", err
 	}
-	client, err := confidential.New(f.entra.Authority("organizations"), ClientID, cred,
-		confidential.WithCache(adapter), confidential.WithHTTPClient(f.entra.Client()), confidential.WithInstanceDiscovery(false))
+	pool, err := msalcache.NewClientPool(adapter, func(c cache.ExportReplace) (confidential.Client, error) {
+		return confidential.New(f.entra.Authority("organizations"), ClientID, cred,
+			confidential.WithCache(c), confidential.WithHTTPClient(f.entra.Client()))
+	})
 	if err != nil {
 		_ = unregister()
 		adapter.Close()
@@ -377,7 +380,7 @@ func (f *Farm) AddInstance(ctx context.Context) (name, instanceURL string, err e
 		closeStore()
 		return "", "", err
 	}
-	in := &instance{name: name, farm: f, adapter: adapter, client: client, log: f.log.With("instance", name)}
+	in := &instance{name: name, farm: f, adapter: adapter, pool: pool, log: f.log.With("instance", name)}
 	in.close = func() {
 		_ = unregister()
 		adapter.Close()

@@ -31,9 +31,12 @@ type instance struct {
 	name    string
 	farm    *Farm
 	adapter *msalcache.Adapter
-	client  confidential.Client
-	close   func()
-	log     *slog.Logger
+	// pool hands each request an MSAL client no other request is using
+	// (one client shared by concurrent users cannot be kept exact through
+	// MSAL's cache hook; a client per request costs more, see the README).
+	pool  *msalcache.ClientPool
+	close func()
+	log   *slog.Logger
 }
 
 func (in *instance) handler() http.Handler {
@@ -106,7 +109,7 @@ func (in *instance) fail(w http.ResponseWriter, r *http.Request, status int, tit
 
 // user returns the session's MSAL account, or errSignIn.
 func (in *instance) account(ctx context.Context, s session) (confidential.Account, error) {
-	acct, err := in.client.Account(ctx, s.AccountID)
+	acct, err := in.pool.Account(ctx, s.AccountID)
 	if err != nil {
 		return acct, err
 	}
@@ -124,8 +127,7 @@ func (in *instance) apiToken(ctx context.Context, s session) (string, *tokenInfo
 	if err != nil {
 		return "", nil, acct, err
 	}
-	ar, err := in.client.AcquireTokenSilent(ctx, []string{APIScope},
-		confidential.WithSilentAccount(acct), confidential.WithTenantID(s.Tenant()))
+	ar, err := in.pool.AcquireTokenSilent(ctx, acct.HomeAccountID, []string{APIScope}, confidential.WithTenantID(s.Tenant()))
 	if err != nil {
 		// The refresh token is gone or refused: the user signs in again.
 		return "", nil, acct, fmt.Errorf("%w: %v", errSignIn, err)
@@ -253,7 +255,7 @@ func (in *instance) enrolled(w http.ResponseWriter, r *http.Request) {
 	tenant := strings.ToLower(q.Get("tenant"))
 	// The tenant in the answer is not signed: confirm that the app now
 	// exists there, which only a real consent achieves.
-	if _, err := in.client.AcquireTokenByCredential(r.Context(), []string{APIResource + "/.default"}, confidential.WithTenantID(tenant)); err != nil {
+	if _, err := in.pool.AcquireTokenByCredential(r.Context(), []string{APIResource + "/.default"}, confidential.WithTenantID(tenant)); err != nil {
 		in.fail(w, r, http.StatusForbidden, "Sign-up failed", "The organization has not granted the app its permissions.")
 		return
 	}
@@ -269,7 +271,7 @@ func (in *instance) signIn(w http.ResponseWriter, r *http.Request) {
 		ret = "/surveys"
 	}
 	st := signIn{Kind: "signin", State: randomString(24), Nonce: randomString(24), Verifier: randomString(48), Return: ret}
-	authURL, err := in.client.AuthCodeURL(r.Context(), ClientID, in.farm.baseURL+"/signin-oidc", []string{APIScope})
+	authURL, err := in.pool.AuthCodeURL(r.Context(), ClientID, in.farm.baseURL+"/signin-oidc", []string{APIScope})
 	if err != nil {
 		in.log.Error("authorize URL", "err", err)
 		in.fail(w, r, http.StatusBadGateway, "Sign-in unavailable", "The identity provider did not answer. Try again in a moment.")
@@ -306,7 +308,7 @@ func (in *instance) signedIn(w http.ResponseWriter, r *http.Request) {
 		in.fail(w, r, http.StatusUnauthorized, "Sign-in failed", q.Get("error_description"))
 		return
 	}
-	ar, err := in.client.AcquireTokenByAuthCode(ctx, q.Get("code"), in.farm.baseURL+"/signin-oidc", []string{APIScope},
+	ar, err := in.pool.AcquireTokenByAuthCode(ctx, q.Get("code"), in.farm.baseURL+"/signin-oidc", []string{APIScope},
 		confidential.WithChallenge(st.Verifier))
 	if err != nil {
 		in.log.Warn("redeem code", "err", err)
@@ -348,7 +350,7 @@ func (in *instance) forget(ctx context.Context, acct confidential.Account) {
 	if acct.HomeAccountID == "" {
 		return
 	}
-	if err := msalcache.SignOut(ctx, in.adapter, in.client, acct, acct.HomeAccountID); err != nil {
+	if err := in.pool.SignOut(ctx, acct.HomeAccountID); err != nil {
 		in.log.Error("sign-out of a refused sign-in", "err", err)
 	}
 }
@@ -364,11 +366,7 @@ func (in *instance) signOut(w http.ResponseWriter, r *http.Request) {
 	if !in.checkCSRF(w, r, s) {
 		return
 	}
-	acct, err := in.client.Account(r.Context(), s.AccountID)
-	if err == nil {
-		err = msalcache.SignOut(r.Context(), in.adapter, in.client, acct, s.AccountID)
-	}
-	if err != nil {
+	if err := in.pool.SignOut(r.Context(), s.AccountID); err != nil {
 		in.log.Error("sign-out", "err", err)
 		in.fail(w, r, http.StatusBadGateway, "Sign-out did not finish",
 			"Your tokens could not be removed from the token cache. Try signing out again.")
