@@ -27,6 +27,10 @@ func (f *fakeTB) Fatal(args ...any) {
 	f.fatal = fmt.Sprint(args...)
 	runtime.Goexit()
 }
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	f.fatal = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
 
 func runFake(t *testing.T, fn func(tb testing.TB)) *fakeTB {
 	f := &fakeTB{TB: t}

@@ -54,7 +54,7 @@ func lookBinary(t testing.TB, name string) string {
 			path, err := exec.LookPath(alt)
 			if err != nil {
 				// Set on purpose, so never a skip: the run meant to test it.
-				t.Fatal(fmt.Sprintf("testserver: %s=%q: %v", env, alt, err))
+				t.Fatalf("testserver: %s=%q: %v", env, alt, err)
 			}
 			return path
 		}
