@@ -49,7 +49,7 @@ type MSALSetup struct {
 	// retries and lending under load, which depend neither on the store
 	// nor on how it is deployed (each store's own compare-and-set under
 	// contention is RunStoreTests' business): this module runs them once,
-	// on memstore, and sets it for every other store and topology.
+	// on plaintext memstore, and sets it for every other setup.
 	SkipLoadTests bool
 
 	// newAdapter, when set, builds every adapter the suite puts behind
