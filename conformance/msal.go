@@ -46,9 +46,10 @@ type MSALSetup struct {
 	// SkipLoadTests skips the suite's load subtests,
 	// ManyWritersLoseNothing and SharedClientManyUsers, and nothing else.
 	// They cost most of the suite's time and measure the Adapter's
-	// retries and lending under load, which do not depend on how a store
-	// is deployed: set it for a second topology of a store on which they
-	// already ran (redisstore sets it for Sentinel and Cluster).
+	// retries and lending under load, which depend neither on the store
+	// nor on how it is deployed (each store's own compare-and-set under
+	// contention is RunStoreTests' business): this module runs them once,
+	// on plaintext memstore, and sets it for every other setup.
 	SkipLoadTests bool
 
 	// newAdapter, when set, builds every adapter the suite puts behind

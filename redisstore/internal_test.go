@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -268,6 +269,41 @@ func TestKeySlot(t *testing.T) {
 		}
 		if got := keySlot(k); got != want {
 			t.Errorf("keyForSlot(%d) = %q, of slot %d", slot, k, got)
+		}
+	}
+}
+
+// serverError is an error reply as go-redis returns it (redis.Error).
+type serverError string
+
+func (e serverError) Error() string { return string(e) }
+func (serverError) RedisError()     {}
+
+// TestPublishDeniedMessages: the refusals of PUBLISH in a script, as
+// Redis 7.0, later Redis and Valkey 8 word them, get the ACL hint; other
+// errors, channel or not, pass unchanged. TestPublishDeniedByACL runs
+// the real refusal on whichever server the suite runs on.
+func TestPublishDeniedMessages(t *testing.T) {
+	s := New(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}))
+	t.Cleanup(func() { s.c.Close() })
+	for _, msg := range []string{
+		"ERR The user executing the script can't publish to the channel mentioned in the command script: 1234, on @user_script:1.",
+		"NOPERM User app has no permissions to access the 'msalcache:changes:x' channel",
+		"ERR ACL failure in script: No permissions to access a channel script: 1234, on @user_script:1.",
+	} {
+		err := s.publishDenied("save", serverError(msg))
+		if err == nil || !strings.Contains(err.Error(), "ACL SETUSER <user> &"+channelPrefix+"*") || !errors.Is(err, serverError(msg)) {
+			t.Errorf("publishDenied(%q) = %v, want the ACL hint wrapping the reply", msg, err)
+		}
+	}
+	for _, err := range []error{
+		serverError("NOPERM User app has no permissions to run the 'eval' command"),
+		serverError("ERR ACL failure in script: No permissions to access a key"),
+		serverError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+		errors.New("dial tcp: no permissions to access a channel"),
+	} {
+		if got := s.publishDenied("save", err); got != nil {
+			t.Errorf("publishDenied(%q) = %v, want nil", err, got)
 		}
 	}
 }

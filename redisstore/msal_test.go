@@ -15,17 +15,16 @@ import (
 // by a key ring that lives in the very store it protects: Redis is durable
 // enough for the ring (see the package's Durability section), and keeping
 // both in one database is how a farm deploys it. Every subtest gets a prefix
-// of its own, so subtests sharing one server start empty. skipLoad skips
-// the suite's load subtests, which measure the Adapter rather than the
-// deployment: they run on the single node, and skipping them on Sentinel
-// and Cluster saves about 150 s.
-func runMSAL(t *testing.T, c redis.UniversalClient, skipLoad bool) {
+// of its own, so subtests sharing one server start empty. The suite's
+// load subtests measure the Adapter, not the store nor its deployment:
+// they run once, over memstore, in the root package.
+func runMSAL(t *testing.T, c redis.UniversalClient) {
 	newStore := func(t *testing.T) msalcache.Store {
 		return redisstore.New(c, redisstore.WithPrefix(freshPrefix()))
 	}
 	t.Run("Plain", func(t *testing.T) {
 		conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newStore,
-			PutRaw: redisstore.PutRaw, Damaged: redisstore.CorruptRecords, SkipLoadTests: skipLoad})
+			PutRaw: redisstore.PutRaw, Damaged: redisstore.CorruptRecords, SkipLoadTests: true})
 	})
 	t.Run("Encrypted", func(t *testing.T) {
 		conformance.RunMSALTests(t, conformance.MSALSetup{
@@ -33,7 +32,7 @@ func runMSAL(t *testing.T, c redis.UniversalClient, skipLoad bool) {
 			NewProtector:  testring.New,
 			PutRaw:        redisstore.PutRaw,
 			Damaged:       redisstore.CorruptRecords,
-			SkipLoadTests: skipLoad,
+			SkipLoadTests: true,
 		})
 	})
 }
@@ -41,15 +40,15 @@ func runMSAL(t *testing.T, c redis.UniversalClient, skipLoad bool) {
 func TestMSALSingle(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Redis(t)
-	runMSAL(t, newClient(t, &redis.Options{Addr: srv.Addr()}), false)
+	runMSAL(t, newClient(t, &redis.Options{Addr: srv.Addr()}))
 }
 
 func TestMSALCluster(t *testing.T) {
 	t.Parallel()
-	runMSAL(t, newClusterClient(t, testserver.RedisCluster(t, 3)), true)
+	runMSAL(t, newClusterClient(t, testserver.RedisCluster(t, 3)))
 }
 
 func TestMSALSentinel(t *testing.T) {
 	t.Parallel()
-	runMSAL(t, newFailoverClient(t, testserver.RedisSentinel(t)), true)
+	runMSAL(t, newFailoverClient(t, testserver.RedisSentinel(t)))
 }

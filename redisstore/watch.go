@@ -478,13 +478,16 @@ func (s *Store) watchDenied(err error) error {
 // other error. Nothing was written: the scripts publish before they write.
 func (s *Store) publishDenied(op string, err error) error {
 	// Redis 7.0 answers "ERR The user executing the script can't publish
-	// to the channel mentioned in the command"; later versions NOPERM.
+	// to the channel mentioned in the command"; later versions NOPERM;
+	// Valkey 8 "ERR ACL failure in script: No permissions to access a
+	// channel".
 	var rerr redis.Error
 	if !errors.As(err, &rerr) {
 		return nil
 	}
 	msg := rerr.Error()
-	if !strings.Contains(msg, "channel") || !strings.HasPrefix(msg, "NOPERM") && !strings.Contains(msg, "publish") {
+	if !strings.Contains(msg, "channel") ||
+		!strings.HasPrefix(msg, "NOPERM") && !strings.Contains(msg, "publish") && !strings.Contains(msg, "No permissions to access a channel") {
 		return nil
 	}
 	return fmt.Errorf("redisstore: %s: the Redis user may not publish on channel %q, where every write is announced to the store's watchers; nothing was written. Grant it the channel (ACL SETUSER <user> &%s*): %w", op, s.channel, channelPrefix, err)

@@ -350,7 +350,9 @@ func (w *clusterWatch) discover(ctx context.Context) {
 }
 
 // lookup asks the cluster for its masters that own slots: go-redis's
-// client for the master of each range of slots CLUSTER SLOTS names.
+// client for the master of each range of slots CLUSTER SHARDS (Redis 7.0
+// on, Valkey) names; a shard without slots, such as the failed master a
+// replica replaced, names none.
 // ForEachMaster reloads go-redis's map of the slots (from any node that
 // answers; when none does it keeps the map it had, and the masters' PINGs
 // tell whether they are still there), but is not the list: since v9.24 it
@@ -381,16 +383,18 @@ func (w *clusterWatch) lookup(ctx context.Context, checkClosed bool) topology {
 		if err := w.c.ForEachMaster(ctx, func(context.Context, *redis.Client) error { return nil }); err != nil {
 			return err
 		}
-		ranges, err := w.c.ClusterSlots(ctx).Result()
+		shards, err := w.c.ClusterShards(ctx).Result()
 		if err != nil {
 			return err
 		}
-		for _, r := range ranges {
-			n, err := w.c.MasterForKey(ctx, keyForSlot(r.Start))
-			if err != nil {
-				return err
+		for _, sh := range shards {
+			for _, r := range sh.Slots {
+				n, err := w.c.MasterForKey(ctx, keyForSlot(int(r.Start)))
+				if err != nil {
+					return err
+				}
+				masters[n.Options().Addr] = n
 			}
-			masters[n.Options().Addr] = n
 		}
 		return nil
 	})

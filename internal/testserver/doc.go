@@ -31,6 +31,9 @@
 // (apt-get install redis-server memcached). CI sets MSALCACHE_REQUIRE_SERVERS=1,
 // which turns the skip into a failure, so a CI image without the servers can
 // never pass by silently skipping every integration test (see RequireServers).
+// MSALCACHE_REDIS_SERVER names another binary to run instead of
+// redis-server, a path or a name in $PATH: CI runs the redisstore suite on
+// Valkey's valkey-server that way (see RedisServerEnv).
 //
 // The helpers are meant for the test goroutine: they report failures with
 // t.Fatal, which must not be called from other goroutines.

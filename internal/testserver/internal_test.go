@@ -3,6 +3,8 @@ package testserver
 import (
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -25,6 +27,10 @@ func (f *fakeTB) Fatal(args ...any) {
 	f.fatal = fmt.Sprint(args...)
 	runtime.Goexit()
 }
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	f.fatal = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
 
 func runFake(t *testing.T, fn func(tb testing.TB)) *fakeTB {
 	f := &fakeTB{TB: t}
@@ -39,6 +45,7 @@ func runFake(t *testing.T, fn func(tb testing.TB)) *fakeTB {
 
 func TestMissingBinarySkipsOrFails(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
+	t.Setenv(RedisServerEnv, "") // as CI's Valkey step sets it
 	t.Setenv("MSALCACHE_REQUIRE_SERVERS", "")
 	f := runFake(t, func(tb testing.TB) { Redis(tb) })
 	if f.fatal != "" || !strings.Contains(f.skipped, "apt-get install redis-server memcached") {
@@ -116,5 +123,39 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 12000
 		if got := slotOwnerID(lines, slot); got != want {
 			t.Errorf("owner of %d = %q, want %q", slot, got, want)
 		}
+	}
+}
+
+// TestRedisServerEnv runs the binary MSALCACHE_REDIS_SERVER names, by
+// path, instead of the redis-server in $PATH (here a copy under another
+// name, the way CI runs valkey-server), and fails, never skips, when it
+// names nothing runnable.
+func TestRedisServerEnv(t *testing.T) {
+	orig := lookBinary(t, "redis-server")
+	data, err := os.ReadFile(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alt := filepath.Join(t.TempDir(), "other-server")
+	if err := os.WriteFile(alt, data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(RedisServerEnv, alt)
+	if got := lookBinary(t, "redis-server"); got != alt {
+		t.Fatalf("lookBinary = %q, want %q", got, alt)
+	}
+	r := Redis(t)
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", r.PID()))
+	if err != nil {
+		t.Skipf("no /proc to check the binary: %v", err)
+	}
+	if exe != alt {
+		t.Errorf("the server runs %q, want %q", exe, alt)
+	}
+	t.Setenv(RedisServerEnv, filepath.Join(t.TempDir(), "missing"))
+	t.Setenv("MSALCACHE_REQUIRE_SERVERS", "")
+	f := runFake(t, func(tb testing.TB) { Redis(tb) })
+	if f.skipped != "" || !strings.Contains(f.fatal, RedisServerEnv) {
+		t.Errorf("with %s naming nothing: skip %q, fatal %q; want a failure naming the variable", RedisServerEnv, f.skipped, f.fatal)
 	}
 }

@@ -36,10 +36,30 @@ func RequireServers() bool {
 	return err == nil && v
 }
 
-// lookBinary finds a server binary in $PATH, or skips (fails, under
-// RequireServers) the test with install instructions.
+// RedisServerEnv names the environment variable that picks another
+// binary for redis-server: a path or a name in $PATH, such as a Valkey's
+// valkey-server, which CI runs the redisstore suite on as well. Sentinels
+// and clusters use it too (valkey-server --sentinel).
+const RedisServerEnv = "MSALCACHE_REDIS_SERVER"
+
+// binaryEnv maps a binary's usual name to the variable that replaces it.
+var binaryEnv = map[string]string{"redis-server": RedisServerEnv}
+
+// lookBinary finds a server binary in $PATH, or the one its variable in
+// binaryEnv names, or skips (fails, under RequireServers) the test with
+// install instructions.
 func lookBinary(t testing.TB, name string) string {
 	t.Helper()
+	if env := binaryEnv[name]; env != "" {
+		if alt := os.Getenv(env); alt != "" {
+			path, err := exec.LookPath(alt)
+			if err != nil {
+				// Set on purpose, so never a skip: the run meant to test it.
+				t.Fatalf("testserver: %s=%q: %v", env, alt, err)
+			}
+			return path
+		}
+	}
 	path, err := exec.LookPath(name)
 	if err == nil {
 		return path
