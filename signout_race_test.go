@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,42 +12,10 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/entratest"
+	"github.com/msalcache/msalcache/internal/storetest"
 	"github.com/msalcache/msalcache/internal/wait"
 	"github.com/msalcache/msalcache/memstore"
 )
-
-// errOutage is what a store answers while it is unreachable.
-var errOutage = errors.New("outage: connection refused")
-
-// outageStore is a real store that can be made unreachable, as a network
-// partition would make it, for the instance that uses it.
-type outageStore struct {
-	msalcache.Store
-	down atomic.Bool
-}
-
-func (s *outageStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
-	if s.down.Load() {
-		return nil, msalcache.NoVersion, errOutage
-	}
-	return s.Store.Load(ctx, key)
-}
-
-func (s *outageStore) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
-	if s.down.Load() {
-		return msalcache.NoVersion, errOutage
-	}
-	return s.Store.Save(ctx, key, v, ifv, ttl)
-}
-
-func (s *outageStore) Delete(ctx context.Context, key string) error {
-	if s.down.Load() {
-		return errOutage
-	}
-	return s.Store.Delete(ctx, key)
-}
-
-func (s *outageStore) Close() error { return nil }
 
 // farm is a token endpoint whose access tokens MSAL takes for expired, so
 // that every silent call redeems the refresh token, and a store.
@@ -125,13 +92,13 @@ func (f *farm) notServed(what string) {
 func TestSignOutBeatsPendingFlush(t *testing.T) {
 	f := newFarm(t)
 	a, webA := f.instance(f.store)
-	outage := &outageStore{Store: f.store}
+	outage := &storetest.Outage{Store: f.store}
 	b, webB := f.instance(outage)
 	f.signIn(webA)
 	if err := f.silent(webB); err != nil {
 		t.Fatal(err)
 	}
-	outage.down.Store(true)
+	outage.Down.Store(true)
 	if err := f.silent(webB); err != nil {
 		t.Fatalf("silent call on B during its outage: %v", err)
 	}
@@ -141,7 +108,7 @@ func TestSignOutBeatsPendingFlush(t *testing.T) {
 	if err := f.signOut(a, webA); err != nil {
 		t.Fatalf("SignOut on A: %v", err)
 	}
-	outage.down.Store(false)
+	outage.Down.Store(false)
 	wait.For(t, "B's kept write flushed", func() bool { st := b.Stats(); return !st.BreakerOpen && st.PendingWrites == 0 })
 	f.notServed("after B's kept write was flushed")
 	if err := f.silent(webA); err == nil {
@@ -159,14 +126,14 @@ func TestSignOutBeatsPendingFlush(t *testing.T) {
 // Close's error.
 func TestSignOutDuringOwnOutage(t *testing.T) {
 	f := newFarm(t)
-	outage := &outageStore{Store: f.store}
+	outage := &storetest.Outage{Store: f.store}
 	a, webA := f.instance(outage)
 	_, webB := f.instance(f.store)
 	f.signIn(webA)
 	if err := f.silent(webB); err != nil {
 		t.Fatal(err)
 	}
-	outage.down.Store(true)
+	outage.Down.Store(true)
 	err := f.signOut(a, webA)
 	if !errors.Is(err, msalcache.ErrRemovalPending) {
 		t.Fatalf("SignOut with A's store down: %v, want ErrRemovalPending", err)
@@ -177,7 +144,7 @@ func TestSignOutDuringOwnOutage(t *testing.T) {
 	if st := a.Stats(); st.PendingRemovals != 1 {
 		t.Fatalf("A during its outage: PendingRemovals %d, want 1", st.PendingRemovals)
 	}
-	outage.down.Store(false)
+	outage.Down.Store(false)
 	wait.For(t, "A's removal stored after its store came back", func() bool { return a.Stats().PendingRemovals == 0 })
 	if err := f.silent(webB); err == nil {
 		t.Error("B still serves alice once A stored her removal")
@@ -187,7 +154,7 @@ func TestSignOutDuringOwnOutage(t *testing.T) {
 	// Signed in again, and out during an outage that outlasts A.
 	a2, webA2 := f.instance(outage)
 	f.signIn(webA2)
-	outage.down.Store(true)
+	outage.Down.Store(true)
 	if err := f.signOut(a2, webA2); !errors.Is(err, msalcache.ErrRemovalPending) {
 		t.Fatalf("second SignOut: %v, want ErrRemovalPending", err)
 	}

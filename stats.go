@@ -88,8 +88,8 @@ type Stats struct {
 	BreakerOpen  bool
 	BreakerTrips uint64
 	BreakerSkips uint64
-	// PendingWrites is how many partitions' writes (or deletes) wait for
-	// the store, those a flush is writing included; PendingFlushed counts
+	// PendingWrites is how many partitions' writes wait for the store
+	// (removals are PendingRemovals), those a flush is writing included; PendingFlushed counts
 	// those written once it was back, PendingDropped those lost to the
 	// bounds or to Close during an outage.
 	PendingWrites  int

@@ -2,46 +2,16 @@ package benchmarks
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/entratest"
+	"github.com/msalcache/msalcache/internal/storetest"
 	"github.com/msalcache/msalcache/memstore"
 )
-
-// downStore is a real store made unreachable, as an outage makes it.
-type downStore struct {
-	msalcache.Store
-	down atomic.Bool
-}
-
-var errDown = errors.New("store down")
-
-func (s *downStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
-	if s.down.Load() {
-		return nil, msalcache.NoVersion, errDown
-	}
-	return s.Store.Load(ctx, key)
-}
-
-func (s *downStore) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
-	if s.down.Load() {
-		return msalcache.NoVersion, errDown
-	}
-	return s.Store.Save(ctx, key, v, ifv, ttl)
-}
-
-func (s *downStore) Delete(ctx context.Context, key string) error {
-	if s.down.Load() {
-		return errDown
-	}
-	return s.Store.Delete(ctx, key)
-}
 
 // BenchmarkOutageMemory signs users in, one after the other, through one
 // shared client while the store is down: every write is kept by the
@@ -64,11 +34,11 @@ func BenchmarkOutageMemory(b *testing.B) {
 func outageMemory(b *testing.B, n int) {
 	srv := entratest.NewServer()
 	defer srv.Close()
-	store := &downStore{Store: memstore.New()}
+	store := &storetest.Outage{Store: memstore.New()}
 	defer store.Store.Close()
 	a := newAdapter(b, store, nil, msalcache.WithBreaker(msalcache.BreakerOptions{ProbeMax: time.Hour, MaxPending: 1 << 20, MaxPendingBytes: 1 << 40}))
 	c := newClient(b, srv, a)
-	store.down.Store(true)
+	store.Down.Store(true)
 	b.ResetTimer()
 	before := liveHeap()
 	var last time.Duration
