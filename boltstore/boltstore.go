@@ -375,6 +375,12 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return s, nil // no bucket to create, nothing to write or sweep
 	}
 	if err := s.guard("create bucket", func() error {
+		// A file that has its bucket is not written to at all: a
+		// command that opens it and then fails leaves its bytes alone.
+		var has bool
+		if err := db.View(func(tx *bolt.Tx) error { has = tx.Bucket(bucket) != nil; return nil }); err != nil || has {
+			return err
+		}
 		return db.Update(func(tx *bolt.Tx) error {
 			_, err := tx.CreateBucketIfNotExists(bucket)
 			return err
