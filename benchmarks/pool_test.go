@@ -92,6 +92,8 @@ var (
 //     at least 8), clients built with MSAL-Go's default options;
 //     pool-size4 and pool-size16 the same with WithPoolSize(4) and (16);
 //   - pool-4-in-a-row: the pool, four calls in a row for each user picked.
+//   - pool-postgres: the pool of the default size on PostgreSQL (pgstore
+//     with the L1, encrypted), with users of its own.
 //
 // The cases take turns in blocks (usersRounds per case), so that the
 // machine's drift reaches each alike. Each block counts CPU time of the
@@ -110,6 +112,12 @@ func BenchmarkUsers(b *testing.B) {
 		return newAdapter(b, be.store, be.ring, msalcache.WithL1(msalcache.L1Options{}), msalcache.WithNamespace(ns))
 	}
 	aShared, aPer, aPool := adapter(), adapter(), adapter()
+	// The pool on PostgreSQL (pgstore) beside Redis, with its own users.
+	pg := openPostgres(b)
+	pgAdapter := func() *msalcache.Adapter {
+		return newAdapter(b, pg.store, pg.ring, msalcache.WithL1(msalcache.L1Options{}), msalcache.WithNamespace(ns))
+	}
+	aPerPG, aPoolPG := pgAdapter(), pgAdapter()
 	build := func(acc cache.ExportReplace, defaults bool) (confidential.Client, error) {
 		cred, err := confidential.NewCredFromSecret("secret")
 		if err != nil {
@@ -142,6 +150,10 @@ func BenchmarkUsers(b *testing.B) {
 	// The pool's default size, as NewClientPool computes it.
 	defaultSize := max(8, 4*runtime.GOMAXPROCS(0))
 	pool, pool4, pool16 := newPool(), newPool(msalcache.WithPoolSize(4)), newPool(msalcache.WithPoolSize(16))
+	poolPG, err := msalcache.NewClientPool(aPoolPG, func(c cache.ExportReplace) (confidential.Client, error) { return build(c, true) })
+	if err != nil {
+		b.Fatal(err)
+	}
 
 	silent := func(c confidential.Client, ctx context.Context, u entratest.User) (string, error) {
 		acct, err := c.Account(ctx, u.HomeAccountID)
@@ -157,7 +169,7 @@ func BenchmarkUsers(b *testing.B) {
 			return ar.AccessToken, err
 		}
 	}
-	var aloneUsers, stored []entratest.User
+	var aloneUsers, stored, storedPG []entratest.User
 	cases := []*usersCase{
 		{name: "msal-alone", pop: &aloneUsers, inRow: 1, call: func(ctx context.Context, u entratest.User) (string, error) {
 			return silent(msalAlone, ctx, u)
@@ -183,11 +195,13 @@ func BenchmarkUsers(b *testing.B) {
 		{name: "pool-size4", pop: &stored, inRow: 1, call: viaPool(pool4)},
 		{name: "pool-size16", pop: &stored, inRow: 1, call: viaPool(pool16)},
 		{name: "pool-4-in-a-row", pop: &stored, inRow: 4, call: viaPool(pool)},
+		{name: "pool-postgres", pop: &storedPG, inRow: 1, call: viaPool(poolPG)},
 	}
 	setup := map[string]int64{}
 	for _, n := range userCounts {
 		aloneUsers = append(aloneUsers, signInMany(b, srv, func() (confidential.Client, error) { return msalAlone, nil }, n-len(aloneUsers))...)
 		stored = append(stored, signInMany(b, srv, func() (confidential.Client, error) { return build(aPer, false) }, n-len(stored))...)
+		storedPG = append(storedPG, signInMany(b, srv, func() (confidential.Client, error) { return build(aPerPG, false) }, n-len(storedPG))...)
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			ctx := context.Background()
 			// Warm-up: every client of each pool built and its authority
@@ -200,6 +214,7 @@ func BenchmarkUsers(b *testing.B) {
 				warmPool(b, pool4, 4, stored[0])
 				h2 := liveHeap()
 				warmPool(b, pool16, 16, stored[0])
+				warmPool(b, poolPG, min(defaultSize, usersGoroutines), storedPG[0])
 				setup["pool"], setup["pool-size4"], setup["pool-size16"] = h1-h0, h2-h1, liveHeap()-h2
 			}
 			for _, c := range cases {
