@@ -191,18 +191,17 @@ func (a *Adapter) replaceCall(ctx context.Context, u cache.Unmarshaler, hints ca
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	e := a.begin(OpReplace)
-	err := a.replace(ctx, u, hints, ci, &e)
-	a.emit(ctx, &e)
-	return err
+	o := a.startOp(ctx, OpReplace)
+	defer o.finish()
+	return a.replace(&o, u, hints, ci)
 }
 
-// replace is Replace, telling e how it went.
-func (a *Adapter) replace(ctx context.Context, u cache.Unmarshaler, hints cache.ReplaceHints, ci callInfo, e *Event) error {
+// replace is Replace, telling o how it went.
+func (a *Adapter) replace(o *op, u cache.Unmarshaler, hints cache.ReplaceHints, ci callInfo) error {
 	key := a.StoreKey(hints.PartitionKey)
 	cs := a.clientFor(u, ci)
-	err := a.load1(ctx, u, hints, key, cs, e)
-	a.afterLoad(ctx, ci, cs, key, e)
+	err := a.load1(o, u, hints, key, cs)
+	a.afterLoad(o.ctx, ci, cs, key, &o.e)
 	return err
 }
 
@@ -226,30 +225,20 @@ func (a *Adapter) afterLoad(ctx context.Context, ci callInfo, cs *clientState, k
 }
 
 // load1 is replace once the partition's key and client are known.
-func (a *Adapter) load1(ctx context.Context, u cache.Unmarshaler, hints cache.ReplaceHints, key string, cs *clientState, e *Event) error {
+func (a *Adapter) load1(o *op, u cache.Unmarshaler, hints cache.ReplaceHints, key string, cs *clientState) error {
+	ctx, e := o.ctx, &o.e
 	if cs.isPartitioned() {
 		a.markOBO(key)
 		e.Outcome, e.Reason = OutcomeSkipped, ReasonOBO
 		return nil
 	}
 	seq := a.nextSeq()
-	var tk *l1Ticket
-	var hit l1Hit
-	var inL1 bool
-	if a.l1 != nil {
-		tk, hit, inL1 = a.l1.begin(key)
-		if inL1 && hit.fresh {
-			if done := a.replaceFromL1(ctx, cs, u, key, seq, hit, e); done {
-				a.l1End(tk, false, 0, nil, nil)
-				return nil
-			}
-		}
+	hit, inL1 := o.register(key)
+	if inL1 && hit.fresh && a.replaceFromL1(ctx, cs, u, key, seq, hit, e) {
+		return nil
 	}
 	if a.brk.isOpen(key) {
 		a.replaceDuringOutage(ctx, cs, u, key, seq, e)
-		if tk != nil {
-			a.l1End(tk, false, 0, nil, nil)
-		}
 		return nil
 	}
 	dctx, cancel := a.bound(ctx, key)
@@ -258,8 +247,7 @@ func (a *Adapter) load1(ctx context.Context, u cache.Unmarshaler, hints cache.Re
 		// Older than MaxStale: ask the store for the version only.
 		if v, err := a.version(dctx, key); err == nil && v == hit.version ||
 			errors.Is(err, ErrNotFound) && hit.version == NoVersion {
-			a.l1End(tk, true, hit.version, hit.raw, hit.doc)
-			tk = nil
+			o.keep(hit.version, hit.raw, hit.doc)
 			if a.replaceFromL1(ctx, cs, u, key, seq, hit, e) {
 				e.Revalidated, e.Age = true, 0 // confirmed just now
 				return nil
@@ -267,7 +255,7 @@ func (a *Adapter) load1(ctx context.Context, u cache.Unmarshaler, hints cache.Re
 		}
 	}
 	p, exact := a.replaceFromStore(ctx, dctx, cs, key, hints.PartitionKey, seq, e)
-	if tk != nil {
+	if o.tk != nil {
 		learned := p
 		if exact && p == nil {
 			// MSAL holds the stored version: the L1 keeps the client's
@@ -280,9 +268,9 @@ func (a *Adapter) load1(ctx context.Context, u cache.Unmarshaler, hints cache.Re
 			if learned.removed {
 				raw, doc = encodeRemoval(learned.removedSessions), removedDoc
 			}
-			a.l1End(tk, true, learned.version, raw, doc)
+			o.keep(learned.version, raw, doc)
 		} else {
-			a.l1End(tk, false, 0, nil, nil)
+			o.learn = false
 		}
 	}
 	if cerr := ctx.Err(); cerr != nil {
@@ -496,14 +484,14 @@ func (a *Adapter) exportCall(ctx context.Context, m cache.Marshaler, hints cache
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	e := a.begin(OpExport)
-	err := a.export(ctx, m, hints, ci, &e)
-	a.emit(ctx, &e)
-	return err
+	o := a.startOp(ctx, OpExport)
+	defer o.finish()
+	return a.export(&o, m, hints, ci)
 }
 
 // export is Export, telling e how it went.
-func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.ExportHints, ci callInfo, e *Event) error {
+func (a *Adapter) export(o *op, m cache.Marshaler, hints cache.ExportHints, ci callInfo) error {
+	ctx, e := o.ctx, &o.e
 	key := a.StoreKey(hints.PartitionKey)
 	if a.isOBO(key) {
 		// MSAL hands the wrong manager on this path: what it would have
@@ -589,10 +577,7 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 		w.base, w.ifVersion = ownDoc, own.version
 		w.versionKnown, w.baseSeq = own.known, own.seq
 	}
-	var tk *l1Ticket
-	if a.l1 != nil {
-		tk, _, _ = a.l1.begin(key)
-	}
+	o.register(key)
 	var v Version
 	werr := errBreakerOpen
 	if !a.brk.isOpen(key) {
@@ -604,10 +589,7 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 		}
 	}
 	if errors.Is(werr, errRemoved) {
-		if tk != nil {
-			a.l1End(tk, false, 0, nil, nil)
-			a.l1.forget(key)
-		}
+		o.drop()
 		e.Conflicts, e.StoreErrors, e.Unreadable = w.conflicts, w.storeErrors, w.unreadable
 		a.refuseRemoved(ctx, cs, key, e)
 		return nil
@@ -617,14 +599,12 @@ func (a *Adapter) export(ctx context.Context, m cache.Marshaler, hints cache.Exp
 	// failed for want of the store and the breaker is open.
 	kept := werr != nil && ctx.Err() == nil && retryable(werr) && a.brk.isOpen(key) && a.brk.keep(key, w.pending())
 	switch {
-	case tk == nil:
 	case werr != nil:
-		a.l1End(tk, false, 0, nil, nil)
-		a.l1.forget(key) // a timed-out write may still land
+		o.drop() // a timed-out write may still land
 	case v == NoVersion: // deleted: MSAL exported it empty
-		a.l1End(tk, true, NoVersion, nil, nil)
+		o.keep(NoVersion, nil, nil)
 	default:
-		a.l1End(tk, true, v, w.out, w.doc)
+		o.keep(v, w.out, w.doc)
 	}
 	w.report(ctx, e, v, werr, kept)
 	next := &partition{version: v, known: werr == nil, seq: a.nextSeq(), raw: w.out, doc: w.doc, used: a.cfg.now(), behind: w.merged}
@@ -724,10 +704,9 @@ func (a *Adapter) refuseRemoved(ctx context.Context, cs *clientState, key string
 // open), Remove returns an error wrapping ErrRemovalPending and keeps
 // retrying in the background until it does; Close tries once more.
 func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
-	e := a.begin(OpRemove)
-	err := a.remove(ctx, partitionKey, &e)
-	a.emit(ctx, &e)
-	return err
+	o := a.startOp(ctx, OpRemove)
+	defer o.finish()
+	return a.remove(&o, partitionKey)
 }
 
 // nextSeq returns the next tick of the clock that orders loads and writes.

@@ -167,6 +167,9 @@
 //   - removals.mu, liveLoads.mu: the pending and recent removals, and the
 //     calls that loaded a live partition; leaf locks.
 //
+// Each Replace, Export and Remove runs on one op value (op.go) that owns
+// the call's Event and its L1 ticket, both ended exactly once by a defer.
+//
 // No lock is held across a store call except clientState.mu and the turn
 // during an Export, which MSAL already serializes per client. Background
 // goroutines: the L1's watch (WithL1), one breaker probe per open shard,

@@ -308,9 +308,12 @@ func (c *l1) size() (entries int, bytes int64) {
 
 // Close ends what the Adapter runs in the background: the L1's watch of
 // the store (see WithL1), the breaker's probe (after one last attempt to
-// flush the writes it kept, see WithBreaker) and the sweep of idle clients. The Adapter keeps
-// serving after Close, straight from the store. Close does not close the
-// store.
+// flush the writes it kept, see WithBreaker), the retries of removals the
+// store did not take (after one last attempt) and the sweep of idle
+// clients. It returns an error wrapping ErrRemovalPending, counting them,
+// when removals (sign-outs) could still not be stored: other instances
+// may serve those users. The Adapter keeps serving after Close, straight
+// from the store. Close does not close the store.
 func (a *Adapter) Close() (err error) {
 	a.closeOnce.Do(func() {
 		close(a.closing)

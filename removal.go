@@ -166,8 +166,9 @@ func (r *removals) keep(key string, seq uint64) (start bool) {
 	return true
 }
 
-// remove is Remove, telling e how it went.
-func (a *Adapter) remove(ctx context.Context, partitionKey string, e *Event) error {
+// remove is Remove, telling o how it went.
+func (a *Adapter) remove(o *op, partitionKey string) error {
+	ctx, e := o.ctx, &o.e
 	key := a.StoreKey(partitionKey)
 	seq := a.nextSeq()
 	// A write kept during an outage began before this removal: it must

@@ -198,8 +198,17 @@ func newBrokenAdapter(fault string, store msalcache.Store, protector msalcache.P
 func (b *brokenAdapter) Replace(ctx context.Context, u cache.Unmarshaler, h cache.ReplaceHints) error {
 	switch b.fault {
 	case "no-reset-on-miss":
-		// A miss leaves MSAL's in-memory cache as the last call left it.
-		if _, _, err := b.store.Load(ctx, b.StoreKey(h.PartitionKey)); errors.Is(err, msalcache.ErrNotFound) {
+		// A miss (an absent partition, or a removal record) leaves
+		// MSAL's in-memory cache as the last call left it.
+		key := b.StoreKey(h.PartitionKey)
+		blob, _, err := b.store.Load(ctx, key)
+		if errors.Is(err, msalcache.ErrNotFound) {
+			return nil
+		}
+		if err == nil && b.protector != nil {
+			blob, err = b.protector.Unprotect(ctx, blob, []byte(key))
+		}
+		if err == nil && msalcache.IsRemovalRecord(blob) {
 			return nil
 		}
 	case "fails-on-store-error":
