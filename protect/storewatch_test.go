@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/boltstore"
+	"github.com/msalcache/msalcache/internal/faultnet"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
@@ -294,39 +294,40 @@ func TestCloseEndsPush(t *testing.T) {
 // reports the watch up, and B reloads at once.
 func TestPushRedisWatchDownThenUp(t *testing.T) {
 	srv := testserver.Redis(t)
-	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { admin.Close() })
-	acl := func(rules ...any) {
-		t.Helper()
-		if err := admin.Do(ctx, append([]any{"ACL", "SETUSER", "ring-b"}, rules...)...).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	acl("on", ">pw-b", "~*", "+@all", "allchannels")
 	a := pushRing(t, newRedisStore(t, srv.Addr()))
-	bStore := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "ring-b", Password: "pw-b"}), redisstore.WithCloseClient())
+	// B's subscription passes a wire the test can cut: reset, every
+	// subscription fails at its first read, and the watch is down.
+	var wire faultnet.Wire
+	bStore := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.Addr(), Dialer: wire.DialContext}), redisstore.WithCloseClient())
 	t.Cleanup(func() { bStore.Close() })
 	b := pushRing(t, bStore)
 	old := keyOf(mustProtect(t, b, "x", "k"))
 
-	// B's subscription is subscribed while it is up: wait for the drop.
-	subscribed := func() bool {
-		list, err := admin.ClientList(ctx).Result()
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { admin.Close() })
+	subscribers := func() (n int64) {
+		chans, err := admin.PubSubChannels(ctx, "msalcache:changes:*").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, line := range strings.Split(list, "\n") {
-			if strings.Contains(line, " user=ring-b ") && !strings.Contains(line, " sub=0 ") {
-				return true
-			}
+		if len(chans) == 0 {
+			return 0
 		}
-		return false
+		counts, err := admin.PubSubNumSub(ctx, chans...).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range counts {
+			n += c
+		}
+		return n
 	}
-	acl("resetchannels")
+	before := subscribers()
+	wire.Set(faultnet.Reset, true)
 	deadline := time.Now().Add(pushDeadline)
-	for subscribed() {
+	for subscribers() >= before {
 		if time.Now().After(deadline) {
-			t.Fatal("Redis kept b's subscription after its ACL lost the channel")
+			t.Fatal("b's subscription survived the cut wire")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -339,7 +340,7 @@ func TestPushRedisWatchDownThenUp(t *testing.T) {
 		}
 	}
 
-	acl("allchannels")
+	wire.Set(faultnet.Pass, false)
 	took, _ := untilSealsOther(t, b, old)
-	t.Logf("b reloaded %v after its channel was granted again (the store resubscribes within about a second)", took)
+	t.Logf("b reloaded %v after its subscription came back (the store resubscribes within about a second)", took)
 }
