@@ -76,7 +76,7 @@ func sums(t *testing.T, m metricdata.Metrics, keys ...attribute.Key) map[string]
 		var parts []string
 		for _, k := range keys {
 			v, _ := p.Attributes.Value(k)
-			parts = append(parts, v.Emit())
+			parts = append(parts, v.String())
 		}
 		out[strings.Join(parts, "/")] += p.Value
 	}
@@ -230,8 +230,8 @@ func TestMetricsAndSpansFromMSAL(t *testing.T) {
 	secrets := append([]string{"tenant-", "otel-client-id", "the-client-secret", "AppTokenCache"}, tokens...)
 	check := func(where string, kv attribute.KeyValue) {
 		for _, s := range secrets {
-			if strings.Contains(kv.Value.Emit(), s) || strings.Contains(string(kv.Key), s) {
-				t.Errorf("%s: attribute %s=%s carries %q", where, kv.Key, kv.Value.Emit(), s)
+			if strings.Contains(kv.Value.String(), s) || strings.Contains(string(kv.Key), s) {
+				t.Errorf("%s: attribute %s=%s carries %q", where, kv.Key, kv.Value.String(), s)
 			}
 		}
 	}

@@ -2,7 +2,6 @@ package surveys
 
 import (
 	"context"
-	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
@@ -87,12 +86,13 @@ func (k *keySet) key(ctx context.Context, kid string) (*ecdsa.PublicKey, error) 
 		if len(x) != 32 || len(y) != 32 {
 			continue
 		}
-		// ecdh checks that the point is on the curve, which a key from
-		// the network must be before ecdsa uses it.
-		if _, err := ecdh.P256().NewPublicKey(append(append([]byte{4}, x...), y...)); err != nil {
+		// The parse checks that the point is on the curve, which a key
+		// from the network must be before ecdsa uses it.
+		pk, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+		if err != nil {
 			continue
 		}
-		k.keys[j.Kid] = &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
+		k.keys[j.Kid] = pk
 	}
 	if pk := k.keys[kid]; pk != nil {
 		return pk, nil
