@@ -245,9 +245,11 @@ func TestBreakerKeptWriteThatKeepsConflicting(t *testing.T) {
 		t.Fatalf("a write that lost compare-and-set was dropped: %+v", st)
 	}
 	s.conflicting.Store(false)
+	// Stored, and the flush that stored it ended (it counts after it
+	// writes).
 	wait.For(t, "the kept write stored", func() bool {
 		got, _, err := s.mapStore.Load(ctx, a.StoreKey("alice"))
-		return err == nil && string(got) == aliceCache
+		return err == nil && string(got) == aliceCache && a.Stats().PendingWrites == 0
 	})
 	if st := a.Stats(); st.PendingDropped != 0 || st.PendingWrites != 0 {
 		t.Fatalf("after the flush: %+v, want nothing dropped or pending", st)
