@@ -670,7 +670,7 @@ func (a *Adapter) takeRemoval(ctx context.Context, w *write, own *partition) err
 // The caller holds cs.mu.
 func (a *Adapter) refuseRemoved(ctx context.Context, cs *clientState, key string, e *Event) {
 	e.Outcome, e.Reason = OutcomeSkipped, ReasonRemoved
-	cs.valid, cs.parts, cs.mustReset = false, nil, true
+	cs.resetLocked()
 	a.log(ctx, slog.LevelInfo, "export: the partition was removed (sign-out) while this call was in flight; not stored", "export", key)
 }
 

@@ -88,6 +88,13 @@ func (cs *clientState) holds(key string, v Version, exact bool, now time.Time) b
 	return true
 }
 
+// resetLocked forgets what the model says of the client's cache and makes
+// its next Replace reset it, even when the store fails: the client may
+// hold a partition it must not serve. The caller holds cs.mu.
+func (cs *clientState) resetLocked() {
+	cs.valid, cs.parts, cs.mustReset = false, nil, true
+}
+
 // fence sets whether what the client exports of partition key may be
 // stored over its removal record, and reports whether key holds one.
 func (cs *clientState) fence(key string, fenced func() bool) bool {

@@ -136,7 +136,7 @@ func (a *Adapter) forgetClient(u any) bool {
 	if cs.partitioned {
 		return false
 	}
-	cs.valid, cs.parts, cs.mustReset = false, nil, true
+	cs.resetLocked()
 	return true
 }
 

@@ -226,7 +226,7 @@ func (a *Adapter) resetClients(key string) {
 		// A client the adapter knows nothing of (new, forgotten while
 		// idle, or served only while the store was away) may hold it too.
 		if _, ok := cs.parts[key]; ok || !cs.valid && !cs.partitioned {
-			cs.valid, cs.parts, cs.mustReset = false, nil, true
+			cs.resetLocked()
 		}
 		cs.mu.Unlock()
 	}
