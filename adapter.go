@@ -652,11 +652,11 @@ func (a *Adapter) takeRemoval(ctx context.Context, w *write, own *partition) err
 	if !ok {
 		return nil
 	}
-	v, err := a.storeRemoval(ctx, w.key)
+	v, sessions, err := a.storeRemoval(ctx, w.key)
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return err
 	}
-	a.rm.stored(w.key, rseq, a.cfg.now())
+	a.rm.stored(w.key, rseq, a.cfg.now(), sessions)
 	if own == nil || own.seq <= rseq {
 		return errRemoved
 	}

@@ -58,11 +58,13 @@ var removedDoc = &document{}
 const reassertWindow = 5 * time.Minute
 
 // storeRemoval writes the removal record of key, replacing whatever the key
-// holds with compare-and-set, and returns its version. The record names
+// holds with compare-and-set, and returns its version and the sessions it
+// names (kept, so that reassertRemovals can tell the removed session
+// brought back by a failover from a new sign-in). The record names
 // the sign-in sessions of what it replaces (see sessions.go). On a store
 // that replicates asynchronously it waits for a replica (DurableSaver),
 // bounded by ctx.
-func (a *Adapter) storeRemoval(ctx context.Context, key string) (Version, error) {
+func (a *Adapter) storeRemoval(ctx context.Context, key string) (Version, []sessionID, error) {
 	var sessions []sessionID
 	for attempt := 0; ; attempt++ {
 		blob, ifv, err := a.load(ctx, key)
@@ -72,15 +74,15 @@ func (a *Adapter) storeRemoval(ctx context.Context, key string) (Version, error)
 		case errors.Is(err, ErrNotFound), errors.Is(err, ErrCorrupt):
 			ifv = NoVersion
 		default:
-			return NoVersion, err
+			return NoVersion, nil, err
 		}
 		sealed, err := a.seal(ctx, encodeRemoval(sessions), key)
 		if err != nil {
-			return NoVersion, err
+			return NoVersion, nil, err
 		}
 		v, err := a.saveRemoval(ctx, key, sealed, ifv)
 		if !errors.Is(err, ErrConflict) || attempt >= 8 {
-			return v, err
+			return v, sessions, err
 		}
 		// Written in between: remove that version too.
 	}
@@ -109,11 +111,17 @@ func (a *Adapter) sessionsOf(ctx context.Context, key string, blob []byte) []ses
 // those made lately, re-asserted after a failover.
 type removals struct {
 	mu      sync.Mutex
-	pending map[string]uint64    // store key: when (Adapter.clock) it was asked
-	recent  map[string]time.Time // store key: when it was stored
-	running bool                 // the retry goroutine runs
+	pending map[string]uint64        // store key: when (Adapter.clock) it was asked
+	recent  map[string]recentRemoval // store key: the removal stored lately
+	running bool                     // the retry goroutine runs
 	closed  bool
 	done    chan struct{} // closed when the retry goroutine ends
+}
+
+// recentRemoval is a removal stored within reassertWindow.
+type recentRemoval struct {
+	at       time.Time
+	sessions []sessionID // those its record names
 }
 
 // pendingSeq reports whether a removal of key waits for the store, and
@@ -132,22 +140,22 @@ func (r *removals) count() int {
 }
 
 // stored records that the removal of key (asked at seq, or any when seq is
-// 0) is in the store.
-func (r *removals) stored(key string, seq uint64, now time.Time) {
+// 0), naming sessions, is in the store.
+func (r *removals) stored(key string, seq uint64, now time.Time, sessions []sessionID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s, ok := r.pending[key]; ok && (seq == 0 || s <= seq) {
 		delete(r.pending, key)
 	}
 	if r.recent == nil {
-		r.recent = make(map[string]time.Time)
+		r.recent = make(map[string]recentRemoval)
 	}
-	for k, t := range r.recent {
-		if now.Sub(t) > reassertWindow {
+	for k, rr := range r.recent {
+		if now.Sub(rr.at) > reassertWindow {
 			delete(r.recent, k)
 		}
 	}
-	r.recent[key] = now
+	r.recent[key] = recentRemoval{at: now, sessions: sessions}
 }
 
 // keep queues the removal of key for the retry goroutine, and reports
@@ -177,8 +185,9 @@ func (a *Adapter) remove(o *op, partitionKey string) error {
 	dctx, cancel := a.bound(ctx, key)
 	defer cancel()
 	err := errBreakerOpen
+	var sessions []sessionID
 	if !a.brk.isOpen(key) {
-		_, err = a.storeRemoval(dctx, key)
+		_, sessions, err = a.storeRemoval(dctx, key)
 	}
 	if a.l1 != nil {
 		a.l1.forget(key) // even on failure: the record may have landed
@@ -189,7 +198,7 @@ func (a *Adapter) remove(o *op, partitionKey string) error {
 	switch {
 	case err == nil, errors.Is(err, ErrNotReplicated):
 		e.Outcome = OutcomeDeleted
-		a.rm.stored(key, seq, a.cfg.now())
+		a.rm.stored(key, seq, a.cfg.now(), sessions)
 		if err != nil {
 			// Stored on the primary; re-asserted if a failover loses it.
 			a.log(ctx, slog.LevelWarn, "remove: no replica confirmed the removal in time; it is re-asserted if the store fails over", "remove", key)
@@ -283,10 +292,10 @@ func (a *Adapter) deliverRemovals(force bool) int {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.timeout)
 		e := a.begin(OpRemove)
-		_, err := a.storeRemoval(ctx, key)
+		_, sessions, err := a.storeRemoval(ctx, key)
 		cancel()
 		if err == nil || errors.Is(err, ErrNotReplicated) {
-			r.stored(key, seq, a.cfg.now())
+			r.stored(key, seq, a.cfg.now(), sessions)
 			e.Outcome = OutcomeDeleted
 			n++
 		} else {
@@ -323,26 +332,32 @@ func (a *Adapter) closeRemovals() error {
 // reassertRemovals re-writes the removals stored within reassertWindow
 // whose record the store no longer holds: the watch saw the store come
 // back after a gap, and a failover may have promoted a replica that never
-// received them. A key that holds anything else (a new sign-in since, or
-// the removal itself) is left alone.
+// received them. The promoted replica then holds either nothing under the
+// key or the partition as it was before the removal (the record replaced
+// it, and that replacement is what was lost): both are re-asserted. A key
+// that holds the removal record, a new sign-in since (a session the
+// record did not name, see mayStoreOver) or app tokens is left alone.
 func (a *Adapter) reassertRemovals() {
 	r := &a.rm
 	now := a.cfg.now()
 	r.mu.Lock()
-	var keys []string
-	for k, t := range r.recent {
-		if now.Sub(t) <= reassertWindow {
-			keys = append(keys, k)
+	keys := make(map[string][]sessionID)
+	for k, rr := range r.recent {
+		if now.Sub(rr.at) <= reassertWindow {
+			keys[k] = rr.sessions
 		}
 	}
 	r.mu.Unlock()
-	for _, key := range keys {
+	for key, removed := range keys {
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.timeout)
-		_, _, err := a.load(ctx, key)
-		if errors.Is(err, ErrNotFound) {
+		if a.removalLost(ctx, key, removed) {
 			e := a.begin(OpRemove)
-			if _, err = a.storeRemoval(ctx, key); err == nil || errors.Is(err, ErrNotReplicated) {
+			if _, sessions, err := a.storeRemoval(ctx, key); err == nil || errors.Is(err, ErrNotReplicated) {
 				e.Outcome = OutcomeDeleted
+				r.stored(key, 0, a.cfg.now(), unionSessions(sessions, removed))
+				if a.l1 != nil {
+					a.l1.forget(key)
+				}
 				a.log(ctx, slog.LevelWarn, "remove: a removal was lost by the store (failover) and is stored again", "remove", key)
 			} else {
 				e.Outcome, e.Reason, e.StoreErrors = OutcomeKept, ReasonStore, 1
@@ -354,6 +369,29 @@ func (a *Adapter) reassertRemovals() {
 		}
 		cancel()
 	}
+}
+
+// removalLost reports whether the store lost the removal of key, which
+// named the sessions removed: the key is absent, or holds a user's
+// partition that is not a new sign-in. A load that fails says nothing:
+// the next gap of the watch tries again.
+func (a *Adapter) removalLost(ctx context.Context, key string, removed []sessionID) bool {
+	blob, _, err := a.load(ctx, key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return true
+	case err != nil:
+		return false
+	}
+	plain, err := a.open(ctx, blob, key)
+	if err != nil || isRemoval(plain) {
+		return false
+	}
+	doc, err := parseDocument(plain)
+	if err != nil {
+		return false
+	}
+	return !mayStoreOver(doc, removed, true)
 }
 
 // liveLoads remembers which calls of MSAL clients the application drives
