@@ -36,7 +36,13 @@ const replicaInfoTTL = 5 * time.Second
 // return msalcache.ErrNotReplicated. Without the option, SaveDurable waits
 // for one replica where the master reports connected replicas (INFO
 // replication, asked again every 5 s at most) and does not wait where it
-// reports none (a single node: WAIT would only time out).
+// reports none (a single node: WAIT would only time out). A master that
+// reports none after a master of the store reported some has lost its
+// replica (on Sentinel, often the old master during a failover, whose
+// writes the promoted replica never gets): SaveDurable writes there without
+// waiting and returns msalcache.ErrNotReplicated, so that the caller
+// re-asserts the write (an Adapter does for removals) once the store is
+// back.
 func WithReplicaWait(n int) Option {
 	return func(c *config) error {
 		if n < 0 {
@@ -51,6 +57,11 @@ func WithReplicaWait(n int) Option {
 type replicaCache struct {
 	mu sync.Mutex
 	m  map[*redis.Client]replicaCount
+	// seen: a master of this store reported a replica once. A master that
+	// reports none afterwards lost it (a Sentinel promoted it, and this
+	// old master still takes writes that the new one never gets), so a
+	// write there is not durable, and SaveDurable says so (issue 20).
+	seen bool
 }
 
 type replicaCount struct {
@@ -71,10 +82,20 @@ func (c *replicaCache) get(node *redis.Client, now time.Time) (int, bool) {
 func (c *replicaCache) put(node *redis.Client, n int, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if n > 0 {
+		c.seen = true
+	}
 	if c.m == nil {
 		c.m = make(map[*redis.Client]replicaCount)
 	}
 	c.m[node] = replicaCount{n: n, at: now}
+}
+
+// lost reports whether a master of this store reported replicas before.
+func (c *replicaCache) lost() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seen
 }
 
 func (c *replicaCache) forget(node *redis.Client) {
@@ -123,6 +144,7 @@ func (s *Store) SaveDurable(ctx context.Context, key string, value []byte, ifVer
 	k := s.prefix + key
 	var node *redis.Client
 	want := s.replicaWait
+	lost := false // the master reports no replica where one was seen before
 	err := s.run(ctx, func(ctx context.Context) error {
 		var err error
 		if node, err = s.masterFor(ctx, k); err != nil || node == nil {
@@ -134,6 +156,7 @@ func (s *Store) SaveDurable(ctx context.Context, key string, value []byte, ifVer
 				return err
 			}
 			want = min(n, 1)
+			lost = n == 0 && s.replica.lost()
 		}
 		return nil
 	})
@@ -144,8 +167,12 @@ func (s *Store) SaveDurable(ctx context.Context, key string, value []byte, ifVer
 		// No replica to wait for, or a client whose masters this store
 		// cannot reach one by one (not a Client, ClusterClient or Ring).
 		v, err := s.Save(ctx, key, value, ifVersion, ttl)
-		if err == nil && node == nil && want > 0 {
+		switch {
+		case err == nil && node == nil && want > 0:
 			err = fmt.Errorf("redisstore: save durable: a %T cannot WAIT on the connection that wrote: %w", s.c, msalcache.ErrNotReplicated)
+		case err == nil && lost:
+			// Waiting would only time out; the caller re-asserts.
+			err = fmt.Errorf("redisstore: save durable: written, but the master reports no replica where it had one (a failover may be under way): %w", msalcache.ErrNotReplicated)
 		}
 		return v, err
 	}
