@@ -295,7 +295,15 @@ func (u *URL) parseSentinel(raw, scheme string) error {
 		pu.User = url.UserPassword(sentUser, sentPass)
 	}
 	q.Set("master_name", master)
+	// go-redis gives a sentinel without a port 6379, Redis's, not
+	// Sentinel's (the first host), or refuses it (the others).
+	if pu.Port() == "" {
+		pu.Host += ":26379"
+	}
 	for _, h := range others {
+		if !strings.Contains(h, ":") || strings.HasSuffix(h, "]") {
+			h += ":26379"
+		}
 		q.Add("addr", h)
 	}
 	pu.Path = ""

@@ -52,6 +52,11 @@ func TestParse(t *testing.T) {
 				t.Fatalf("%+v", r)
 			}
 		}},
+		{"redis+sentinel://s1,s2,[::1]/m", func(t *testing.T, u *storeurl.URL) {
+			if r := u.Redis; !slices.Equal(r.Addrs, []string{"s1:26379", "s2:26379", "[::1]:26379"}) || r.MasterName != "m" {
+				t.Fatalf("%+v", r)
+			}
+		}},
 		{"memcache://m1:11211,m2", func(t *testing.T, u *storeurl.URL) {
 			if u.Kind != storeurl.Memcache || !slices.Equal(u.Servers, []string{"m1:11211", "m2:11211"}) {
 				t.Fatalf("%+v", u)
