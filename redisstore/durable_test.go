@@ -11,6 +11,7 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/internal/testserver"
+	"github.com/msalcache/msalcache/internal/wait"
 	"github.com/msalcache/msalcache/redisstore"
 	"github.com/redis/go-redis/v9"
 )
@@ -147,6 +148,43 @@ func TestSaveDurableReplicaPaused(t *testing.T) {
 	defer cancel()
 	if _, err := s.SaveDurable(ctx, "k", []byte("again"), v, time.Hour); err != nil {
 		t.Fatalf("SaveDurable after the replica came back: %v", err)
+	}
+}
+
+// A master that lost the replica it had (on Sentinel, the old master once
+// its replica is promoted) is not a single node: the default wait, which
+// skips WAIT where the master reports no replica, still reports the write
+// as not replicated (issue 20: the soak's removals written on the old
+// master during a failover returned as durable, and were lost).
+func TestSaveDurableReplicaLost(t *testing.T) {
+	t.Parallel()
+	master, replica := replicated(t)
+	s := redisstore.New(newClient(t, &redis.Options{Addr: master.Addr()}))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := s.SaveDurable(ctx, "k", []byte("removal"), msalcache.NoVersion, time.Hour)
+	if err != nil {
+		t.Fatalf("SaveDurable with the replica: %v", err)
+	}
+	replica.Kill()
+	wait.For(t, "the master reports no replica", func() bool { return infoField(t, master.Addr(), "connected_slaves") == "0" })
+	// The first call may still trust the count it cached (WAIT then
+	// times out, and the count is asked again); the next asks.
+	for i := range 2 {
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+		v, err = s.SaveDurable(wctx, "k", []byte("removal "+strconv.Itoa(i)), v, time.Hour)
+		wcancel()
+		if !errors.Is(err, msalcache.ErrNotReplicated) {
+			t.Fatalf("SaveDurable %d with the replica lost: %v, want ErrNotReplicated", i, err)
+		}
+	}
+	before := waits(t, master.Addr())
+	start := time.Now()
+	if _, err = s.SaveDurable(ctx, "k", []byte("removal 2"), v, time.Hour); !errors.Is(err, msalcache.ErrNotReplicated) {
+		t.Fatalf("SaveDurable with the replica lost: %v, want ErrNotReplicated", err)
+	}
+	if n := waits(t, master.Addr()); n != before {
+		t.Fatalf("the master ran %d WAITs for a call that knew it had no replica, want none (took %v)", n-before, time.Since(start))
 	}
 }
 
