@@ -3,13 +3,13 @@ package msalcache_test
 import (
 	"testing"
 
-	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/internal/testring"
 	"github.com/msalcache/msalcache/memstore"
 )
 
-func newMemstore(t *testing.T) msalcache.Store {
+func newMemstore(t *testing.T) driver.Store {
 	s := memstore.New()
 	t.Cleanup(func() { s.Close() })
 	return s

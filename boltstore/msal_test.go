@@ -4,13 +4,13 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/internal/testring"
 )
 
-func newMSALStore(t *testing.T) msalcache.Store {
+func newMSALStore(t *testing.T) driver.Store {
 	s := open(t, filepath.Join(t.TempDir(), "tokens.db"))
 	t.Cleanup(func() { s.Close() })
 	return s

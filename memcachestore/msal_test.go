@@ -12,6 +12,7 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/entratest"
 	"github.com/msalcache/msalcache/internal/testring"
 	"github.com/msalcache/msalcache/internal/testserver"
@@ -24,7 +25,7 @@ import (
 func TestMSALConformance(t *testing.T) {
 	srv := testserver.Memcached(t)
 	c := newClient(t, srv.Addr())
-	newStore := func(t *testing.T) msalcache.Store {
+	newStore := func(t *testing.T) driver.Store {
 		return memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("msal:")))
 	}
 	t.Run("Plain", func(t *testing.T) {
@@ -38,7 +39,7 @@ func TestMSALConformance(t *testing.T) {
 			Damaged:       memcachestore.CorruptRecords,
 			SkipLoadTests: true,
 			// memcached evicts: the key ring lives in a durable store.
-			NewProtector: func(t *testing.T, _ msalcache.Store) msalcache.Protector {
+			NewProtector: func(t *testing.T, _ driver.Store) driver.Protector {
 				ring := memstore.New()
 				t.Cleanup(func() { ring.Close() })
 				return testring.New(t, ring)

@@ -3,8 +3,8 @@ package redisstore_test
 import (
 	"testing"
 
-	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/internal/testring"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/redisstore"
@@ -19,7 +19,7 @@ import (
 // load subtests measure the Adapter, not the store nor its deployment:
 // they run once, over memstore, in the root package.
 func runMSAL(t *testing.T, c redis.UniversalClient) {
-	newStore := func(t *testing.T) msalcache.Store {
+	newStore := func(t *testing.T) driver.Store {
 		return redisstore.New(c, redisstore.WithPrefix(freshPrefix()))
 	}
 	t.Run("Plain", func(t *testing.T) {
