@@ -14,6 +14,7 @@ import (
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/cachedoc"
 	"github.com/msalcache/msalcache/observe"
 )
 
@@ -435,19 +436,19 @@ func (a *Adapter) fill(ctx context.Context, p *partition, partitionKey, key stri
 		p.raw, p.stale = plain, stale
 		return p
 	}
-	doc, err := parseDocument(plain)
+	doc, err := cachedoc.Parse(plain)
 	if err != nil {
 		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonCorrupt
 		a.log(ctx, slog.LevelWarn, "replace: stored partition is not an MSAL cache; treating it as a miss", "replace", key, errAttr(err))
 		return p.unreadable()
 	}
-	owned, dropped := doc.ownedBy(partitionKey, nil)
+	owned, dropped := doc.OwnedBy(partitionKey, nil)
 	if dropped > 0 {
 		e.Foreign = dropped
 		a.log(ctx, slog.LevelWarn,
 			"replace: stored partition holds entries of other partitions (written by another tool or an older version); they are not loaded and the next Export rewrites it",
 			"replace", key, slog.Int("entries", dropped))
-		plain, stale = owned.encode(), true
+		plain, stale = owned.Encode(), true
 	}
 	p.raw, p.doc, p.stale = plain, owned, stale
 	return p
@@ -533,11 +534,11 @@ func (a *Adapter) export(o *op, m cache.Marshaler, hints cache.ExportHints, ci c
 		return nil
 	}
 
-	var ownDoc *document
+	var ownDoc *cachedoc.Document
 	if own != nil {
 		ownDoc, _ = own.document()
 	}
-	doc, perr := parseDocument(data)
+	doc, perr := cachedoc.Parse(data)
 	out := data
 	var docShared bool
 	switch {
@@ -545,8 +546,8 @@ func (a *Adapter) export(o *op, m cache.Marshaler, hints cache.ExportHints, ci c
 		// Lent entries, and anything else MSAL holds of other
 		// partitions, stay out of this one (see ownership.go).
 		var dropped int
-		if doc, dropped = doc.ownedBy(hints.PartitionKey, ownDoc); dropped > 0 {
-			out = doc.encode()
+		if doc, dropped = doc.OwnedBy(hints.PartitionKey, ownDoc); dropped > 0 {
+			out = doc.Encode()
 		}
 		docShared = dropped > 0 // doc still points into MSAL's whole cache
 	case perr != nil && !a.cfg.singlePart:
@@ -560,14 +561,14 @@ func (a *Adapter) export(o *op, m cache.Marshaler, hints cache.ExportHints, ci c
 	}
 	if own != nil && own.removed {
 		// Over a removal record: only a new sign-in is stored. Its
-		// sessions say whether it is one; failing that, the call.
+		// Sessions say whether it is one; failing that, the call.
 		if !mayStoreOver(doc, own.removedSessions, own.fenced) {
 			a.refuseRemoved(ctx, cs, key, e)
 			return nil
 		}
 	}
-	if doc != nil && own != nil && own.known && !own.stale && ownDoc != nil && doc.equalEntries(ownDoc) ||
-		doc != nil && own != nil && own.removed && !doc.hasTokens() {
+	if doc != nil && own != nil && own.known && !own.stale && ownDoc != nil && doc.EqualEntries(ownDoc) ||
+		doc != nil && own != nil && own.removed && !doc.HasTokens() {
 		// Nothing new; over a removal record, nothing to sign in with
 		// (storing it would delete the record).
 		e.Outcome = observe.OutcomeSkipped
@@ -638,8 +639,8 @@ func (a *Adapter) export(o *op, m cache.Marshaler, hints cache.ExportHints, ci c
 // writer.
 func (a *Adapter) takeIn(w *write, p *write) {
 	if p.doc != nil && w.doc != nil {
-		w.doc = merge3(w.base, w.doc, p.doc)
-		w.out = w.doc.encode()
+		w.doc = cachedoc.Merge3(w.base, w.doc, p.doc)
+		w.out = w.doc.Encode()
 		w.merged, w.docShared = true, true
 	}
 	a.brk.flushed.Add(1)
@@ -662,7 +663,7 @@ func (a *Adapter) takeRemoval(ctx context.Context, w *write, own *partition) err
 	if own == nil || own.seq <= rseq {
 		return errRemoved
 	}
-	w.base, w.ifVersion, w.versionKnown = &document{}, v, true
+	w.base, w.ifVersion, w.versionKnown = &cachedoc.Document{}, v, true
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/cachedoc"
 )
 
 // target stands in for MSAL's in-memory cache (its storage.Manager): it
@@ -544,12 +545,12 @@ func TestExportsOfOnePartitionTakeTurns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := parseDocument(blob)
+	doc, err := cachedoc.Parse(blob)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := a.Stats()
-	if n := len(doc.sections[secAccessToken]); n != writers || st.Conflicts != 0 || st.Writes != writers {
+	if n := doc.AccessTokens(); n != writers || st.Conflicts != 0 || st.Writes != writers {
 		t.Fatalf("%d of %d tokens stored, %d writes, %d compare-and-set conflicts; want all, %d writes and no conflict", n, writers, st.Writes, st.Conflicts, writers)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/cachedoc"
 	"github.com/msalcache/msalcache/observe"
 )
 
@@ -320,7 +321,7 @@ func (b *breaker) take(key string) (w *write, ok bool) {
 // peek returns what key's kept write stores, if any, leaving it kept.
 // A flush replaces out and doc rather than changing them, so the caller
 // may read them after the lock is released.
-func (b *breaker) peek(key string) (out []byte, doc *document, ok bool) {
+func (b *breaker) peek(key string) (out []byte, doc *cachedoc.Document, ok bool) {
 	if b == nil || b.npending.Load() == 0 {
 		return nil, nil, false
 	}

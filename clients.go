@@ -10,6 +10,7 @@ import (
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/cachedoc"
 	"github.com/msalcache/msalcache/observe"
 )
 
@@ -49,9 +50,9 @@ type partition struct {
 	// exports must not be stored there (not a new sign-in).
 	removed, fenced bool
 	// removedSessions: the sign-in sessions the removal record names.
-	removedSessions []sessionID
+	removedSessions []cachedoc.SessionID
 
-	doc    *document // parsed raw, built on first use
+	doc    *cachedoc.Document // parsed raw, built on first use
 	docErr error
 }
 
@@ -65,12 +66,12 @@ func (p *partition) unreadable() *partition {
 	return &partition{version: p.version, known: p.known, seq: p.seq, used: p.used, stale: true}
 }
 
-func (p *partition) document() (*document, error) {
+func (p *partition) document() (*cachedoc.Document, error) {
 	if p.doc == nil && p.docErr == nil {
 		if p.raw == nil {
-			p.doc = &document{}
+			p.doc = &cachedoc.Document{}
 		} else {
-			p.doc, p.docErr = parseDocument(p.raw)
+			p.doc, p.docErr = cachedoc.Parse(p.raw)
 		}
 	}
 	return p.doc, p.docErr
@@ -199,13 +200,13 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 			p = p.unreadable()
 			own, _ = p.document()
 		}
-		docs := make([]*document, 0, len(lent))
+		docs := make([]*cachedoc.Document, 0, len(lent))
 		for _, q := range lent {
 			if d, err := q.p.document(); err == nil {
 				docs = append(docs, d)
 			}
 		}
-		payload = union(own, docs).encode()
+		payload = cachedoc.Union(own, docs).Encode()
 	}
 	if payload == nil {
 		payload = emptyCache

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/cachedoc"
 	"github.com/msalcache/msalcache/observe"
 )
 
@@ -109,8 +110,8 @@ type l1Entry struct {
 	held      bool // what follows is set
 	version   driver.Version
 	confirmed time.Time
-	raw       []byte    // the partition's own entries, decrypted; nil when absent or VersionsOnly
-	doc       *document // raw parsed, or nil
+	raw       []byte             // the partition's own entries, decrypted; nil when absent or VersionsOnly
+	doc       *cachedoc.Document // raw parsed, or nil
 	size      int64
 	elem      *list.Element
 }
@@ -129,7 +130,7 @@ type l1Ticket struct {
 type l1Hit struct {
 	version driver.Version
 	raw     []byte
-	doc     *document
+	doc     *cachedoc.Document
 	hasData bool          // raw and doc are the partition (not VersionsOnly)
 	fresh   bool          // confirmed within MaxStale
 	age     time.Duration // since it was confirmed
@@ -179,7 +180,7 @@ func (c *l1) begin(key string) (*l1Ticket, l1Hit, bool) {
 
 // end closes the call t, setting what it confirmed when set is true, and
 // returns how many entries it evicted to make room.
-func (c *l1) end(t *l1Ticket, set bool, v driver.Version, raw []byte, doc *document) (evicted int) {
+func (c *l1) end(t *l1Ticket, set bool, v driver.Version, raw []byte, doc *cachedoc.Document) (evicted int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := t.e
@@ -194,7 +195,7 @@ func (c *l1) end(t *l1Ticket, set bool, v driver.Version, raw []byte, doc *docum
 }
 
 // l1End is l1.end, telling the Observers of the evictions.
-func (a *Adapter) l1End(t *l1Ticket, set bool, v driver.Version, raw []byte, doc *document) {
+func (a *Adapter) l1End(t *l1Ticket, set bool, v driver.Version, raw []byte, doc *cachedoc.Document) {
 	for range a.l1.end(t, set, v, raw, doc) {
 		e := a.begin(observe.OpEviction)
 		e.Outcome = observe.OutcomeOK
@@ -202,13 +203,13 @@ func (a *Adapter) l1End(t *l1Ticket, set bool, v driver.Version, raw []byte, doc
 	}
 }
 
-func (c *l1) setLocked(e *l1Entry, v driver.Version, raw []byte, doc *document) (evicted int) {
+func (c *l1) setLocked(e *l1Entry, v driver.Version, raw []byte, doc *cachedoc.Document) (evicted int) {
 	if c.opts.VersionsOnly {
 		raw, doc = nil, nil
 	}
 	c.bytes -= e.size
 	e.held, e.version, e.confirmed, e.raw, e.doc = true, v, c.now(), raw, doc
-	e.size = int64(len(raw)+len(e.key)) + doc.footprint() + l1Overhead
+	e.size = int64(len(raw)+len(e.key)) + doc.Footprint() + l1Overhead
 	c.bytes += e.size
 	if e.elem == nil {
 		e.elem = c.lru.PushFront(e)

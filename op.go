@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/cachedoc"
 	"github.com/msalcache/msalcache/observe"
 )
 
@@ -22,7 +23,7 @@ type op struct {
 	learn  bool
 	v      driver.Version
 	raw    []byte
-	doc    *document
+	doc    *cachedoc.Document
 	forget bool
 }
 
@@ -43,7 +44,7 @@ func (o *op) register(key string) (l1Hit, bool) {
 }
 
 // keep makes finish teach the L1 that key is at v, holding raw (doc).
-func (o *op) keep(v driver.Version, raw []byte, doc *document) {
+func (o *op) keep(v driver.Version, raw []byte, doc *cachedoc.Document) {
 	o.learn, o.v, o.raw, o.doc, o.forget = true, v, raw, doc, false
 }
 

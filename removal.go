@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/cachedoc"
 	"github.com/msalcache/msalcache/observe"
 )
 
@@ -53,7 +54,7 @@ var errRemoved = errors.New("msalcache: the partition was removed after this wri
 func IsRemovalRecord(plain []byte) bool { return isRemoval(plain) }
 
 // removedDoc stands, in the L1, for a removal record.
-var removedDoc = &document{}
+var removedDoc = &cachedoc.Document{}
 
 // reassertWindow is how long after a removal the Adapter re-asserts it when
 // its watch reports the store back after a gap (a failover may have lost
@@ -66,7 +67,7 @@ const reassertWindow = 5 * time.Minute
 // that replicates asynchronously it waits for a replica (DurableSaver),
 // bounded by ctx.
 func (a *Adapter) storeRemoval(ctx context.Context, key string) (driver.Version, error) {
-	var sessions []sessionID
+	var sessions []cachedoc.SessionID
 	for attempt := 0; ; attempt++ {
 		blob, ifv, err := a.load(ctx, key)
 		switch {
@@ -92,7 +93,7 @@ func (a *Adapter) storeRemoval(ctx context.Context, key string) (driver.Version,
 // sessionsOf returns the sign-in sessions of blob, stored under key: those
 // of its ID tokens, or those a removal record names. A blob it cannot
 // read names none.
-func (a *Adapter) sessionsOf(ctx context.Context, key string, blob []byte) []sessionID {
+func (a *Adapter) sessionsOf(ctx context.Context, key string, blob []byte) []cachedoc.SessionID {
 	plain, err := a.open(ctx, blob, key)
 	if err != nil {
 		return nil
@@ -100,11 +101,11 @@ func (a *Adapter) sessionsOf(ctx context.Context, key string, blob []byte) []ses
 	if isRemoval(plain) {
 		return decodeRemoval(plain)
 	}
-	doc, err := parseDocument(plain)
+	doc, err := cachedoc.Parse(plain)
 	if err != nil {
 		return nil
 	}
-	return doc.sessions()
+	return doc.Sessions()
 }
 
 // removals is the Adapter's bookkeeping of the removals it made: those the

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/cachedoc"
 	"github.com/msalcache/msalcache/observe"
 )
 
@@ -16,9 +17,9 @@ type write struct {
 	a            *Adapter
 	key          string
 	partitionKey string
-	out          []byte    // what to store (plaintext)
-	doc          *document // out parsed; nil when out is not MSAL's shape
-	base         *document // what ours started from, for the three-way merge
+	out          []byte             // what to store (plaintext)
+	doc          *cachedoc.Document // out parsed; nil when out is not MSAL's shape
+	base         *cachedoc.Document // what ours started from, for the three-way merge
 	ifVersion    driver.Version
 	versionKnown bool
 	baseSeq      uint64 // when base was loaded or written, in Adapter.clock order
@@ -55,7 +56,7 @@ type turn struct {
 // stored is a partition as this Adapter just wrote it.
 type stored struct {
 	version driver.Version
-	doc     *document
+	doc     *cachedoc.Document
 	seq     uint64 // when, in Adapter.clock order
 }
 
@@ -185,7 +186,7 @@ func (w *write) run(ctx context.Context) (driver.Version, error) {
 	tu.last = nil
 	v, err := w.loop(ctx)
 	w.compact() // tu.last, the breaker, the L1 and the client keep w.doc
-	if err == nil && w.doc != nil && w.doc.hasTokens() {
+	if err == nil && w.doc != nil && w.doc.HasTokens() {
 		tu.last = &stored{version: v, doc: w.doc, seq: a.nextSeq()}
 	}
 	return v, err
@@ -195,7 +196,7 @@ func (w *write) loop(ctx context.Context) (driver.Version, error) {
 	a := w.a
 	failures, conflicts := 0, 0
 	for {
-		if w.doc != nil && !w.doc.hasTokens() {
+		if w.doc != nil && !w.doc.HasTokens() {
 			return driver.NoVersion, a.deleteKey(ctx, w.key)
 		}
 		var err error
@@ -260,31 +261,31 @@ func (w *write) rebase(ctx context.Context) error {
 		if !mayStoreOver(w.doc, decodeRemoval(plain), true) {
 			return errRemoved
 		}
-		w.rebaseOn(v, &document{})
+		w.rebaseOn(v, &cachedoc.Document{})
 		return nil
 	}
 	if w.doc == nil {
 		return nil // not MSAL's shape: last writer wins
 	}
-	theirs, err := parseDocument(plain)
+	theirs, err := cachedoc.Parse(plain)
 	if err != nil {
 		return nil
 	}
 	if !a.cfg.singlePart {
 		// Another writer may run another version or another tool: what it
 		// stored of other partitions stays out of the merge.
-		theirs, _ = theirs.ownedBy(w.partitionKey, w.base)
+		theirs, _ = theirs.OwnedBy(w.partitionKey, w.base)
 	}
 	w.rebaseOn(v, theirs)
 	return nil
 }
 
 // rebaseOn merges ours into theirs, stored at version v.
-func (w *write) rebaseOn(v driver.Version, theirs *document) {
+func (w *write) rebaseOn(v driver.Version, theirs *cachedoc.Document) {
 	w.ifVersion = v
-	w.doc = merge3(w.base, w.doc, theirs)
+	w.doc = cachedoc.Merge3(w.base, w.doc, theirs)
 	w.base = theirs
-	w.out = w.doc.encode()
+	w.out = w.doc.Encode()
 	w.merged, w.docShared = true, true
 }
 
@@ -295,18 +296,18 @@ func (w *write) compact() {
 	if !w.docShared || w.doc == nil {
 		return
 	}
-	if d, err := parseDocument(w.out); err == nil {
+	if d, err := cachedoc.Parse(w.out); err == nil {
 		w.doc = d
 	}
 	w.docShared = false
 }
 
 // ttlFor returns how long a partition holding doc lives.
-func (a *Adapter) ttlFor(doc *document) time.Duration {
-	if doc == nil || doc.isUserCache() {
+func (a *Adapter) ttlFor(doc *cachedoc.Document) time.Duration {
+	if doc == nil || doc.IsUserCache() {
 		return a.cfg.userTTL
 	}
-	exp := doc.latestExpiry()
+	exp := doc.LatestExpiry()
 	if exp.IsZero() {
 		return a.cfg.userTTL
 	}
