@@ -9,15 +9,26 @@
 // server without another round trip to Microsoft Entra ID.
 //
 //	store, err := boltstore.Open("tokens.db")
-//	...
+//	if err != nil {
+//		return err
+//	}
+//	defer store.Close()
 //	ring, err := protect.NewKeyRing(ctx, store, kek) // keys that rotate on their own
-//	...
+//	if err != nil {
+//		return err
+//	}
+//	defer ring.Close()
 //	adapter, err := msalcache.New(store, msalcache.WithProtector(ring))
-//	...
+//	if err != nil {
+//		return err
+//	}
+//	defer func() { err = errors.Join(err, adapter.Close()) }() // sign-outs it could not store
 //	pool, err := msalcache.NewClientPool(adapter, func(c cache.ExportReplace) (confidential.Client, error) {
 //		return confidential.New(authority, clientID, cred, confidential.WithCache(c))
 //	})
-//	...
+//	if err != nil {
+//		return err
+//	}
 //	ar, err := pool.AcquireTokenSilent(ctx, homeAccountID, scopes) // from any goroutine
 //
 // New insists on a choice between WithProtector and WithPlaintext, so

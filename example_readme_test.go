@@ -49,15 +49,13 @@ func run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, adapter.Close()) }()
-
+	defer func() { err = errors.Join(err, adapter.Close()) }() // Close reports what it could not store
 	cred, err := confidential.NewCredFromSecret(os.Getenv("AZURE_CLIENT_SECRET"))
 	if err != nil {
 		return err
 	}
 	authority := "https://login.microsoftonline.com/" + os.Getenv("AZURE_TENANT_ID")
-	// One pool for the whole program: each call gets an MSAL client, built
-	// with the Adapter as its cache hook, that no other call is using.
+	// One pool per program: each call gets its own MSAL client, with the Adapter as its cache hook.
 	pool, err := msalcache.NewClientPool(adapter, func(c cache.ExportReplace) (confidential.Client, error) {
 		return confidential.New(authority, os.Getenv("AZURE_CLIENT_ID"), cred, confidential.WithCache(c))
 	})
