@@ -15,8 +15,8 @@ import (
 )
 
 // TestSnippetsCompile keeps the documentation honest: every Go snippet of
-// README.md, docs/*.md and the package doc comments of the module (nested
-// modules included) must appear, line for line, in a _test.go file of the
+// README.md, docs/*.md (every Markdown file of the module) and the package
+// doc comments of the module (nested modules included) must appear, line for line, in a _test.go file of the
 // module, where the compiler checks it on every test run. A snippet that is
 // not found fails the test naming the file and the snippet's first line:
 // copy it into an example (example_readme_test.go and its kin in each
@@ -28,7 +28,7 @@ import (
 // block of a doc comment is Go when it looks like Go (see looksLikeGo):
 // doc comments also indent shell commands, SQL and tables.
 func TestSnippetsCompile(t *testing.T) {
-	var tests [][]string // the normalized lines of every _test.go file
+	var tests []testFile
 	var snippets []snippet
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -46,14 +46,14 @@ func TestSnippetsCompile(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			tests = append(tests, normalize(string(b)))
+			tests = append(tests, testFile{path, normalize(string(b))})
 		case strings.HasSuffix(path, ".go"):
 			s, err := docSnippets(path)
 			if err != nil {
 				return err
 			}
 			snippets = append(snippets, s...)
-		case path == "README.md" || filepath.Dir(path) == "docs" && strings.HasSuffix(path, ".md"):
+		case strings.HasSuffix(path, ".md"):
 			b, err := os.ReadFile(path)
 			if err != nil {
 				return err
@@ -73,17 +73,26 @@ func TestSnippetsCompile(t *testing.T) {
 		if len(want) == 0 {
 			continue
 		}
-		found := false
-		for _, lines := range tests {
-			if contains(lines, want) {
-				found = true
-				break
+		best, bestFile := 0, ""
+		for _, f := range tests {
+			if n := longestPrefix(f.lines, want); n > best {
+				best, bestFile = n, f.path
 			}
 		}
-		if !found {
+		switch {
+		case best == len(want):
+		case best == 0:
 			t.Errorf("%s: the Go snippet starting %q is in no _test.go file, so nothing compiles it", s.where, want[0])
+		default:
+			t.Errorf("%s: the Go snippet starting %q is in no _test.go file, so nothing compiles it; %s has its first %d lines, then not %q",
+				s.where, want[0], bestFile, best, want[best])
 		}
 	}
+}
+
+type testFile struct {
+	path  string
+	lines []string // normalized
 }
 
 type snippet struct {
@@ -162,14 +171,41 @@ func normalize(s string) []string {
 }
 
 func contains(lines, want []string) bool {
-	for i := 0; i+len(want) <= len(lines); i++ {
+	return longestPrefix(lines, want) == len(want)
+}
+
+// longestPrefix returns how many leading lines of want appear together in
+// lines, at best: all of them when lines holds the snippet.
+func longestPrefix(lines, want []string) int {
+	best := 0
+	for i := range lines {
 		j := 0
-		for j < len(want) && lines[i+j] == want[j] {
+		for j < len(want) && i+j < len(lines) && lines[i+j] == want[j] {
 			j++
 		}
-		if j == len(want) {
-			return true
-		}
+		best = max(best, j)
 	}
-	return false
+	return best
+}
+
+// The checker itself: it must see a Markdown snippet and a doc-comment
+// snippet, tell Go from shell, and find a snippet only where its lines
+// are, in order and together.
+func TestSnippetChecker(t *testing.T) {
+	md := "text\n\n```go\nx := 1\n\n  y := x\n```\n\n```sh\ngo run ./x\n```\n"
+	got := markdownSnippets("a.md", md)
+	if len(got) != 1 || got[0].where != "a.md:3" || got[0].text != "x := 1\n\n  y := x\n" {
+		t.Fatalf("markdownSnippets = %q", got)
+	}
+	if !looksLikeGo("store, err := boltstore.Open(path)\n...\n") || looksLikeGo("go run ./examples/quickstart\n") ||
+		looksLikeGo("CREATE TABLE msalcache (\n    key text\n);\n") {
+		t.Error("looksLikeGo tells Go from shell and SQL wrongly")
+	}
+	file := normalize("func f() {\n\tx := 1\n\t// gap\n\ty :=   x\n}\n")
+	if !contains(file, normalize("x := 1\n// gap\ny := x")) {
+		t.Error("a snippet present with other white space is not found")
+	}
+	if contains(file, normalize("x := 1\ny := x")) || contains(file, normalize("y := x\nx := 1")) {
+		t.Error("a snippet whose lines are apart or out of order is found")
+	}
 }
