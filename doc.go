@@ -3,9 +3,9 @@
 //
 // MSAL-Go keeps tokens in memory and lets an application persist them
 // through the cache.ExportReplace hook. An [Adapter] implements that hook
-// over a [driver.Store]: Redis (package redisstore), memcached (memcachestore), a
-// bbolt file (boltstore, the default for a single instance) or memory
-// (memstore). A token fetched by one server is then served by every other
+// over a [driver.Store]: Redis (package redisstore), memcached (memcachestore),
+// PostgreSQL (pgstore), a bbolt file (boltstore, the default for a single
+// instance) or memory (memstore). A token fetched by one server is then served by every other
 // server without another round trip to Microsoft Entra ID.
 //
 //	store, err := boltstore.Open("tokens.db")
