@@ -3,21 +3,32 @@
 //
 // MSAL-Go keeps tokens in memory and lets an application persist them
 // through the cache.ExportReplace hook. An [Adapter] implements that hook
-// over a [driver.Store]: Redis (package redisstore), memcached (memcachestore), a
-// bbolt file (boltstore, the default for a single instance) or memory
-// (memstore). A token fetched by one server is then served by every other
+// over a [driver.Store]: Redis (package redisstore), memcached (memcachestore),
+// PostgreSQL (pgstore), a bbolt file (boltstore, the default for a single
+// instance) or memory (memstore). A token fetched by one server is then served by every other
 // server without another round trip to Microsoft Entra ID.
 //
 //	store, err := boltstore.Open("tokens.db")
-//	...
+//	if err != nil {
+//		return err
+//	}
+//	defer store.Close()
 //	ring, err := protect.NewKeyRing(ctx, store, kek) // keys that rotate on their own
-//	...
+//	if err != nil {
+//		return err
+//	}
+//	defer ring.Close()
 //	adapter, err := msalcache.New(store, msalcache.WithProtector(ring))
-//	...
+//	if err != nil {
+//		return err
+//	}
+//	defer func() { err = errors.Join(err, adapter.Close()) }() // sign-outs it could not store
 //	pool, err := msalcache.NewClientPool(adapter, func(c cache.ExportReplace) (confidential.Client, error) {
 //		return confidential.New(authority, clientID, cred, confidential.WithCache(c))
 //	})
-//	...
+//	if err != nil {
+//		return err
+//	}
 //	ar, err := pool.AcquireTokenSilent(ctx, homeAccountID, scopes) // from any goroutine
 //
 // New insists on a choice between WithProtector and WithPlaintext, so

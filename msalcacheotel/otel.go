@@ -8,9 +8,13 @@
 // go-redis's redisotel does for go-redis's Hook:
 //
 //	obs, err := msalcacheotel.New() // the global MeterProvider and TracerProvider
-//	...
+//	if err != nil {
+//		return err
+//	}
 //	adapter, err := msalcache.New(store, msalcache.WithProtector(ring), msalcache.WithObserver(obs))
-//	...
+//	if err != nil {
+//		return err
+//	}
 //	unregister, err := obs.Register(adapter) // L1 and breaker gauges
 //
 // and protect.WithObserver(obs) for the key ring's rotations and reloads.

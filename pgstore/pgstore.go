@@ -5,8 +5,14 @@
 // LISTEN/NOTIFY.
 //
 //	pool, err := pgxpool.New(ctx, "postgres://app@db.example.com/app")
+//	if err != nil {
+//		return err
+//	}
 //	defer pool.Close()
 //	store, err := pgstore.New(ctx, pool)
+//	if err != nil {
+//		return err
+//	}
 //	defer store.Close()
 //	adapter, err := msalcache.New(store, msalcache.WithProtector(ring), msalcache.WithL1(msalcache.L1Options{}))
 //

@@ -9,11 +9,17 @@
 // reads what any other wrote, through rotations, with no operator action:
 //
 //	kek, err := protect.LoadKeyFile("/etc/myapp/msalcache.kek")
-//	if err != nil { ... }
+//	if err != nil {
+//		return err
+//	}
 //	wrapper, err := protect.NewAESKeyWrapper("kek-2030-01", kek)
-//	if err != nil { ... }
+//	if err != nil {
+//		return err
+//	}
 //	ring, err := protect.NewKeyRing(ctx, store, wrapper)
-//	if err != nil { ... }
+//	if err != nil {
+//		return err
+//	}
 //	defer ring.Close()
 //	adapter, err := msalcache.New(store, msalcache.WithProtector(ring))
 //
