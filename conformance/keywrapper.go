@@ -301,7 +301,7 @@ func kekCalls(r *protect.KeyRing) (calls int64) {
 
 func (h *wrapperHarness) testFarm(t *testing.T) {
 	kek := h.open(t)
-	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) msalcache.Store { return newCASMap() }})
+	f := newFixture(t, casMapHarness, MSALSetup{})
 	ring1 := farmRing(t, f.store, kek)
 	ring2 := farmRing(t, f.store, kek)
 	started1, started2 := kekCalls(ring1), kekCalls(ring2)
@@ -325,6 +325,11 @@ func (h *wrapperHarness) testFarm(t *testing.T) {
 	t.Logf("KEK %q: calls at start: server 1 (created the ring) %d, server 2 %d; while serving: 0", kek.ID(), started1, started2)
 }
 
+// casMapHarness makes the casMap stores of the KEK farm scenarios.
+func casMapHarness(context.Context, *testing.T) (Harness, error) {
+	return storeMaker(func() msalcache.Store { return newCASMap() }), nil
+}
+
 // adapterWith builds an instance's Adapter over the fixture's store,
 // encrypting with p.
 func (f *fixture) adapterWith(p msalcache.Protector) suiteAdapter {
@@ -341,7 +346,7 @@ func (f *fixture) adapterWith(p msalcache.Protector) suiteAdapter {
 // its server at each step, and checks that the users who signed in
 // before are served from the cache throughout.
 func (h *wrapperHarness) testMigration(t *testing.T) {
-	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) msalcache.Store { return newCASMap() }})
+	f := newFixture(t, casMapHarness, MSALSetup{})
 	envKEK, err := protect.NewAESKeyWrapper("env-kek", randomBytes(protect.KEKSize))
 	if err != nil {
 		t.Fatal(err)

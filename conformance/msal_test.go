@@ -119,15 +119,14 @@ func TestBrokenAdapter(t *testing.T) {
 	if broken == "" {
 		t.Skip("run by TestMSALSuiteCatchesBrokenAdapters")
 	}
-	RunMSALTests(t, MSALSetup{
-		NewStore: func(t *testing.T) msalcache.Store {
-			s := memstore.New()
-			t.Cleanup(func() { s.Close() })
+	RunMSALTests(t, func(context.Context, *testing.T) (Harness, error) {
+		return storeMaker(func() msalcache.Store {
 			if broken == "none-nopush" {
-				return struct{ msalcache.Store }{s}
+				return struct{ msalcache.Store }{memstore.New()}
 			}
-			return s
-		},
+			return memstore.New()
+		}), nil
+	}, MSALSetup{
 		NewProtector: testring.New,
 		newAdapter: func(store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (suiteAdapter, error) {
 			return newBrokenAdapter(broken, store, protector, opts)
@@ -339,14 +338,9 @@ func (s *remoteStore) Delete(ctx context.Context, key string) error {
 // child process limited to them and one other subtest.
 func TestSkipLoadTests(t *testing.T) {
 	if os.Getenv(brokenEnv) == "skip-load" {
-		RunMSALTests(t, MSALSetup{
-			NewStore: func(t *testing.T) msalcache.Store {
-				s := memstore.New()
-				t.Cleanup(func() { s.Close() })
-				return s
-			},
-			SkipLoadTests: true,
-		})
+		RunMSALTests(t, func(context.Context, *testing.T) (Harness, error) {
+			return storeMaker(func() msalcache.Store { return memstore.New() }), nil
+		}, MSALSetup{SkipLoadTests: true})
 		return
 	}
 	t.Parallel()
