@@ -130,8 +130,9 @@ type suiteCase[F any] struct {
 	run         F
 }
 
-// explainFailure prints c's explanation if t failed; deferred by the
-// runner of every case, so that it runs after a t.Fatal too.
+// explainFailure prints a case's explanation if t failed, as
+// "name: explanation"; deferred by the runner of every case, so that it
+// runs after a t.Fatal too.
 func explainFailure(t *testing.T, name, explanation string) {
 	if t.Failed() {
 		t.Logf("%s: %s", name, explanation)

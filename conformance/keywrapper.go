@@ -39,22 +39,28 @@ import (
 func RunKeyWrapperTests(t *testing.T, newWrapper func(t *testing.T) protect.KeyWrapper) {
 	t.Helper()
 	h := &wrapperHarness{newWrapper: newWrapper}
-	for _, st := range []struct {
-		name string
-		fn   func(*testing.T)
-	}{
-		{"RoundTrip", h.testRoundTrip},
-		{"WrongAADRefused", h.testWrongAAD},
-		{"WrongKeyRefused", h.testWrongKey},
-		{"TamperedRefused", h.testTampered},
-		{"WrapsDiffer", h.testWrapsDiffer},
-		{"ConcurrentUse", h.testConcurrent},
-		{"RotationKeepsOldDataReadable", h.testRotation},
-		{"FarmOfTwoServesTokens", h.testFarm},
-		{"MigrationFromAESKeepsTokens", h.testMigration},
-	} {
-		t.Run(st.name, st.fn)
+	for _, tc := range wrapperCases {
+		t.Run(tc.name, func(t *testing.T) {
+			defer explainFailure(t, tc.name, tc.explanation)
+			tc.run(h, t)
+		})
 	}
+}
+
+// wrapperCases are RunKeyWrapperTests' cases, in the order they run. The
+// suite keeps a plain constructor rather than a Harness: a KeyWrapper has
+// no store to make and no optional capability to declare (the farm
+// scenarios bring their own store).
+var wrapperCases = []suiteCase[func(h *wrapperHarness, t *testing.T)]{
+	{"RoundTrip", "a data key wrapped unwraps to the same bytes", (*wrapperHarness).testRoundTrip},
+	{"WrongAADRefused", "a wrapping is bound to its associated data: another ring's record does not unwrap with it", (*wrapperHarness).testWrongAAD},
+	{"WrongKeyRefused", "another KEK does not unwrap what this one wrapped", (*wrapperHarness).testWrongKey},
+	{"TamperedRefused", "an altered wrapping is refused, not unwrapped to other bytes", (*wrapperHarness).testTampered},
+	{"WrapsDiffer", "two wrappings of one key differ", (*wrapperHarness).testWrapsDiffer},
+	{"ConcurrentUse", "one wrapper serves every ring of a process at once (run with -race)", (*wrapperHarness).testConcurrent},
+	{"RotationKeepsOldDataReadable", "after a move to a new KEK, blobs sealed before stay readable", (*wrapperHarness).testRotation},
+	{"FarmOfTwoServesTokens", "two servers, each with a ring under the KEK, share tokens through one store without a KEK call after their start", (*wrapperHarness).testFarm},
+	{"MigrationFromAESKeepsTokens", "a farm moved from an AES KEK to this one keeps serving the tokens stored before", (*wrapperHarness).testMigration},
 }
 
 type wrapperHarness struct {

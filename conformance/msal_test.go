@@ -92,6 +92,9 @@ func TestMSALSuiteCatchesBrokenAdapters(t *testing.T) {
 			if !strings.Contains(out, tc.message) || strings.Contains(out, "panic:") {
 				t.Fatalf("the %q adapter failed %s without saying %q:\n%s", tc.broken, tc.subtest, tc.message, out)
 			}
+			if !strings.Contains(out, ": "+tc.subtest+": ") {
+				t.Fatalf("the %q adapter failed %s without the subtest's explanation:\n%s", tc.broken, tc.subtest, out)
+			}
 			for _, line := range strings.Split(out, "\n") {
 				if strings.Contains(line, ".go:") && !strings.Contains(line, "level=") {
 					t.Log(strings.TrimSpace(line))

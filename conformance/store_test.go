@@ -144,6 +144,9 @@ func TestSuiteCatchesFaults(t *testing.T) {
 			if !strings.Contains(string(out), tc.message) || strings.Contains(string(out), "panic:") || strings.Contains(string(out), "goroutine ") {
 				t.Fatalf("fault %q failed %s without saying %q:\n%s", tc.fault, tc.subtest, tc.message, out)
 			}
+			if !strings.Contains(string(out), ": "+tc.subtest+": ") {
+				t.Fatalf("fault %q failed %s without the subtest's explanation:\n%s", tc.fault, tc.subtest, out)
+			}
 			for _, line := range strings.Split(string(out), "\n") {
 				if strings.Contains(line, "store.go:") || strings.Contains(line, "storewatch.go:") {
 					t.Log(strings.TrimSpace(line))
