@@ -161,11 +161,19 @@ func openHarness(ctx context.Context, t *testing.T, newHarness HarnessMaker) Har
 func makeStore(ctx context.Context, t *testing.T, h Harness) msalcache.Store {
 	t.Helper()
 	s, err := h.MakeStore(ctx, t)
+	return closeAtEnd(t, "Harness.MakeStore", s, err)
+}
+
+// closeAtEnd fails t if the call what did not return a store s, and
+// closes s when t ends, failing t if the Close fails with anything but
+// ErrClosed or panics.
+func closeAtEnd(t *testing.T, what string, s msalcache.Store, err error) msalcache.Store {
+	t.Helper()
 	if err != nil {
-		t.Fatalf("Harness.MakeStore failed: %v", err)
+		t.Fatalf("%s failed: %v", what, err)
 	}
 	if s == nil {
-		t.Fatal("Harness.MakeStore returned a nil Store")
+		t.Fatalf("%s returned a nil Store", what)
 	}
 	t.Cleanup(func() {
 		var err error
@@ -178,10 +186,22 @@ func makeStore(ctx context.Context, t *testing.T, h Harness) msalcache.Store {
 			err = s.Close()
 		}()
 		if err != nil && !errors.Is(err, msalcache.ErrClosed) {
-			t.Errorf("Close at the end of the subtest failed: %v", err)
+			t.Errorf("Close of the store from %s failed at the end of the subtest: %v", what, err)
 		}
 	})
 	return s
+}
+
+// runCases runs cases on h, one subtest each, printing a failed case's
+// explanation: the runner of the suites that take a plain constructor.
+func runCases[H any](t *testing.T, h H, cases []suiteCase[func(H, *testing.T)]) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			defer explainFailure(t, tc.name, tc.explanation)
+			tc.run(h, t)
+		})
+	}
 }
 
 // limitsOf returns h's declared Limits, or the zero Limits.

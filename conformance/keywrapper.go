@@ -38,13 +38,7 @@ import (
 //	})
 func RunKeyWrapperTests(t *testing.T, newWrapper func(t *testing.T) protect.KeyWrapper) {
 	t.Helper()
-	h := &wrapperHarness{newWrapper: newWrapper}
-	for _, tc := range wrapperCases {
-		t.Run(tc.name, func(t *testing.T) {
-			defer explainFailure(t, tc.name, tc.explanation)
-			tc.run(h, t)
-		})
-	}
+	runCases(t, &wrapperHarness{newWrapper: newWrapper}, wrapperCases)
 }
 
 // wrapperCases are RunKeyWrapperTests' cases, in the order they run. The

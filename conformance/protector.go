@@ -36,13 +36,7 @@ import (
 //	})
 func RunProtectorTests(t *testing.T, newProtector func(t *testing.T) msalcache.Protector) {
 	t.Helper()
-	h := &protectorHarness{newProtector: newProtector}
-	for _, tc := range protectorCases {
-		t.Run(tc.name, func(t *testing.T) {
-			defer explainFailure(t, tc.name, tc.explanation)
-			tc.run(h, t)
-		})
-	}
+	runCases(t, &protectorHarness{newProtector: newProtector}, protectorCases)
 }
 
 // protectorCases are RunProtectorTests' cases, in the order they run. The

@@ -93,18 +93,7 @@ func (h *storeHarness) openHandle(t *testing.T, s msalcache.Store) msalcache.Sto
 		return s
 	}
 	o, err := ho.OpenHandle(t, s)
-	if err != nil {
-		t.Fatalf("HandleOpener.OpenHandle failed: %v", err)
-	}
-	if o == nil {
-		t.Fatal("HandleOpener.OpenHandle returned a nil Store")
-	}
-	t.Cleanup(func() {
-		if err := o.Close(); err != nil && !errors.Is(err, msalcache.ErrClosed) {
-			t.Errorf("Close of the handle HandleOpener.OpenHandle opened failed: %v", err)
-		}
-	})
-	return o
+	return closeAtEnd(t, "HandleOpener.OpenHandle", o, err)
 }
 
 // wantChange waits for the ChangeKey of key that a write made after mark
