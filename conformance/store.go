@@ -719,7 +719,7 @@ func (h *storeHarness) testLister(t *testing.T, s msalcache.Store) {
 		t.Skip("store does not implement msalcache.Lister")
 	}
 	if keys := listAll(t, l, ""); len(keys) != 0 {
-		t.Fatalf("List on a fresh store reported %q; newStore must return an empty store", keys)
+		t.Fatalf("List on a fresh store reported %q; Harness.MakeStore must return an empty store", keys)
 	}
 	ttl := h.shortTTL()
 	for _, k := range []string{"app:a:1", "app:a:2", "app:b:1", "app:ab", "other"} {
