@@ -157,7 +157,7 @@ func msal(name, explanation string, run func(f *fixture)) msalCase {
 var msalCases = []msalCase{
 	msal("AppTokenSharedByInstances", "an app token one instance bought is served to every other instance from the store: one token request, not one per server", testAppTokenShared),
 	msal("UserServedOnAnotherInstance", "a user who signed in on one instance is served silently on another: the web farm's whole point", testUserOnAnotherInstance),
-	msal("NoPartitionHoldsAnotherUsersTokens", "each user's partition holds that user's entries only: a shared client must never store one user's tokens under another's key", testNoCrossUserData),
+	msal("NoPartitionHoldsAnotherUsersTokens", "each user's partition keeps that user's entries only: a shared client must never store one user's tokens under another's key", testNoCrossUserData),
 	msal("PublicClientSinglePartition", "a public client keeps its one partition and serves every account in it", testPublicClient),
 	msal("OnBehalfOf", "on-behalf-of tokens are stored under the partition the hints name, not where MSAL-Go exports them", testOnBehalfOf),
 	msal("RemoveAccount", "sign-out removes the partition from the store and a later miss leaves MSAL's memory empty", testRemoveAccount),
@@ -197,7 +197,7 @@ var msalCases = []msalCase{
 	msal("L1NeverOlderThanMaxStale", "with the push lost, an L1 serves nothing older than MaxStale", testL1NeverOlderThanMaxStale),
 	msal("L1HotPathNoStoreCalls", "with the partition confirmed, a silent call is served from the L1 without a store call", testL1HotPath),
 	{
-		suiteCase: suiteCase[func(f *fixture)]{"NothingInClear", "with a Protector, no token, secret or account reaches the store in clear", testNothingInClear},
+		suiteCase: suiteCase[func(f *fixture)]{"NothingInClear", "with a Protector, no token, secret or account reaches the store unencrypted", testNothingInClear},
 		needs: func(f *fixture) string {
 			if f.protector == nil {
 				return "MSALSetup.NewProtector is nil: the suite runs on plaintext"

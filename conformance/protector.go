@@ -43,7 +43,7 @@ func RunProtectorTests(t *testing.T, newProtector func(t *testing.T) msalcache.P
 // suite keeps a plain constructor rather than a Harness: a Protector has
 // no store to make and no optional capability to declare.
 var protectorCases = []suiteCase[func(h *protectorHarness, t *testing.T)]{
-	{"RoundTrip", "what is sealed opens to the same bytes, holds none of them in clear, and shares no memory with its input", (*protectorHarness).testRoundTrip},
+	{"RoundTrip", "what is sealed opens to the same bytes, shows none of them, and shares no memory with its input", (*protectorHarness).testRoundTrip},
 	{"EveryByteFlipFails", "a blob altered in any byte does not open: a store that is written to by others must not be trusted", (*protectorHarness).testEveryByteFlipFails},
 	{"EncryptionsDiffer", "two seals of one plaintext differ, or equal caches show as equal blobs", (*protectorHarness).testEncryptionsDiffer},
 	{"CrossKeyFails", "a blob sealed under one protector's keys does not open under another's", (*protectorHarness).testCrossKeyFails},
