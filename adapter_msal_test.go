@@ -18,7 +18,7 @@ func newMemHarness(context.Context, *testing.T) (conformance.Harness, error) {
 }
 
 // MakeStore implements conformance.Harness.
-func (memHarness) MakeStore(context.Context, *testing.T) (msalcache.Store, error) {
+func (memHarness) MakeStore(context.Context, *testing.T) (driver.Store, error) {
 	return memstore.New(), nil
 }
 

@@ -9,7 +9,7 @@
 //
 // Two suites run on a store, through its Harness:
 //
-//   - RunStoreTests checks an msalcache.Store: compare-and-set that never
+//   - RunStoreTests checks an driver.Store: compare-and-set that never
 //     loses an update (under the race detector, with goroutines racing on one
 //     key), expiry, binary-safe values and keys of the documented alphabet,
 //     copies in and out, cancellation, ErrClosed after Close, and the
@@ -20,8 +20,8 @@
 //     declares the store's value limit, TTL granularity and whether it
 //     evicts; a RawPutter Harness plants raw bytes past the store's record
 //     format, and the suite then checks that a record the store cannot
-//     decode is reported as msalcache.ErrCorrupt and repaired by a Save
-//     with msalcache.NoVersion instead of wedging its key.
+//     decode is reported as driver.ErrCorrupt and repaired by a Save
+//     with driver.NoVersion instead of wedging its key.
 //   - RunMSALTests puts the Adapter over the Harness's stores (with an
 //     optional Protector and Adapter options, MSALSetup) behind real MSAL-Go
 //     clients that talk to an entratest token endpoint, and counts token
@@ -38,7 +38,7 @@
 // plain constructor, since they have no store and no capability to
 // declare:
 //
-//   - RunProtectorTests checks an msalcache.Protector: round trips, binding
+//   - RunProtectorTests checks an driver.Protector: round trips, binding
 //     to the associated data, and rejection of tampered or foreign input.
 //   - RunKeyWrapperTests checks a protect.KeyWrapper (a KEK: a local key,
 //     a certificate, a vault key): round trips, binding to the associated

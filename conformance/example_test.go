@@ -23,7 +23,7 @@ func newHarness(context.Context, *testing.T) (conformance.Harness, error) {
 }
 
 // MakeStore returns an empty store; the suites close it.
-func (harness) MakeStore(context.Context, *testing.T) (msalcache.Store, error) {
+func (harness) MakeStore(context.Context, *testing.T) (driver.Store, error) {
 	return memstore.New(), nil
 }
 
@@ -71,11 +71,11 @@ func Example() {
 		return
 	}
 	defer s.Close()
-	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, 0); err != nil {
 		fmt.Println(err)
 		return
 	}
-	_, err = s.Save(ctx, "k", []byte("w"), msalcache.NoVersion, 0)
+	_, err = s.Save(ctx, "k", []byte("w"), driver.NoVersion, 0)
 	fmt.Println("a second create conflicts:", err != nil)
 	fmt.Println(len(storeTests), "tests")
 	// Output:

@@ -26,7 +26,7 @@ type Harness interface {
 	// without panicking); close what else MakeStore opened (a client) in
 	// the Harness's Close or with t.Cleanup. An error, or t.Skip when the
 	// backend is unavailable, ends the subtest.
-	MakeStore(ctx context.Context, t *testing.T) (msalcache.Store, error)
+	MakeStore(ctx context.Context, t *testing.T) (driver.Store, error)
 
 	// Close releases what the Harness holds. The suites call it when the
 	// subtest that made the Harness ends, after the stores it made are
@@ -56,7 +56,7 @@ type Limits struct {
 
 	// Volatile declares that the store may evict a key before its TTL
 	// (memcached does under memory pressure). The suite then expects the
-	// store to report msalcache.IsVolatile, so that the protect key ring
+	// store to report driver.IsVolatile, so that the protect key ring
 	// refuses to live in it.
 	Volatile bool
 }
@@ -72,8 +72,8 @@ type Limiter interface {
 // store's record format: what a damaged disk, a truncated write or another
 // program would leave there. It is the one declaration of that capability:
 // RunStoreTests' CorruptRecord subtest checks with it that a record the
-// store cannot decode is reported as msalcache.ErrCorrupt and repaired by a
-// Save with msalcache.NoVersion, and RunMSALTests' DamagedPartitionHealed
+// store cannot decode is reported as driver.ErrCorrupt and repaired by a
+// Save with driver.NoVersion, and RunMSALTests' DamagedPartitionHealed
 // subtest plants CorruptRecords under a partition's key and checks that the
 // first instance to miss it repairs it. Without it both are skipped. A
 // store that keeps no bytes (memstore holds Go values) cannot hold a
@@ -82,11 +82,11 @@ type RawPutter interface {
 	// PutRaw writes raw as the backend's whole value for key in s,
 	// bypassing s's record format. s is a store this Harness's MakeStore
 	// returned, so PutRaw can find its prefix, bucket or file.
-	PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) error
+	PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error
 
 	// CorruptRecords are raw records, by name, that the store's own
-	// layout cannot decode and must report as msalcache.ErrCorrupt: at
-	// least a header holding version 0 (msalcache.NoVersion, which a store
+	// layout cannot decode and must report as driver.ErrCorrupt: at
+	// least a header holding version 0 (driver.NoVersion, which a store
 	// never hands out) and a value of the right length whose header is
 	// wrong in another way (an unknown format byte, a flag). The suite
 	// adds the records no layout decodes (empty, 1 to 3 bytes) and random
@@ -105,7 +105,7 @@ type RawPutter interface {
 // the suite uses s itself, which is right only for a store whose handles
 // all share one Store value.
 type HandleOpener interface {
-	OpenHandle(t *testing.T, s msalcache.Store) (msalcache.Store, error)
+	OpenHandle(t *testing.T, s driver.Store) (driver.Store, error)
 }
 
 // WatchBreaker is the optional Harness capability to cut the channel
@@ -116,7 +116,7 @@ type HandleOpener interface {
 // for a store whose push cannot break (memstore tells its watchers in
 // process).
 type WatchBreaker interface {
-	BreakWatch(t *testing.T, s msalcache.Store)
+	BreakWatch(t *testing.T, s driver.Store)
 }
 
 // suiteCase is one named case of a suite, in the manner of
@@ -158,7 +158,7 @@ func openHarness(ctx context.Context, t *testing.T, newHarness HarnessMaker) Har
 // makeStore calls h.MakeStore and closes the store when t ends. A Close
 // that fails after the subtest already closed the store is fine: the
 // contract lets Close report ErrClosed then.
-func makeStore(ctx context.Context, t *testing.T, h Harness) msalcache.Store {
+func makeStore(ctx context.Context, t *testing.T, h Harness) driver.Store {
 	t.Helper()
 	s, err := h.MakeStore(ctx, t)
 	return closeAtEnd(t, "Harness.MakeStore", s, err)
@@ -167,7 +167,7 @@ func makeStore(ctx context.Context, t *testing.T, h Harness) msalcache.Store {
 // closeAtEnd fails t if the call what did not return a store s, and
 // closes s when t ends, failing t if the Close fails with anything but
 // ErrClosed or panics.
-func closeAtEnd(t *testing.T, what string, s msalcache.Store, err error) msalcache.Store {
+func closeAtEnd(t *testing.T, what string, s driver.Store, err error) driver.Store {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s failed: %v", what, err)
@@ -185,7 +185,7 @@ func closeAtEnd(t *testing.T, what string, s msalcache.Store, err error) msalcac
 			}()
 			err = s.Close()
 		}()
-		if err != nil && !errors.Is(err, msalcache.ErrClosed) {
+		if err != nil && !errors.Is(err, driver.ErrClosed) {
 			t.Errorf("Close of the store from %s failed at the end of the subtest: %v", what, err)
 		}
 	})
@@ -214,10 +214,10 @@ func limitsOf(h Harness) Limits {
 
 // storeMaker is a Harness over a function that makes stores, for the
 // suite's own fixtures that need nothing more.
-type storeMaker func() msalcache.Store
+type storeMaker func() driver.Store
 
 // MakeStore implements Harness.
-func (m storeMaker) MakeStore(context.Context, *testing.T) (msalcache.Store, error) {
+func (m storeMaker) MakeStore(context.Context, *testing.T) (driver.Store, error) {
 	return m(), nil
 }
 

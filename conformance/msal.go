@@ -30,7 +30,7 @@ type MSALSetup struct {
 	// instances encrypt with (called once per subtest, with the subtest's
 	// store, in which a key ring may live). Leave it nil to run the suite
 	// on plaintext.
-	NewProtector func(t *testing.T, store msalcache.Store) msalcache.Protector
+	NewProtector func(t *testing.T, store driver.Store) driver.Protector
 	// Options are added to every Adapter the suite builds.
 	Options []msalcache.Option
 	// SkipLoadTests skips the suite's load subtests,
@@ -49,7 +49,7 @@ type MSALSetup struct {
 	// plaintext) and the options the suite would pass to msalcache.New
 	// besides WithProtector or WithPlaintext, which it chooses itself.
 	// Unexported: a backend's test has only the one Adapter to run.
-	newAdapter func(store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (suiteAdapter, error)
+	newAdapter func(store driver.Store, protector driver.Protector, opts []msalcache.Option) (suiteAdapter, error)
 }
 
 // suiteAdapter is what the suite needs of an adapter: the hook MSAL calls,
@@ -99,7 +99,7 @@ const (
 // The L1 subtests run two instances with msalcache.WithL1 over the store:
 // a token renewed on one is served by the other, and a sign-out on one
 // reaches the other, once the change reached it (through the store's push
-// when it is a msalcache.Watcher, else after MaxStale); with the push cut,
+// when it is a driver.Watcher, else after MaxStale); with the push cut,
 // nothing older than MaxStale is served; and with the partition confirmed,
 // silent calls make no store call at all.
 //
@@ -238,9 +238,9 @@ type fixture struct {
 	newHarness HarnessMaker
 	setup      MSALSetup
 	srv        *entratest.Server
-	store      msalcache.Store
+	store      driver.Store
 	raw        RawPutter // the Harness's, or nil
-	protector  msalcache.Protector
+	protector  driver.Protector
 	users      []entratest.User
 }
 
@@ -264,7 +264,7 @@ func newFixture(t *testing.T, newHarness HarnessMaker, setup MSALSetup, opts ...
 
 // adapter builds one application instance's Adapter over the shared store
 // (or over store, when given).
-func (f *fixture) adapter(store msalcache.Store, opts ...msalcache.Option) suiteAdapter {
+func (f *fixture) adapter(store driver.Store, opts ...msalcache.Option) suiteAdapter {
 	f.t.Helper()
 	if store == nil {
 		store = f.store
@@ -285,7 +285,7 @@ func (f *fixture) adapter(store msalcache.Store, opts ...msalcache.Option) suite
 
 // newAdapter is the suite's adapter: msalcache.New, encrypting with
 // protector unless it is nil.
-func newAdapter(store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (suiteAdapter, error) {
+func newAdapter(store driver.Store, protector driver.Protector, opts []msalcache.Option) (suiteAdapter, error) {
 	choice := msalcache.WithPlaintext()
 	if protector != nil {
 		choice = msalcache.WithProtector(protector)
@@ -373,7 +373,7 @@ func (f *fixture) partition(a suiteAdapter, partitionKey string) map[string]map[
 	f.t.Helper()
 	key := a.StoreKey(partitionKey)
 	blob, _, err := f.store.Load(f.ctx, key)
-	if errors.Is(err, msalcache.ErrNotFound) {
+	if errors.Is(err, driver.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
@@ -681,13 +681,13 @@ func (r *hookRecorder) Export(ctx context.Context, m cache.Marshaler, h cache.Ex
 
 // saveRecorder keeps a copy of every value saved through it, by key.
 type saveRecorder struct {
-	msalcache.Store
+	driver.Store
 	mu    sync.Mutex
 	saved map[string][][]byte
 }
 
-// Save implements msalcache.Store.
-func (s *saveRecorder) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+// Save implements driver.Store.
+func (s *saveRecorder) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	nv, err := s.Store.Save(ctx, key, v, ifv, ttl)
 	if err == nil {
 		s.mu.Lock()
@@ -823,7 +823,7 @@ func testConcurrentWriters(f *fixture) {
 
 // flakyStore fails every call while down is set.
 type flakyStore struct {
-	msalcache.Store
+	driver.Store
 	down  atomic.Bool
 	delay time.Duration
 }
@@ -844,14 +844,14 @@ func (s *flakyStore) wait(ctx context.Context) error {
 	return nil
 }
 
-func (s *flakyStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *flakyStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if err := s.wait(ctx); err != nil {
 		return nil, 0, err
 	}
 	return s.Store.Load(ctx, key)
 }
 
-func (s *flakyStore) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *flakyStore) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	if err := s.wait(ctx); err != nil {
 		return 0, err
 	}

@@ -31,7 +31,7 @@ func TestMSALConformance(t *testing.T) {
 		conformance.RunMSALTests(t, newHarness, conformance.MSALSetup{
 			SkipLoadTests: true,
 			// memcached evicts: the key ring lives in a durable store.
-			NewProtector: func(t *testing.T, _ msalcache.Store) msalcache.Protector {
+			NewProtector: func(t *testing.T, _ driver.Store) driver.Protector {
 				ring := memstore.New()
 				t.Cleanup(func() { ring.Close() })
 				return testring.New(t, ring)

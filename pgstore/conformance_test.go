@@ -38,7 +38,7 @@ func (p *rawPlanter) add(s *pgstore.Store, pool *pgxpool.Pool) *pgstore.Store {
 // put reads raw as the layout of the byte stores (an 8-byte version, then
 // the value): what decodes is a row a writer of version v made, anything
 // else a row holding version 0, which no writer hands out.
-func (p *rawPlanter) put(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+func (p *rawPlanter) put(ctx context.Context, s driver.Store, key string, raw []byte) error {
 	ps := s.(*pgstore.Store)
 	p.mu.Lock()
 	pool := p.pools[ps]
@@ -78,7 +78,7 @@ func newHarness(srv *testserver.PostgresServer, pool *pgxpool.Pool, maxValue int
 	}
 }
 
-func (h *harness) open(ctx context.Context, pool *pgxpool.Pool, table string) (msalcache.Store, error) {
+func (h *harness) open(ctx context.Context, pool *pgxpool.Pool, table string) (driver.Store, error) {
 	opts := []pgstore.Option{pgstore.WithTable(table)}
 	if h.maxValue > 0 {
 		opts = append(opts, pgstore.WithMaxValueSize(h.maxValue))
@@ -91,7 +91,7 @@ func (h *harness) open(ctx context.Context, pool *pgxpool.Pool, table string) (m
 }
 
 // MakeStore implements conformance.Harness.
-func (h *harness) MakeStore(ctx context.Context, _ *testing.T) (msalcache.Store, error) {
+func (h *harness) MakeStore(ctx context.Context, _ *testing.T) (driver.Store, error) {
 	return h.open(ctx, h.pool, freshTable())
 }
 
@@ -102,7 +102,7 @@ func (*harness) Close() {}
 func (h *harness) Limits() conformance.Limits { return conformance.Limits{MaxValueSize: h.maxValue} }
 
 // PutRaw implements conformance.RawPutter.
-func (h *harness) PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+func (h *harness) PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
 	return h.p.put(ctx, s, key, raw)
 }
 
@@ -110,12 +110,12 @@ func (h *harness) PutRaw(ctx context.Context, s msalcache.Store, key string, raw
 func (*harness) CorruptRecords() map[string][]byte { return corruptRecords }
 
 // OpenHandle implements conformance.HandleOpener.
-func (h *harness) OpenHandle(t *testing.T, s msalcache.Store) (msalcache.Store, error) {
+func (h *harness) OpenHandle(t *testing.T, s driver.Store) (driver.Store, error) {
 	return h.open(context.Background(), newPool(t, h.srv), s.(*pgstore.Store).Table())
 }
 
 // BreakWatch implements conformance.WatchBreaker.
-func (h *harness) BreakWatch(t *testing.T, s msalcache.Store) {
+func (h *harness) BreakWatch(t *testing.T, s driver.Store) {
 	cutListener(t, h.srv, s.(*pgstore.Store))
 }
 

@@ -38,7 +38,7 @@ type harness struct {
 }
 
 // MakeStore implements conformance.Harness.
-func (h *harness) MakeStore(context.Context, *testing.T) (msalcache.Store, error) {
+func (h *harness) MakeStore(context.Context, *testing.T) (driver.Store, error) {
 	return redisstore.New(h.c, h.options(freshPrefix())...), nil
 }
 
@@ -64,7 +64,7 @@ func (h *harness) Limits() conformance.Limits {
 type rawCap struct{}
 
 // PutRaw implements conformance.RawPutter.
-func (rawCap) PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+func (rawCap) PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
 	return redisstore.PutRaw(ctx, s, key, raw)
 }
 
@@ -81,12 +81,12 @@ type watchCap struct {
 }
 
 // OpenHandle implements conformance.HandleOpener.
-func (w watchCap) OpenHandle(t *testing.T, s msalcache.Store) (msalcache.Store, error) {
+func (w watchCap) OpenHandle(t *testing.T, s driver.Store) (driver.Store, error) {
 	return redisstore.New(w.newClient(t), w.h.options(redisstore.Prefix(s))...), nil
 }
 
 // BreakWatch implements conformance.WatchBreaker.
-func (watchCap) BreakWatch(t *testing.T, s msalcache.Store) {
+func (watchCap) BreakWatch(t *testing.T, s driver.Store) {
 	killPubSub(t, redisstore.Client(s))
 }
 
@@ -145,7 +145,7 @@ func TestDefaultMaxValueSize(t *testing.T) {
 	_, _, s := newSingle(t)
 	big := make([]byte, redisstore.DefaultMaxValueSize)
 	big[0], big[len(big)-1] = 1, 2
-	v, err := s.Save(ctx, "big", big, msalcache.NoVersion, time.Minute)
+	v, err := s.Save(ctx, "big", big, driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatalf("Save of DefaultMaxValueSize bytes = %v", err)
 	}
@@ -153,7 +153,7 @@ func TestDefaultMaxValueSize(t *testing.T) {
 	if err != nil || gv != v || len(got) != len(big) || got[0] != 1 || got[len(got)-1] != 2 {
 		t.Fatalf("Load = %d bytes, %#x, %v; want %d bytes, %#x", len(got), gv, err, len(big), v)
 	}
-	if _, err := s.Save(ctx, "big", append(big, 0), v, time.Minute); !errors.Is(err, msalcache.ErrTooLarge) {
+	if _, err := s.Save(ctx, "big", append(big, 0), v, time.Minute); !errors.Is(err, driver.ErrTooLarge) {
 		t.Fatalf("Save of DefaultMaxValueSize+1 bytes = %v, want ErrTooLarge", err)
 	}
 }
@@ -189,7 +189,7 @@ func TestSentinel(t *testing.T) {
 		ctx := context.Background()
 		prefix := freshPrefix()
 		s := redisstore.New(c, redisstore.WithPrefix(prefix))
-		v, err := s.Save(ctx, "k", []byte("before"), msalcache.NoVersion, time.Hour)
+		v, err := s.Save(ctx, "k", []byte("before"), driver.NoVersion, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -206,7 +206,7 @@ func TestSentinel(t *testing.T) {
 		// The client learns the new master from the sentinels; until then a
 		// write may hit the demoted master (READONLY, retried by go-redis).
 		deadline := time.Now().Add(10 * time.Second)
-		var v2 msalcache.Version
+		var v2 driver.Version
 		for {
 			b, got, err := s.Load(ctx, "k")
 			if err == nil && (got != v || string(b) != "before") {
@@ -218,7 +218,7 @@ func TestSentinel(t *testing.T) {
 					break
 				}
 			}
-			if errors.Is(err, msalcache.ErrConflict) || time.Now().After(deadline) {
+			if errors.Is(err, driver.ErrConflict) || time.Now().After(deadline) {
 				t.Fatalf("CAS after failover = %v", err)
 			}
 			time.Sleep(50 * time.Millisecond)
