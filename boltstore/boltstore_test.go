@@ -54,14 +54,35 @@ func open(t *testing.T, path string, opts ...boltstore.Option) *boltstore.Store 
 	return s
 }
 
+// harness makes stores for the conformance suites, each over a file of
+// its own, and plants raw records in them (a conformance.RawPutter).
+type harness struct{}
+
+func newHarness(context.Context, *testing.T) (conformance.Harness, error) { return harness{}, nil }
+
+// MakeStore implements conformance.Harness.
+func (harness) MakeStore(_ context.Context, t *testing.T) (driver.Store, error) {
+	return boltstore.Open(filepath.Join(t.TempDir(), "cache.db"))
+}
+
+// Close implements conformance.Harness.
+func (harness) Close() {}
+
+// Limits implements conformance.Limiter.
+func (harness) Limits() conformance.Limits {
+	return conformance.Limits{MaxValueSize: boltstore.MaxValueSize}
+}
+
+// PutRaw implements conformance.RawPutter.
+func (harness) PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
+	return boltstore.PutRaw(ctx, s, key, raw)
+}
+
+// CorruptRecords implements conformance.RawPutter.
+func (harness) CorruptRecords() map[string][]byte { return boltstore.CorruptRecords }
+
 func TestConformance(t *testing.T) {
-	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-		return open(t, filepath.Join(t.TempDir(), "cache.db"))
-	}, conformance.Capabilities{
-		MaxValueSize:   boltstore.MaxValueSize,
-		PutRaw:         boltstore.PutRaw,
-		CorruptRecords: boltstore.CorruptRecords,
-	})
+	conformance.RunStoreTests(t, newHarness)
 }
 
 func TestFileMode(t *testing.T) {

@@ -20,7 +20,10 @@ const BenchValueSize = 4 << 10
 // that has a deadline, as the Adapter passes. newStore is called once per
 // sub-benchmark (several times, as the benchmark grows b.N) and may
 // return a store over the same data each time: the keys are deleted
-// first. Close the store with b.Cleanup.
+// first. Close the store with b.Cleanup. It takes a constructor rather
+// than a HarnessMaker: a Harness serves the *testing.T of one subtest and
+// promises an empty store with capabilities to check, while a benchmark
+// only needs a store, which the *testing.B reruns may share.
 //
 //	func BenchmarkStore(b *testing.B) {
 //		conformance.RunStoreBenchmarks(b, func(b *testing.B) driver.Store { ... })

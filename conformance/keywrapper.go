@@ -39,23 +39,23 @@ import (
 //	})
 func RunKeyWrapperTests(t *testing.T, newWrapper func(t *testing.T) protect.KeyWrapper) {
 	t.Helper()
-	h := &wrapperHarness{newWrapper: newWrapper}
-	for _, st := range []struct {
-		name string
-		fn   func(*testing.T)
-	}{
-		{"RoundTrip", h.testRoundTrip},
-		{"WrongAADRefused", h.testWrongAAD},
-		{"WrongKeyRefused", h.testWrongKey},
-		{"TamperedRefused", h.testTampered},
-		{"WrapsDiffer", h.testWrapsDiffer},
-		{"ConcurrentUse", h.testConcurrent},
-		{"RotationKeepsOldDataReadable", h.testRotation},
-		{"FarmOfTwoServesTokens", h.testFarm},
-		{"MigrationFromAESKeepsTokens", h.testMigration},
-	} {
-		t.Run(st.name, st.fn)
-	}
+	runCases(t, &wrapperHarness{newWrapper: newWrapper}, wrapperCases)
+}
+
+// wrapperCases are RunKeyWrapperTests' cases, in the order they run. The
+// suite keeps a plain constructor rather than a Harness: a KeyWrapper has
+// no store to make and no optional capability to declare (the farm
+// scenarios bring their own store).
+var wrapperCases = []suiteCase[func(h *wrapperHarness, t *testing.T)]{
+	{"RoundTrip", "a data key wrapped unwraps to the same bytes", (*wrapperHarness).testRoundTrip},
+	{"WrongAADRefused", "a wrapping is bound to its associated data: another ring's record does not unwrap with it", (*wrapperHarness).testWrongAAD},
+	{"WrongKeyRefused", "another KEK does not unwrap what this one wrapped", (*wrapperHarness).testWrongKey},
+	{"TamperedRefused", "an altered wrapping is refused, not unwrapped to other bytes", (*wrapperHarness).testTampered},
+	{"WrapsDiffer", "two wrappings of one key differ", (*wrapperHarness).testWrapsDiffer},
+	{"ConcurrentUse", "one wrapper serves every ring of a process at once (run with -race)", (*wrapperHarness).testConcurrent},
+	{"RotationKeepsOldDataReadable", "after a move to a new KEK, blobs sealed before stay readable", (*wrapperHarness).testRotation},
+	{"FarmOfTwoServesTokens", "two servers, each with a ring under the KEK, share tokens through one store without a KEK call after their start", (*wrapperHarness).testFarm},
+	{"MigrationFromAESKeepsTokens", "a farm moved from an AES KEK to this one keeps serving the tokens stored before", (*wrapperHarness).testMigration},
 }
 
 type wrapperHarness struct {
@@ -302,7 +302,7 @@ func kekCalls(r *protect.KeyRing) (calls int64) {
 
 func (h *wrapperHarness) testFarm(t *testing.T) {
 	kek := h.open(t)
-	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) driver.Store { return newCASMap() }})
+	f := newFixture(t, casMapHarness, MSALSetup{})
 	ring1 := farmRing(t, f.store, kek)
 	ring2 := farmRing(t, f.store, kek)
 	started1, started2 := kekCalls(ring1), kekCalls(ring2)
@@ -326,6 +326,11 @@ func (h *wrapperHarness) testFarm(t *testing.T) {
 	t.Logf("KEK %q: calls at start: server 1 (created the ring) %d, server 2 %d; while serving: 0", kek.ID(), started1, started2)
 }
 
+// casMapHarness makes the casMap stores of the KEK farm scenarios.
+func casMapHarness(context.Context, *testing.T) (Harness, error) {
+	return storeMaker(func() driver.Store { return newCASMap() }), nil
+}
+
 // adapterWith builds an instance's Adapter over the fixture's store,
 // encrypting with p.
 func (f *fixture) adapterWith(p driver.Protector) suiteAdapter {
@@ -342,7 +347,7 @@ func (f *fixture) adapterWith(p driver.Protector) suiteAdapter {
 // its server at each step, and checks that the users who signed in
 // before are served from the cache throughout.
 func (h *wrapperHarness) testMigration(t *testing.T) {
-	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) driver.Store { return newCASMap() }})
+	f := newFixture(t, casMapHarness, MSALSetup{})
 	envKEK, err := protect.NewAESKeyWrapper("env-kek", randomBytes(protect.KEKSize))
 	if err != nil {
 		t.Fatal(err)

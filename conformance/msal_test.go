@@ -93,6 +93,9 @@ func TestMSALSuiteCatchesBrokenAdapters(t *testing.T) {
 			if !strings.Contains(out, tc.message) || strings.Contains(out, "panic:") {
 				t.Fatalf("the %q adapter failed %s without saying %q:\n%s", tc.broken, tc.subtest, tc.message, out)
 			}
+			if !strings.Contains(out, ": "+tc.subtest+": ") {
+				t.Fatalf("the %q adapter failed %s without the subtest's explanation:\n%s", tc.broken, tc.subtest, out)
+			}
 			for _, line := range strings.Split(out, "\n") {
 				if strings.Contains(line, ".go:") && !strings.Contains(line, "level=") {
 					t.Log(strings.TrimSpace(line))
@@ -120,15 +123,14 @@ func TestBrokenAdapter(t *testing.T) {
 	if broken == "" {
 		t.Skip("run by TestMSALSuiteCatchesBrokenAdapters")
 	}
-	RunMSALTests(t, MSALSetup{
-		NewStore: func(t *testing.T) driver.Store {
-			s := memstore.New()
-			t.Cleanup(func() { s.Close() })
+	RunMSALTests(t, func(context.Context, *testing.T) (Harness, error) {
+		return storeMaker(func() driver.Store {
 			if broken == "none-nopush" {
-				return struct{ driver.Store }{s}
+				return struct{ driver.Store }{memstore.New()}
 			}
-			return s
-		},
+			return memstore.New()
+		}), nil
+	}, MSALSetup{
 		NewProtector: testring.New,
 		newAdapter: func(store driver.Store, protector driver.Protector, opts []msalcache.Option) (suiteAdapter, error) {
 			return newBrokenAdapter(broken, store, protector, opts)
@@ -340,14 +342,9 @@ func (s *remoteStore) Delete(ctx context.Context, key string) error {
 // child process limited to them and one other subtest.
 func TestSkipLoadTests(t *testing.T) {
 	if os.Getenv(brokenEnv) == "skip-load" {
-		RunMSALTests(t, MSALSetup{
-			NewStore: func(t *testing.T) driver.Store {
-				s := memstore.New()
-				t.Cleanup(func() { s.Close() })
-				return s
-			},
-			SkipLoadTests: true,
-		})
+		RunMSALTests(t, func(context.Context, *testing.T) (Harness, error) {
+			return storeMaker(func() driver.Store { return memstore.New() }), nil
+		}, MSALSetup{SkipLoadTests: true})
 		return
 	}
 	t.Parallel()

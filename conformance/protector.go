@@ -36,21 +36,20 @@ import (
 //	})
 func RunProtectorTests(t *testing.T, newProtector func(t *testing.T) driver.Protector) {
 	t.Helper()
-	h := &protectorHarness{newProtector: newProtector}
-	for _, st := range []struct {
-		name string
-		fn   func(*testing.T)
-	}{
-		{"RoundTrip", h.testRoundTrip},
-		{"EveryByteFlipFails", h.testEveryByteFlipFails},
-		{"EncryptionsDiffer", h.testEncryptionsDiffer},
-		{"CrossKeyFails", h.testCrossKeyFails},
-		{"CrossAADFails", h.testCrossAADFails},
-		{"MalformedInput", h.testMalformedInput},
-		{"ConcurrentUse", h.testConcurrentUse},
-	} {
-		t.Run(st.name, st.fn)
-	}
+	runCases(t, &protectorHarness{newProtector: newProtector}, protectorCases)
+}
+
+// protectorCases are RunProtectorTests' cases, in the order they run. The
+// suite keeps a plain constructor rather than a Harness: a Protector has
+// no store to make and no optional capability to declare.
+var protectorCases = []suiteCase[func(h *protectorHarness, t *testing.T)]{
+	{"RoundTrip", "what is sealed opens to the same bytes, shows none of them, and shares no memory with its input", (*protectorHarness).testRoundTrip},
+	{"EveryByteFlipFails", "a blob altered in any byte does not open: a store that is written to by others must not be trusted", (*protectorHarness).testEveryByteFlipFails},
+	{"EncryptionsDiffer", "two seals of one plaintext differ, or equal caches show as equal blobs", (*protectorHarness).testEncryptionsDiffer},
+	{"CrossKeyFails", "a blob sealed under one protector's keys does not open under another's", (*protectorHarness).testCrossKeyFails},
+	{"CrossAADFails", "a blob is bound to its associated data (the store key): moved to another user's key, it does not open", (*protectorHarness).testCrossAADFails},
+	{"MalformedInput", "empty, short or foreign input is an error, with no data and no crash", (*protectorHarness).testMalformedInput},
+	{"ConcurrentUse", "one protector serves every request of a server at once (run with -race)", (*protectorHarness).testConcurrentUse},
 }
 
 type protectorHarness struct {

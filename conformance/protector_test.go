@@ -83,6 +83,9 @@ func TestProtectorSuiteCatchesFaults(t *testing.T) {
 			if !strings.Contains(string(out), tc.message) {
 				t.Fatalf("fault %q failed %s without saying %q:\n%s", tc.fault, tc.subtest, tc.message, out)
 			}
+			if !strings.Contains(string(out), ": "+tc.subtest+": ") {
+				t.Fatalf("fault %q failed %s without the subtest's explanation:\n%s", tc.fault, tc.subtest, out)
+			}
 		})
 	}
 }

@@ -18,72 +18,8 @@ import (
 	"github.com/msalcache/msalcache/driver"
 )
 
-// Capabilities declares what a store under test can do, so that
-// RunStoreTests checks each store against its own documented limits instead
-// of against the strictest backend.
-type Capabilities struct {
-	// MaxValueSize is the largest value the store holds. The suite saves a
-	// value of exactly that size and expects ErrTooLarge at MaxValueSize+1.
-	// Zero means the store has no limit worth testing: the suite saves
-	// 1 MiB and skips the ErrTooLarge check.
-	MaxValueSize int
-
-	// TTLResolution is the granularity of the store's expiry (memcached
-	// counts in whole seconds). Zero means 10ms. The suite waits the TTL
-	// plus the resolution, plus some slack, before it expects a key to be
-	// gone, and never expects a key to live longer than that.
-	TTLResolution time.Duration
-
-	// Volatile declares that the store may evict a key before its TTL
-	// (memcached does under memory pressure). The suite then expects the
-	// store to report driver.IsVolatile, so that the protect key ring
-	// refuses to live in it.
-	Volatile bool
-
-	// PutRaw writes raw as the backend's whole value for key in store s,
-	// bypassing s's record format: what a damaged disk, a truncated write
-	// or another program would leave there. s is the store the subtest's
-	// newStore returned, so PutRaw can find its prefix, bucket or file
-	// (keep a map from the stores newStore made to their prefixes). With
-	// it the CorruptRecord subtest plants records the store cannot decode
-	// and checks that they are reported and repaired as the Store contract
-	// says; when nil, that subtest is skipped. A store that keeps no bytes
-	// (memstore holds Go values) cannot hold a corrupt record and leaves it
-	// nil.
-	PutRaw func(ctx context.Context, s driver.Store, key string, raw []byte) error
-
-	// CorruptRecords are raw records, by name, that the store's own layout
-	// cannot decode and must report as driver.ErrCorrupt: at least a
-	// header holding version 0 (driver.NoVersion, which a store never
-	// hands out) and a value of the right length whose header is wrong in
-	// another way (an unknown format byte, a flag). The suite adds the
-	// records no layout decodes (empty, 1 to 3 bytes) and random bytes,
-	// which it only requires the store to survive. It is required when
-	// PutRaw is set.
-	CorruptRecords map[string][]byte
-
-	// OpenHandle returns another handle on the same data as s, as a second
-	// instance of the application would open: another client,
-	// connection or Store value over the same server, file or map. The
-	// Watch subtest writes through it and expects the watcher on s to hear
-	// of it, since an L1 must learn of writes made by other instances, not
-	// only of its own. The suite closes the handle when the subtest ends;
-	// close what else OpenHandle opened (a client) with t.Cleanup. nil
-	// means the suite uses s itself, which is right only for a store whose
-	// handles all share one Store value.
-	OpenHandle func(t *testing.T, s driver.Store) driver.Store
-
-	// BreakWatch cuts the channel through which s learns of changes, as a
-	// dropped connection or a failover would (for Redis: CLIENT KILL TYPE
-	// pubsub). The Watch subtest then expects s's watcher to be told
-	// ChangeWatchDown and then ChangeWatchUp again, and to hear changes
-	// after that. nil skips that part, for a store whose push cannot
-	// break (memstore tells its watchers in process).
-	BreakWatch func(t *testing.T, s driver.Store)
-}
-
 const (
-	// defaultTTLResolution stands in for a zero Capabilities.TTLResolution.
+	// defaultTTLResolution stands in for a zero Limits.TTLResolution.
 	defaultTTLResolution = 10 * time.Millisecond
 	// defaultLargeValue is the size saved by LargeValue when the store
 	// declares no MaxValueSize.
@@ -97,109 +33,89 @@ const (
 // keyAlphabet is every byte the Store contract allows in a key.
 const keyAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/"
 
-// RunStoreTests checks that a driver.Store keeps the contract that the
-// Adapter and the protect key ring rely on: compare-and-set that cannot lose
-// an update, expiry, binary-safe values and keys, isolation of the slices
-// it is handed and hands out, cancellation, and behaviour after Close, plus
-// the optional Lister, Pinger and Volatile interfaces when the store
-// implements them. With Capabilities.PutRaw it also plants records the
-// store cannot decode and checks that Load reports them as
-// driver.ErrCorrupt and that a Save with driver.NoVersion repairs
-// them.
+// RunStoreTests checks that the driver.Store that newHarness's Harness
+// makes keeps the contract that the Adapter and the protect key ring rely
+// on: compare-and-set that cannot lose an update, expiry, binary-safe
+// values and keys, isolation of the slices it is handed and hands out,
+// cancellation, and behaviour after Close, plus the optional Lister,
+// Pinger, Volatile and Lifetimer interfaces when the store implements them.
+// With a RawPutter Harness it also plants records the store cannot decode
+// and checks that Load reports them as driver.ErrCorrupt and that a
+// Save with driver.NoVersion repairs them.
 //
 // A store that implements driver.Watcher is checked in the Watch
 // subtest: the watch says ChangeWatchUp first; a Save and a Delete through
-// another handle (Capabilities.OpenHandle) reach it as ChangeKey within a
-// few seconds, with the version the Save returned; with
-// Capabilities.BreakWatch, a cut push channel is reported as
-// ChangeWatchDown and recovers with ChangeWatchUp; and stop ends the
-// calls. A driver.Versioner is checked in the Versioner subtest: the
-// version Load would return, and ErrNotFound for a deleted, expired or
-// absent key.
+// another handle (HandleOpener) reach it as ChangeKey within a few
+// seconds, with the version the Save returned; with a WatchBreaker, a cut
+// push channel is reported as ChangeWatchDown and recovers with
+// ChangeWatchUp; and stop ends the calls. A driver.Versioner is checked
+// in the Versioner subtest: the version Load would return, and ErrNotFound
+// for a deleted, expired or absent key.
 //
-// Every subtest calls newStore for a store of its own and closes it when the
-// subtest ends (stores must therefore accept a second Close without
-// panicking). newStore must return a store that holds no keys: a new file, a
-// flushed database, or a prefix no other call has used. It may call t.Skip
-// or t.Fatal when the backend is unavailable.
+// Every subtest calls newHarness for a Harness of its own and MakeStore
+// for a store of its own, and closes both when the subtest ends. A failing
+// subtest prints, after its failure, one line on what a store that fails
+// it breaks.
 //
 // The suite takes a few seconds when TTLResolution is a second; a store
 // with the default resolution finishes in well under one.
-func RunStoreTests(t *testing.T, newStore func(t *testing.T) driver.Store, caps Capabilities) {
+func RunStoreTests(t *testing.T, newHarness HarnessMaker) {
 	t.Helper()
-	h := &storeHarness{newStore: newStore, caps: caps}
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s driver.Store)
-	}{
-		{"RoundTrip", h.testRoundTrip},
-		{"NotFound", h.testNotFound},
-		{"CreateOnlyIfAbsent", h.testCreateOnlyIfAbsent},
-		{"UpdateWithVersion", h.testUpdateWithVersion},
-		{"UpdateAbsentKey", h.testUpdateAbsentKey},
-		{"ConflictOnStaleVersion", h.testConflictOnStaleVersion},
-		{"VersionsChangeOnEveryWrite", h.testVersionsChange},
-		{"TTLExpiry", h.testTTLExpiry},
-		{"NoTTLMeansNoExpiry", h.testNoTTL},
-		{"Delete", h.testDelete},
-		{"BinaryValues", h.testBinaryValues},
-		{"LargeValue", h.testLargeValue},
-		{"KeyAlphabet", h.testKeyAlphabet},
-		{"Isolation", h.testIsolation},
-		{"ConcurrentCAS", h.testConcurrentCAS},
-		{"ContextCanceled", h.testContextCanceled},
-		{"ContextDeadline", h.testContextDeadline},
-		{"UseAfterClose", h.testUseAfterClose},
-		{"CorruptRecord", h.testCorruptRecord},
-		{"Lister", h.testLister},
-		{"Pinger", h.testPinger},
-		{"Volatile", h.testVolatile},
-		{"Watch", h.testWatch},
-		{"Versioner", h.testVersioner},
-		{"Lifetimer", h.testLifetime},
+	if newHarness == nil {
+		t.Fatal("conformance: RunStoreTests needs a HarnessMaker")
 	}
-	for _, tc := range tests {
+	for _, tc := range storeCases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := h.open(t)
-			tc.fn(t, s)
+			defer explainFailure(t, tc.name, tc.explanation)
+			ctx := context.Background()
+			hn := openHarness(ctx, t, newHarness)
+			h := &storeHarness{h: hn, limits: limitsOf(hn)}
+			tc.run(h, t, makeStore(ctx, t, hn))
 		})
 	}
 }
 
-type storeHarness struct {
-	newStore func(t *testing.T) driver.Store
-	caps     Capabilities
+// storeCase is a case of RunStoreTests.
+type storeCase = suiteCase[func(h *storeHarness, t *testing.T, s driver.Store)]
+
+// storeCases are RunStoreTests' cases, in the order they run.
+var storeCases = []storeCase{
+	{"RoundTrip", "a value saved is the value loaded, with the version the Save returned, whatever other keys hold", (*storeHarness).testRoundTrip},
+	{"NotFound", "a key never saved, or a prefix or extension of a saved one, is ErrNotFound, which the Adapter reads as an empty cache", (*storeHarness).testNotFound},
+	{"CreateOnlyIfAbsent", "a Save with NoVersion creates only: two instances creating one partition must not both win", (*storeHarness).testCreateOnlyIfAbsent},
+	{"UpdateWithVersion", "a Save with the version loaded replaces the value and hands out a new version", (*storeHarness).testUpdateWithVersion},
+	{"UpdateAbsentKey", "a version from another key must not let a writer create this one", (*storeHarness).testUpdateAbsentKey},
+	{"ConflictOnStaleVersion", "a Save with a version that was replaced (or never handed out) conflicts: that is how concurrent writers find each other", (*storeHarness).testConflictOnStaleVersion},
+	{"VersionsChangeOnEveryWrite", "a version is never handed out twice for a key, even across a delete, or a stale writer wins (the ABA problem)", (*storeHarness).testVersionsChange},
+	{"TTLExpiry", "a key saved with a TTL is gone within the TTL and one step of the store's clock, and counts as absent for compare-and-set", (*storeHarness).testTTLExpiry},
+	{"NoTTLMeansNoExpiry", "a Save without TTL keeps the key, and clears a TTL set before", (*storeHarness).testNoTTL},
+	{"Delete", "Delete removes a key and succeeds on an absent one: sign-out deletes whatever is there", (*storeHarness).testDelete},
+	{"BinaryValues", "values are bytes, not strings: encrypted partitions hold every byte", (*storeHarness).testBinaryValues},
+	{"LargeValue", "a value of the declared Limits.MaxValueSize comes back whole, and one byte more is ErrTooLarge without touching the stored value", (*storeHarness).testLargeValue},
+	{"KeyAlphabet", "every key of the documented alphabet is its own key: no case folding, no special '.', ':' or '/'", (*storeHarness).testKeyAlphabet},
+	{"Isolation", "a store copies what it is handed and hands out copies: the Adapter reuses its buffers", (*storeHarness).testIsolation},
+	{"ConcurrentCAS", "compare-and-set from racing writers loses no update (run with -race)", (*storeHarness).testConcurrentCAS},
+	{"ContextCanceled", "a canceled context fails every call promptly, and a refused call has no effect", (*storeHarness).testContextCanceled},
+	{"ContextDeadline", "a context past its deadline fails every call promptly: the Adapter's timeout bounds a slow store", (*storeHarness).testContextDeadline},
+	{"UseAfterClose", "every call after Close is ErrClosed, and a second Close does not panic", (*storeHarness).testUseAfterClose},
+	{"CorruptRecord", "a record the store cannot decode is ErrCorrupt, quotes neither key nor bytes, and is replaced by a Save with NoVersion, or its key stays wedged", (*storeHarness).testCorruptRecord},
+	{"Lister", "List reports exactly the live keys under a prefix, stops on fn's error, and lets fn use the store (the CLI does)", (*storeHarness).testLister},
+	{"Pinger", "Ping of a working store succeeds promptly: health checks call it", (*storeHarness).testPinger},
+	{"Volatile", "driver.IsVolatile matches Limits.Volatile, so the key ring never lives in a store that evicts", (*storeHarness).testVolatile},
+	{"Watch", "a Watcher tells of every write, from any handle, with its version, reports a cut push and recovers, and stop ends the calls: an L1 relies on all of it", (*storeHarness).testWatch},
+	{"Versioner", "Version reports what Load would, and ErrNotFound for a deleted, expired or absent key: MaxStale relies on it", (*storeHarness).testVersioner},
+	{"Lifetimer", "Lifetime reports what is left of a key's TTL, NoExpiry without one, and ErrNotFound once it is gone: copies keep lifetimes with it", (*storeHarness).testLifetime},
 }
 
-// open creates the subtest's store and closes it when the subtest ends.
-// A Close that fails after the subtest already closed the store is fine:
-// the contract lets Close report ErrClosed then.
-func (h *storeHarness) open(t *testing.T) driver.Store {
-	t.Helper()
-	s := h.newStore(t)
-	if s == nil {
-		t.Fatal("newStore returned a nil Store")
-	}
-	t.Cleanup(func() {
-		var err error
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					err = fmt.Errorf("panic: %v", p)
-				}
-			}()
-			err = s.Close()
-		}()
-		if err != nil && !errors.Is(err, driver.ErrClosed) {
-			t.Errorf("Close at the end of the subtest failed: %v", err)
-		}
-	})
-	return s
+// storeHarness is one RunStoreTests subtest's Harness and its Limits.
+type storeHarness struct {
+	h      Harness
+	limits Limits
 }
 
 func (h *storeHarness) resolution() time.Duration {
-	if h.caps.TTLResolution > 0 {
-		return h.caps.TTLResolution
+	if h.limits.TTLResolution > 0 {
+		return h.limits.TTLResolution
 	}
 	return defaultTTLResolution
 }
@@ -505,7 +421,7 @@ func patternSeed(n int, x uint64) []byte {
 }
 
 func (h *storeHarness) testLargeValue(t *testing.T, s driver.Store) {
-	size := h.caps.MaxValueSize
+	size := h.limits.MaxValueSize
 	if size <= 0 {
 		size = defaultLargeValue
 	}
@@ -518,7 +434,7 @@ func (h *storeHarness) testLargeValue(t *testing.T, s driver.Store) {
 	if gv != v {
 		t.Fatalf("Load of the large value returned version %d, Save returned %d", gv, v)
 	}
-	if h.caps.MaxValueSize <= 0 {
+	if h.limits.MaxValueSize <= 0 {
 		return
 	}
 	tooBig := append(big, 0x5a)
@@ -803,7 +719,7 @@ func (h *storeHarness) testLister(t *testing.T, s driver.Store) {
 		t.Skip("store does not implement driver.Lister")
 	}
 	if keys := listAll(t, l, ""); len(keys) != 0 {
-		t.Fatalf("List on a fresh store reported %q; newStore must return an empty store", keys)
+		t.Fatalf("List on a fresh store reported %q; Harness.MakeStore must return an empty store", keys)
 	}
 	ttl := h.shortTTL()
 	for _, k := range []string{"app:a:1", "app:a:2", "app:b:1", "app:ab", "other"} {
@@ -885,11 +801,11 @@ func (h *storeHarness) testPinger(t *testing.T, s driver.Store) {
 }
 
 func (h *storeHarness) testVolatile(t *testing.T, s driver.Store) {
-	if got := driver.IsVolatile(s); got != h.caps.Volatile {
-		if h.caps.Volatile {
-			t.Fatal("Capabilities say the store may evict keys early, but driver.IsVolatile reports false: the key ring could be put in it and lost")
+	if got := driver.IsVolatile(s); got != h.limits.Volatile {
+		if h.limits.Volatile {
+			t.Fatal("Limits say the store may evict keys early, but driver.IsVolatile reports false: the key ring could be put in it and lost")
 		}
-		t.Fatal("driver.IsVolatile reports true but Capabilities.Volatile is false: declare the capability, or stop reporting Volatile")
+		t.Fatal("driver.IsVolatile reports true but Limits.Volatile is false: declare the capability, or stop reporting Volatile")
 	}
 }
 
@@ -968,23 +884,25 @@ func wantCorrupt(t *testing.T, s driver.Store, key string, raw []byte, why strin
 	}
 }
 
-// testCorruptRecord plants records the store cannot decode through
-// Capabilities.PutRaw and checks the contract for them: Load reports
+// testCorruptRecord plants records the store cannot decode through the
+// Harness's RawPutter and checks the contract for them: Load reports
 // ErrCorrupt (no value, no panic, no quoted bytes), a Save with a version
 // conflicts and leaves the record alone, a Save with NoVersion replaces
 // it, Delete removes it and List still lists it. Without that, one damaged
 // value wedges its key: every reader misses, every writer conflicts, and
 // the key stays broken until an operator deletes it.
 func (h *storeHarness) testCorruptRecord(t *testing.T, s driver.Store) {
-	if h.caps.PutRaw == nil {
-		t.Skip("Capabilities.PutRaw is nil: the store offers no way to plant raw bytes, so the suite cannot check how it handles a record it cannot decode")
+	rp, ok := h.h.(RawPutter)
+	if !ok {
+		t.Skip("the Harness is not a RawPutter: the store offers no way to plant raw bytes, so the suite cannot check how it handles a record it cannot decode")
 	}
-	if len(h.caps.CorruptRecords) == 0 {
-		t.Fatal("Capabilities.PutRaw is set but CorruptRecords is empty: declare the damaged records of the store's own layout (at least a header holding version 0, and one of the right length with a bad header)")
+	declared := rp.CorruptRecords()
+	if len(declared) == 0 {
+		t.Fatal("the Harness is a RawPutter but CorruptRecords is empty: declare the damaged records of the store's own layout (at least a header holding version 0, and one of the right length with a bad header)")
 	}
 	ctx := context.Background()
 	records := shortRecords()
-	for name, raw := range h.caps.CorruptRecords {
+	for name, raw := range declared {
 		if _, dup := records[name]; dup {
 			name = "declared-" + name
 		}
@@ -993,8 +911,8 @@ func (h *storeHarness) testCorruptRecord(t *testing.T, s driver.Store) {
 	names := slices.Sorted(maps.Keys(records))
 	put := func(key string, raw []byte) {
 		t.Helper()
-		if err := h.caps.PutRaw(ctx, s, key, slices.Clone(raw)); err != nil {
-			t.Fatalf("Capabilities.PutRaw(%q, %d bytes) failed: %v", key, len(raw), err)
+		if err := rp.PutRaw(ctx, s, key, slices.Clone(raw)); err != nil {
+			t.Fatalf("RawPutter.PutRaw(%q, %d bytes) failed: %v", key, len(raw), err)
 		}
 	}
 

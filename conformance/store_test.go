@@ -23,34 +23,65 @@ import (
 // so that a change to the suite that the reference cannot pass is caught
 // here rather than in every backend.
 func TestMemstore(t *testing.T) {
-	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-		return memstore.New()
-	}, conformance.Capabilities{})
+	conformance.RunStoreTests(t, harnessOf(testHarness{make: func() driver.Store { return memstore.New() }}))
 }
 
-// ExampleRunStoreTests shows the test a backend's package adds. The
-// function inside is what goes in the backend's _test.go file; an Example
-// cannot be handed a *testing.T, so this one only compiles it.
-func ExampleRunStoreTests() {
-	testConformance := func(t *testing.T) {
-		conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-			return memstore.New()
-		}, conformance.Capabilities{})
-	}
-	_ = testConformance
-}
-
-// ExampleCapabilities declares what a memcached-backed store can do: values
+// ExampleLimits declares what a memcached-backed store can do: values
 // just under memcached's 1 MiB item limit, whole-second expiry, and
-// eviction before the TTL.
-func ExampleCapabilities() {
-	caps := conformance.Capabilities{
+// eviction before the TTL. A Harness returns it from its Limits method.
+func ExampleLimits() {
+	limits := conformance.Limits{
 		MaxValueSize:  1<<20 - 1024,
 		TTLResolution: time.Second,
 		Volatile:      true,
 	}
-	fmt.Printf("values up to %d bytes, expiry in steps of %v, evicts: %v\n", caps.MaxValueSize, caps.TTLResolution, caps.Volatile)
+	fmt.Printf("values up to %d bytes, expiry in steps of %v, evicts: %v\n", limits.MaxValueSize, limits.TTLResolution, limits.Volatile)
 	// Output: values up to 1047552 bytes, expiry in steps of 1s, evicts: true
+}
+
+// testHarness is the Harness of this file's stores: make makes each
+// store, and limits are its declared Limits.
+type testHarness struct {
+	make   func() driver.Store
+	limits conformance.Limits
+}
+
+// MakeStore implements conformance.Harness.
+func (h testHarness) MakeStore(context.Context, *testing.T) (driver.Store, error) {
+	return h.make(), nil
+}
+
+// Close implements conformance.Harness.
+func (testHarness) Close() {}
+
+// Limits implements conformance.Limiter.
+func (h testHarness) Limits() conformance.Limits { return h.limits }
+
+// faultyHarness adds faultyStore's raw layer: it is a
+// conformance.RawPutter declaring records.
+type faultyHarness struct {
+	testHarness
+	records map[string][]byte
+}
+
+// PutRaw implements conformance.RawPutter.
+func (faultyHarness) PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
+	return putRawFaulty(ctx, s, key, raw)
+}
+
+// CorruptRecords implements conformance.RawPutter.
+func (h faultyHarness) CorruptRecords() map[string][]byte { return h.records }
+
+// harnessOf is a HarnessMaker that hands every subtest h.
+func harnessOf(h conformance.Harness) conformance.HarnessMaker {
+	return func(context.Context, *testing.T) (conformance.Harness, error) { return h, nil }
+}
+
+// newFaulty returns a faultyStore with fault.
+func newFaulty(fault string) func() driver.Store {
+	return func() driver.Store {
+		return &faultyStore{fault: fault, items: map[string]faultyItem{}, perKey: map[string]driver.Version{}}
+	}
 }
 
 // faultEnv names the fault that TestFaultyStore injects; it is set only
@@ -113,6 +144,9 @@ func TestSuiteCatchesFaults(t *testing.T) {
 			if !strings.Contains(string(out), tc.message) || strings.Contains(string(out), "panic:") || strings.Contains(string(out), "goroutine ") {
 				t.Fatalf("fault %q failed %s without saying %q:\n%s", tc.fault, tc.subtest, tc.message, out)
 			}
+			if !strings.Contains(string(out), ": "+tc.subtest+": ") {
+				t.Fatalf("fault %q failed %s without the subtest's explanation:\n%s", tc.fault, tc.subtest, out)
+			}
 			for _, line := range strings.Split(string(out), "\n") {
 				if strings.Contains(line, "store.go:") || strings.Contains(line, "storewatch.go:") {
 					t.Log(strings.TrimSpace(line))
@@ -129,27 +163,19 @@ func TestFaultyStore(t *testing.T) {
 	if fault == "" {
 		t.Skip("run by TestSuiteCatchesFaults")
 	}
-	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-		return &faultyStore{fault: fault, items: map[string]faultyItem{}, perKey: map[string]driver.Version{}}
-	}, conformance.Capabilities{
-		MaxValueSize:   1 << 20,
-		PutRaw:         putRawFaulty,
-		CorruptRecords: faultyCorruptRecords,
-	})
+	conformance.RunStoreTests(t, harnessOf(faultyHarness{
+		testHarness: testHarness{make: newFaulty(fault), limits: conformance.Limits{MaxValueSize: 1 << 20}},
+		records:     faultyCorruptRecords,
+	}))
 }
 
 // TestFaultFreeStore runs the suite on faultyStore without a fault, raw
 // layer included: it must pass, so each failure TestSuiteCatchesFaults
 // sees comes from the fault it injected.
 func TestFaultFreeStore(t *testing.T) {
-	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-		return &faultyStore{items: map[string]faultyItem{}, perKey: map[string]driver.Version{}}
-	}, conformance.Capabilities{
-		// No MaxValueSize: faultyStore has no limit (fault truncate
-		// breaks LargeValue in another way).
-		PutRaw:         putRawFaulty,
-		CorruptRecords: faultyCorruptRecords,
-	})
+	// No MaxValueSize: faultyStore has no limit (fault truncate breaks
+	// LargeValue in another way).
+	conformance.RunStoreTests(t, harnessOf(faultyHarness{testHarness: testHarness{make: newFaulty("")}, records: faultyCorruptRecords}))
 }
 
 // TestCorruptRecordNeedsDeclaredRecords: a store that offers PutRaw but
@@ -158,9 +184,7 @@ func TestFaultFreeStore(t *testing.T) {
 // child process for the same reason as TestSuiteCatchesFaults.
 func TestCorruptRecordNeedsDeclaredRecords(t *testing.T) {
 	if os.Getenv(faultEnv) == "undeclared" {
-		conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-			return &faultyStore{items: map[string]faultyItem{}, perKey: map[string]driver.Version{}}
-		}, conformance.Capabilities{PutRaw: putRawFaulty})
+		conformance.RunStoreTests(t, harnessOf(faultyHarness{testHarness: testHarness{make: newFaulty("")}}))
 		return
 	}
 	t.Parallel()
@@ -184,7 +208,7 @@ var faultyCorruptRecords = map[string][]byte{
 	"zero-version-with-value": append(make([]byte, faultyHeader), `{"AccessToken":{"secret":1}}`...),
 }
 
-// putRawFaulty is faultyStore's Capabilities.PutRaw: raw is decoded as a
+// putRawFaulty is faultyStore's RawPutter.PutRaw: raw is decoded as a
 // version and a value, and what does not decode is kept as a corrupt
 // record.
 func putRawFaulty(ctx context.Context, s driver.Store, key string, raw []byte) error {
@@ -491,13 +515,13 @@ func newHubStore(t *testing.T, fault string) driver.Store {
 	return &hubStore{hub: newWatchHub(t), fault: fault}
 }
 
-// openHubHandle is hubStore's Capabilities.OpenHandle.
+// openHubHandle is hubStore's HandleOpener.OpenHandle.
 func openHubHandle(t *testing.T, s driver.Store) driver.Store {
 	h := s.(*hubStore)
 	return &hubStore{hub: h.hub, fault: h.fault}
 }
 
-// breakHubWatch is hubStore's Capabilities.BreakWatch: s's watches are
+// breakHubWatch is hubStore's WatchBreaker.BreakWatch: s's watches are
 // cut, told so, and re-established, as a client reconnects.
 func breakHubWatch(t *testing.T, s driver.Store) {
 	h := s.(*hubStore)
@@ -630,15 +654,33 @@ var hubFaults = map[string]bool{
 	"no-recovery": true, "break-unnoticed": true, "stale-version": true,
 }
 
-// hubCaps are the capabilities TestFaultyWatcher and TestFaultFreeWatcher
-// declare for hubStore.
-var hubCaps = conformance.Capabilities{OpenHandle: openHubHandle, BreakWatch: breakHubWatch}
+// hubHarness makes hubStores with a fault, and declares their
+// capabilities: a second handle on a hub, and a way to cut a watch.
+type hubHarness struct {
+	fault string
+}
+
+// MakeStore implements conformance.Harness.
+func (h hubHarness) MakeStore(_ context.Context, t *testing.T) (driver.Store, error) {
+	return newHubStore(t, h.fault), nil
+}
+
+// Close implements conformance.Harness.
+func (hubHarness) Close() {}
+
+// OpenHandle implements conformance.HandleOpener.
+func (hubHarness) OpenHandle(t *testing.T, s driver.Store) (driver.Store, error) {
+	return openHubHandle(t, s), nil
+}
+
+// BreakWatch implements conformance.WatchBreaker.
+func (hubHarness) BreakWatch(t *testing.T, s driver.Store) { breakHubWatch(t, s) }
 
 // TestFaultFreeWatcher runs the whole suite on hubStore without a fault:
 // it must pass, so each failure TestSuiteCatchesFaults sees from
 // TestFaultyWatcher comes from the fault it injected.
 func TestFaultFreeWatcher(t *testing.T) {
-	conformance.RunStoreTests(t, func(t *testing.T) driver.Store { return newHubStore(t, "") }, hubCaps)
+	conformance.RunStoreTests(t, harnessOf(hubHarness{}))
 }
 
 // TestFaultyWatcher runs the suite on a hubStore with the fault named by
@@ -648,5 +690,5 @@ func TestFaultyWatcher(t *testing.T) {
 	if fault == "" {
 		t.Skip("run by TestSuiteCatchesFaults")
 	}
-	conformance.RunStoreTests(t, func(t *testing.T) driver.Store { return newHubStore(t, fault) }, hubCaps)
+	conformance.RunStoreTests(t, harnessOf(hubHarness{fault: fault}))
 }

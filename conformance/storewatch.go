@@ -84,23 +84,16 @@ func (w *suiteWatch) waitUp(t *testing.T, what string) {
 	}
 }
 
-// openHandle returns another handle on s's data: Capabilities.OpenHandle's,
+// openHandle returns another handle on s's data: the HandleOpener's,
 // closed when the test ends, or s itself.
 func (h *storeHarness) openHandle(t *testing.T, s driver.Store) driver.Store {
 	t.Helper()
-	if h.caps.OpenHandle == nil {
+	ho, ok := h.h.(HandleOpener)
+	if !ok {
 		return s
 	}
-	o := h.caps.OpenHandle(t, s)
-	if o == nil {
-		t.Fatal("Capabilities.OpenHandle returned a nil Store")
-	}
-	t.Cleanup(func() {
-		if err := o.Close(); err != nil && !errors.Is(err, driver.ErrClosed) {
-			t.Errorf("Close of the handle Capabilities.OpenHandle opened failed: %v", err)
-		}
-	})
-	return o
+	o, err := ho.OpenHandle(t, s)
+	return closeAtEnd(t, "HandleOpener.OpenHandle", o, err)
 }
 
 // wantChange waits for the ChangeKey of key that a write made after mark
@@ -152,8 +145,8 @@ func (h *storeHarness) testWatch(t *testing.T, s driver.Store) {
 	}
 	wantChange(t, sw, mark, wrote, "a Delete through another handle", "watched", driver.NoVersion)
 
-	if h.caps.BreakWatch != nil {
-		h.testBrokenWatch(t, s, other, sw)
+	if wb, ok := h.h.(WatchBreaker); ok {
+		h.testBrokenWatch(t, wb, s, other, sw)
 	}
 
 	// stop ends the calls: the Adapter's Close relies on it, and fn
@@ -183,22 +176,22 @@ func (h *storeHarness) testWatch(t *testing.T, s driver.Store) {
 	}
 }
 
-// testBrokenWatch cuts the push channel with Capabilities.BreakWatch and
+// testBrokenWatch cuts the push channel with the Harness's WatchBreaker and
 // checks that the watcher is told (ChangeWatchDown: an L1 then flushes
 // and bypasses itself, correct before fast), recovers (ChangeWatchUp) and
 // hears changes again.
-func (h *storeHarness) testBrokenWatch(t *testing.T, s, other driver.Store, sw *suiteWatch) {
+func (h *storeHarness) testBrokenWatch(t *testing.T, wb WatchBreaker, s, other driver.Store, sw *suiteWatch) {
 	t.Helper()
 	mark, broke := sw.log.len(), time.Now()
-	h.caps.BreakWatch(t, s)
+	wb.BreakWatch(t, s)
 	i, down, ok := sw.log.wait(mark, broke.Add(watchBound), isKind(driver.ChangeWatchDown))
 	if !ok {
-		t.Fatalf("after Capabilities.BreakWatch cut the push channel, the watcher was not told ChangeWatchDown within %v (it was told %s): an L1 would go on trusting what it holds while changes are lost",
+		t.Fatalf("after WatchBreaker.BreakWatch cut the push channel, the watcher was not told ChangeWatchDown within %v (it was told %s): an L1 would go on trusting what it holds while changes are lost",
 			watchBound, describeEvents(sw.log.since(mark)))
 	}
 	_, up, ok := sw.log.wait(i+1, down.at.Add(watchBound), isKind(driver.ChangeWatchUp))
 	if !ok {
-		t.Fatalf("after Capabilities.BreakWatch the watcher was told ChangeWatchDown but not ChangeWatchUp within %v of it (then %s): the watch does not recover, and every L1 stays bypassed",
+		t.Fatalf("after WatchBreaker.BreakWatch the watcher was told ChangeWatchDown but not ChangeWatchUp within %v of it (then %s): the watch does not recover, and every L1 stays bypassed",
 			watchBound, describeEvents(sw.log.since(i+1)))
 	}
 	t.Logf("broken watch: ChangeWatchDown after %v, ChangeWatchUp %v later",

@@ -36,13 +36,47 @@ const (
 	hangBound = 8 * time.Second
 )
 
-var caps = conformance.Capabilities{
-	MaxValueSize:   memcachestore.DefaultMaxValueSize,
-	TTLResolution:  time.Second,
-	Volatile:       true,
-	PutRaw:         memcachestore.PutRaw,
-	CorruptRecords: memcachestore.CorruptRecords,
+// harness makes the conformance suites' stores over one client, each
+// under a fresh prefix that starts with base, and plants raw values in
+// them (a conformance.RawPutter).
+type harness struct {
+	c    *memcache.Client
+	base string
 }
+
+// newHarness is a conformance.HarnessMaker over c with prefixes that
+// start with base.
+func newHarness(c *memcache.Client, base string) conformance.HarnessMaker {
+	return func(context.Context, *testing.T) (conformance.Harness, error) {
+		return harness{c: c, base: base}, nil
+	}
+}
+
+// MakeStore implements conformance.Harness.
+func (h harness) MakeStore(context.Context, *testing.T) (driver.Store, error) {
+	return memcachestore.New(h.c, memcachestore.WithPrefix(uniquePrefix(h.base))), nil
+}
+
+// Close implements conformance.Harness: the client is the test's.
+func (harness) Close() {}
+
+// Limits implements conformance.Limiter: memcached's item limit, its
+// whole-second expiry, and its evictions.
+func (harness) Limits() conformance.Limits {
+	return conformance.Limits{
+		MaxValueSize:  memcachestore.DefaultMaxValueSize,
+		TTLResolution: time.Second,
+		Volatile:      true,
+	}
+}
+
+// PutRaw implements conformance.RawPutter.
+func (harness) PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
+	return memcachestore.PutRaw(ctx, s, key, raw)
+}
+
+// CorruptRecords implements conformance.RawPutter.
+func (harness) CorruptRecords() map[string][]byte { return memcachestore.CorruptRecords }
 
 func newClient(t testing.TB, addrs ...string) *memcache.Client {
 	t.Helper()
@@ -69,10 +103,7 @@ func uniquePrefix(base string) string {
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Memcached(t)
-	c := newClient(t, srv.Addr())
-	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-		return memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("msalcache:")))
-	}, caps)
+	conformance.RunStoreTests(t, newHarness(newClient(t, srv.Addr()), "msalcache:"))
 }
 
 // TestConformanceSharded runs the suite over two servers, so that keys of
@@ -80,10 +111,7 @@ func TestConformance(t *testing.T) {
 func TestConformanceSharded(t *testing.T) {
 	t.Parallel()
 	a, b := testserver.Memcached(t), testserver.Memcached(t)
-	c := newClient(t, a.Addr(), b.Addr())
-	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-		return memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("msalcache:")))
-	}, caps)
+	conformance.RunStoreTests(t, newHarness(newClient(t, a.Addr(), b.Addr()), "msalcache:"))
 }
 
 // TestConformanceLongPrefix runs the suite with a prefix so long that every
@@ -91,11 +119,7 @@ func TestConformanceSharded(t *testing.T) {
 func TestConformanceLongPrefix(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Memcached(t)
-	c := newClient(t, srv.Addr())
-	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-		p := uniquePrefix(strings.Repeat("p", 140))
-		return memcachestore.New(c, memcachestore.WithPrefix(p))
-	}, caps)
+	conformance.RunStoreTests(t, newHarness(newClient(t, srv.Addr()), strings.Repeat("p", 140)))
 }
 
 func TestLongKeysStayDistinct(t *testing.T) {

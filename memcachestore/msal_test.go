@@ -24,19 +24,12 @@ import (
 // once, over memstore, in the root package.
 func TestMSALConformance(t *testing.T) {
 	srv := testserver.Memcached(t)
-	c := newClient(t, srv.Addr())
-	newStore := func(t *testing.T) driver.Store {
-		return memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("msal:")))
-	}
+	newHarness := newHarness(newClient(t, srv.Addr()), "msal:")
 	t.Run("Plain", func(t *testing.T) {
-		conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newStore,
-			PutRaw: memcachestore.PutRaw, Damaged: memcachestore.CorruptRecords, SkipLoadTests: true})
+		conformance.RunMSALTests(t, newHarness, conformance.MSALSetup{SkipLoadTests: true})
 	})
 	t.Run("Encrypted", func(t *testing.T) {
-		conformance.RunMSALTests(t, conformance.MSALSetup{
-			NewStore:      newStore,
-			PutRaw:        memcachestore.PutRaw,
-			Damaged:       memcachestore.CorruptRecords,
+		conformance.RunMSALTests(t, newHarness, conformance.MSALSetup{
 			SkipLoadTests: true,
 			// memcached evicts: the key ring lives in a durable store.
 			NewProtector: func(t *testing.T, _ driver.Store) driver.Protector {

@@ -47,9 +47,7 @@ func TestCluster(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("Conformance", func(t *testing.T) {
-		conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-			return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(smallMax))
-		}, withWatch(conformance.Capabilities{MaxValueSize: smallMax}, clusterDeployment(t, cl).newClient))
+		conformance.RunStoreTests(t, withWatch(c, smallMax, clusterDeployment(t, cl).newClient))
 	})
 
 	t.Run("Example", func(t *testing.T) {

@@ -29,33 +29,112 @@ const (
 	smallMax  = 1 << 20
 )
 
-// withRaw adds to caps what the CorruptRecord subtest needs: a way to plant
-// raw values, and the damaged values of this store's layout.
-func withRaw(caps conformance.Capabilities) conformance.Capabilities {
-	caps.PutRaw = redisstore.PutRaw
-	caps.CorruptRecords = redisstore.CorruptRecords
-	return caps
+// harness makes the conformance suites' stores over one client, each
+// under a fresh prefix. It declares maxValue as the stores' limit; zero
+// leaves the store's default, and declares none.
+type harness struct {
+	c        redis.UniversalClient
+	maxValue int
 }
 
-// withWatch adds to caps what the Watch subtest needs: a second handle on
-// a store's keys, through a client of its own from newClient (another
-// instance of the application), and a way to cut the subscription.
-func withWatch(caps conformance.Capabilities, newClient func(t testing.TB) redis.UniversalClient) conformance.Capabilities {
-	caps.OpenHandle = func(t *testing.T, s driver.Store) driver.Store {
-		return redisstore.New(newClient(t), redisstore.WithPrefix(redisstore.Prefix(s)), redisstore.WithMaxValueSize(caps.MaxValueSize))
+// MakeStore implements conformance.Harness.
+func (h *harness) MakeStore(context.Context, *testing.T) (driver.Store, error) {
+	return redisstore.New(h.c, h.options(freshPrefix())...), nil
+}
+
+func (h *harness) options(prefix string) []redisstore.Option {
+	opts := []redisstore.Option{redisstore.WithPrefix(prefix)}
+	if h.maxValue > 0 {
+		opts = append(opts, redisstore.WithMaxValueSize(h.maxValue))
 	}
-	caps.BreakWatch = func(t *testing.T, s driver.Store) {
-		killPubSub(t, redisstore.Client(s))
+	return opts
+}
+
+// Close implements conformance.Harness: the client is the test's.
+func (*harness) Close() {}
+
+// Limits implements conformance.Limiter.
+func (h *harness) Limits() conformance.Limits {
+	return conformance.Limits{MaxValueSize: h.maxValue}
+}
+
+// rawCap is what the CorruptRecord and DamagedPartitionHealed subtests
+// need: a way to plant raw values, and the damaged values of this store's
+// layout (a conformance.RawPutter).
+type rawCap struct{}
+
+// PutRaw implements conformance.RawPutter.
+func (rawCap) PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
+	return redisstore.PutRaw(ctx, s, key, raw)
+}
+
+// CorruptRecords implements conformance.RawPutter.
+func (rawCap) CorruptRecords() map[string][]byte { return redisstore.CorruptRecords }
+
+// watchCap is what the Watch subtest needs: a second handle on a store's
+// keys, through a client of its own from newClient (another instance of
+// the application), and a way to cut the subscription (a
+// conformance.HandleOpener and a conformance.WatchBreaker).
+type watchCap struct {
+	h         *harness
+	newClient func(t testing.TB) redis.UniversalClient
+}
+
+// OpenHandle implements conformance.HandleOpener.
+func (w watchCap) OpenHandle(t *testing.T, s driver.Store) (driver.Store, error) {
+	return redisstore.New(w.newClient(t), w.h.options(redisstore.Prefix(s))...), nil
+}
+
+// BreakWatch implements conformance.WatchBreaker.
+func (watchCap) BreakWatch(t *testing.T, s driver.Store) {
+	killPubSub(t, redisstore.Client(s))
+}
+
+// The harnesses with each set of capabilities the tests declare.
+type (
+	rawHarness struct {
+		*harness
+		rawCap
 	}
-	return caps
+	watchHarness struct {
+		*harness
+		watchCap
+	}
+	fullHarness struct {
+		*harness
+		rawCap
+		watchCap
+	}
+)
+
+// withRaw is a HarnessMaker for stores over c that plants raw values.
+func withRaw(c redis.UniversalClient, maxValue int) conformance.HarnessMaker {
+	return harnessOf(rawHarness{harness: &harness{c: c, maxValue: maxValue}})
+}
+
+// withWatch is a HarnessMaker for stores over c that opens second handles
+// with clients from newClient and cuts subscriptions.
+func withWatch(c redis.UniversalClient, maxValue int, newClient func(t testing.TB) redis.UniversalClient) conformance.HarnessMaker {
+	h := &harness{c: c, maxValue: maxValue}
+	return harnessOf(watchHarness{h, watchCap{h, newClient}})
+}
+
+// withAll is a HarnessMaker with both withRaw's and withWatch's
+// capabilities.
+func withAll(c redis.UniversalClient, maxValue int, newClient func(t testing.TB) redis.UniversalClient) conformance.HarnessMaker {
+	h := &harness{c: c, maxValue: maxValue}
+	return harnessOf(fullHarness{h, rawCap{}, watchCap{h, newClient}})
+}
+
+// harnessOf is a HarnessMaker that hands every subtest h, which holds no
+// state of its own.
+func harnessOf(h conformance.Harness) conformance.HarnessMaker {
+	return func(context.Context, *testing.T) (conformance.Harness, error) { return h, nil }
 }
 
 func TestConformanceSingle(t *testing.T) {
 	d := singleDeployment(t)
-	c := d.newClient(t)
-	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-		return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(singleMax))
-	}, withWatch(withRaw(conformance.Capabilities{MaxValueSize: singleMax}), d.newClient))
+	conformance.RunStoreTests(t, withAll(d.newClient(t), singleMax, d.newClient))
 }
 
 func TestDefaultMaxValueSize(t *testing.T) {
@@ -99,9 +178,7 @@ func TestSentinel(t *testing.T) {
 	setup := testserver.RedisSentinel(t)
 	c := newFailoverClient(t, setup)
 	t.Run("Conformance", func(t *testing.T) {
-		conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
-			return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(smallMax))
-		}, withWatch(withRaw(conformance.Capabilities{MaxValueSize: smallMax}), sentinelDeployment(setup).newClient))
+		conformance.RunStoreTests(t, withAll(c, smallMax, sentinelDeployment(setup).newClient))
 	})
 	t.Run("Example", func(t *testing.T) {
 		checkExample(t, newSentinel(setup.MasterName(), setup.SentinelAddrs()))

@@ -8,7 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// PutRaw is the conformance suite's Capabilities.PutRaw for this store: it
+// PutRaw is the conformance suite's RawPutter.PutRaw for this store: it
 // SETs raw as the whole value of key, past the record format, on whatever
 // deployment the store's client reaches (single node, Sentinel, Cluster).
 func PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
@@ -20,7 +20,7 @@ func PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
 }
 
 // CorruptRecords are values of this store's layout that it cannot decode:
-// the conformance suite's Capabilities.CorruptRecords. The layout's only
+// the conformance suite's RawPutter.CorruptRecords. The layout's only
 // header is the 8-byte version, so a header of the right length is wrong
 // only when it holds version 0; keys of other Redis types are planted by
 // TestMalformedRecord.
