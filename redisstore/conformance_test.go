@@ -51,6 +51,7 @@ func withWatch(caps conformance.Capabilities, newClient func(t testing.TB) redis
 }
 
 func TestConformanceSingle(t *testing.T) {
+	t.Parallel()
 	d := singleDeployment(t)
 	c := d.newClient(t)
 	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
@@ -59,6 +60,7 @@ func TestConformanceSingle(t *testing.T) {
 }
 
 func TestDefaultMaxValueSize(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("moves 64 MiB through Redis")
 	}
@@ -96,6 +98,7 @@ func newFailoverClient(t testing.TB, setup *testserver.SentinelSetup) *redis.Cli
 // versions intact. One setup serves every subtest: starting it takes
 // seconds.
 func TestSentinel(t *testing.T) {
+	t.Parallel()
 	setup := testserver.RedisSentinel(t)
 	c := newFailoverClient(t, setup)
 	t.Run("Conformance", func(t *testing.T) {
