@@ -371,7 +371,7 @@ func runDamaged(t *testing.T, exe, dir string, good []byte, l layout, mode strin
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		cmd := exec.CommandContext(ctx, exe, "-test.run=^$")
-		cmd.Env = append(os.Environ(), damagedEnv+"="+mode+":"+path)
+		cmd.Env = append(os.Environ(), damagedEnv+"="+mode+":"+path, childGORACE())
 		out, err := cmd.CombinedOutput()
 		timedOut := ctx.Err() != nil
 		cancel()
@@ -401,6 +401,20 @@ func runDamaged(t *testing.T, exe, dir string, good []byte, l layout, mode strin
 	}
 	t.Logf("%s: of %d damaged files: %d crashed, %d hung, %d refused at Open, %d moved aside, %d served",
 		mode, len(damagedVariants), counts["crashed"], counts["hung"], counts["refused"], counts["moved aside"], counts["served"])
+}
+
+// childGORACE keeps the race runtime of a -race child from sleeping its
+// default second at exit (atexit_sleep_ms=1000, time for other goroutines
+// to finish a report): the child has stopped its store by then, and 50
+// children idled 50 s that way, most of the test. A race found while the
+// child runs is still reported, and still fails it (exit status 66). Any
+// other GORACE option of the run is kept; so is its own atexit_sleep_ms.
+func childGORACE() string {
+	opts := os.Getenv("GORACE")
+	if !strings.Contains(opts, "atexit_sleep_ms") {
+		opts = strings.TrimSpace(opts + " atexit_sleep_ms=0")
+	}
+	return "GORACE=" + opts
 }
 
 func resultLine(out string) string {

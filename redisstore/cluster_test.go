@@ -41,6 +41,7 @@ func keySlot(t *testing.T, c *redis.ClusterClient, k string) int {
 // scenarios on one 3-master cluster: starting a cluster costs more than the
 // scenarios. The node kill comes last.
 func TestCluster(t *testing.T) {
+	t.Parallel()
 	cl := testserver.RedisCluster(t, 3)
 	c := newClusterClient(t, cl)
 	s := redisstore.New(c)

@@ -133,11 +133,13 @@ func harnessOf(h conformance.Harness) conformance.HarnessMaker {
 }
 
 func TestConformanceSingle(t *testing.T) {
+	t.Parallel()
 	d := singleDeployment(t)
 	conformance.RunStoreTests(t, withAll(d.newClient(t), singleMax, d.newClient))
 }
 
 func TestDefaultMaxValueSize(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("moves 64 MiB through Redis")
 	}
@@ -175,6 +177,7 @@ func newFailoverClient(t testing.TB, setup *testserver.SentinelSetup) *redis.Cli
 // versions intact. One setup serves every subtest: starting it takes
 // seconds.
 func TestSentinel(t *testing.T) {
+	t.Parallel()
 	setup := testserver.RedisSentinel(t)
 	c := newFailoverClient(t, setup)
 	t.Run("Conformance", func(t *testing.T) {

@@ -178,8 +178,16 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 			t.Fatalf("a server without replicas ran %d WAITs", n)
 		}
 		// Asked for a replica that is not there, it waits and says so.
-		s1 := redisstore.New(newClient(t, &redis.Options{Addr: srv.Addr()}), redisstore.WithReplicaWait(1))
-		ctx, cancel = context.WithTimeout(bg, 300*time.Millisecond)
+		// Its connection is made first, and the deadline leaves the write
+		// time to reach WAIT: under -race, with the package's parallel
+		// tests around, dialling and the script took all of 300 ms once,
+		// and the deadline ran out before the WAIT could.
+		c1 := newClient(t, &redis.Options{Addr: srv.Addr()})
+		if err := c1.Ping(bg).Err(); err != nil {
+			t.Fatal(err)
+		}
+		s1 := redisstore.New(c1, redisstore.WithReplicaWait(1))
+		ctx, cancel = context.WithTimeout(bg, time.Second)
 		defer cancel()
 		if _, err := s1.SaveDurable(ctx, "k", []byte("y"), v, 0); !errors.Is(err, driver.ErrNotReplicated) {
 			t.Fatalf("WithReplicaWait(1) without a replica: %v, want ErrNotReplicated", err)

@@ -238,6 +238,7 @@ func TestChangeMessage(t *testing.T) {
 // every slot among the first few hundred thousand numbers, so that its
 // search always ends.
 func TestKeySlot(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cl := testserver.RedisCluster(t, 3)
 	c := redis.NewClient(&redis.Options{Addr: cl.Node(0).Addr()})

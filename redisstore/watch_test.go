@@ -328,6 +328,7 @@ func TestWatchSingle(t *testing.T) {
 }
 
 func TestWatchCluster(t *testing.T) {
+	t.Parallel()
 	cl := testserver.RedisCluster(t, 3)
 	d := clusterDeployment(t, cl)
 	runWatchTests(t, d)
@@ -414,6 +415,9 @@ func addClusterReplica(t *testing.T, cl *testserver.RedisClusterServer, master i
 		"--cluster-config-file", "nodes.conf",
 		"--cluster-node-timeout", "2000",
 		"--cluster-port", bus,
+		// Node 0, back as this node's replica after the failover, syncs
+		// at once instead of 5 s later.
+		"--repl-diskless-sync-delay", "0",
 	))
 	rc := newClient(t, &redis.Options{Addr: r.Addr()})
 	m := newClient(t, &redis.Options{Addr: cl.Node(master).Addr()})
@@ -547,6 +551,7 @@ func saveEventually(t *testing.T, s *redisstore.Store, key string) driver.Versio
 // master within a poll, goes down and up, subscribes on node 0 and drops
 // its subscription on the demoted node.
 func TestWatchClusterFailover(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cl := testserver.RedisCluster(t, 3)
 	replica := addClusterReplica(t, cl, 0)
@@ -650,6 +655,7 @@ func TestWatchClusterFailover(t *testing.T) {
 // ends it, as it ends the watch of any other client: the watcher is told
 // down, and the subscriptions on the masters are gone.
 func TestWatchClusterClientClosed(t *testing.T) {
+	t.Parallel()
 	cl := testserver.RedisCluster(t, 3)
 	c := newClusterClient(t, cl)
 	s := redisstore.New(c)

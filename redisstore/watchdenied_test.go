@@ -151,6 +151,7 @@ func aclDenials(t *testing.T, admin *redis.Client, user string) int64 {
 // warning naming the permission, Stats.L1WatchDenied, one Event, no
 // retry, and every call served from the store.
 func TestWatchDeniedByACL(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	srv, admin, _ := newSingle(t)
 	if err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-subscribe").Err(); err != nil {
@@ -221,6 +222,7 @@ func TestWatchDeniedChannel(t *testing.T) {
 // subscription ends the whole watch (a watch that misses one master's
 // changes is no watch) and the Adapter says so once.
 func TestWatchDeniedCluster(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cl := testserver.RedisCluster(t, 3)
 	cl.WaitHealthy(t)
