@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
+	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/cachedoc"
+	"github.com/msalcache/msalcache/observe"
 )
 
 // clientState is the adapter's model of one MSAL client's in-memory cache:
@@ -35,7 +38,7 @@ type clientState struct {
 
 // partition is one stored partition as the adapter last saw it.
 type partition struct {
-	version Version
+	version driver.Version
 	known   bool   // false after a store error: the version is unknown
 	seq     uint64 // when it was loaded or written, in Adapter.clock order
 	raw     []byte // plaintext JSON; nil when absent or unreadable
@@ -47,9 +50,9 @@ type partition struct {
 	// exports must not be stored there (not a new sign-in).
 	removed, fenced bool
 	// removedSessions: the sign-in sessions the removal record names.
-	removedSessions []sessionID
+	removedSessions []cachedoc.SessionID
 
-	doc    *document // parsed raw, built on first use
+	doc    *cachedoc.Document // parsed raw, built on first use
 	docErr error
 }
 
@@ -63,12 +66,12 @@ func (p *partition) unreadable() *partition {
 	return &partition{version: p.version, known: p.known, seq: p.seq, used: p.used, stale: true}
 }
 
-func (p *partition) document() (*document, error) {
+func (p *partition) document() (*cachedoc.Document, error) {
 	if p.doc == nil && p.docErr == nil {
 		if p.raw == nil {
-			p.doc = &document{}
+			p.doc = &cachedoc.Document{}
 		} else {
-			p.doc, p.docErr = parseDocument(p.raw)
+			p.doc, p.docErr = cachedoc.Parse(p.raw)
 		}
 	}
 	return p.doc, p.docErr
@@ -76,7 +79,7 @@ func (p *partition) document() (*document, error) {
 
 // holds reports whether MSAL's cache already holds partition key at
 // version v (any version when exact is false), and marks it used.
-func (cs *clientState) holds(key string, v Version, exact bool, now time.Time) bool {
+func (cs *clientState) holds(key string, v driver.Version, exact bool, now time.Time) bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	cur := cs.parts[key]
@@ -149,7 +152,7 @@ func (cs *clientState) isPartitioned() bool {
 // handOver unmarshals partition p into MSAL's cache u, together with the
 // partitions of the same client loaded within the lending window. It
 // reports whether u turned out to be MSAL's on-behalf-of manager.
-func (cs *clientState) handOver(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, e *Event) (partitioned bool) {
+func (cs *clientState) handOver(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, e *observe.Event) (partitioned bool) {
 	return cs.handOverLending(ctx, a, u, key, p, false, e)
 }
 
@@ -163,11 +166,11 @@ const maxKeptOutage = 256
 // handOverKeeping is handOver lending the partitions MSAL holds, whenever
 // they were used (the most recent maxKeptOutage of them): while the store
 // is away nothing could load them back.
-func (cs *clientState) handOverKeeping(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, e *Event) (partitioned bool) {
+func (cs *clientState) handOverKeeping(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, e *observe.Event) (partitioned bool) {
 	return cs.handOverLending(ctx, a, u, key, p, true, e)
 }
 
-func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, all bool, e *Event) (partitioned bool) {
+func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, all bool, e *observe.Event) (partitioned bool) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	now := a.cfg.now()
@@ -192,18 +195,18 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 	if len(lent) > 0 {
 		own, err := p.document()
 		if err != nil {
-			e.Outcome, e.Reason = OutcomeError, ReasonCorrupt
+			e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonCorrupt
 			a.log(ctx, slog.LevelWarn, "replace: stored partition is not an MSAL cache; treating it as a miss", "replace", key, errAttr(err))
 			p = p.unreadable()
 			own, _ = p.document()
 		}
-		docs := make([]*document, 0, len(lent))
+		docs := make([]*cachedoc.Document, 0, len(lent))
 		for _, q := range lent {
 			if d, err := q.p.document(); err == nil {
 				docs = append(docs, d)
 			}
 		}
-		payload = union(own, docs).encode()
+		payload = cachedoc.Union(own, docs).Encode()
 	}
 	if payload == nil {
 		payload = emptyCache
@@ -215,7 +218,7 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 			cs.partitioned, cs.valid, cs.parts = true, false, nil
 			return true
 		}
-		e.Outcome, e.Reason = OutcomeError, ReasonCorrupt
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonCorrupt
 		// MSAL's decoder quotes what it read, and what it read is stored
 		// data (a token, a user name): log the kind of failure only.
 		a.log(ctx, slog.LevelWarn, "replace: MSAL rejected the stored partition; treating it as a miss", "replace", key, errAttr(errMSALRejected))

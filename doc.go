@@ -3,21 +3,32 @@
 //
 // MSAL-Go keeps tokens in memory and lets an application persist them
 // through the cache.ExportReplace hook. An [Adapter] implements that hook
-// over a [Store]: Redis (package redisstore), memcached (memcachestore), a
-// bbolt file (boltstore, the default for a single instance) or memory
-// (memstore). A token fetched by one server is then served by every other
+// over a [driver.Store]: Redis (package redisstore), memcached (memcachestore),
+// PostgreSQL (pgstore), a bbolt file (boltstore, the default for a single
+// instance) or memory (memstore). A token fetched by one server is then served by every other
 // server without another round trip to Microsoft Entra ID.
 //
 //	store, err := boltstore.Open("tokens.db")
-//	...
+//	if err != nil {
+//		return err
+//	}
+//	defer store.Close()
 //	ring, err := protect.NewKeyRing(ctx, store, kek) // keys that rotate on their own
-//	...
+//	if err != nil {
+//		return err
+//	}
+//	defer ring.Close()
 //	adapter, err := msalcache.New(store, msalcache.WithProtector(ring))
-//	...
+//	if err != nil {
+//		return err
+//	}
+//	defer func() { err = errors.Join(err, adapter.Close()) }() // sign-outs it could not store
 //	pool, err := msalcache.NewClientPool(adapter, func(c cache.ExportReplace) (confidential.Client, error) {
 //		return confidential.New(authority, clientID, cred, confidential.WithCache(c))
 //	})
-//	...
+//	if err != nil {
+//		return err
+//	}
 //	ar, err := pool.AcquireTokenSilent(ctx, homeAccountID, scopes) // from any goroutine
 //
 // New insists on a choice between WithProtector and WithPlaintext, so
@@ -47,7 +58,7 @@
 //     rewritten.
 //   - Keys. A partition key names a user; the store sees only a hash of it
 //     under the namespace ([Adapter.StoreKey]): an HMAC under the key
-//     ring's secret when the Protector is a [KeyHasher], else a SHA-256.
+//     ring's secret when the Protector is a [driver.KeyHasher], else a SHA-256.
 //   - Ownership. Replace hands MSAL, and Export stores, only the entries
 //     MSAL-Go files under the partition's key, decided by each entry's
 //     fields, whatever bytes the store holds.
@@ -126,7 +137,7 @@
 //   - a compare-and-set merge or retry of a write that loaded the
 //     partition before the removal;
 //   - a failover that loses the record: on a replicated Redis, Remove
-//     waits for a replica ([DurableSaver]), and an Adapter with [WithL1]
+//     waits for a replica ([driver.DurableSaver]), and an Adapter with [WithL1]
 //     re-asserts its removals of the last five minutes when its watch sees
 //     the store come back after a gap.
 //
@@ -177,7 +188,7 @@
 //
 // # Watching it run
 //
-// Every operation is one [Event] (what, how it ended, the store, bytes,
+// Every operation is one [observe.Event] (what, how it ended, the store, bytes,
 // duration; never a token or a partition key) for the Observers given
 // with [WithObserver]. [Adapter.Stats] counts the same Events with a
 // built-in [StatsCounter]; package msalcacheotel records them as

@@ -10,6 +10,7 @@ import (
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/memstore"
 )
 
@@ -42,7 +43,7 @@ func ExampleWithStoreErrorHandler() {
 	adapter, err := msalcache.New(store, msalcache.WithPlaintext(),
 		msalcache.WithLogger(slog.New(slog.DiscardHandler)),
 		msalcache.WithStoreErrorHandler(func(ctx context.Context, e msalcache.StoreError) {
-			fmt.Printf("store failure during %s: closed=%v\n", e.Op, errors.Is(e.Err, msalcache.ErrClosed))
+			fmt.Printf("store failure during %s: closed=%v\n", e.Op, errors.Is(e.Err, driver.ErrClosed))
 		}))
 	if err != nil {
 		log.Fatal(err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/memstore"
+	"github.com/msalcache/msalcache/observe"
 )
 
 // An Observer hears every operation: here one that prints them, and a
@@ -14,7 +15,7 @@ import (
 // provides one that records OpenTelemetry metrics and spans.
 func ExampleWithObserver() {
 	ctx := context.Background()
-	printer := msalcache.ObserverFunc(func(_ context.Context, e msalcache.Event) {
+	printer := observe.Func(func(_ context.Context, e observe.Event) {
 		fmt.Println(e.Op, e.Outcome, e.Store)
 	})
 	farm := &msalcache.StatsCounter{}

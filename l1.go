@@ -7,22 +7,26 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/cachedoc"
+	"github.com/msalcache/msalcache/observe"
 )
 
 // Defaults of L1Options.
 const (
-	// DefaultL1MaxBytes bounds the partitions an L1 keeps in memory.
-	DefaultL1MaxBytes = 64 << 20
-	// DefaultL1MaxStale is how long an L1 trusts what it confirmed before
+	// defaultL1MaxBytes bounds the partitions an L1 keeps in memory.
+	defaultL1MaxBytes = 64 << 20
+	// defaultL1MaxStale is how long an L1 trusts what it confirmed before
 	// asking the store again.
-	DefaultL1MaxStale = 2 * time.Second
+	defaultL1MaxStale = 2 * time.Second
 )
 
 // L1Options configures the in-process cache that WithL1 puts in front of
 // the store.
 type L1Options struct {
 	// MaxBytes bounds the decrypted partitions kept in memory; the least
-	// recently used go first. Zero means DefaultL1MaxBytes (64 MiB).
+	// recently used go first. Zero means 64 MiB.
 	MaxBytes int64
 	// MaxStale is the longest the L1 serves what it confirmed without
 	// asking the store, whatever else it hears: a hard bound on how stale
@@ -32,7 +36,7 @@ type L1Options struct {
 	// (expiry, eviction, an operator's FLUSHDB). On a store that cannot
 	// push (memcached) it is the staleness itself: a sign-out or a new
 	// token on another instance is seen within MaxStale, not at once.
-	// Zero means DefaultL1MaxStale (2 s).
+	// Zero means 2 s.
 	MaxStale time.Duration
 	// VersionsOnly keeps only the version of each partition, never its
 	// decrypted tokens: a client that already holds the version is still
@@ -61,15 +65,15 @@ func WithL1(o L1Options) Option {
 	return func(c *config) error {
 		switch {
 		case o.MaxBytes < 0:
-			return fmt.Errorf("msalcache: WithL1: MaxBytes %d: pass a positive size in bytes, or 0 for the default %d", o.MaxBytes, DefaultL1MaxBytes)
+			return fmt.Errorf("msalcache: WithL1: MaxBytes %d: pass a positive size in bytes, or 0 for the default %d", o.MaxBytes, defaultL1MaxBytes)
 		case o.MaxStale < 0:
-			return fmt.Errorf("msalcache: WithL1: MaxStale %v: pass a positive duration, or 0 for the default %v", o.MaxStale, DefaultL1MaxStale)
+			return fmt.Errorf("msalcache: WithL1: MaxStale %v: pass a positive duration, or 0 for the default %v", o.MaxStale, defaultL1MaxStale)
 		}
 		if o.MaxBytes == 0 {
-			o.MaxBytes = DefaultL1MaxBytes
+			o.MaxBytes = defaultL1MaxBytes
 		}
 		if o.MaxStale == 0 {
-			o.MaxStale = DefaultL1MaxStale
+			o.MaxStale = defaultL1MaxStale
 		}
 		c.l1 = &o
 		return nil
@@ -99,15 +103,15 @@ type l1 struct {
 // l1Entry is one partition key's state.
 type l1Entry struct {
 	key      string
-	gen      uint64  // counts the Changes of key and the flushes
-	pushed   Version // what the latest Change of key reported
-	inflight int     // calls between begin and end
+	gen      uint64         // counts the Changes of key and the flushes
+	pushed   driver.Version // what the latest Change of key reported
+	inflight int            // calls between begin and end
 
 	held      bool // what follows is set
-	version   Version
+	version   driver.Version
 	confirmed time.Time
-	raw       []byte    // the partition's own entries, decrypted; nil when absent or VersionsOnly
-	doc       *document // raw parsed, or nil
+	raw       []byte             // the partition's own entries, decrypted; nil when absent or VersionsOnly
+	doc       *cachedoc.Document // raw parsed, or nil
 	size      int64
 	elem      *list.Element
 }
@@ -124,9 +128,9 @@ type l1Ticket struct {
 
 // l1Hit is a confirmed partition served from the l1.
 type l1Hit struct {
-	version Version
+	version driver.Version
 	raw     []byte
-	doc     *document
+	doc     *cachedoc.Document
 	hasData bool          // raw and doc are the partition (not VersionsOnly)
 	fresh   bool          // confirmed within MaxStale
 	age     time.Duration // since it was confirmed
@@ -176,12 +180,12 @@ func (c *l1) begin(key string) (*l1Ticket, l1Hit, bool) {
 
 // end closes the call t, setting what it confirmed when set is true, and
 // returns how many entries it evicted to make room.
-func (c *l1) end(t *l1Ticket, set bool, v Version, raw []byte, doc *document) (evicted int) {
+func (c *l1) end(t *l1Ticket, set bool, v driver.Version, raw []byte, doc *cachedoc.Document) (evicted int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := t.e
 	e.inflight--
-	if set && c.live && (e.gen == t.gen || e.pushed == v && v != NoVersion) {
+	if set && c.live && (e.gen == t.gen || e.pushed == v && v != driver.NoVersion) {
 		evicted = c.setLocked(e, v, raw, doc)
 	}
 	if e.inflight == 0 && !e.held {
@@ -191,21 +195,21 @@ func (c *l1) end(t *l1Ticket, set bool, v Version, raw []byte, doc *document) (e
 }
 
 // l1End is l1.end, telling the Observers of the evictions.
-func (a *Adapter) l1End(t *l1Ticket, set bool, v Version, raw []byte, doc *document) {
+func (a *Adapter) l1End(t *l1Ticket, set bool, v driver.Version, raw []byte, doc *cachedoc.Document) {
 	for range a.l1.end(t, set, v, raw, doc) {
-		e := a.begin(OpEviction)
-		e.Outcome = OutcomeOK
+		e := a.begin(observe.OpEviction)
+		e.Outcome = observe.OutcomeOK
 		a.emit(context.Background(), &e)
 	}
 }
 
-func (c *l1) setLocked(e *l1Entry, v Version, raw []byte, doc *document) (evicted int) {
+func (c *l1) setLocked(e *l1Entry, v driver.Version, raw []byte, doc *cachedoc.Document) (evicted int) {
 	if c.opts.VersionsOnly {
 		raw, doc = nil, nil
 	}
 	c.bytes -= e.size
 	e.held, e.version, e.confirmed, e.raw, e.doc = true, v, c.now(), raw, doc
-	e.size = int64(len(raw)+len(e.key)) + doc.footprint() + l1Overhead
+	e.size = int64(len(raw)+len(e.key)) + doc.Footprint() + l1Overhead
 	c.bytes += e.size
 	if e.elem == nil {
 		e.elem = c.lru.PushFront(e)
@@ -237,43 +241,43 @@ func (c *l1) forget(key string) {
 	defer c.mu.Unlock()
 	if e := c.entries[key]; e != nil {
 		e.gen++
-		e.pushed = NoVersion
+		e.pushed = driver.NoVersion
 		c.dropLocked(e)
 	}
 }
 
 // onChange is the Watcher's callback. It reports whether the change made
 // the l1 drop anything it held.
-func (c *l1) onChange(ch Change) (dropped bool) {
+func (c *l1) onChange(ch driver.Change) (dropped bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch ch.Kind {
-	case ChangeKey:
+	case driver.ChangeKey:
 		e := c.entries[ch.Key]
 		if e == nil {
 			return false // held nowhere, no call on it: nothing to correct
 		}
 		e.gen++
 		e.pushed = ch.Version
-		if e.held && (e.version != ch.Version || ch.Version == NoVersion) {
+		if e.held && (e.version != ch.Version || ch.Version == driver.NoVersion) {
 			c.dropLocked(e)
 			return true
 		}
-	case ChangeWatchDown:
+	case driver.ChangeWatchDown:
 		// Nothing is served from the L1 until the watch is up again, but
 		// the data stays for fallback: if the store itself is down, what
 		// was confirmed within MaxStale is better than signing users out.
 		for _, e := range c.entries {
 			e.gen++
-			e.pushed = NoVersion
+			e.pushed = driver.NoVersion
 		}
 		c.live = false
-	case ChangeWatchUp:
+	case driver.ChangeWatchUp:
 		// Whatever was learned before may have missed changes.
 		for _, e := range c.entries {
 			dropped = dropped || e.held
 			e.gen++
-			e.pushed = NoVersion
+			e.pushed = driver.NoVersion
 			c.dropLocked(e)
 		}
 		c.live = true
@@ -322,7 +326,7 @@ func (a *Adapter) Close() (err error) {
 			if a.l1.stop != nil {
 				a.l1.stop()
 			}
-			a.l1.onChange(Change{Kind: ChangeWatchDown})
+			a.l1.onChange(driver.Change{Kind: driver.ChangeWatchDown})
 		}
 		a.mu.Lock()
 		a.closed = true
@@ -338,15 +342,15 @@ func (a *Adapter) Close() (err error) {
 
 // onChange is the L1's Watcher callback: the change reaches the L1, and
 // the Observers are told what it did there.
-func (a *Adapter) onChange(ch Change) {
-	if ch.Kind == ChangeWatchDenied {
+func (a *Adapter) onChange(ch driver.Change) {
+	if ch.Kind == driver.ChangeWatchDenied {
 		a.onWatchDenied(ch)
 		return
 	}
 	switch ch.Kind {
-	case ChangeWatchDown:
+	case driver.ChangeWatchDown:
 		a.watchGap.Store(true)
-	case ChangeWatchUp:
+	case driver.ChangeWatchUp:
 		if a.watchGap.Swap(false) {
 			// The store is back after a gap, perhaps on a new
 			// primary that lacks the latest removals. fn must not
@@ -355,20 +359,20 @@ func (a *Adapter) onChange(ch Change) {
 		}
 	}
 	dropped := a.l1.onChange(ch)
-	e := a.begin(OpInvalidation)
+	e := a.begin(observe.OpInvalidation)
 	switch {
-	case ch.Kind == ChangeWatchDown:
-		e.Outcome, e.Reason = OutcomeError, ReasonStore
+	case ch.Kind == driver.ChangeWatchDown:
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonStore
 	case dropped:
-		e.Outcome = OutcomeOK
+		e.Outcome = observe.OutcomeOK
 	default:
-		e.Outcome = OutcomeSkipped // nothing held was stale
+		e.Outcome = observe.OutcomeSkipped // nothing held was stale
 	}
 	a.emit(context.Background(), &e)
 }
 
 // watch starts the L1's watch of a store that reports changes.
-func (a *Adapter) watch(w Watcher) error {
+func (a *Adapter) watch(w driver.Watcher) error {
 	stop, err := w.Watch(context.Background(), a.onChange)
 	if err != nil {
 		return fmt.Errorf("msalcache: WithL1: the store cannot report changes: %w", err)

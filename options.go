@@ -6,32 +6,35 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/observe"
 )
 
 // Defaults for the options below.
 const (
-	// DefaultTimeout bounds each Replace or Export whose context has no
+	// defaultTimeout bounds each Replace or Export whose context has no
 	// deadline, as MSAL's ExportReplace contract asks. Replace treats a
 	// store that does not answer in time as a miss.
-	DefaultTimeout = 2 * time.Second
-	// DefaultUserTTL is how long a user's partition lives after its last
+	defaultTimeout = 2 * time.Second
+	// defaultUserTTL is how long a user's partition lives after its last
 	// write: the lifetime of an Entra ID refresh token.
-	DefaultUserTTL = 90 * 24 * time.Hour
-	// DefaultMaxPartitionSize bounds what one partition may hold, stored
+	defaultUserTTL = 90 * 24 * time.Hour
+	// defaultMaxPartitionSize bounds what one partition may hold, stored
 	// or exported (see WithMaxPartitionSize). A user's partition is a few
 	// KiB; an app partition with hundreds of tenants and scopes stays
 	// well under a MiB.
-	DefaultMaxPartitionSize = 16 << 20
-	// DefaultNamespace is the namespace of an Adapter built without
+	defaultMaxPartitionSize = 16 << 20
+	// defaultNamespace is the namespace of an Adapter built without
 	// WithNamespace.
-	DefaultNamespace = "default"
+	defaultNamespace = "default"
 )
 
 // Option configures an Adapter.
 type Option func(*config) error
 
 type config struct {
-	protector      Protector
+	protector      driver.Protector
 	plaintext      bool
 	namespace      string
 	singlePart     bool
@@ -48,14 +51,14 @@ type config struct {
 	l1             *L1Options // nil: no L1
 	breaker        BreakerOptions
 	onStoreError   func(context.Context, StoreError)
-	observers      []Observer
+	observers      []observe.Observer
 }
 
 func defaultConfig() config {
 	return config{
-		namespace:      DefaultNamespace,
-		timeout:        DefaultTimeout,
-		userTTL:        DefaultUserTTL,
+		namespace:      defaultNamespace,
+		timeout:        defaultTimeout,
+		userTTL:        defaultUserTTL,
 		minTTL:         time.Minute,
 		logger:         slog.Default(),
 		now:            time.Now,
@@ -63,10 +66,10 @@ func defaultConfig() config {
 		maxLent:        64,
 		exportAttempts: 4,
 		clientIdle:     defaultClientIdle,
-		maxPartition:   DefaultMaxPartitionSize,
+		maxPartition:   defaultMaxPartitionSize,
 		breaker: BreakerOptions{
-			Failures: DefaultBreakerFailures, ProbeMax: DefaultBreakerProbeMax,
-			MaxPending: DefaultMaxPending, MaxPendingBytes: DefaultMaxPendingBytes,
+			Failures: defaultBreakerFailures, ProbeMax: defaultBreakerProbeMax,
+			MaxPending: defaultMaxPending, MaxPendingBytes: defaultMaxPendingBytes,
 		},
 	}
 }
@@ -74,7 +77,7 @@ func defaultConfig() config {
 // WithProtector makes the Adapter seal everything it stores with p, binding
 // each blob to its store key. Use protect.NewKeyRing for keys that rotate on
 // their own.
-func WithProtector(p Protector) Option {
+func WithProtector(p driver.Protector) Option {
 	return func(c *config) error {
 		if p == nil {
 			return errors.New("msalcache: WithProtector(nil): pass a Protector, or WithPlaintext() to store tokens unencrypted")
@@ -97,6 +100,7 @@ func WithPlaintext() Option {
 // WithNamespace isolates applications that share one store: each namespace
 // has its own keys, and a protected blob moved to another namespace does
 // not decrypt. A namespace is 1 to 64 letters, digits, '-', '_' or '.'.
+// Without it the namespace is "default".
 func WithNamespace(ns string) Option {
 	return func(c *config) error {
 		if err := validNamespace(ns); err != nil {
@@ -134,7 +138,7 @@ func WithSinglePartition() Option {
 }
 
 // WithTimeout sets the deadline of a Replace or Export whose context has
-// none (default DefaultTimeout). A context that has a deadline keeps it.
+// none (default 2 s). A context that has a deadline keeps it.
 func WithTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
@@ -146,7 +150,7 @@ func WithTimeout(d time.Duration) Option {
 }
 
 // WithUserTTL sets how long a partition that holds a user's sign-in lives
-// after its last write (default DefaultUserTTL). Partitions that hold only
+// after its last write (default 90 days, the lifetime of an Entra ID refresh token). Partitions that hold only
 // app tokens expire with their latest access token.
 func WithUserTTL(d time.Duration) Option {
 	return func(c *config) error {
@@ -173,7 +177,7 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithMaxPartitionSize bounds the size of one stored partition, in bytes as
-// stored (default DefaultMaxPartitionSize). Decrypting, parsing and handing
+// stored (default 16 MiB). Decrypting, parsing and handing
 // MSAL a blob costs time and memory in proportion to its size, after the
 // store call's deadline: a larger stored blob is a miss (logged with its
 // size and this option's name), and a larger export is not stored, so that

@@ -15,6 +15,7 @@ import (
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
+	"github.com/msalcache/msalcache/observe"
 )
 
 // defaultPoolSize is how many MSAL clients a ClientPool holds at most
@@ -413,9 +414,9 @@ func (p *ClientPool) SignOut(ctx context.Context, homeAccountID string) error {
 // lendingOverflow reports, for the Replace e into a shared client, that more
 // partitions were in flight than the Adapter lends: counted (through e, as
 // ReasonLendingOverflow) every time, logged once per Adapter.
-func (a *Adapter) lendingOverflow(ctx context.Context, key string, e *Event) {
-	if e.Reason == ReasonNone {
-		e.Reason = ReasonLendingOverflow
+func (a *Adapter) lendingOverflow(ctx context.Context, key string, e *observe.Event) {
+	if e.Reason == observe.ReasonNone {
+		e.Reason = observe.ReasonLendingOverflow
 	}
 	if a.lendWarned.CompareAndSwap(false, true) {
 		a.log(ctx, slog.LevelWarn,

@@ -9,6 +9,10 @@ import (
 	"reflect"
 	"sync"
 	"time"
+
+	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/cachedoc"
+	"github.com/msalcache/msalcache/observe"
 )
 
 // Removals (sign-outs) and why they are records, not deletes.
@@ -50,7 +54,7 @@ var errRemoved = errors.New("msalcache: the partition was removed after this wri
 func IsRemovalRecord(plain []byte) bool { return isRemoval(plain) }
 
 // removedDoc stands, in the L1, for a removal record.
-var removedDoc = &document{}
+var removedDoc = &cachedoc.Document{}
 
 // reassertWindow is how long after a removal the Adapter re-asserts it when
 // its watch reports the store back after a gap (a failover may have lost
@@ -64,24 +68,24 @@ const reassertWindow = 5 * time.Minute
 // the sign-in sessions of what it replaces (see sessions.go). On a store
 // that replicates asynchronously it waits for a replica (DurableSaver),
 // bounded by ctx.
-func (a *Adapter) storeRemoval(ctx context.Context, key string) (Version, []sessionID, error) {
-	var sessions []sessionID
+func (a *Adapter) storeRemoval(ctx context.Context, key string) (driver.Version, []cachedoc.SessionID, error) {
+	var sessions []cachedoc.SessionID
 	for attempt := 0; ; attempt++ {
 		blob, ifv, err := a.load(ctx, key)
 		switch {
 		case err == nil:
 			sessions = unionSessions(sessions, a.sessionsOf(ctx, key, blob))
-		case errors.Is(err, ErrNotFound), errors.Is(err, ErrCorrupt):
-			ifv = NoVersion
+		case errors.Is(err, driver.ErrNotFound), errors.Is(err, driver.ErrCorrupt):
+			ifv = driver.NoVersion
 		default:
-			return NoVersion, nil, err
+			return driver.NoVersion, nil, err
 		}
 		sealed, err := a.seal(ctx, encodeRemoval(sessions), key)
 		if err != nil {
-			return NoVersion, nil, err
+			return driver.NoVersion, nil, err
 		}
 		v, err := a.saveRemoval(ctx, key, sealed, ifv)
-		if !errors.Is(err, ErrConflict) || attempt >= 8 {
+		if !errors.Is(err, driver.ErrConflict) || attempt >= 8 {
 			return v, sessions, err
 		}
 		// Written in between: remove that version too.
@@ -91,7 +95,7 @@ func (a *Adapter) storeRemoval(ctx context.Context, key string) (Version, []sess
 // sessionsOf returns the sign-in sessions of blob, stored under key: those
 // of its ID tokens, or those a removal record names. A blob it cannot
 // read names none.
-func (a *Adapter) sessionsOf(ctx context.Context, key string, blob []byte) []sessionID {
+func (a *Adapter) sessionsOf(ctx context.Context, key string, blob []byte) []cachedoc.SessionID {
 	plain, err := a.open(ctx, blob, key)
 	if err != nil {
 		return nil
@@ -99,11 +103,11 @@ func (a *Adapter) sessionsOf(ctx context.Context, key string, blob []byte) []ses
 	if isRemoval(plain) {
 		return decodeRemoval(plain)
 	}
-	doc, err := parseDocument(plain)
+	doc, err := cachedoc.Parse(plain)
 	if err != nil {
 		return nil
 	}
-	return doc.sessions()
+	return doc.Sessions()
 }
 
 // removals is the Adapter's bookkeeping of the removals it made: those the
@@ -121,7 +125,7 @@ type removals struct {
 // recentRemoval is a removal stored within reassertWindow.
 type recentRemoval struct {
 	at       time.Time
-	sessions []sessionID // those its record names
+	sessions []cachedoc.SessionID // those its record names
 }
 
 // pendingSeq reports whether a removal of key waits for the store, and
@@ -141,7 +145,7 @@ func (r *removals) count() int {
 
 // stored records that the removal of key (asked at seq, or any when seq is
 // 0), naming sessions, is in the store.
-func (r *removals) stored(key string, seq uint64, now time.Time, sessions []sessionID) {
+func (r *removals) stored(key string, seq uint64, now time.Time, sessions []cachedoc.SessionID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s, ok := r.pending[key]; ok && (seq == 0 || s <= seq) {
@@ -185,7 +189,7 @@ func (a *Adapter) remove(o *op, partitionKey string) error {
 	dctx, cancel := a.bound(ctx, key)
 	defer cancel()
 	err := errBreakerOpen
-	var sessions []sessionID
+	var sessions []cachedoc.SessionID
 	if !a.brk.isOpen(key) {
 		_, sessions, err = a.storeRemoval(dctx, key)
 	}
@@ -196,23 +200,23 @@ func (a *Adapter) remove(o *op, partitionKey string) error {
 	// instance serves the partition again without loading it.
 	a.resetClients(key)
 	switch {
-	case err == nil, errors.Is(err, ErrNotReplicated):
-		e.Outcome = OutcomeDeleted
+	case err == nil, errors.Is(err, driver.ErrNotReplicated):
+		e.Outcome = observe.OutcomeDeleted
 		a.rm.stored(key, seq, a.cfg.now(), sessions)
 		if err != nil {
 			// Stored on the primary; re-asserted if a failover loses it.
 			a.log(ctx, slog.LevelWarn, "remove: no replica confirmed the removal in time; it is re-asserted if the store fails over", "remove", key)
 		}
 		return nil
-	case errors.Is(err, ErrTooLarge):
-		e.Outcome, e.Reason = OutcomeError, ReasonOversized
+	case errors.Is(err, driver.ErrTooLarge):
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonOversized
 		return fmt.Errorf("msalcache: remove partition: %w", err)
 	}
 	if !errors.Is(err, errBreakerOpen) {
 		e.StoreErrors++
 		a.storeFailed(ctx, "remove", key, err)
 	}
-	e.Outcome, e.Reason = OutcomeKept, reasonOf(ctx, err)
+	e.Outcome, e.Reason = observe.OutcomeKept, reasonOf(ctx, err)
 	if a.rm.keep(key, seq) {
 		go a.retryRemovals()
 	}
@@ -291,15 +295,15 @@ func (a *Adapter) deliverRemovals(force bool) int {
 			continue // the probe finds the store back first
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.timeout)
-		e := a.begin(OpRemove)
+		e := a.begin(observe.OpRemove)
 		_, sessions, err := a.storeRemoval(ctx, key)
 		cancel()
-		if err == nil || errors.Is(err, ErrNotReplicated) {
+		if err == nil || errors.Is(err, driver.ErrNotReplicated) {
 			r.stored(key, seq, a.cfg.now(), sessions)
-			e.Outcome = OutcomeDeleted
+			e.Outcome = observe.OutcomeDeleted
 			n++
 		} else {
-			e.Outcome, e.Reason, e.StoreErrors = OutcomeKept, ReasonStore, 1
+			e.Outcome, e.Reason, e.StoreErrors = observe.OutcomeKept, observe.ReasonStore, 1
 			a.storeFailed(context.Background(), "remove", key, err)
 		}
 		a.emit(context.Background(), &e)
@@ -341,7 +345,7 @@ func (a *Adapter) reassertRemovals() {
 	r := &a.rm
 	now := a.cfg.now()
 	r.mu.Lock()
-	keys := make(map[string][]sessionID)
+	keys := make(map[string][]cachedoc.SessionID)
 	for k, rr := range r.recent {
 		if now.Sub(rr.at) <= reassertWindow {
 			keys[k] = rr.sessions
@@ -351,16 +355,16 @@ func (a *Adapter) reassertRemovals() {
 	for key, removed := range keys {
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.timeout)
 		if a.removalLost(ctx, key, removed) {
-			e := a.begin(OpRemove)
-			if _, sessions, err := a.storeRemoval(ctx, key); err == nil || errors.Is(err, ErrNotReplicated) {
-				e.Outcome = OutcomeDeleted
+			e := a.begin(observe.OpRemove)
+			if _, sessions, err := a.storeRemoval(ctx, key); err == nil || errors.Is(err, driver.ErrNotReplicated) {
+				e.Outcome = observe.OutcomeDeleted
 				r.stored(key, 0, a.cfg.now(), unionSessions(sessions, removed))
 				if a.l1 != nil {
 					a.l1.forget(key)
 				}
 				a.log(ctx, slog.LevelWarn, "remove: a removal was lost by the store (failover) and is stored again", "remove", key)
 			} else {
-				e.Outcome, e.Reason, e.StoreErrors = OutcomeKept, ReasonStore, 1
+				e.Outcome, e.Reason, e.StoreErrors = observe.OutcomeKept, observe.ReasonStore, 1
 				if a.rm.keep(key, 0) {
 					go a.retryRemovals()
 				}
@@ -375,10 +379,10 @@ func (a *Adapter) reassertRemovals() {
 // named the sessions removed: the key is absent, or holds a user's
 // partition that is not a new sign-in. A load that fails says nothing:
 // the next gap of the watch tries again.
-func (a *Adapter) removalLost(ctx context.Context, key string, removed []sessionID) bool {
+func (a *Adapter) removalLost(ctx context.Context, key string, removed []cachedoc.SessionID) bool {
 	blob, _, err := a.load(ctx, key)
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, driver.ErrNotFound):
 		return true
 	case err != nil:
 		return false
@@ -387,7 +391,7 @@ func (a *Adapter) removalLost(ctx context.Context, key string, removed []session
 	if err != nil || isRemoval(plain) {
 		return false
 	}
-	doc, err := parseDocument(plain)
+	doc, err := cachedoc.Parse(plain)
 	if err != nil {
 		return false
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/entratest"
 	"github.com/msalcache/msalcache/internal/storetest"
 	"github.com/msalcache/msalcache/internal/wait"
@@ -23,7 +24,7 @@ type farm struct {
 	t     *testing.T
 	ctx   context.Context
 	entra *entratest.Server
-	store msalcache.Store
+	store driver.Store
 	alice entratest.User
 }
 
@@ -36,7 +37,7 @@ func newFarm(t *testing.T) *farm {
 		alice: entra.AddUser("contoso", "alice@contoso.com", "")}
 }
 
-func (f *farm) instance(s msalcache.Store) (*msalcache.Adapter, confidential.Client) {
+func (f *farm) instance(s driver.Store) (*msalcache.Adapter, confidential.Client) {
 	f.t.Helper()
 	a, err := msalcache.New(s, msalcache.WithPlaintext(), msalcache.WithLogger(slog.New(slog.DiscardHandler)),
 		msalcache.WithBreaker(msalcache.BreakerOptions{ProbeMax: 50 * time.Millisecond}))

@@ -10,6 +10,7 @@ import (
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/memstore"
 )
 
@@ -53,7 +54,7 @@ func l1MemoryBench(b *testing.B, withL1 bool) {
 		plain += len(blob)
 		// Straight into the store, so that no Adapter state of the
 		// writes is on the heap.
-		if _, err := store.Save(ctx, writer.StoreKey(parts[i]), blob, msalcache.NoVersion, 0); err != nil {
+		if _, err := store.Save(ctx, writer.StoreKey(parts[i]), blob, driver.NoVersion, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

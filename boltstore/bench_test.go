@@ -4,16 +4,16 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/driver"
 )
 
 // BenchmarkStore's Save is one transaction and one fsync per write;
 // SaveParallel's writers share commits (group commit), so its ns/op falls
 // well below Save's.
 func BenchmarkStore(b *testing.B) {
-	conformance.RunStoreBenchmarks(b, func(b *testing.B) msalcache.Store {
+	conformance.RunStoreBenchmarks(b, func(b *testing.B) driver.Store {
 		s, err := boltstore.Open(filepath.Join(b.TempDir(), "bench.db"))
 		if err != nil {
 			b.Fatal(err)

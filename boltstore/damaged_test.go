@@ -18,6 +18,7 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/boltstore"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/entratest"
 	"github.com/msalcache/msalcache/internal/testring"
 )
@@ -370,7 +371,7 @@ func runDamaged(t *testing.T, exe, dir string, good []byte, l layout, mode strin
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		cmd := exec.CommandContext(ctx, exe, "-test.run=^$")
-		cmd.Env = append(os.Environ(), damagedEnv+"="+mode+":"+path)
+		cmd.Env = append(os.Environ(), damagedEnv+"="+mode+":"+path, childGORACE())
 		out, err := cmd.CombinedOutput()
 		timedOut := ctx.Err() != nil
 		cancel()
@@ -400,6 +401,20 @@ func runDamaged(t *testing.T, exe, dir string, good []byte, l layout, mode strin
 	}
 	t.Logf("%s: of %d damaged files: %d crashed, %d hung, %d refused at Open, %d moved aside, %d served",
 		mode, len(damagedVariants), counts["crashed"], counts["hung"], counts["refused"], counts["moved aside"], counts["served"])
+}
+
+// childGORACE keeps the race runtime of a -race child from sleeping its
+// default second at exit (atexit_sleep_ms=1000, time for other goroutines
+// to finish a report): the child has stopped its store by then, and 50
+// children idled 50 s that way, most of the test. A race found while the
+// child runs is still reported, and still fails it (exit status 66). Any
+// other GORACE option of the run is kept; so is its own atexit_sleep_ms.
+func childGORACE() string {
+	opts := os.Getenv("GORACE")
+	if !strings.Contains(opts, "atexit_sleep_ms") {
+		opts = strings.TrimSpace(opts + " atexit_sleep_ms=0")
+	}
+	return "GORACE=" + opts
 }
 
 func resultLine(out string) string {
@@ -443,7 +458,7 @@ func useDamaged(arg string) int {
 	var keys []string
 	listErr := s.List(ctx, "", func(k string) error { keys = append(keys, k); return nil })
 	loads, failed := 0, 0
-	versions := map[string]msalcache.Version{}
+	versions := map[string]driver.Version{}
 	for _, k := range keys {
 		if _, v, err := s.Load(ctx, k); err == nil {
 			loads++
@@ -456,7 +471,7 @@ func useDamaged(arg string) int {
 	}
 	writes := 0
 	for i := range 20 {
-		if _, err := s.Save(ctx, fmt.Sprintf("new-%02d", i), bytes.Repeat([]byte{'v'}, 3000), msalcache.NoVersion, time.Hour); err == nil {
+		if _, err := s.Save(ctx, fmt.Sprintf("new-%02d", i), bytes.Repeat([]byte{'v'}, 3000), driver.NoVersion, time.Hour); err == nil {
 			writes++
 		}
 	}
@@ -474,8 +489,8 @@ func useDamaged(arg string) int {
 	}
 	// Expire everything and let the sweeper delete it.
 	var swept atomic.Int64
-	stop, watchErr := s.Watch(ctx, func(c msalcache.Change) {
-		if c.Kind == msalcache.ChangeKey {
+	stop, watchErr := s.Watch(ctx, func(c driver.Change) {
+		if c.Kind == driver.ChangeKey {
 			swept.Add(1)
 		}
 	})

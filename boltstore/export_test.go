@@ -5,14 +5,14 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	bolt "go.etcd.io/bbolt"
 )
 
-// PutRaw is the conformance suite's Capabilities.PutRaw for this store: it
+// PutRaw is the conformance suite's RawPutter.PutRaw for this store: it
 // writes raw as the record under key in s's bucket, past the record format,
 // as a damaged file or another program would.
-func PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+func PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
 	bs, ok := s.(*Store)
 	if !ok {
 		return fmt.Errorf("PutRaw: %T is not a *boltstore.Store", s)
@@ -30,7 +30,7 @@ func PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) erro
 }
 
 // CorruptRecords are records of this package's layout that decodeRecord
-// rejects: the conformance suite's Capabilities.CorruptRecords.
+// rejects: the conformance suite's RawPutter.CorruptRecords.
 var CorruptRecords = map[string][]byte{
 	// The right length, a valid format and expiry, version 0.
 	"zero-version": append([]byte{formatV1}, make([]byte, headerLen-1)...),

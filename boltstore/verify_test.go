@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 )
 
 // fuzzSeedFile is a small store file, with a branch page when big, for
@@ -22,7 +22,7 @@ func fuzzSeedFile(f *testing.F, records int) []byte {
 		f.Fatal(err)
 	}
 	for i := range records {
-		if _, err := s.Save(context.Background(), fmt.Sprintf("k%03d", i), bytes.Repeat([]byte{'v'}, 300), msalcache.NoVersion, time.Hour); err != nil {
+		if _, err := s.Save(context.Background(), fmt.Sprintf("k%03d", i), bytes.Repeat([]byte{'v'}, 300), driver.NoVersion, time.Hour); err != nil {
 			f.Fatal(err)
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 )
 
 // BenchValueSize is the value size RunStoreBenchmarks uses: a user's
@@ -20,12 +20,15 @@ const BenchValueSize = 4 << 10
 // that has a deadline, as the Adapter passes. newStore is called once per
 // sub-benchmark (several times, as the benchmark grows b.N) and may
 // return a store over the same data each time: the keys are deleted
-// first. Close the store with b.Cleanup.
+// first. Close the store with b.Cleanup. It takes a constructor rather
+// than a HarnessMaker: a Harness serves the *testing.T of one subtest and
+// promises an empty store with capabilities to check, while a benchmark
+// only needs a store, which the *testing.B reruns may share.
 //
 //	func BenchmarkStore(b *testing.B) {
-//		conformance.RunStoreBenchmarks(b, func(b *testing.B) msalcache.Store { ... })
+//		conformance.RunStoreBenchmarks(b, func(b *testing.B) driver.Store { ... })
 //	}
-func RunStoreBenchmarks(b *testing.B, newStore func(b *testing.B) msalcache.Store) {
+func RunStoreBenchmarks(b *testing.B, newStore func(b *testing.B) driver.Store) {
 	value := make([]byte, BenchValueSize)
 	ctx := func(b *testing.B) context.Context {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
@@ -37,7 +40,7 @@ func RunStoreBenchmarks(b *testing.B, newStore func(b *testing.B) msalcache.Stor
 		if err := s.Delete(ctx, "bench/load"); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := s.Save(ctx, "bench/load", value, msalcache.NoVersion, time.Hour); err != nil {
+		if _, err := s.Save(ctx, "bench/load", value, driver.NoVersion, time.Hour); err != nil {
 			b.Fatal(err)
 		}
 		b.SetBytes(BenchValueSize)
@@ -53,7 +56,7 @@ func RunStoreBenchmarks(b *testing.B, newStore func(b *testing.B) msalcache.Stor
 		if err := s.Delete(ctx, "bench/save"); err != nil {
 			b.Fatal(err)
 		}
-		v := msalcache.NoVersion
+		v := driver.NoVersion
 		b.SetBytes(BenchValueSize)
 		b.ReportAllocs()
 		for b.Loop() {
@@ -75,7 +78,7 @@ func RunStoreBenchmarks(b *testing.B, newStore func(b *testing.B) msalcache.Stor
 				b.Error(err)
 				return
 			}
-			v := msalcache.NoVersion
+			v := driver.NoVersion
 			for pb.Next() {
 				var err error
 				if v, err = s.Save(ctx, key, value, v, time.Hour); err != nil {

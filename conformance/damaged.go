@@ -11,19 +11,22 @@ import (
 // partition was damaged.
 const healClients = 5
 
-// testDamagedPartitionHealed plants each of setup.Damaged, and a 3-byte
-// value, past the store's record format, under the key of an app partition (one tenant
-// each) and lets healClients fresh instances, as the servers of a farm
+// testDamagedPartitionHealed plants each of the Harness's CorruptRecords,
+// and a 3-byte value, past the store's record format, under the key of an
+// app partition (one tenant each) and lets healClients fresh instances, as the servers of a farm
 // would, ask for the app token. The first must read the damaged record as
 // a miss (counted as corrupt, not as a store failure) and replace it, so
 // that the others are served from the store: one token request, not five.
 func testDamagedPartitionHealed(f *fixture) {
-	damaged := maps.Clone(f.setup.Damaged)
+	damaged := maps.Clone(f.raw.CorruptRecords())
+	if len(damaged) == 0 {
+		f.t.Fatal("the Harness is a RawPutter but CorruptRecords is empty: name the damaged records to plant")
+	}
 	damaged["3-bytes"] = []byte("abc") // too short for any header
 	for _, name := range slices.Sorted(maps.Keys(damaged)) {
 		tenant := "damaged-" + name
 		key := f.adapter(nil).StoreKey(appPartitionKey(tenant))
-		if err := f.setup.PutRaw(f.ctx, f.store, key, damaged[name]); err != nil {
+		if err := f.raw.PutRaw(f.ctx, f.store, key, damaged[name]); err != nil {
 			f.t.Fatalf("%s: planting the damaged record: %v", name, err)
 		}
 		before := f.srv.TokenRequests()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/protect"
 )
 
@@ -38,23 +39,23 @@ import (
 //	})
 func RunKeyWrapperTests(t *testing.T, newWrapper func(t *testing.T) protect.KeyWrapper) {
 	t.Helper()
-	h := &wrapperHarness{newWrapper: newWrapper}
-	for _, st := range []struct {
-		name string
-		fn   func(*testing.T)
-	}{
-		{"RoundTrip", h.testRoundTrip},
-		{"WrongAADRefused", h.testWrongAAD},
-		{"WrongKeyRefused", h.testWrongKey},
-		{"TamperedRefused", h.testTampered},
-		{"WrapsDiffer", h.testWrapsDiffer},
-		{"ConcurrentUse", h.testConcurrent},
-		{"RotationKeepsOldDataReadable", h.testRotation},
-		{"FarmOfTwoServesTokens", h.testFarm},
-		{"MigrationFromAESKeepsTokens", h.testMigration},
-	} {
-		t.Run(st.name, st.fn)
-	}
+	runCases(t, &wrapperHarness{newWrapper: newWrapper}, wrapperCases)
+}
+
+// wrapperCases are RunKeyWrapperTests' cases, in the order they run. The
+// suite keeps a plain constructor rather than a Harness: a KeyWrapper has
+// no store to make and no optional capability to declare (the farm
+// scenarios bring their own store).
+var wrapperCases = []suiteCase[func(h *wrapperHarness, t *testing.T)]{
+	{"RoundTrip", "a data key wrapped unwraps to the same bytes", (*wrapperHarness).testRoundTrip},
+	{"WrongAADRefused", "a wrapping is bound to its associated data: another ring's record does not unwrap with it", (*wrapperHarness).testWrongAAD},
+	{"WrongKeyRefused", "another KEK does not unwrap what this one wrapped", (*wrapperHarness).testWrongKey},
+	{"TamperedRefused", "an altered wrapping is refused, not unwrapped to other bytes", (*wrapperHarness).testTampered},
+	{"WrapsDiffer", "two wrappings of one key differ", (*wrapperHarness).testWrapsDiffer},
+	{"ConcurrentUse", "one wrapper serves every ring of a process at once (run with -race)", (*wrapperHarness).testConcurrent},
+	{"RotationKeepsOldDataReadable", "after a move to a new KEK, blobs sealed before stay readable", (*wrapperHarness).testRotation},
+	{"FarmOfTwoServesTokens", "two servers, each with a ring under the KEK, share tokens through one store without a KEK call after their start", (*wrapperHarness).testFarm},
+	{"MigrationFromAESKeepsTokens", "a farm moved from an AES KEK to this one keeps serving the tokens stored before", (*wrapperHarness).testMigration},
 }
 
 type wrapperHarness struct {
@@ -280,7 +281,7 @@ func (h *wrapperHarness) testRotation(t *testing.T) {
 }
 
 // farmRing opens a ring as a server of a farm does at start.
-func farmRing(t *testing.T, store msalcache.Store, kek protect.KeyWrapper, opts ...protect.Option) *protect.KeyRing {
+func farmRing(t *testing.T, store driver.Store, kek protect.KeyWrapper, opts ...protect.Option) *protect.KeyRing {
 	t.Helper()
 	base := []protect.Option{protect.WithAutoRefresh(false), protect.WithLogger(slog.New(slog.DiscardHandler))}
 	r, err := protect.NewKeyRing(context.Background(), store, kek, append(base, opts...)...)
@@ -301,7 +302,7 @@ func kekCalls(r *protect.KeyRing) (calls int64) {
 
 func (h *wrapperHarness) testFarm(t *testing.T) {
 	kek := h.open(t)
-	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) msalcache.Store { return newCASMap() }})
+	f := newFixture(t, casMapHarness, MSALSetup{})
 	ring1 := farmRing(t, f.store, kek)
 	ring2 := farmRing(t, f.store, kek)
 	started1, started2 := kekCalls(ring1), kekCalls(ring2)
@@ -325,9 +326,14 @@ func (h *wrapperHarness) testFarm(t *testing.T) {
 	t.Logf("KEK %q: calls at start: server 1 (created the ring) %d, server 2 %d; while serving: 0", kek.ID(), started1, started2)
 }
 
+// casMapHarness makes the casMap stores of the KEK farm scenarios.
+func casMapHarness(context.Context, *testing.T) (Harness, error) {
+	return storeMaker(func() driver.Store { return newCASMap() }), nil
+}
+
 // adapterWith builds an instance's Adapter over the fixture's store,
 // encrypting with p.
-func (f *fixture) adapterWith(p msalcache.Protector) suiteAdapter {
+func (f *fixture) adapterWith(p driver.Protector) suiteAdapter {
 	f.t.Helper()
 	a, err := msalcache.New(f.store, msalcache.WithLogger(testLogger(f.t)), msalcache.WithProtector(p))
 	if err != nil {
@@ -341,7 +347,7 @@ func (f *fixture) adapterWith(p msalcache.Protector) suiteAdapter {
 // its server at each step, and checks that the users who signed in
 // before are served from the cache throughout.
 func (h *wrapperHarness) testMigration(t *testing.T) {
-	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) msalcache.Store { return newCASMap() }})
+	f := newFixture(t, casMapHarness, MSALSetup{})
 	envKEK, err := protect.NewAESKeyWrapper("env-kek", randomBytes(protect.KEKSize))
 	if err != nil {
 		t.Fatal(err)
@@ -392,40 +398,40 @@ func (h *wrapperHarness) testMigration(t *testing.T) {
 // compare-and-set, TTLs ignored.
 type casMap struct {
 	mu   sync.Mutex
-	next msalcache.Version
+	next driver.Version
 	m    map[string]casEntry
 }
 
 type casEntry struct {
 	v   []byte
-	ver msalcache.Version
+	ver driver.Version
 }
 
 func newCASMap() *casMap {
 	return &casMap{m: map[string]casEntry{}}
 }
 
-func (s *casMap) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *casMap) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, msalcache.NoVersion, err
+		return nil, driver.NoVersion, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.m[key]
 	if !ok {
-		return nil, msalcache.NoVersion, msalcache.ErrNotFound
+		return nil, driver.NoVersion, driver.ErrNotFound
 	}
 	return bytes.Clone(e.v), e.ver, nil
 }
 
-func (s *casMap) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, _ time.Duration) (msalcache.Version, error) {
+func (s *casMap) Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, _ time.Duration) (driver.Version, error) {
 	if err := ctx.Err(); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m[key].ver != ifVersion {
-		return msalcache.NoVersion, msalcache.ErrConflict
+		return driver.NoVersion, driver.ErrConflict
 	}
 	s.next++
 	s.m[key] = casEntry{v: bytes.Clone(value), ver: s.next}

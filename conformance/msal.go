@@ -19,30 +19,21 @@ import (
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/public"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/entratest"
 )
 
-// MSALSetup describes the backend that RunMSALTests puts behind real
-// MSAL-Go clients.
+// MSALSetup is how RunMSALTests uses the stores its Harness makes: whether
+// and how it encrypts, the Adapter options, and which subtests it skips.
+// The zero MSALSetup runs every subtest on plaintext.
 type MSALSetup struct {
-	// NewStore returns a fresh, empty store. Every simulated application
-	// instance of a subtest shares it, as the servers of a farm share
-	// Redis. The suite does not close it: register t.Cleanup.
-	NewStore func(t *testing.T) msalcache.Store
 	// NewProtector, when set, returns the Protector that the subtest's
-	// instances encrypt with (called once per subtest). Leave it nil to
-	// run the suite on plaintext.
-	NewProtector func(t *testing.T, store msalcache.Store) msalcache.Protector
+	// instances encrypt with (called once per subtest, with the subtest's
+	// store, in which a key ring may live). Leave it nil to run the suite
+	// on plaintext.
+	NewProtector func(t *testing.T, store driver.Store) driver.Protector
 	// Options are added to every Adapter the suite builds.
 	Options []msalcache.Option
-	// PutRaw, when set, writes raw under key past the store's record
-	// format, as Capabilities.PutRaw does. The suite then plants each of
-	// Damaged under a partition's key and checks that the first instance
-	// to miss it repairs it.
-	PutRaw func(ctx context.Context, s msalcache.Store, key string, raw []byte) error
-	// Damaged names the damaged records PutRaw plants (for example the
-	// store's Capabilities.CorruptRecords); the suite adds a 3-byte value.
-	Damaged map[string][]byte
 	// SkipLoadTests skips the suite's load subtests,
 	// ManyWritersLoseNothing and SharedClientManyUsers, and nothing else.
 	// They cost most of the suite's time and measure the Adapter's
@@ -59,7 +50,7 @@ type MSALSetup struct {
 	// plaintext) and the options the suite would pass to msalcache.New
 	// besides WithProtector or WithPlaintext, which it chooses itself.
 	// Unexported: a backend's test has only the one Adapter to run.
-	newAdapter func(store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (suiteAdapter, error)
+	newAdapter func(store driver.Store, protector driver.Protector, opts []msalcache.Option) (suiteAdapter, error)
 }
 
 // suiteAdapter is what the suite needs of an adapter: the hook MSAL calls,
@@ -84,84 +75,146 @@ const (
 	appScope      = "api://backend/.default"
 )
 
-// RunMSALTests proves that the Adapter, over the backend described by
-// setup, handles MSAL-Go's cache hook correctly with real MSAL-Go clients talking
-// to an entratest token endpoint: tokens are shared between instances,
-// users never see each other's tokens, MSAL-Go's on-behalf-of and public
-// client pitfalls are handled, concurrent writers lose nothing, and a
-// failing store never fails a token call. Token-endpoint request counts
-// prove every cache hit.
+// RunMSALTests proves that the Adapter, over the stores newHarness's
+// Harness makes, handles MSAL-Go's cache hook correctly with real MSAL-Go
+// clients talking to an entratest token endpoint: tokens are shared
+// between instances, users never see each other's tokens, MSAL-Go's
+// on-behalf-of and public client pitfalls are handled, concurrent writers
+// lose nothing, and a failing store never fails a token call. Token-endpoint
+// request counts prove every cache hit.
+//
+// Every subtest calls newHarness once and MakeStore once: every simulated
+// application instance of the subtest shares that store, as the servers
+// of a farm share Redis. The suite closes the store when the subtest ends,
+// after the adapters over it. A failing subtest prints, after its failure,
+// one line on what an adapter or store that fails it breaks.
 //
 // The pool subtests (PoolUsersAndApp, SharedClientManyUsers/ClientPool)
 // run the user and app scenarios through a msalcache.ClientPool on each
 // instance, with many goroutines and users at once: no failed call, no
 // wrong token, no token request beyond those asked for.
 //
+// The sign-out subtests race a sign-out on one instance with a refresh in
+// flight on another (with and without the L1) and sign the user in again.
+//
 // The L1 subtests run two instances with msalcache.WithL1 over the store:
 // a token renewed on one is served by the other, and a sign-out on one
 // reaches the other, once the change reached it (through the store's push
-// when it is a msalcache.Watcher, else after MaxStale); with the push cut,
+// when it is a driver.Watcher, else after MaxStale); with the push cut,
 // nothing older than MaxStale is served; and with the partition confirmed,
 // silent calls make no store call at all.
-func RunMSALTests(t *testing.T, setup MSALSetup) {
+//
+// With a RawPutter Harness, DamagedPartitionHealed plants each of its
+// CorruptRecords under a partition's key and checks that the first
+// instance to miss it repairs it. With setup.NewProtector,
+// NothingInClear checks that no token reaches the store in clear.
+func RunMSALTests(t *testing.T, newHarness HarnessMaker, setup MSALSetup) {
 	t.Helper()
-	if setup.NewStore == nil {
-		t.Fatal("conformance: MSALSetup.NewStore is nil")
+	if newHarness == nil {
+		t.Fatal("conformance: RunMSALTests needs a HarnessMaker")
 	}
-	run := func(name string, test func(f *fixture)) {
-		t.Run(name, func(t *testing.T) { test(newFixture(t, setup)) })
-	}
-	run("AppTokenSharedByInstances", testAppTokenShared)
-	run("UserServedOnAnotherInstance", testUserOnAnotherInstance)
-	run("NoPartitionHoldsAnotherUsersTokens", testNoCrossUserData)
-	run("PublicClientSinglePartition", testPublicClient)
-	run("OnBehalfOf", testOnBehalfOf)
-	run("RemoveAccount", testRemoveAccount)
-	run("ForeignBytesNeverStored", testForeignBytesNeverStored)
-	run("RemovedUserNeverServed", testRemovedUserNeverServed)
-	run("ConcurrentWritersLoseNothing", testConcurrentWriters)
-	run("PoolUsersAndApp", testPool)
-	// load runs a load subtest unless the setup already ran it on
-	// another topology of the same store.
-	load := func(name string, test func(f *fixture)) {
-		if setup.SkipLoadTests {
-			t.Run(name, func(t *testing.T) {
+	for _, tc := range msalCases {
+		t.Run(tc.name, func(t *testing.T) {
+			defer explainFailure(t, tc.name, tc.explanation)
+			if tc.load && setup.SkipLoadTests {
 				t.Skip("MSALSetup.SkipLoadTests: this load subtest ran on another topology of the store")
-			})
-			return
-		}
-		run(name, test)
+			}
+			var opts []entratest.Option
+			if tc.refreshing {
+				// Access tokens that MSAL takes for expired (it refreshes
+				// those with less than five minutes left): every silent
+				// call redeems the refresh token.
+				opts = append(opts, entratest.WithTokenLifetime(time.Minute))
+			}
+			f := newFixture(t, newHarness, setup, opts...)
+			if tc.needs != nil {
+				if why := tc.needs(f); why != "" {
+					t.Skip(why)
+				}
+			}
+			tc.run(f)
+		})
 	}
-	if setup.NewProtector == nil {
+}
+
+// msalCase is a case of RunMSALTests.
+type msalCase struct {
+	suiteCase[func(f *fixture)]
+	// load marks the costly load subtests that MSALSetup.SkipLoadTests
+	// skips.
+	load bool
+	// refreshing gives the subtest access tokens that MSAL refreshes on
+	// every silent call.
+	refreshing bool
+	// needs, when set, says why the case cannot run on f ("" when it can).
+	needs func(f *fixture) string
+}
+
+func msal(name, explanation string, run func(f *fixture)) msalCase {
+	return msalCase{suiteCase: suiteCase[func(f *fixture)]{name, explanation, run}}
+}
+
+// msalCases are RunMSALTests' cases, in the order they run.
+var msalCases = []msalCase{
+	msal("AppTokenSharedByInstances", "an app token one instance bought is served to every other instance from the store: one token request, not one per server", testAppTokenShared),
+	msal("UserServedOnAnotherInstance", "a user who signed in on one instance is served silently on another: the web farm's whole point", testUserOnAnotherInstance),
+	msal("NoPartitionHoldsAnotherUsersTokens", "each user's partition keeps that user's entries only: a shared client must never store one user's tokens under another's key", testNoCrossUserData),
+	msal("PublicClientSinglePartition", "a public client keeps its one partition and serves every account in it", testPublicClient),
+	msal("OnBehalfOf", "on-behalf-of tokens are stored under the partition the hints name, not where MSAL-Go exports them", testOnBehalfOf),
+	msal("RemoveAccount", "sign-out removes the partition from the store and a later miss leaves MSAL's memory empty", testRemoveAccount),
+	msal("ForeignBytesNeverStored", "entries of another partition that a client holds are never written into this one", testForeignBytesNeverStored),
+	msal("RemovedUserNeverServed", "a user signed out on one instance is never served again on another", testRemovedUserNeverServed),
+	msal("ConcurrentWritersLoseNothing", "instances writing one partition at once retry compare-and-set until every token is kept", testConcurrentWriters),
+	msal("PoolUsersAndApp", "a ClientPool serves many users and the app from many goroutines with no failure and no extra token request", testPool),
+	{
+		suiteCase: suiteCase[func(f *fixture)]{"ManyWritersLoseNothing", "under load, many writers of one partition lose no token (the Adapter's retries)", testManyWritersLoseNothing},
+		load:      true,
 		// The suite's costliest subtest, and what it proves (retries of
 		// compare-and-set) does not depend on encryption.
-		load("ManyWritersLoseNothing", testManyWritersLoseNothing)
-	}
-	run("FailingStoreNeverFailsTokenCalls", testFailingStore)
-	run("SlowStoreBoundedByTimeout", testSlowStore)
-	load("SharedClientManyUsers", testSharedClient)
-	// Access tokens that MSAL takes for expired (it refreshes those with
-	// less than five minutes left): every silent call redeems the
-	// refresh token.
-	refreshing := func(name string, test func(f *fixture)) {
-		t.Run(name, func(t *testing.T) { test(newFixture(t, setup, entratest.WithTokenLifetime(time.Minute))) })
-	}
-	refreshing("SignOutBeatsRefreshInFlight", func(f *fixture) { testSignOutBeatsRefreshInFlight(f, false) })
-	refreshing("SignOutBeatsRefreshInFlightL1", func(f *fixture) { testSignOutBeatsRefreshInFlight(f, true) })
-	run("SignInAfterSignOut", testSignInAfterSignOut)
-	run("L1RefreshOnAServedOnB", testL1RefreshOnAServedOnB)
-	run("L1RemoveOnAReachesB", testL1RemoveOnAReachesB)
-	run("L1NeverOlderThanMaxStale", testL1NeverOlderThanMaxStale)
-	run("L1HotPathNoStoreCalls", testL1HotPath)
-	if setup.NewProtector != nil {
-		run("NothingInClear", testNothingInClear)
-	}
-	if setup.PutRaw != nil {
-		if len(setup.Damaged) == 0 {
-			t.Fatal("conformance: MSALSetup.PutRaw is set but Damaged is empty: name the damaged records to plant")
-		}
-		run("DamagedPartitionHealed", testDamagedPartitionHealed)
-	}
+		needs: func(f *fixture) string {
+			if f.setup.NewProtector != nil {
+				return "runs on plaintext only: what it proves does not depend on encryption"
+			}
+			return ""
+		},
+	},
+	msal("FailingStoreNeverFailsTokenCalls", "a store that fails makes misses, never failed token calls", testFailingStore),
+	msal("SlowStoreBoundedByTimeout", "a store that hangs costs a token call no more than the Adapter's timeout", testSlowStore),
+	{
+		suiteCase: suiteCase[func(f *fixture)]{"SharedClientManyUsers", "many users on one client, one client per request or a pool get their own tokens, with no failure beyond a sliver", testSharedClient},
+		load:      true,
+	},
+	{
+		suiteCase:  suiteCase[func(f *fixture)]{"SignOutBeatsRefreshInFlight", "a refresh in flight on one instance when the user signs out on another does not bring the user back", func(f *fixture) { testSignOutBeatsRefreshInFlight(f, false) }},
+		refreshing: true,
+	},
+	{
+		suiteCase:  suiteCase[func(f *fixture)]{"SignOutBeatsRefreshInFlightL1", "the same race with the L1 on both instances: no L1 keeps the signed-out user", func(f *fixture) { testSignOutBeatsRefreshInFlight(f, true) }},
+		refreshing: true,
+	},
+	msal("SignInAfterSignOut", "a user who signed out can sign in again and is served from the store", testSignInAfterSignOut),
+	msal("L1RefreshOnAServedOnB", "a token renewed on instance A is what B's L1 serves once the change reached B", testL1RefreshOnAServedOnB),
+	msal("L1RemoveOnAReachesB", "a sign-out on instance A is a sign-out on B once it reached B", testL1RemoveOnAReachesB),
+	msal("L1NeverOlderThanMaxStale", "with the push lost, an L1 serves nothing older than MaxStale", testL1NeverOlderThanMaxStale),
+	msal("L1HotPathNoStoreCalls", "with the partition confirmed, a silent call is served from the L1 without a store call", testL1HotPath),
+	{
+		suiteCase: suiteCase[func(f *fixture)]{"NothingInClear", "with a Protector, no token, secret or account reaches the store unencrypted", testNothingInClear},
+		needs: func(f *fixture) string {
+			if f.protector == nil {
+				return "MSALSetup.NewProtector is nil: the suite runs on plaintext"
+			}
+			return ""
+		},
+	},
+	{
+		suiteCase: suiteCase[func(f *fixture)]{"DamagedPartitionHealed", "a partition the store cannot decode is read as a miss, counted as corrupt and repaired by the first instance, so a farm buys one token, not one per server", testDamagedPartitionHealed},
+		needs: func(f *fixture) string {
+			if f.raw == nil {
+				return "the Harness is not a RawPutter: the suite cannot plant a damaged partition"
+			}
+			return ""
+		},
+	},
 }
 
 // testLogger sends the adapter's records to the test log, so that what it
@@ -181,21 +234,26 @@ func (w testWriter) Write(p []byte) (int, error) {
 // fixture is one subtest's world: a token endpoint, a store, and the
 // simulated application instances built on them.
 type fixture struct {
-	t         *testing.T
-	ctx       context.Context
-	setup     MSALSetup
-	srv       *entratest.Server
-	store     msalcache.Store
-	protector msalcache.Protector
-	users     []entratest.User
+	t          *testing.T
+	ctx        context.Context
+	newHarness HarnessMaker
+	setup      MSALSetup
+	srv        *entratest.Server
+	store      driver.Store
+	raw        RawPutter // the Harness's, or nil
+	protector  driver.Protector
+	users      []entratest.User
 }
 
-func newFixture(t *testing.T, setup MSALSetup, opts ...entratest.Option) *fixture {
+func newFixture(t *testing.T, newHarness HarnessMaker, setup MSALSetup, opts ...entratest.Option) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
+	h := openHarness(ctx, t, newHarness)
+	store := makeStore(ctx, t, h)
 	srv := entratest.NewServer(opts...)
 	t.Cleanup(srv.Close)
-	f := &fixture{t: t, ctx: ctx, setup: setup, srv: srv, store: setup.NewStore(t)}
+	f := &fixture{t: t, ctx: ctx, newHarness: newHarness, setup: setup, srv: srv, store: store}
+	f.raw, _ = h.(RawPutter)
 	if setup.NewProtector != nil {
 		f.protector = setup.NewProtector(t, f.store)
 	}
@@ -207,7 +265,7 @@ func newFixture(t *testing.T, setup MSALSetup, opts ...entratest.Option) *fixtur
 
 // adapter builds one application instance's Adapter over the shared store
 // (or over store, when given).
-func (f *fixture) adapter(store msalcache.Store, opts ...msalcache.Option) suiteAdapter {
+func (f *fixture) adapter(store driver.Store, opts ...msalcache.Option) suiteAdapter {
 	f.t.Helper()
 	if store == nil {
 		store = f.store
@@ -228,7 +286,7 @@ func (f *fixture) adapter(store msalcache.Store, opts ...msalcache.Option) suite
 
 // newAdapter is the suite's adapter: msalcache.New, encrypting with
 // protector unless it is nil.
-func newAdapter(store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (suiteAdapter, error) {
+func newAdapter(store driver.Store, protector driver.Protector, opts []msalcache.Option) (suiteAdapter, error) {
 	choice := msalcache.WithPlaintext()
 	if protector != nil {
 		choice = msalcache.WithProtector(protector)
@@ -316,7 +374,7 @@ func (f *fixture) partition(a suiteAdapter, partitionKey string) map[string]map[
 	f.t.Helper()
 	key := a.StoreKey(partitionKey)
 	blob, _, err := f.store.Load(f.ctx, key)
-	if errors.Is(err, msalcache.ErrNotFound) {
+	if errors.Is(err, driver.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
@@ -624,13 +682,13 @@ func (r *hookRecorder) Export(ctx context.Context, m cache.Marshaler, h cache.Ex
 
 // saveRecorder keeps a copy of every value saved through it, by key.
 type saveRecorder struct {
-	msalcache.Store
+	driver.Store
 	mu    sync.Mutex
 	saved map[string][][]byte
 }
 
-// Save implements msalcache.Store.
-func (s *saveRecorder) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+// Save implements driver.Store.
+func (s *saveRecorder) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	nv, err := s.Store.Save(ctx, key, v, ifv, ttl)
 	if err == nil {
 		s.mu.Lock()
@@ -766,7 +824,7 @@ func testConcurrentWriters(f *fixture) {
 
 // flakyStore fails every call while down is set.
 type flakyStore struct {
-	msalcache.Store
+	driver.Store
 	down  atomic.Bool
 	delay time.Duration
 }
@@ -787,14 +845,14 @@ func (s *flakyStore) wait(ctx context.Context) error {
 	return nil
 }
 
-func (s *flakyStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *flakyStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if err := s.wait(ctx); err != nil {
 		return nil, 0, err
 	}
 	return s.Store.Load(ctx, key)
 }
 
-func (s *flakyStore) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *flakyStore) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	if err := s.wait(ctx); err != nil {
 		return 0, err
 	}
@@ -954,7 +1012,7 @@ func (f *fixture) sharedClientRun(a suiteAdapter, shared bool, goroutines, perG 
 func testSharedClient(f *fixture) {
 	const goroutines, perG = 16, 100
 	f.t.Run("OneClientPerRequest", func(t *testing.T) {
-		ff := newFixture(t, f.setup)
+		ff := newFixture(t, f.newHarness, f.setup)
 		got := ff.sharedClientRun(ff.adapter(nil), false, goroutines, perG)
 		t.Log(got)
 		if got.Failures != 0 || got.WrongTokens != 0 || got.ExtraTokenRequests != 0 {
@@ -962,7 +1020,7 @@ func testSharedClient(f *fixture) {
 		}
 	})
 	f.t.Run("ClientPool", func(t *testing.T) {
-		ff := newFixture(t, f.setup)
+		ff := newFixture(t, f.newHarness, f.setup)
 		got := ff.poolClientRun(t, goroutines, perG)
 		t.Log(got)
 		if got.Failures != 0 || got.WrongTokens != 0 || got.ExtraTokenRequests != 0 {
@@ -970,7 +1028,7 @@ func testSharedClient(f *fixture) {
 		}
 	})
 	f.t.Run("OneSharedClient", func(t *testing.T) {
-		ff := newFixture(t, f.setup)
+		ff := newFixture(t, f.newHarness, f.setup)
 		a := ff.adapter(nil)
 		got := ff.sharedClientRun(a, true, goroutines, perG)
 		t.Logf("%v; lending overflows signalled: %d", got, a.Stats().LendingOverflows)

@@ -13,6 +13,7 @@ import (
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/internal/testring"
 	"github.com/msalcache/msalcache/memstore"
 )
@@ -92,6 +93,9 @@ func TestMSALSuiteCatchesBrokenAdapters(t *testing.T) {
 			if !strings.Contains(out, tc.message) || strings.Contains(out, "panic:") {
 				t.Fatalf("the %q adapter failed %s without saying %q:\n%s", tc.broken, tc.subtest, tc.message, out)
 			}
+			if !strings.Contains(out, ": "+tc.subtest+": ") {
+				t.Fatalf("the %q adapter failed %s without the subtest's explanation:\n%s", tc.broken, tc.subtest, out)
+			}
 			for _, line := range strings.Split(out, "\n") {
 				if strings.Contains(line, ".go:") && !strings.Contains(line, "level=") {
 					t.Log(strings.TrimSpace(line))
@@ -119,17 +123,16 @@ func TestBrokenAdapter(t *testing.T) {
 	if broken == "" {
 		t.Skip("run by TestMSALSuiteCatchesBrokenAdapters")
 	}
-	RunMSALTests(t, MSALSetup{
-		NewStore: func(t *testing.T) msalcache.Store {
-			s := memstore.New()
-			t.Cleanup(func() { s.Close() })
+	RunMSALTests(t, func(context.Context, *testing.T) (Harness, error) {
+		return storeMaker(func() driver.Store {
 			if broken == "none-nopush" {
-				return struct{ msalcache.Store }{s}
+				return struct{ driver.Store }{memstore.New()}
 			}
-			return s
-		},
+			return memstore.New()
+		}), nil
+	}, MSALSetup{
 		NewProtector: testring.New,
-		newAdapter: func(store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (suiteAdapter, error) {
+		newAdapter: func(store driver.Store, protector driver.Protector, opts []msalcache.Option) (suiteAdapter, error) {
 			return newBrokenAdapter(broken, store, protector, opts)
 		},
 	})
@@ -162,11 +165,11 @@ func TestBrokenAdapter(t *testing.T) {
 type brokenAdapter struct {
 	*msalcache.Adapter
 	fault     string
-	store     msalcache.Store
-	protector msalcache.Protector
+	store     driver.Store
+	protector driver.Protector
 }
 
-func newBrokenAdapter(fault string, store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (*brokenAdapter, error) {
+func newBrokenAdapter(fault string, store driver.Store, protector driver.Protector, opts []msalcache.Option) (*brokenAdapter, error) {
 	// Every one, "none" included, talks to the store over a round trip, as
 	// to a shared store: on memstore, without the race detector,
 	// instances' writes would otherwise overlap too rarely for
@@ -174,8 +177,8 @@ func newBrokenAdapter(fault string, store msalcache.Store, protector msalcache.P
 	if fault == "l1-deaf" {
 		_, store = newProbe(store, true)
 	}
-	w, _ := store.(msalcache.Watcher)
-	v, _ := store.(msalcache.Versioner)
+	w, _ := store.(driver.Watcher)
+	v, _ := store.(driver.Versioner)
 	store = withCaps(&remoteStore{Store: store, blind: fault == "last-writer-wins"}, w, v)
 	b := &brokenAdapter{fault: fault, store: store, protector: protector}
 	switch fault {
@@ -202,7 +205,7 @@ func (b *brokenAdapter) Replace(ctx context.Context, u cache.Unmarshaler, h cach
 		// MSAL's in-memory cache as the last call left it.
 		key := b.StoreKey(h.PartitionKey)
 		blob, _, err := b.store.Load(ctx, key)
-		if errors.Is(err, msalcache.ErrNotFound) {
+		if errors.Is(err, driver.ErrNotFound) {
 			return nil
 		}
 		if err == nil && b.protector != nil {
@@ -222,7 +225,7 @@ func (b *brokenAdapter) Replace(ctx context.Context, u cache.Unmarshaler, h cach
 		}
 		return nil
 	case "l1-reads-through":
-		if _, _, err := b.store.Load(ctx, b.StoreKey(h.PartitionKey)); err != nil && !errors.Is(err, msalcache.ErrNotFound) {
+		if _, _, err := b.store.Load(ctx, b.StoreKey(h.PartitionKey)); err != nil && !errors.Is(err, driver.ErrNotFound) {
 			return err
 		}
 	}
@@ -280,7 +283,7 @@ func (b *brokenAdapter) storeAsIs(ctx context.Context, m cache.Marshaler, partit
 		}
 	}
 	_, v, err := b.store.Load(ctx, key)
-	if err != nil && !errors.Is(err, msalcache.ErrNotFound) {
+	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
 	_, err = b.store.Save(ctx, key, blob, v, 0)
@@ -300,30 +303,30 @@ func (b *brokenAdapter) Remove(ctx context.Context, partitionKey string) error {
 // Adapter's compare-and-set into an overwrite: every Save replaces what
 // the store holds, whatever version the Adapter loaded.
 type remoteStore struct {
-	msalcache.Store
+	driver.Store
 	blind bool
 }
 
 // roundTrip is about a loopback round trip to Redis under load.
 const roundTrip = time.Millisecond
 
-func (s *remoteStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *remoteStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	time.Sleep(roundTrip)
 	return s.Store.Load(ctx, key)
 }
 
-func (s *remoteStore) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *remoteStore) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	time.Sleep(roundTrip)
 	if !s.blind {
 		return s.Store.Save(ctx, key, v, ifv, ttl)
 	}
 	for {
 		_, cur, err := s.Store.Load(ctx, key)
-		if err != nil && !errors.Is(err, msalcache.ErrNotFound) {
+		if err != nil && !errors.Is(err, driver.ErrNotFound) {
 			return 0, err
 		}
 		nv, err := s.Store.Save(ctx, key, v, cur, ttl)
-		if !errors.Is(err, msalcache.ErrConflict) {
+		if !errors.Is(err, driver.ErrConflict) {
 			return nv, err
 		}
 	}
@@ -339,14 +342,9 @@ func (s *remoteStore) Delete(ctx context.Context, key string) error {
 // child process limited to them and one other subtest.
 func TestSkipLoadTests(t *testing.T) {
 	if os.Getenv(brokenEnv) == "skip-load" {
-		RunMSALTests(t, MSALSetup{
-			NewStore: func(t *testing.T) msalcache.Store {
-				s := memstore.New()
-				t.Cleanup(func() { s.Close() })
-				return s
-			},
-			SkipLoadTests: true,
-		})
+		RunMSALTests(t, func(context.Context, *testing.T) (Harness, error) {
+			return storeMaker(func() driver.Store { return memstore.New() }), nil
+		}, MSALSetup{SkipLoadTests: true})
 		return
 	}
 	t.Parallel()

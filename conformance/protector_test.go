@@ -13,15 +13,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
 )
 
 // newKeyRing returns a ring over store, with a KEK of its own unless kek is
 // given.
-func newKeyRing(t *testing.T, store msalcache.Store, kek []byte) *protect.KeyRing {
+func newKeyRing(t *testing.T, store driver.Store, kek []byte) *protect.KeyRing {
 	t.Helper()
 	if kek == nil {
 		kek = make([]byte, protect.KEKSize)
@@ -42,7 +42,7 @@ func newKeyRing(t *testing.T, store msalcache.Store, kek []byte) *protect.KeyRin
 
 // TestKeyRingProtector runs the protector suite against protect.KeyRing.
 func TestKeyRingProtector(t *testing.T) {
-	conformance.RunProtectorTests(t, func(t *testing.T) msalcache.Protector {
+	conformance.RunProtectorTests(t, func(t *testing.T) driver.Protector {
 		store := memstore.New()
 		t.Cleanup(func() { store.Close() })
 		return newKeyRing(t, store, nil)
@@ -83,6 +83,9 @@ func TestProtectorSuiteCatchesFaults(t *testing.T) {
 			if !strings.Contains(string(out), tc.message) {
 				t.Fatalf("fault %q failed %s without saying %q:\n%s", tc.fault, tc.subtest, tc.message, out)
 			}
+			if !strings.Contains(string(out), ": "+tc.subtest+": ") {
+				t.Fatalf("fault %q failed %s without the subtest's explanation:\n%s", tc.fault, tc.subtest, out)
+			}
 		})
 	}
 }
@@ -95,7 +98,7 @@ func TestFaultyProtector(t *testing.T) {
 		t.Skip("run by TestProtectorSuiteCatchesFaults")
 	}
 	shared := memstore.New()
-	conformance.RunProtectorTests(t, func(t *testing.T) msalcache.Protector {
+	conformance.RunProtectorTests(t, func(t *testing.T) driver.Protector {
 		store := memstore.New()
 		t.Cleanup(func() { store.Close() })
 		switch fault {

@@ -5,14 +5,14 @@ import (
 	"fmt"
 
 	"github.com/bradfitz/gomemcache/memcache"
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 )
 
-// PutRaw is the conformance suite's Capabilities.PutRaw for this store: it
+// PutRaw is the conformance suite's RawPutter.PutRaw for this store: it
 // sets raw as the value of key's item, with the store's flags, past the
 // record format. Items with other flags are planted by TestForeignItem,
 // since raw bytes cannot carry flags.
-func PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+func PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
 	ms, ok := s.(*Store)
 	if !ok {
 		return fmt.Errorf("PutRaw: %T is not a *memcachestore.Store", s)
@@ -28,7 +28,7 @@ func PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) erro
 }
 
 // CorruptRecords are item values of this store's layout that it cannot
-// decode: the conformance suite's Capabilities.CorruptRecords. The layout's
+// decode: the conformance suite's RawPutter.CorruptRecords. The layout's
 // only in-value header is the version, so a header of the right length is
 // wrong only when it holds version 0.
 var CorruptRecords = map[string][]byte{

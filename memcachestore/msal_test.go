@@ -12,6 +12,7 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/entratest"
 	"github.com/msalcache/msalcache/internal/testring"
 	"github.com/msalcache/msalcache/internal/testserver"
@@ -23,22 +24,15 @@ import (
 // once, over memstore, in the root package.
 func TestMSALConformance(t *testing.T) {
 	srv := testserver.Memcached(t)
-	c := newClient(t, srv.Addr())
-	newStore := func(t *testing.T) msalcache.Store {
-		return memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("msal:")))
-	}
+	newHarness := newHarness(newClient(t, srv.Addr()), "msal:")
 	t.Run("Plain", func(t *testing.T) {
-		conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newStore,
-			PutRaw: memcachestore.PutRaw, Damaged: memcachestore.CorruptRecords, SkipLoadTests: true})
+		conformance.RunMSALTests(t, newHarness, conformance.MSALSetup{SkipLoadTests: true})
 	})
 	t.Run("Encrypted", func(t *testing.T) {
-		conformance.RunMSALTests(t, conformance.MSALSetup{
-			NewStore:      newStore,
-			PutRaw:        memcachestore.PutRaw,
-			Damaged:       memcachestore.CorruptRecords,
+		conformance.RunMSALTests(t, newHarness, conformance.MSALSetup{
 			SkipLoadTests: true,
 			// memcached evicts: the key ring lives in a durable store.
-			NewProtector: func(t *testing.T, _ msalcache.Store) msalcache.Protector {
+			NewProtector: func(t *testing.T, _ driver.Store) driver.Protector {
 				ring := memstore.New()
 				t.Cleanup(func() { ring.Close() })
 				return testring.New(t, ring)

@@ -7,15 +7,28 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/memstore"
 )
 
+// harness makes memstores for the conformance suite. memstore keeps Go
+// values, not bytes, so it has no raw records to plant, and its watchers
+// are told in process: it declares no optional capability.
+type harness struct{}
+
+func newHarness(context.Context, *testing.T) (conformance.Harness, error) { return harness{}, nil }
+
+// MakeStore implements conformance.Harness.
+func (harness) MakeStore(context.Context, *testing.T) (driver.Store, error) {
+	return memstore.New(), nil
+}
+
+// Close implements conformance.Harness.
+func (harness) Close() {}
+
 func TestConformance(t *testing.T) {
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
-		return memstore.New()
-	}, conformance.Capabilities{})
+	conformance.RunStoreTests(t, newHarness)
 }
 
 // TestClockDrivesExpiry checks expiry at its exact boundary, which the
@@ -25,7 +38,7 @@ func TestClockDrivesExpiry(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	s := memstore.New(memstore.WithClock(func() time.Time { return now }))
 	defer s.Close()
-	v, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Minute)
+	v, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +47,7 @@ func TestClockDrivesExpiry(t *testing.T) {
 		t.Fatalf("Load 1ns before expiry = %d, %v; want version %d", got, err, v)
 	}
 	now = now.Add(time.Nanosecond)
-	if _, _, err := s.Load(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, _, err := s.Load(ctx, "k"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Load at the expiry instant returned %v, want ErrNotFound", err)
 	}
 	var listed []string
@@ -58,7 +71,7 @@ func TestSweepKeepsLiveKeys(t *testing.T) {
 		if i%2 == 0 {
 			ttl = time.Second
 		}
-		if _, err := s.Save(ctx, fmt.Sprint(i), []byte("v"), msalcache.NoVersion, ttl); err != nil {
+		if _, err := s.Save(ctx, fmt.Sprint(i), []byte("v"), driver.NoVersion, ttl); err != nil {
 			t.Fatal(err)
 		}
 		if i == 1500 {
@@ -68,7 +81,7 @@ func TestSweepKeepsLiveKeys(t *testing.T) {
 	for i := range 3000 {
 		_, _, err := s.Load(ctx, fmt.Sprint(i))
 		expired := i%2 == 0 && i <= 1500
-		if expired != errors.Is(err, msalcache.ErrNotFound) || (!expired && err != nil) {
+		if expired != errors.Is(err, driver.ErrNotFound) || (!expired && err != nil) {
 			t.Fatalf("Load(%d) after a sweep returned %v (expired: %v)", i, err, expired)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/entratest"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/memstore"
@@ -97,7 +98,7 @@ func newClient(t *testing.T, entra *entratest.Server, a *msalcache.Adapter, tena
 	return c
 }
 
-func newRing(t *testing.T, store msalcache.Store, opts ...protect.Option) *protect.KeyRing {
+func newRing(t *testing.T, store driver.Store, opts ...protect.Option) *protect.KeyRing {
 	t.Helper()
 	kek, err := protect.NewAESKeyWrapper("kek-1", make([]byte, 32))
 	if err != nil {

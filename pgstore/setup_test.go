@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/pgstore"
 )
@@ -58,4 +58,4 @@ ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.versi
 	return err
 }
 
-var _ msalcache.Store = (*pgstore.Store)(nil)
+var _ driver.Store = (*pgstore.Store)(nil)

@@ -4,14 +4,14 @@ import (
 	"context"
 	"testing"
 
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
 )
 
 // unboundedStore hides memstore's ContextBounder, as a third-party store
 // that does not declare it.
-type unboundedStore struct{ msalcache.Store }
+type unboundedStore struct{ driver.Store }
 
 // remoteKEK is a KeyWrapper the ring cannot vouch for, such as one calling
 // a KMS.

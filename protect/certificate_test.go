@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/internal/testcert"
 	"github.com/msalcache/msalcache/protect"
 )
@@ -211,7 +211,7 @@ func TestKEKStatsStartsAndRotationsOnly(t *testing.T) {
 }
 
 // newRingWith builds a ring under kek with manual refresh.
-func newRingWith(t testing.TB, store msalcache.Store, kek protect.KeyWrapper, opts ...protect.Option) *protect.KeyRing {
+func newRingWith(t testing.TB, store driver.Store, kek protect.KeyWrapper, opts ...protect.Option) *protect.KeyRing {
 	t.Helper()
 	r, err := protect.NewKeyRing(ctx, store, kek, append([]protect.Option{protect.WithAutoRefresh(false), protect.WithLogger(quiet)}, opts...)...)
 	if err != nil {

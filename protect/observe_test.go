@@ -6,17 +6,17 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/memstore"
+	"github.com/msalcache/msalcache/observe"
 	"github.com/msalcache/msalcache/protect"
 )
 
 type events struct {
 	mu sync.Mutex
-	l  []msalcache.Event
+	l  []observe.Event
 }
 
-func (e *events) Observe(_ context.Context, ev msalcache.Event) {
+func (e *events) Observe(_ context.Context, ev observe.Event) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.l = append(e.l, ev)

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/observe"
 )
 
 // Defaults of the KeyRing's timing, after ASP.NET Core Data Protection's
@@ -54,7 +54,7 @@ type config struct {
 	reloadInterval  time.Duration
 	autoRefresh     bool
 	logger          *slog.Logger
-	observer        msalcache.Observer
+	observer        observe.Observer
 }
 
 func defaultConfig() config {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/redisstore"
 	"github.com/redis/go-redis/v9"
@@ -41,15 +41,14 @@ func keySlot(t *testing.T, c *redis.ClusterClient, k string) int {
 // scenarios on one 3-master cluster: starting a cluster costs more than the
 // scenarios. The node kill comes last.
 func TestCluster(t *testing.T) {
+	t.Parallel()
 	cl := testserver.RedisCluster(t, 3)
 	c := newClusterClient(t, cl)
 	s := redisstore.New(c)
 	ctx := context.Background()
 
 	t.Run("Conformance", func(t *testing.T) {
-		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
-			return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(smallMax))
-		}, withWatch(conformance.Capabilities{MaxValueSize: smallMax}, clusterDeployment(t, cl).newClient))
+		conformance.RunStoreTests(t, withWatch(c, smallMax, clusterDeployment(t, cl).newClient))
 	})
 
 	t.Run("Example", func(t *testing.T) {
@@ -61,7 +60,7 @@ func TestCluster(t *testing.T) {
 		var want []string
 		for i := range 30 {
 			k := fmt.Sprintf("list/%02d", i)
-			if _, err := s.Save(ctx, k, []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+			if _, err := s.Save(ctx, k, []byte("v"), driver.NoVersion, time.Minute); err != nil {
 				t.Fatal(err)
 			}
 			owners[cl.SlotOwner(t, keySlot(t, c, k))] = true
@@ -77,7 +76,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("SlotMigration", func(t *testing.T) {
 		const k = "migrating"
-		v, err := s.Save(ctx, k, []byte("before"), msalcache.NoVersion, time.Minute)
+		v, err := s.Save(ctx, k, []byte("before"), driver.NoVersion, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,7 +110,7 @@ func TestCluster(t *testing.T) {
 	t.Run("NodeKilledAndRestarted", func(t *testing.T) {
 		const k = "survivor"
 		node := cl.SlotOwner(t, keySlot(t, c, k))
-		v, err := s.Save(ctx, k, []byte("v"), msalcache.NoVersion, time.Hour)
+		v, err := s.Save(ctx, k, []byte("v"), driver.NoVersion, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +133,7 @@ func TestCluster(t *testing.T) {
 		deadline := healthy.Add(5 * time.Second)
 		for {
 			_, _, err = s.Load(ctx, k)
-			if errors.Is(err, msalcache.ErrNotFound) {
+			if errors.Is(err, driver.ErrNotFound) {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -143,10 +142,10 @@ func TestCluster(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		t.Logf("served again %v after the cluster was healthy", time.Since(healthy).Round(time.Millisecond))
-		if _, err := s.Save(ctx, k, []byte("v2"), v, time.Hour); !errors.Is(err, msalcache.ErrConflict) {
+		if _, err := s.Save(ctx, k, []byte("v2"), v, time.Hour); !errors.Is(err, driver.ErrConflict) {
 			t.Fatalf("CAS with a version the node lost = %v, want ErrConflict", err)
 		}
-		v2, err := s.Save(ctx, k, []byte("v2"), msalcache.NoVersion, time.Hour)
+		v2, err := s.Save(ctx, k, []byte("v2"), driver.NoVersion, time.Hour)
 		if err != nil {
 			t.Fatalf("Save after the node came back = %v", err)
 		}

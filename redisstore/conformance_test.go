@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/redisstore"
 	"github.com/redis/go-redis/v9"
@@ -29,36 +29,117 @@ const (
 	smallMax  = 1 << 20
 )
 
-// withRaw adds to caps what the CorruptRecord subtest needs: a way to plant
-// raw values, and the damaged values of this store's layout.
-func withRaw(caps conformance.Capabilities) conformance.Capabilities {
-	caps.PutRaw = redisstore.PutRaw
-	caps.CorruptRecords = redisstore.CorruptRecords
-	return caps
+// harness makes the conformance suites' stores over one client, each
+// under a fresh prefix. It declares maxValue as the stores' limit; zero
+// leaves the store's default, and declares none.
+type harness struct {
+	c        redis.UniversalClient
+	maxValue int
 }
 
-// withWatch adds to caps what the Watch subtest needs: a second handle on
-// a store's keys, through a client of its own from newClient (another
-// instance of the application), and a way to cut the subscription.
-func withWatch(caps conformance.Capabilities, newClient func(t testing.TB) redis.UniversalClient) conformance.Capabilities {
-	caps.OpenHandle = func(t *testing.T, s msalcache.Store) msalcache.Store {
-		return redisstore.New(newClient(t), redisstore.WithPrefix(redisstore.Prefix(s)), redisstore.WithMaxValueSize(caps.MaxValueSize))
+// MakeStore implements conformance.Harness.
+func (h *harness) MakeStore(context.Context, *testing.T) (driver.Store, error) {
+	return redisstore.New(h.c, h.options(freshPrefix())...), nil
+}
+
+func (h *harness) options(prefix string) []redisstore.Option {
+	opts := []redisstore.Option{redisstore.WithPrefix(prefix)}
+	if h.maxValue > 0 {
+		opts = append(opts, redisstore.WithMaxValueSize(h.maxValue))
 	}
-	caps.BreakWatch = func(t *testing.T, s msalcache.Store) {
-		killPubSub(t, redisstore.Client(s))
+	return opts
+}
+
+// Close implements conformance.Harness: the client is the test's.
+func (*harness) Close() {}
+
+// Limits implements conformance.Limiter.
+func (h *harness) Limits() conformance.Limits {
+	return conformance.Limits{MaxValueSize: h.maxValue}
+}
+
+// rawCap is what the CorruptRecord and DamagedPartitionHealed subtests
+// need: a way to plant raw values, and the damaged values of this store's
+// layout (a conformance.RawPutter).
+type rawCap struct{}
+
+// PutRaw implements conformance.RawPutter.
+func (rawCap) PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
+	return redisstore.PutRaw(ctx, s, key, raw)
+}
+
+// CorruptRecords implements conformance.RawPutter.
+func (rawCap) CorruptRecords() map[string][]byte { return redisstore.CorruptRecords }
+
+// watchCap is what the Watch subtest needs: a second handle on a store's
+// keys, through a client of its own from newClient (another instance of
+// the application), and a way to cut the subscription (a
+// conformance.HandleOpener and a conformance.WatchBreaker).
+type watchCap struct {
+	h         *harness
+	newClient func(t testing.TB) redis.UniversalClient
+}
+
+// OpenHandle implements conformance.HandleOpener.
+func (w watchCap) OpenHandle(t *testing.T, s driver.Store) (driver.Store, error) {
+	return redisstore.New(w.newClient(t), w.h.options(redisstore.Prefix(s))...), nil
+}
+
+// BreakWatch implements conformance.WatchBreaker.
+func (watchCap) BreakWatch(t *testing.T, s driver.Store) {
+	killPubSub(t, redisstore.Client(s))
+}
+
+// The harnesses with each set of capabilities the tests declare.
+type (
+	rawHarness struct {
+		*harness
+		rawCap
 	}
-	return caps
+	watchHarness struct {
+		*harness
+		watchCap
+	}
+	fullHarness struct {
+		*harness
+		rawCap
+		watchCap
+	}
+)
+
+// withRaw is a HarnessMaker for stores over c that plants raw values.
+func withRaw(c redis.UniversalClient, maxValue int) conformance.HarnessMaker {
+	return harnessOf(rawHarness{harness: &harness{c: c, maxValue: maxValue}})
+}
+
+// withWatch is a HarnessMaker for stores over c that opens second handles
+// with clients from newClient and cuts subscriptions.
+func withWatch(c redis.UniversalClient, maxValue int, newClient func(t testing.TB) redis.UniversalClient) conformance.HarnessMaker {
+	h := &harness{c: c, maxValue: maxValue}
+	return harnessOf(watchHarness{h, watchCap{h, newClient}})
+}
+
+// withAll is a HarnessMaker with both withRaw's and withWatch's
+// capabilities.
+func withAll(c redis.UniversalClient, maxValue int, newClient func(t testing.TB) redis.UniversalClient) conformance.HarnessMaker {
+	h := &harness{c: c, maxValue: maxValue}
+	return harnessOf(fullHarness{h, rawCap{}, watchCap{h, newClient}})
+}
+
+// harnessOf is a HarnessMaker that hands every subtest h, which holds no
+// state of its own.
+func harnessOf(h conformance.Harness) conformance.HarnessMaker {
+	return func(context.Context, *testing.T) (conformance.Harness, error) { return h, nil }
 }
 
 func TestConformanceSingle(t *testing.T) {
+	t.Parallel()
 	d := singleDeployment(t)
-	c := d.newClient(t)
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
-		return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(singleMax))
-	}, withWatch(withRaw(conformance.Capabilities{MaxValueSize: singleMax}), d.newClient))
+	conformance.RunStoreTests(t, withAll(d.newClient(t), singleMax, d.newClient))
 }
 
 func TestDefaultMaxValueSize(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("moves 64 MiB through Redis")
 	}
@@ -66,7 +147,7 @@ func TestDefaultMaxValueSize(t *testing.T) {
 	_, _, s := newSingle(t)
 	big := make([]byte, redisstore.DefaultMaxValueSize)
 	big[0], big[len(big)-1] = 1, 2
-	v, err := s.Save(ctx, "big", big, msalcache.NoVersion, time.Minute)
+	v, err := s.Save(ctx, "big", big, driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatalf("Save of DefaultMaxValueSize bytes = %v", err)
 	}
@@ -74,7 +155,7 @@ func TestDefaultMaxValueSize(t *testing.T) {
 	if err != nil || gv != v || len(got) != len(big) || got[0] != 1 || got[len(got)-1] != 2 {
 		t.Fatalf("Load = %d bytes, %#x, %v; want %d bytes, %#x", len(got), gv, err, len(big), v)
 	}
-	if _, err := s.Save(ctx, "big", append(big, 0), v, time.Minute); !errors.Is(err, msalcache.ErrTooLarge) {
+	if _, err := s.Save(ctx, "big", append(big, 0), v, time.Minute); !errors.Is(err, driver.ErrTooLarge) {
 		t.Fatalf("Save of DefaultMaxValueSize+1 bytes = %v, want ErrTooLarge", err)
 	}
 }
@@ -96,12 +177,11 @@ func newFailoverClient(t testing.TB, setup *testserver.SentinelSetup) *redis.Cli
 // versions intact. One setup serves every subtest: starting it takes
 // seconds.
 func TestSentinel(t *testing.T) {
+	t.Parallel()
 	setup := testserver.RedisSentinel(t)
 	c := newFailoverClient(t, setup)
 	t.Run("Conformance", func(t *testing.T) {
-		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
-			return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(smallMax))
-		}, withWatch(withRaw(conformance.Capabilities{MaxValueSize: smallMax}), sentinelDeployment(setup).newClient))
+		conformance.RunStoreTests(t, withAll(c, smallMax, sentinelDeployment(setup).newClient))
 	})
 	t.Run("Example", func(t *testing.T) {
 		checkExample(t, newSentinel(setup.MasterName(), setup.SentinelAddrs()))
@@ -112,7 +192,7 @@ func TestSentinel(t *testing.T) {
 		ctx := context.Background()
 		prefix := freshPrefix()
 		s := redisstore.New(c, redisstore.WithPrefix(prefix))
-		v, err := s.Save(ctx, "k", []byte("before"), msalcache.NoVersion, time.Hour)
+		v, err := s.Save(ctx, "k", []byte("before"), driver.NoVersion, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +209,7 @@ func TestSentinel(t *testing.T) {
 		// The client learns the new master from the sentinels; until then a
 		// write may hit the demoted master (READONLY, retried by go-redis).
 		deadline := time.Now().Add(10 * time.Second)
-		var v2 msalcache.Version
+		var v2 driver.Version
 		for {
 			b, got, err := s.Load(ctx, "k")
 			if err == nil && (got != v || string(b) != "before") {
@@ -141,7 +221,7 @@ func TestSentinel(t *testing.T) {
 					break
 				}
 			}
-			if errors.Is(err, msalcache.ErrConflict) || time.Now().After(deadline) {
+			if errors.Is(err, driver.ErrConflict) || time.Now().After(deadline) {
 				t.Fatalf("CAS after failover = %v", err)
 			}
 			time.Sleep(50 * time.Millisecond)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/internal/wait"
 	"github.com/msalcache/msalcache/redisstore"
@@ -85,7 +85,7 @@ func TestSaveDurableConfirmedByReplica(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	var v msalcache.Version
+	var v driver.Version
 	for i := range 20 {
 		var err error
 		val := []byte("removal " + strconv.Itoa(i))
@@ -102,7 +102,7 @@ func TestSaveDurableConfirmedByReplica(t *testing.T) {
 	}
 
 	// A compare-and-set that loses writes nothing and says so.
-	if _, err := s.SaveDurable(ctx, "k", []byte("stale"), msalcache.NoVersion, 0); !errors.Is(err, msalcache.ErrConflict) {
+	if _, err := s.SaveDurable(ctx, "k", []byte("stale"), driver.NoVersion, 0); !errors.Is(err, driver.ErrConflict) {
 		t.Fatalf("SaveDurable with a stale version: %v, want ErrConflict", err)
 	}
 }
@@ -127,10 +127,10 @@ func TestSaveDurableReplicaPaused(t *testing.T) {
 	const budget = 2 * time.Second
 	ctx, cancel := context.WithTimeout(bg, budget)
 	start := time.Now()
-	v, err := s.SaveDurable(ctx, "k", []byte("removal"), msalcache.NoVersion, time.Hour)
+	v, err := s.SaveDurable(ctx, "k", []byte("removal"), driver.NoVersion, time.Hour)
 	took := time.Since(start)
 	cancel()
-	if !errors.Is(err, msalcache.ErrNotReplicated) {
+	if !errors.Is(err, driver.ErrNotReplicated) {
 		t.Fatalf("SaveDurable with the replica frozen: %v, want ErrNotReplicated", err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) || took > budget {
@@ -162,7 +162,7 @@ func TestSaveDurableReplicaLost(t *testing.T) {
 	s := redisstore.New(newClient(t, &redis.Options{Addr: master.Addr()}))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	v, err := s.SaveDurable(ctx, "k", []byte("removal"), msalcache.NoVersion, time.Hour)
+	v, err := s.SaveDurable(ctx, "k", []byte("removal"), driver.NoVersion, time.Hour)
 	if err != nil {
 		t.Fatalf("SaveDurable with the replica: %v", err)
 	}
@@ -174,13 +174,13 @@ func TestSaveDurableReplicaLost(t *testing.T) {
 		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
 		v, err = s.SaveDurable(wctx, "k", []byte("removal "+strconv.Itoa(i)), v, time.Hour)
 		wcancel()
-		if !errors.Is(err, msalcache.ErrNotReplicated) {
+		if !errors.Is(err, driver.ErrNotReplicated) {
 			t.Fatalf("SaveDurable %d with the replica lost: %v, want ErrNotReplicated", i, err)
 		}
 	}
 	before := waits(t, master.Addr())
 	start := time.Now()
-	if _, err = s.SaveDurable(ctx, "k", []byte("removal 2"), v, time.Hour); !errors.Is(err, msalcache.ErrNotReplicated) {
+	if _, err = s.SaveDurable(ctx, "k", []byte("removal 2"), v, time.Hour); !errors.Is(err, driver.ErrNotReplicated) {
 		t.Fatalf("SaveDurable with the replica lost: %v, want ErrNotReplicated", err)
 	}
 	if n := waits(t, master.Addr()); n != before {
@@ -202,7 +202,7 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		ctx, cancel := context.WithTimeout(bg, 30*time.Second)
 		defer cancel()
 		start := time.Now()
-		var v msalcache.Version
+		var v driver.Version
 		for range 3 {
 			var err error
 			if v, err = s.SaveDurable(ctx, "k", []byte("x"), v, 0); err != nil {
@@ -216,10 +216,18 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 			t.Fatalf("a server without replicas ran %d WAITs", n)
 		}
 		// Asked for a replica that is not there, it waits and says so.
-		s1 := redisstore.New(newClient(t, &redis.Options{Addr: srv.Addr()}), redisstore.WithReplicaWait(1))
-		ctx, cancel = context.WithTimeout(bg, 300*time.Millisecond)
+		// Its connection is made first, and the deadline leaves the write
+		// time to reach WAIT: under -race, with the package's parallel
+		// tests around, dialling and the script took all of 300 ms once,
+		// and the deadline ran out before the WAIT could.
+		c1 := newClient(t, &redis.Options{Addr: srv.Addr()})
+		if err := c1.Ping(bg).Err(); err != nil {
+			t.Fatal(err)
+		}
+		s1 := redisstore.New(c1, redisstore.WithReplicaWait(1))
+		ctx, cancel = context.WithTimeout(bg, time.Second)
 		defer cancel()
-		if _, err := s1.SaveDurable(ctx, "k", []byte("y"), v, 0); !errors.Is(err, msalcache.ErrNotReplicated) {
+		if _, err := s1.SaveDurable(ctx, "k", []byte("y"), v, 0); !errors.Is(err, driver.ErrNotReplicated) {
 			t.Fatalf("WithReplicaWait(1) without a replica: %v, want ErrNotReplicated", err)
 		}
 
@@ -229,7 +237,7 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		before := waits(t, srv.Addr())
 		rctx, rcancel := context.WithTimeout(bg, 10*time.Second)
 		defer rcancel()
-		rv, err := redisstore.New(ring).SaveDurable(rctx, "r", []byte("x"), msalcache.NoVersion, 0)
+		rv, err := redisstore.New(ring).SaveDurable(rctx, "r", []byte("x"), driver.NoVersion, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,7 +246,7 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		}
 		rctx1, rcancel1 := context.WithTimeout(bg, 500*time.Millisecond)
 		defer rcancel1()
-		if _, err := redisstore.New(ring, redisstore.WithReplicaWait(1)).SaveDurable(rctx1, "r", []byte("y"), rv, 0); !errors.Is(err, msalcache.ErrNotReplicated) {
+		if _, err := redisstore.New(ring, redisstore.WithReplicaWait(1)).SaveDurable(rctx1, "r", []byte("y"), rv, 0); !errors.Is(err, driver.ErrNotReplicated) {
 			t.Fatalf("WithReplicaWait(1) on a Ring without a replica: %v, want ErrNotReplicated", err)
 		}
 		if n := waits(t, srv.Addr()) - before; n != 1 {
@@ -251,7 +259,7 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		off := redisstore.New(newClient(t, &redis.Options{Addr: master.Addr()}), redisstore.WithReplicaWait(0))
 		ctx, cancel := context.WithTimeout(bg, 10*time.Second)
 		defer cancel()
-		v, err := off.SaveDurable(ctx, "k", []byte("x"), msalcache.NoVersion, 0)
+		v, err := off.SaveDurable(ctx, "k", []byte("x"), driver.NoVersion, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,13 +269,13 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		two := redisstore.New(newClient(t, &redis.Options{Addr: master.Addr()}), redisstore.WithReplicaWait(2))
 		ctx2, cancel2 := context.WithTimeout(bg, 500*time.Millisecond)
 		defer cancel2()
-		if _, err := two.SaveDurable(ctx2, "k", []byte("y"), v, 0); !errors.Is(err, msalcache.ErrNotReplicated) || !strings.Contains(err.Error(), "of 2 replicas") {
+		if _, err := two.SaveDurable(ctx2, "k", []byte("y"), v, 0); !errors.Is(err, driver.ErrNotReplicated) || !strings.Contains(err.Error(), "of 2 replicas") {
 			t.Fatalf("WithReplicaWait(2) with one replica: %v, want ErrNotReplicated", err)
 		}
 	})
 	t.Run("invalid", func(t *testing.T) {
 		s := redisstore.New(newClient(t, &redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), redisstore.WithReplicaWait(-1))
-		_, err := s.SaveDurable(bg, "k", nil, msalcache.NoVersion, 0)
+		_, err := s.SaveDurable(bg, "k", nil, driver.NoVersion, 0)
 		if err == nil || !strings.Contains(err.Error(), "WithReplicaWait(-1): pass the number of replicas") {
 			t.Fatalf("WithReplicaWait(-1): %v", err)
 		}
@@ -288,7 +296,7 @@ func TestSaveDurableCluster(t *testing.T) {
 
 	s := redisstore.New(cc)
 	for _, key := range []string{"a", "b", "c", "d"} {
-		if _, err := s.SaveDurable(ctx, key, []byte("x"), msalcache.NoVersion, 0); err != nil {
+		if _, err := s.SaveDurable(ctx, key, []byte("x"), driver.NoVersion, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -307,9 +315,9 @@ func TestSaveDurableCluster(t *testing.T) {
 		owner := cl.SlotOwner(t, int(slot))
 		before := waits(t, cl.Node(owner).Addr())
 		wctx, wcancel := context.WithTimeout(bg, 500*time.Millisecond)
-		_, err = s1.SaveDurable(wctx, key, []byte("y"), msalcache.NoVersion, 0)
+		_, err = s1.SaveDurable(wctx, key, []byte("y"), driver.NoVersion, 0)
 		wcancel()
-		if !errors.Is(err, msalcache.ErrConflict) {
+		if !errors.Is(err, driver.ErrConflict) {
 			t.Fatalf("SaveDurable over an existing key: %v, want ErrConflict", err)
 		}
 		_, cur, err := s.Load(ctx, key)
@@ -319,7 +327,7 @@ func TestSaveDurableCluster(t *testing.T) {
 		wctx, wcancel = context.WithTimeout(bg, 500*time.Millisecond)
 		v, err := s1.SaveDurable(wctx, key, []byte("y"), cur, 0)
 		wcancel()
-		if !errors.Is(err, msalcache.ErrNotReplicated) || v == msalcache.NoVersion {
+		if !errors.Is(err, driver.ErrNotReplicated) || v == driver.NoVersion {
 			t.Fatalf("WithReplicaWait(1) on a cluster without replicas: %x %v, want a version and ErrNotReplicated", v, err)
 		}
 		if got, _, err := s.Load(ctx, key); err != nil || string(got) != "y" {
@@ -342,7 +350,7 @@ func TestSaveDurableSentinel(t *testing.T) {
 	onReplica := redisstore.New(newClient(t, &redis.Options{Addr: st.Replica().Addr()}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	v, err := s.SaveDurable(ctx, "k", []byte("removal"), msalcache.NoVersion, time.Hour)
+	v, err := s.SaveDurable(ctx, "k", []byte("removal"), driver.NoVersion, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +382,7 @@ func TestSaveDurableSentinel(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 		if _, v, err = s.Load(ctx, "k"); err != nil {
-			v = msalcache.NoVersion
+			v = driver.NoVersion
 		}
 	}
 	got, gv, err = onReplica.Load(ctx, "k")

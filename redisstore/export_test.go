@@ -4,14 +4,14 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/redis/go-redis/v9"
 )
 
-// PutRaw is the conformance suite's Capabilities.PutRaw for this store: it
+// PutRaw is the conformance suite's RawPutter.PutRaw for this store: it
 // SETs raw as the whole value of key, past the record format, on whatever
 // deployment the store's client reaches (single node, Sentinel, Cluster).
-func PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+func PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
 	rs, ok := s.(*Store)
 	if !ok {
 		return fmt.Errorf("PutRaw: %T is not a *redisstore.Store", s)
@@ -20,7 +20,7 @@ func PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) erro
 }
 
 // CorruptRecords are values of this store's layout that it cannot decode:
-// the conformance suite's Capabilities.CorruptRecords. The layout's only
+// the conformance suite's RawPutter.CorruptRecords. The layout's only
 // header is the 8-byte version, so a header of the right length is wrong
 // only when it holds version 0; keys of other Redis types are planted by
 // TestMalformedRecord.
@@ -41,10 +41,10 @@ func WatchBarrier(s *Store) {
 
 // Prefix returns the prefix s was built with, so that a test can open a
 // second handle on the same keys.
-func Prefix(s msalcache.Store) string { return s.(*Store).prefix }
+func Prefix(s driver.Store) string { return s.(*Store).prefix }
 
 // Client returns the client s was built on.
-func Client(s msalcache.Store) redis.UniversalClient { return s.(*Store).c }
+func Client(s driver.Store) redis.UniversalClient { return s.(*Store).c }
 
 // Channel returns the channel s publishes its changes on.
 func Channel(s *Store) string { return s.channel }

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/entratest"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/internal/wait"
@@ -70,8 +71,8 @@ func TestRemovalLostByFailoverIsReasserted(t *testing.T) {
 	// one subscription, and a second watcher hears Up when the Adapter's
 	// did.
 	up := make(chan struct{}, 1)
-	stop, err := store.Watch(ctx, func(c msalcache.Change) {
-		if c.Kind == msalcache.ChangeWatchUp {
+	stop, err := store.Watch(ctx, func(c driver.Change) {
+		if c.Kind == driver.ChangeWatchUp {
 			select {
 			case up <- struct{}{}:
 			default:

@@ -14,6 +14,7 @@ import (
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/entratest"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/redisstore"
@@ -64,12 +65,12 @@ func fastOptions(addr string) *redis.Options {
 type farm struct {
 	t       *testing.T
 	entra   *entratest.Server
-	store   msalcache.Store
+	store   driver.Store
 	timeout time.Duration
 	probes  atomic.Int64
 }
 
-func newFarm(t *testing.T, store msalcache.Store, timeout time.Duration) *farm {
+func newFarm(t *testing.T, store driver.Store, timeout time.Duration) *farm {
 	entra := entratest.NewServer()
 	t.Cleanup(entra.Close)
 	return &farm{t: t, entra: entra, store: store, timeout: timeout}

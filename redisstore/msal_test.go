@@ -3,11 +3,9 @@ package redisstore_test
 import (
 	"testing"
 
-	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/conformance"
 	"github.com/msalcache/msalcache/internal/testring"
 	"github.com/msalcache/msalcache/internal/testserver"
-	"github.com/msalcache/msalcache/redisstore"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -19,21 +17,12 @@ import (
 // load subtests measure the Adapter, not the store nor its deployment:
 // they run once, over memstore, in the root package.
 func runMSAL(t *testing.T, c redis.UniversalClient) {
-	newStore := func(t *testing.T) msalcache.Store {
-		return redisstore.New(c, redisstore.WithPrefix(freshPrefix()))
-	}
+	newHarness := withRaw(c, 0)
 	t.Run("Plain", func(t *testing.T) {
-		conformance.RunMSALTests(t, conformance.MSALSetup{NewStore: newStore,
-			PutRaw: redisstore.PutRaw, Damaged: redisstore.CorruptRecords, SkipLoadTests: true})
+		conformance.RunMSALTests(t, newHarness, conformance.MSALSetup{SkipLoadTests: true})
 	})
 	t.Run("Encrypted", func(t *testing.T) {
-		conformance.RunMSALTests(t, conformance.MSALSetup{
-			NewStore:      newStore,
-			NewProtector:  testring.New,
-			PutRaw:        redisstore.PutRaw,
-			Damaged:       redisstore.CorruptRecords,
-			SkipLoadTests: true,
-		})
+		conformance.RunMSALTests(t, newHarness, conformance.MSALSetup{NewProtector: testring.New, SkipLoadTests: true})
 	})
 }
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/internal/storetest"
 	"github.com/msalcache/msalcache/redisstore"
 	"github.com/redis/go-redis/v9"
@@ -73,7 +73,7 @@ func TestEmptyPrefixMeansNoPrefix(t *testing.T) {
 	ctx := context.Background()
 	_, c, _ := newSingle(t)
 	s := redisstore.New(c, redisstore.WithPrefix(""))
-	if _, err := s.Save(ctx, "bare", []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+	if _, err := s.Save(ctx, "bare", []byte("v"), driver.NoVersion, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if n := c.Exists(ctx, "bare").Val(); n != 1 {

@@ -29,6 +29,7 @@ import (
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/entratest"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/protect"
@@ -604,11 +605,11 @@ func (ch *soakChild) run() error {
 	}
 	// A trace of the server this instance's client talks to and of its
 	// watch, for the judge to explain what an instance served (issue 20).
-	stopWatch, werr := ch.store.Watch(ch.ctx, func(c msalcache.Change) {
+	stopWatch, werr := ch.store.Watch(ch.ctx, func(c driver.Change) {
 		switch c.Kind {
-		case msalcache.ChangeWatchUp:
+		case driver.ChangeWatchUp:
 			ch.report(soakRecord{T: "watch", S: time.Now().UnixNano(), E: "up"})
-		case msalcache.ChangeWatchDown:
+		case driver.ChangeWatchDown:
 			ch.report(soakRecord{T: "watch", S: time.Now().UnixNano(), E: "down"})
 		}
 	})

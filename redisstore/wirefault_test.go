@@ -123,8 +123,8 @@ func TestWireFaults(t *testing.T) {
 	}{
 		{"latency 2ms", func(w *faultnet.Wire) { w.SetLatency(2*time.Millisecond, 0); w.Set(faultnet.Latency, false) }, false, 0},
 		{"jitter 0-20ms", func(w *faultnet.Wire) { w.SetLatency(0, 20*time.Millisecond); w.Set(faultnet.Latency, false) }, false, 0},
-		{"black hole", func(w *faultnet.Wire) { w.Set(faultnet.BlackHole, false) }, true, msalcache.DefaultL1MaxStale},
-		{"reset mid-reply", func(w *faultnet.Wire) { w.Set(faultnet.Reset, false) }, true, msalcache.DefaultL1MaxStale},
+		{"black hole", func(w *faultnet.Wire) { w.Set(faultnet.BlackHole, false) }, true, 2 * time.Second},
+		{"reset mid-reply", func(w *faultnet.Wire) { w.Set(faultnet.Reset, false) }, true, 2 * time.Second},
 		{"bandwidth 64 KiB/s", func(w *faultnet.Wire) { w.SetBandwidth(64 << 10); w.Set(faultnet.Bandwidth, false) }, false, 0},
 		// The server closes every client connection (CLIENT KILL), and
 		// the clients see it 2 s late, in silence.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/protect"
 	"github.com/msalcache/msalcache/storeurl"
 )
@@ -23,7 +23,7 @@ type Blob struct {
 	lifetime     time.Duration
 	lifetimeKnow bool
 	raw          []byte
-	version      msalcache.Version
+	version      driver.Version
 }
 
 // readBlob loads key and describes it; ErrNotFound when it vanished.

@@ -29,9 +29,12 @@ type RedisClusterServer struct {
 //
 //	--cluster-enabled yes --cluster-config-file nodes.conf
 //	--cluster-node-timeout 2000 --cluster-port B
+//	--repl-diskless-sync-delay 0
 //
 // (B, the cluster bus port, is picked free like the client port, rather than
-// being port+10000, which may not exist). The cluster is then formed
+// being port+10000, which may not exist; a replica a test adds, or a node
+// that comes back as the replica of the one that took its slots over, would
+// otherwise wait 5 s for its full sync, in case more replicas come). The cluster is then formed
 // directly over RESP, as redis-cli --cluster create would: node i gets the
 // i-th of masters equal contiguous slot ranges (node 0 has slot 0, the last
 // node has slot 16383), a distinct config epoch, and is met by node 0.
@@ -47,6 +50,7 @@ func RedisCluster(t testing.TB, masters int) *RedisClusterServer {
 			"--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "2000",
 			"--cluster-port", strconv.Itoa(ports[1]),
+			"--repl-diskless-sync-delay", "0",
 		}
 	}
 	for range masters {

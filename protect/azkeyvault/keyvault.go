@@ -6,7 +6,13 @@
 // "Key Vault Crypto User" role).
 //
 //	cred, err := azidentity.NewManagedIdentityCredential(nil)
+//	if err != nil {
+//		return err
+//	}
 //	kek, err := azkeyvault.New("https://myvault.vault.azure.net", "msalcache-kek", cred, nil)
+//	if err != nil {
+//		return err
+//	}
 //	ring, err := protect.NewKeyRing(ctx, store, kek)
 //
 // It is a module of its own, so that programs that do not use it never

@@ -1,4 +1,4 @@
-package msalcache
+package driver
 
 import "context"
 

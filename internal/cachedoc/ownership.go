@@ -1,4 +1,4 @@
-package msalcache
+package cachedoc
 
 import (
 	"bytes"
@@ -102,7 +102,7 @@ func jsonString(v json.RawMessage) (string, bool) {
 	return string(plain), true
 }
 
-// ownedBy returns the part of d that belongs to partitionKey, and how many
+// OwnedBy returns the part of d that belongs to partitionKey, and how many
 // entries it dropped. App metadata (one entry per client, no secret) is
 // shared by every partition and always stays. Top-level fields other than
 // MSAL's sections are dropped too: their owners cannot be told, and a
@@ -113,9 +113,9 @@ func jsonString(v json.RawMessage) (string, bool) {
 // byte for byte to known's entry under the same key is kept without being
 // read again. Export filters MSAL's whole cache on every write, and most of
 // it is what Replace handed over.
-func (d *document) ownedBy(partitionKey string, known *document) (*document, int) {
+func (d *Document) OwnedBy(partitionKey string, known *Document) (*Document, int) {
 	dropped := len(d.extra)
-	out := &document{}
+	out := &Document{}
 	var foreign []string // of the section at hand
 	for i := range numSections {
 		src := d.sections[i]

@@ -1,4 +1,4 @@
-package msalcache
+package cachedoc
 
 import (
 	"encoding/json"
@@ -54,7 +54,7 @@ func TestOwnedByKeepsOnlyThePartitionsEntries(t *testing.T) {
 	  "AppMetadata": {"app": {"client_id": "c"}},
 	  "FutureSection": {"x": {"home_account_id": "bob.t"}}
 	}`)
-	alice, dropped := d.ownedBy("alice.t", nil)
+	alice, dropped := d.OwnedBy("alice.t", nil)
 	if dropped != 5 {
 		t.Errorf("alice: dropped %d entries, want 5 (bob's two, the app token, the ambiguous one, the unknown section)", dropped)
 	}
@@ -70,18 +70,18 @@ func TestOwnedByKeepsOnlyThePartitionsEntries(t *testing.T) {
 	if len(alice.sections[secAppMetadata]) != 1 {
 		t.Error("the client's app metadata was dropped")
 	}
-	app, _ := d.ownedBy("c_t_AppTokenCache", nil)
+	app, _ := d.OwnedBy("c_t_AppTokenCache", nil)
 	if got := entries(app, secAccessToken); len(got) != 1 || got["app-at"] == "" {
 		t.Errorf("app partition's access tokens = %v", got)
 	}
-	if app.isUserCache() {
+	if app.IsUserCache() {
 		t.Error("the app partition holds a user's sign-in")
 	}
-	if none, _ := d.ownedBy("", nil); none.hasTokens() {
+	if none, _ := d.OwnedBy("", nil); none.HasTokens() {
 		t.Error(`the "" partition (RemoveAccount, Accounts) holds tokens of an account`)
 	}
 	clean := mustDoc(t, `{"RefreshToken":{"r":{"home_account_id":"alice.t"}}}`)
-	if same, n := clean.ownedBy("alice.t", nil); n != 0 || same != clean {
+	if same, n := clean.OwnedBy("alice.t", nil); n != 0 || same != clean {
 		t.Error("a document holding only its own entries was copied")
 	}
 }
@@ -91,11 +91,11 @@ func TestOwnedByKeepsOnlyThePartitionsEntries(t *testing.T) {
 func TestOwnedByTrustsOnlyIdenticalKnownEntries(t *testing.T) {
 	known := mustDoc(t, `{"RefreshToken":{"rt":{"home_account_id":"alice.t","secret":"A"}}}`)
 	same := mustDoc(t, `{"RefreshToken":{"rt":{"home_account_id":"alice.t","secret":"A"}}}`)
-	if _, n := same.ownedBy("alice.t", known); n != 0 {
+	if _, n := same.OwnedBy("alice.t", known); n != 0 {
 		t.Errorf("dropped %d of alice's own entries", n)
 	}
 	swapped := mustDoc(t, `{"RefreshToken":{"rt":{"home_account_id":"bob.t","secret":"B"}}}`)
-	if got, n := swapped.ownedBy("alice.t", known); n != 1 || got.hasTokens() {
+	if got, n := swapped.OwnedBy("alice.t", known); n != 1 || got.HasTokens() {
 		t.Errorf("bob's entry under a key alice's partition knows was kept (dropped %d)", n)
 	}
 }

@@ -1,4 +1,4 @@
-package msalcache
+package cachedoc
 
 import (
 	"encoding/json"
@@ -8,16 +8,16 @@ import (
 	"time"
 )
 
-func mustDoc(t testing.TB, s string) *document {
+func mustDoc(t testing.TB, s string) *Document {
 	t.Helper()
-	d, err := parseDocument([]byte(s))
+	d, err := Parse([]byte(s))
 	if err != nil {
-		t.Fatalf("parseDocument(%s): %v", s, err)
+		t.Fatalf("Parse(%s): %v", s, err)
 	}
 	return d
 }
 
-func entries(d *document, section int) map[string]string {
+func entries(d *Document, section int) map[string]string {
 	out := map[string]string{}
 	for k, v := range d.sections[section] {
 		out[k] = string(v)
@@ -27,8 +27,8 @@ func entries(d *document, section int) map[string]string {
 
 func TestParseDocumentShape(t *testing.T) {
 	for _, bad := range []string{``, `[]`, `"x"`, `{"AccessToken":[1]}`, `{"RefreshToken":"x"}`, `{`} {
-		if _, err := parseDocument([]byte(bad)); err == nil {
-			t.Errorf("parseDocument(%q) accepted a blob that is not MSAL's shape", bad)
+		if _, err := Parse([]byte(bad)); err == nil {
+			t.Errorf("Parse(%q) accepted a blob that is not MSAL's shape", bad)
 		}
 	}
 	d := mustDoc(t, `{"AccessToken":{"a":{"x":1}},"AppMetadata":null,"Future":{"k":true}}`)
@@ -43,15 +43,15 @@ func TestParseDocumentShape(t *testing.T) {
 func TestEncodeRoundTripAndDeterminism(t *testing.T) {
 	src := `{"RefreshToken":{"z":{"s":"r"},"a\"q":{"s":"\u00e9"}},"AccessToken":{"b":{"expires_on":"10"}},"Extra":[1,2]}`
 	d := mustDoc(t, src)
-	enc := d.encode()
+	enc := d.Encode()
 	if !json.Valid(enc) {
 		t.Fatalf("encode produced invalid JSON: %s", enc)
 	}
 	again := mustDoc(t, string(enc))
-	if !again.equalEntries(d) || string(again.extra["Extra"]) != "[1,2]" {
+	if !again.EqualEntries(d) || string(again.extra["Extra"]) != "[1,2]" {
 		t.Fatalf("round trip changed the document: %s", enc)
 	}
-	if string(again.encode()) != string(enc) {
+	if string(again.Encode()) != string(enc) {
 		t.Fatalf("encode is not deterministic")
 	}
 	if !strings.HasPrefix(string(enc), `{"AccessToken":{"b":`) {
@@ -77,7 +77,7 @@ func TestMerge3(t *testing.T) {
 	ours := mustDoc(t, `{"AccessToken":{"keep":1,"oursChanged":2,"theirsChanged":1,"bothChanged":2,"theirsRemoved":1,"removedVsChanged":1,"oursAdded":1}}`)
 	theirs := mustDoc(t, `{"AccessToken":{"keep":1,"oursChanged":1,"theirsChanged":3,"bothChanged":3,"oursRemoved":1,"theirsAdded":1}}`)
 	// removedVsChanged: theirs removed it while ours left it alone, so it goes.
-	got := entries(merge3(base, ours, theirs), secAccessToken)
+	got := entries(Merge3(base, ours, theirs), secAccessToken)
 	want := map[string]string{"keep": "1", "oursChanged": "2", "theirsChanged": "3", "bothChanged": "2", "oursAdded": "1", "theirsAdded": "1"}
 	if len(got) != len(want) {
 		t.Errorf("merge3 = %v, want %v", got, want)
@@ -95,7 +95,7 @@ func TestMerge3RemovalWinsOverChange(t *testing.T) {
 	base := mustDoc(t, `{"RefreshToken":{"rt":"old"}}`)
 	ours := mustDoc(t, `{}`)
 	theirs := mustDoc(t, `{"RefreshToken":{"rt":"new"}}`)
-	if got := entries(merge3(base, ours, theirs), secRefreshToken); len(got) != 0 {
+	if got := entries(Merge3(base, ours, theirs), secRefreshToken); len(got) != 0 {
 		t.Fatalf("a removed refresh token came back: %v", got)
 	}
 }
@@ -103,16 +103,16 @@ func TestMerge3RemovalWinsOverChange(t *testing.T) {
 func TestMerge3WithoutBaseKeepsBoth(t *testing.T) {
 	ours := mustDoc(t, `{"AccessToken":{"a":1,"same":2}}`)
 	theirs := mustDoc(t, `{"AccessToken":{"b":1,"same":3}}`)
-	got := entries(merge3(nil, ours, theirs), secAccessToken)
+	got := entries(Merge3(nil, ours, theirs), secAccessToken)
 	if got["a"] != "1" || got["b"] != "1" || got["same"] != "2" {
-		t.Fatalf("merge3(nil, ...) = %v: want both writers' entries, ours on a tie", got)
+		t.Fatalf("Merge3(nil, ...) = %v: want both writers' entries, ours on a tie", got)
 	}
 }
 
 func TestUnionPrefersFirst(t *testing.T) {
 	first := mustDoc(t, `{"AccessToken":{"k":"first"}}`)
 	other := mustDoc(t, `{"AccessToken":{"k":"other","o":"x"},"Account":{"acc":"y"}}`)
-	u := union(first, []*document{other})
+	u := Union(first, []*Document{other})
 	if got := entries(u, secAccessToken); got["k"] != `"first"` || got["o"] != `"x"` {
 		t.Fatalf("union AccessToken = %v", got)
 	}
@@ -123,16 +123,16 @@ func TestUnionPrefersFirst(t *testing.T) {
 
 func TestLatestExpiryAndKinds(t *testing.T) {
 	d := mustDoc(t, `{"AccessToken":{"a":{"expires_on":"1700000000"},"b":{"expires_on":1800000000},"c":{"expires_on":"junk"}}}`)
-	if got := d.latestExpiry(); !got.Equal(time.Unix(1800000000, 0)) {
+	if got := d.LatestExpiry(); !got.Equal(time.Unix(1800000000, 0)) {
 		t.Errorf("latestExpiry = %v", got)
 	}
-	if d.isUserCache() || !d.hasTokens() {
+	if d.IsUserCache() || !d.HasTokens() {
 		t.Error("app-token document misclassified")
 	}
-	if mustDoc(t, `{"AppMetadata":{"x":{}}}`).hasTokens() {
+	if mustDoc(t, `{"AppMetadata":{"x":{}}}`).HasTokens() {
 		t.Error("app metadata alone counted as tokens")
 	}
-	if !mustDoc(t, `{"Account":{"x":{}}}`).isUserCache() {
+	if !mustDoc(t, `{"Account":{"x":{}}}`).IsUserCache() {
 		t.Error("account not a user cache")
 	}
 }
@@ -144,39 +144,39 @@ func FuzzDocument(f *testing.F) {
 	f.Add([]byte(`{}`), []byte(`{"Account":{"x":null},"X":1}`))
 	f.Add([]byte(`{"IdToken":{"\u0000":"\ud800"}}`), []byte(`[]`))
 	f.Fuzz(func(t *testing.T, a, b []byte) {
-		da, err := parseDocument(a)
+		da, err := Parse(a)
 		if err != nil {
 			return
 		}
-		enc := da.encode()
-		back, err := parseDocument(enc)
+		enc := da.Encode()
+		back, err := Parse(enc)
 		if err != nil {
 			t.Fatalf("encode of a parsed document does not parse: %s: %v", enc, err)
 		}
-		if !back.equalEntries(da) {
+		if !back.EqualEntries(da) {
 			t.Fatalf("encode changed the entries: %s", enc)
 		}
-		db, err := parseDocument(b)
+		db, err := Parse(b)
 		if err != nil {
 			return
 		}
-		m := merge3(da, db, da)
-		if _, err := parseDocument(m.encode()); err != nil {
+		m := Merge3(da, db, da)
+		if _, err := Parse(m.Encode()); err != nil {
 			t.Fatalf("merge result does not parse: %v", err)
 		}
-		db.ownedBy("uid.utid", nil)
-		union(da, []*document{db}).encode()
+		db.OwnedBy("uid.utid", nil)
+		Union(da, []*Document{db}).Encode()
 	})
 }
 
 // parseDocumentReference is the straightforward encoding/json parse that
-// parseDocument must agree with.
-func parseDocumentReference(b []byte) (*document, error) {
+// Parse must agree with.
+func parseDocumentReference(b []byte) (*Document, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(b, &top); err != nil || top == nil {
-		return nil, errNotCacheShape // null is JSON, not an MSAL cache
+		return nil, ErrNotCacheShape // null is JSON, not an MSAL cache
 	}
-	d := &document{}
+	d := &Document{}
 	for name, raw := range top {
 		i := slices.Index(sectionNames[:], name)
 		if i < 0 {
@@ -191,7 +191,7 @@ func parseDocumentReference(b []byte) (*document, error) {
 		}
 		var entries map[string]json.RawMessage
 		if err := json.Unmarshal(raw, &entries); err != nil {
-			return nil, errNotCacheShape
+			return nil, ErrNotCacheShape
 		}
 		if len(entries) > 0 {
 			d.sections[i] = entries
@@ -208,16 +208,16 @@ func FuzzParseDocument(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		got, gotErr := parseDocument(b)
+		got, gotErr := Parse(b)
 		want, wantErr := parseDocumentReference(b)
 		if (gotErr == nil) != (wantErr == nil) {
-			t.Fatalf("parseDocument(%q) err = %v, encoding/json err = %v", b, gotErr, wantErr)
+			t.Fatalf("Parse(%q) err = %v, encoding/json err = %v", b, gotErr, wantErr)
 		}
 		if gotErr != nil {
 			return
 		}
-		if !got.equalEntries(want) || len(got.extra) != len(want.extra) {
-			t.Fatalf("parseDocument(%q) = %v, encoding/json = %v", b, got.sections, want.sections)
+		if !got.EqualEntries(want) || len(got.extra) != len(want.extra) {
+			t.Fatalf("Parse(%q) = %v, encoding/json = %v", b, got.sections, want.sections)
 		}
 		for k, v := range want.extra {
 			if string(got.extra[k]) != string(v) {
@@ -235,7 +235,7 @@ func validJSON(b []byte) bool {
 }
 
 // FuzzValidJSON holds the scanner to encoding/json's idea of valid JSON,
-// since parseDocument no longer asks json.Valid first.
+// since Parse no longer asks json.Valid first.
 func FuzzValidJSON(f *testing.F) {
 	for _, s := range []string{``, ` `, `0`, `-0`, `01`, `-`, `1.`, `1.5e`, `1e+9`, `1E-0`, `true`, `tru`, `nullx`,
 		`"a\"b"`, `"\u00e9\ud800"`, `"\x"`, `"\u12g4"`, "\"\x01\"", "\"\xff\xfe\"", `[1,]`, `[,]`, `[]`, `{"a":1}`,
@@ -282,12 +282,12 @@ func TestStrEndsAtItsQuote(t *testing.T) {
 		for _, esc := range []string{``, `\"`, `\\`, `\n`, `\u0041`} {
 			str := `"` + strings.Repeat("x", n) + esc + strings.Repeat("y", n%9) + `"`
 			in := `{"AccessToken":{"k":` + str + `,"l":"` + strings.Repeat("z", n) + `"}}`
-			d, err := parseDocument([]byte(in))
+			d, err := Parse([]byte(in))
 			if err != nil {
 				t.Fatalf("%s: %v", in, err)
 			}
 			want, err := parseDocumentReference([]byte(in))
-			if err != nil || !d.equalEntries(want) {
+			if err != nil || !d.EqualEntries(want) {
 				t.Fatalf("%s: parsed %v, encoding/json %v (%v)", in, d.sections, want.sections, err)
 			}
 		}
@@ -320,7 +320,7 @@ func TestKnownKeys(t *testing.T) {
 		t.Fatalf("escaped or unknown names: sections %v extra %v", d.sections, d.extra)
 	}
 	doc := []byte(`{"AccessToken":{},"RefreshToken":{},"IdToken":{},"Account":{},"AppMetadata":{}}`)
-	if n := testing.AllocsPerRun(100, func() { _, _ = parseDocument(doc) }); n > 1 {
+	if n := testing.AllocsPerRun(100, func() { _, _ = Parse(doc) }); n > 1 {
 		t.Errorf("parsing the five sections' names allocates %v times, want only the document", n)
 	}
 }
@@ -332,7 +332,7 @@ func TestScannerDepthAsEncodingJSON(t *testing.T) {
 			t.Errorf("depth %d: scanner valid=%v, json.Valid %v", n, got, want)
 		}
 		doc := []byte(`{"Future":` + string(b) + `}`)
-		_, err := parseDocument(doc)
+		_, err := Parse(doc)
 		if _, rerr := parseDocumentReference(doc); (err == nil) != (rerr == nil) {
 			t.Errorf("depth %d inside a document: parseDocument err %v, encoding/json err %v", n, err, rerr)
 		}
@@ -356,7 +356,7 @@ func BenchmarkParseDocument(b *testing.B) {
 	b.SetBytes(int64(len(doc)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := parseDocument(doc); err != nil {
+		if _, err := Parse(doc); err != nil {
 			b.Fatal(err)
 		}
 	}

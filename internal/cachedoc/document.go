@@ -1,4 +1,4 @@
-package msalcache
+package cachedoc
 
 import (
 	"bytes"
@@ -27,33 +27,33 @@ const (
 
 var sectionNames = [numSections]string{"AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata"}
 
-// errNotCacheShape reports a blob that is JSON but not MSAL's cache shape;
+// ErrNotCacheShape reports a blob that is JSON but not MSAL's cache shape;
 // the adapter then falls back to last-writer-wins.
-var errNotCacheShape = errors.New("msalcache: not an MSAL cache document")
+var ErrNotCacheShape = errors.New("msalcache: not an MSAL cache document")
 
-// document is a parsed MSAL cache. It is never modified after it is built,
+// Document is a parsed MSAL cache. It is never modified after it is built,
 // so several goroutines may read one.
-type document struct {
+type Document struct {
 	sections [numSections]map[string]json.RawMessage
 	// extra holds top-level fields other than the sections, kept as they
 	// came so that a newer MSAL's additions survive a merge.
 	extra map[string]json.RawMessage
 }
 
-// parseDocument splits MSAL's cache JSON into sections and entries. It
+// Parse splits MSAL's cache JSON into sections and entries. It
 // walks the blob once, checking its syntax as it goes, without decoding the
 // entries, which stay slices of b: an Export parses every blob it writes,
 // and encoding/json's decoding (later json.Valid followed by a second walk)
 // made that parse the cost of a write. Anything encoding/json would reject
-// is errNotCacheShape (FuzzValidJSON and FuzzParseDocument hold the two to
+// is ErrNotCacheShape (FuzzValidJSON and FuzzParseDocument hold the two to
 // the same verdict).
-func parseDocument(b []byte) (*document, error) {
+func Parse(b []byte) (*Document, error) {
 	s := scanner{b: b}
 	if s.next() != '{' {
-		return nil, errNotCacheShape
+		return nil, ErrNotCacheShape
 	}
 	s.depth = 1 // the document's own braces, as encoding/json counts them
-	d := &document{}
+	d := &Document{}
 	if s.peek() == '}' {
 		s.i++
 		return d, s.end()
@@ -72,7 +72,7 @@ func parseDocument(b []byte) (*document, error) {
 			s.value() // null: an absent section
 			d.sections[i] = nil
 		case s.peek() != '{':
-			return nil, errNotCacheShape
+			return nil, ErrNotCacheShape
 		default:
 			d.sections[i] = s.entries()
 		}
@@ -81,7 +81,7 @@ func parseDocument(b []byte) (*document, error) {
 		case '}':
 			return d, s.end()
 		default:
-			return nil, errNotCacheShape
+			return nil, ErrNotCacheShape
 		}
 	}
 }
@@ -109,7 +109,7 @@ func (s *scanner) fail() {
 func (s *scanner) end() error {
 	s.ws()
 	if s.bad || s.i != len(s.b) {
-		return errNotCacheShape
+		return ErrNotCacheShape
 	}
 	return nil
 }
@@ -445,11 +445,11 @@ func (s *scanner) literal(lit string) {
 	s.i += len(lit)
 }
 
-// footprint approximates the heap d holds beyond the bytes of the blob it
+// Footprint approximates the heap d holds beyond the bytes of the blob it
 // was parsed from (its entries are slices of that blob): its maps and their
 // keys. The L1 counts it against MaxBytes, since for a small partition it
 // is about half of what an entry costs (BenchmarkL1Memory measures both).
-func (d *document) footprint() int64 {
+func (d *Document) Footprint() int64 {
 	if d == nil {
 		return 0
 	}
@@ -475,10 +475,10 @@ func (d *document) footprint() int64 {
 	return n
 }
 
-// hasTokens reports whether the document holds anything worth storing:
+// HasTokens reports whether the document holds anything worth storing:
 // app metadata alone (which MSAL keeps after the last account is removed)
 // is not.
-func (d *document) hasTokens() bool {
+func (d *Document) HasTokens() bool {
 	for i := range secAppMetadata {
 		if len(d.sections[i]) > 0 {
 			return true
@@ -487,15 +487,15 @@ func (d *document) hasTokens() bool {
 	return false
 }
 
-// isUserCache reports whether the document holds a user's sign-in (a
+// IsUserCache reports whether the document holds a user's sign-in (a
 // refresh token or an account), which lives much longer than app tokens.
-func (d *document) isUserCache() bool {
+func (d *Document) IsUserCache() bool {
 	return len(d.sections[secRefreshToken]) > 0 || len(d.sections[secAccount]) > 0
 }
 
-// latestExpiry returns the latest expires_on of the access tokens, or the
+// LatestExpiry returns the latest expires_on of the access tokens, or the
 // zero time when none can be read.
-func (d *document) latestExpiry() time.Time {
+func (d *Document) LatestExpiry() time.Time {
 	var latest int64
 	for _, raw := range d.sections[secAccessToken] {
 		if n, ok := expiresOn(raw); ok && n > latest {
@@ -534,9 +534,9 @@ func expiresOn(raw json.RawMessage) (int64, bool) {
 	}
 }
 
-// equalEntries reports whether two documents hold the same entries, byte for
+// EqualEntries reports whether two documents hold the same entries, byte for
 // byte; the extra fields are ignored because MSAL rewrites them anyway.
-func (d *document) equalEntries(o *document) bool {
+func (d *Document) EqualEntries(o *Document) bool {
 	for i := range numSections {
 		a, b := d.sections[i], o.sections[i]
 		if len(a) != len(b) {
@@ -552,9 +552,9 @@ func (d *document) equalEntries(o *document) bool {
 	return true
 }
 
-// encode writes the document as MSAL's JSON, with keys sorted so that equal
+// Encode writes the document as MSAL's JSON, with keys sorted so that equal
 // documents encode to equal bytes.
-func (d *document) encode() []byte {
+func (d *Document) Encode() []byte {
 	size := 2
 	for i := range numSections {
 		for k, v := range d.sections[i] {
@@ -641,11 +641,11 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// union returns a document holding every entry of first and, where first
+// Union returns a document holding every entry of first and, where first
 // has no entry of that key, the entries of others. MSAL filters what it
 // reads by account and client, so extra entries never yield a wrong token.
-func union(first *document, others []*document) *document {
-	u := &document{extra: first.extra}
+func Union(first *Document, others []*Document) *Document {
+	u := &Document{extra: first.extra}
 	for i := range numSections {
 		n := len(first.sections[i])
 		for _, o := range others {
@@ -676,18 +676,18 @@ func put(m map[string]json.RawMessage, k string, v json.RawMessage, hint int) ma
 	return m
 }
 
-// merge3 merges two writers' versions of one partition entry by entry,
+// Merge3 merges two writers' versions of one partition entry by entry,
 // given the version both started from (base, nil when unknown):
 //   - an entry only one side changed takes that side's bytes;
 //   - an entry both changed takes ours (we write last);
 //   - an entry one side removed and the other left alone is removed, so a
 //     sign-out is never undone by a concurrent token refresh;
 //   - an entry only one side added is kept.
-func merge3(base, ours, theirs *document) *document {
+func Merge3(base, ours, theirs *Document) *Document {
 	if base == nil {
-		base = &document{}
+		base = &Document{}
 	}
-	out := &document{extra: ours.extra}
+	out := &Document{extra: ours.extra}
 	for i := range numSections {
 		b, o, t := base.sections[i], ours.sections[i], theirs.sections[i]
 		var m map[string]json.RawMessage
@@ -717,3 +717,6 @@ func merge3(base, ours, theirs *document) *document {
 	}
 	return out
 }
+
+// AccessTokens returns how many access tokens d holds.
+func (d *Document) AccessTokens() int { return len(d.sections[secAccessToken]) }
