@@ -314,7 +314,9 @@ func TestSaveDurableCluster(t *testing.T) {
 		}
 		owner := cl.SlotOwner(t, int(slot))
 		before := waits(t, cl.Node(owner).Addr())
-		wctx, wcancel := context.WithTimeout(bg, 500*time.Millisecond)
+		// A conflict returns before any WAIT: the deadline only has to
+		// cover the call on a loaded machine (4 parallel tests).
+		wctx, wcancel := context.WithTimeout(bg, 5*time.Second)
 		_, err = s1.SaveDurable(wctx, key, []byte("y"), driver.NoVersion, 0)
 		wcancel()
 		if !errors.Is(err, driver.ErrConflict) {
