@@ -168,6 +168,12 @@ func (in *instance) close() {
 // client pool (the cache is shared by the farm).
 func (in *instance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tenant := r.URL.Query().Get("tenant")
+	if tenant == "" {
+		// Without a tenant there is no authority to ask: say what to pass
+		// instead of letting MSAL fail on an empty one.
+		http.Error(w, missingTenant, http.StatusBadRequest)
+		return
+	}
 	p, err := in.pool(tenant)
 	if err == nil {
 		var ar confidential.AuthResult
@@ -180,6 +186,13 @@ func (in *instance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	http.Error(w, err.Error(), http.StatusBadGateway)
 }
+
+// missingTenant is the answer to a request that names no tenant.
+const missingTenant = `missing tenant: this API serves each tenant's orders with that tenant's token.
+Pass the tenant's name or ID, for example:
+    /orders?tenant=contoso
+(the demo's tenants are contoso, fabrikam and northwind)
+`
 
 func run(ctx context.Context, out io.Writer, cfg config) error {
 	addr := cfg.redis

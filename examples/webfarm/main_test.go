@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io/fs"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -267,5 +269,20 @@ func TestWebfarmMetrics(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", strings.TrimPrefix(strings.TrimSuffix(mu[1], "/metrics"), "http://"), time.Second); err == nil {
 		c.Close()
 		t.Errorf("%s still served after the example ended", mu[1])
+	}
+}
+
+// A request without a tenant is answered with what to pass, as a 400, not
+// with MSAL's error about an empty authority as a 502.
+func TestOrdersWithoutTenant(t *testing.T) {
+	for _, target := range []string{"/orders", "/orders?tenant="} {
+		rec := httptest.NewRecorder()
+		(&instance{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		if rec.Code != http.StatusBadRequest {
+			t.Fatalf("GET %s: status %d, want 400", target, rec.Code)
+		}
+		if body := rec.Body.String(); !strings.Contains(body, "/orders?tenant=contoso") || !strings.Contains(body, "missing tenant") {
+			t.Fatalf("GET %s: the page does not say what to pass:\n%s", target, body)
+		}
 	}
 }
