@@ -226,7 +226,7 @@ func (s *Server) writeSignInPage(w http.ResponseWriter, r *http.Request, tenant 
 	writePage(w, status, "signin", map[string]any{
 		"Title":    "Sign in",
 		"Tenant":   tenant,
-		"Client":   r.Form.Get("client_id"),
+		"Client":   s.appName(r.Form.Get("client_id")),
 		"Action":   r.URL.Path,
 		"Hidden":   carried(r.Form),
 		"Users":    s.listUsers(tenant, false),
@@ -277,7 +277,7 @@ func (s *Server) handleAdminConsent(w http.ResponseWriter, r *http.Request) {
 		writePage(w, http.StatusOK, "consent", map[string]any{
 			"Title":    "Permissions requested",
 			"Tenant":   tenant,
-			"Client":   clientID,
+			"Client":   s.appName(clientID),
 			"Scope":    f.Get("scope"),
 			"Action":   r.URL.Path,
 			"Hidden":   carried(f),

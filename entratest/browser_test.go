@@ -232,3 +232,32 @@ func TestAdminConsentAndRoles(t *testing.T) {
 		t.Errorf("roles for another resource: %v", c.Roles)
 	}
 }
+
+// The sign-in and consent pages name the app by the display name given
+// with WithAppName, never by its client ID; without one, by its client ID.
+func TestPagesShowAppDisplayName(t *testing.T) {
+	for _, named := range []bool{true, false} {
+		opts := []entratest.Option{entratest.WithBrowserHTTP("127.0.0.1:0"), entratest.WithAdminConsentRequired(appID)}
+		want := appID
+		if named {
+			opts = append(opts, entratest.WithAppName(appID, "Tailspin Surveys"))
+			want = "Tailspin Surveys"
+		}
+		srv := newServer(t, opts...)
+		srv.AddAdmin(tenant, "admin@contoso.com", "")
+		b := newBrowser(t)
+		signIn := srv.BrowserURL() + "/" + tenant + "/oauth2/v2.0/authorize?" + url.Values{
+			"client_id": {appID}, "redirect_uri": {"http://127.0.0.1:1/cb"}, "response_type": {"code"}, "scope": {userScope},
+		}.Encode()
+		consent := srv.AdminConsentURL("organizations", appID, "http://127.0.0.1:1/enrolled", "api://surveys/.default", "st")
+		for name, u := range map[string]string{"sign-in": signIn, "consent": consent} {
+			status, page, _ := b.do(http.MethodGet, u, nil)
+			if status != http.StatusOK || !strings.Contains(page, "<strong>"+want+"</strong>") {
+				t.Fatalf("%s page (named %v): status %d, want the app named %q:\n%s", name, named, status, want, page)
+			}
+			if named && strings.Contains(page, "<strong>"+appID+"</strong>") {
+				t.Fatalf("%s page names the app by its client ID:\n%s", name, page)
+			}
+		}
+	}
+}

@@ -171,6 +171,8 @@ type options struct {
 	// browserAddr: WithBrowserHTTP; consentRequired: WithAdminConsentRequired.
 	browserAddr     string
 	consentRequired map[string]bool
+	// appNames: WithAppName.
+	appNames map[string]string
 }
 
 // WithLatency delays every token endpoint response by d, to give the
@@ -213,6 +215,27 @@ func WithClientSecret(clientID, secret string) Option {
 		}
 		o.secrets[clientID] = secret
 	}
+}
+
+// WithAppName gives the app registered as clientID the display name its
+// users see on the sign-in and consent pages, as Entra ID shows an app
+// registration's name rather than its client ID. Without it the pages name
+// the app by its client ID.
+func WithAppName(clientID, displayName string) Option {
+	return func(o *options) {
+		if o.appNames == nil {
+			o.appNames = make(map[string]string)
+		}
+		o.appNames[clientID] = displayName
+	}
+}
+
+// appName returns the name the pages show for clientID.
+func (s *Server) appName(clientID string) string {
+	if n := s.opts.appNames[clientID]; n != "" {
+		return n
+	}
+	return clientID
 }
 
 // A Server is an Entra ID emulator listening on a loopback TLS port. Create

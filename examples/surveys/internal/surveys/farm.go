@@ -43,6 +43,7 @@ import (
 // registrations; here the emulator accepts them as they are.
 const (
 	ClientID     = "7a1b2c3d-5e6f-4a00-8b00-5075e7a11e00"
+	AppName      = "Tailspin Surveys"   // the registration's display name, shown on the sign-in and consent pages
 	clientSecret = "surveys-web-secret" // from a secret store in production
 	APIResource  = "api://surveys"
 	APIScope     = APIResource + "/Surveys.Access"
@@ -143,7 +144,8 @@ func Start(ctx context.Context, cfg Config) (*Farm, error) {
 	f.baseURL = "http://" + ln.Addr().String()
 
 	f.entra, err = entratest.Start(entratest.WithBrowserHTTP("127.0.0.1:0"),
-		entratest.WithClientSecret(ClientID, clientSecret), entratest.WithAdminConsentRequired(ClientID))
+		entratest.WithClientSecret(ClientID, clientSecret), entratest.WithAdminConsentRequired(ClientID),
+		entratest.WithAppName(ClientID, AppName))
 	if err != nil {
 		ln.Close()
 		return nil, err
