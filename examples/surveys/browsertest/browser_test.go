@@ -179,6 +179,9 @@ func TestBrowser(t *testing.T) {
 		)
 		if who == "admin@contoso.com" {
 			admin.shot(admin.ctx, "admin-consent")
+			if page := admin.text("body"); !strings.Contains(page, "Tailspin Surveys") {
+				t.Fatalf("the consent page does not name the app by its display name:\n%s", page)
+			}
 		}
 		admin.do("accept", chromedp.Click(chromedp.CSS(`button[value="accept"]`)), chromedp.WaitVisible(chromedp.CSS("#message")))
 		if msg := admin.text("#message"); !strings.Contains(msg, "is enrolled") {
@@ -197,6 +200,19 @@ func TestBrowser(t *testing.T) {
 	alice.do("pick alice", pick("alice@contoso.com"), chromedp.WaitVisible(chromedp.CSS("#user")))
 	if u := alice.text("#user"); u != "alice@contoso.com" {
 		t.Fatalf("alice signed in as %q", u)
+	}
+	// The signed-in header holds on one line at this window's width: the
+	// brand, the links and the sign-out button share a row.
+	spread, err := chromedp.Run(alice.ctx, chromedp.Evaluate[float64](`(() => {
+		const tops = [...document.querySelectorAll("header .brand, header nav > *")].map(e => e.getBoundingClientRect().top + e.getBoundingClientRect().height / 2);
+		return Math.max(...tops) - Math.min(...tops);
+	})()`))
+	if err != nil {
+		t.Fatalf("measure the header: %v", err)
+	}
+	if spread > 8 {
+		alice.shot(alice.ctx, "header-wraps")
+		t.Fatalf("the signed-in header wraps: its items' middles are %.0f px apart", spread)
 	}
 	frank := b.tab("frank")
 	frank.do("sign in",

@@ -21,9 +21,10 @@ var templates = template.Must(template.New("pages").Parse(`
 <title>{{.Title}} · Tailspin Surveys</title>
 <style>
 body{font-family:system-ui,sans-serif;max-width:42rem;margin:0 auto;padding:0 1rem 2rem;line-height:1.45;color:#1b1b1b}
-header{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center;border-bottom:2px solid #0b5cad;padding:.6rem 0}
+header{display:flex;flex-wrap:nowrap;gap:1rem;align-items:center;border-bottom:2px solid #0b5cad;padding:.6rem 0;white-space:nowrap}
 header .brand{font-weight:700;color:#0b5cad;text-decoration:none;margin-right:auto}
-nav a,nav button{margin-right:.6rem}
+nav{display:flex;flex-wrap:nowrap;align-items:center;gap:.6rem;font-size:.95rem}
+nav button{font-size:.95rem;padding:.3rem .7rem}
 a{color:#0b5cad}
 button{font-size:1rem;padding:.4rem .9rem;cursor:pointer}
 label{display:block;margin-top:.8rem;font-weight:600}
