@@ -32,7 +32,24 @@ type Survey struct {
 	OwnerID   string    `json:"-"`     // object id: who may publish
 	Published bool      `json:"published"`
 	Created   time.Time `json:"created"`
+	// Contributors are the usernames the owner (or a SurveyAdmin) invited
+	// to edit the survey with them; they hold SurveyCreator themselves.
+	Contributors []string `json:"contributors"`
+	// CanEdit and CanManage say what the caller of GET /surveys may do:
+	// edit (the owner, a contributor, a SurveyAdmin), and delete or add
+	// contributors (the owner, a SurveyAdmin). The API checks again on
+	// every call; these only spare the pages buttons that would be refused.
+	CanEdit   bool `json:"canEdit"`
+	CanManage bool `json:"canManage"`
 }
+
+// mayEdit reports whether c may change s's title and question.
+func (s *Survey) mayEdit(c claims) bool {
+	return s.mayManage(c) || slices.Contains(s.Contributors, strings.ToLower(c.Username))
+}
+
+// mayManage reports whether c may delete s or invite contributors to it.
+func (s *Survey) mayManage(c claims) bool { return s.OwnerID == c.Oid || c.hasRole(RoleAdmin) }
 
 type api struct {
 	keys    *keySet
@@ -53,6 +70,9 @@ func (a *api) handler() http.Handler {
 	mux.HandleFunc("GET /surveys", a.authorize(a.list, RoleReader, RoleCreator, RoleAdmin))
 	mux.HandleFunc("POST /surveys", a.authorize(a.create, RoleCreator, RoleAdmin))
 	mux.HandleFunc("POST /surveys/{id}/publish", a.authorize(a.publish, RoleCreator, RoleAdmin))
+	mux.HandleFunc("PUT /surveys/{id}", a.authorize(a.edit, RoleCreator, RoleAdmin))
+	mux.HandleFunc("DELETE /surveys/{id}", a.authorize(a.remove, RoleCreator, RoleAdmin))
+	mux.HandleFunc("POST /surveys/{id}/contributors", a.authorize(a.addContributor, RoleCreator, RoleAdmin))
 	return mux
 }
 
@@ -100,7 +120,9 @@ func (a *api) published(w http.ResponseWriter, r *http.Request) {
 	var out []Survey
 	for _, s := range a.surveys {
 		if s.Published && a.tenants.Enrolled(s.Tenant) {
-			out = append(out, *s)
+			v := *s
+			v.Contributors = nil // the tenant's usernames are not for the public list
+			out = append(out, v)
 		}
 	}
 	a.mu.Unlock()
@@ -112,26 +134,38 @@ func (a *api) list(w http.ResponseWriter, r *http.Request, c claims) {
 	var out []Survey
 	for _, s := range a.surveys {
 		if s.Tenant == c.Tid {
-			out = append(out, *s)
+			v := *s
+			v.CanEdit, v.CanManage = s.mayEdit(c), s.mayManage(c)
+			out = append(out, v)
 		}
 	}
 	a.mu.Unlock()
 	writeJSON(w, http.StatusOK, nonNil(out))
 }
 
-func (a *api) create(w http.ResponseWriter, r *http.Request, c claims) {
+// surveyInput reads a survey's title and question from r's JSON body,
+// answering 400 itself when they are not acceptable.
+func surveyInput(w http.ResponseWriter, r *http.Request) (title, question string, ok bool) {
 	var in struct{ Title, Question string }
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&in); err != nil {
 		apiError(w, http.StatusBadRequest, "send a JSON object with title and question")
-		return
+		return "", "", false
 	}
 	in.Title, in.Question = strings.TrimSpace(in.Title), strings.TrimSpace(in.Question)
 	if in.Title == "" || len(in.Title) > 200 || len(in.Question) > 1000 {
 		apiError(w, http.StatusBadRequest, "a title of 1 to 200 characters is required; a question has at most 1000")
+		return "", "", false
+	}
+	return in.Title, in.Question, true
+}
+
+func (a *api) create(w http.ResponseWriter, r *http.Request, c claims) {
+	title, question, ok := surveyInput(w, r)
+	if !ok {
 		return
 	}
 	a.mu.Lock()
-	s := &Survey{ID: a.next, Tenant: c.Tid, Title: in.Title, Question: in.Question, Owner: c.Name, OwnerID: c.Oid, Created: time.Now()}
+	s := &Survey{ID: a.next, Tenant: c.Tid, Title: title, Question: question, Owner: c.Name, OwnerID: c.Oid, Created: time.Now()}
 	a.next++
 	a.surveys = append(a.surveys, s)
 	out := *s
@@ -139,7 +173,10 @@ func (a *api) create(w http.ResponseWriter, r *http.Request, c claims) {
 	writeJSON(w, http.StatusCreated, out)
 }
 
-func (a *api) publish(w http.ResponseWriter, r *http.Request, c claims) {
+// withSurvey runs f, under a.mu, on the caller's tenant's survey that r
+// names, if allowed says c may; it answers 404 or 403 itself otherwise
+// (a survey of another tenant is as absent as one that never was).
+func (a *api) withSurvey(w http.ResponseWriter, r *http.Request, c claims, allowed func(*Survey, claims) bool, refused string, f func(i int)) {
 	id, err := strconv.Atoi(r.PathValue("id"))
 	if err != nil {
 		apiError(w, http.StatusNotFound, "no such survey")
@@ -151,12 +188,55 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request, c claims) {
 	switch {
 	case i < 0:
 		apiError(w, http.StatusNotFound, "no such survey")
-	case a.surveys[i].OwnerID != c.Oid && !c.hasRole(RoleAdmin):
-		apiError(w, http.StatusForbidden, "only the survey's owner or a SurveyAdmin may publish it")
+	case !allowed(a.surveys[i], c):
+		apiError(w, http.StatusForbidden, refused)
 	default:
+		f(i)
+	}
+}
+
+func (a *api) publish(w http.ResponseWriter, r *http.Request, c claims) {
+	a.withSurvey(w, r, c, (*Survey).mayManage, "only the survey's owner or a SurveyAdmin may publish it", func(i int) {
 		a.surveys[i].Published = true
 		writeJSON(w, http.StatusOK, *a.surveys[i])
+	})
+}
+
+func (a *api) edit(w http.ResponseWriter, r *http.Request, c claims) {
+	title, question, ok := surveyInput(w, r)
+	if !ok {
+		return
 	}
+	a.withSurvey(w, r, c, (*Survey).mayEdit, "only the survey's owner, its contributors or a SurveyAdmin may edit it", func(i int) {
+		a.surveys[i].Title, a.surveys[i].Question = title, question
+		writeJSON(w, http.StatusOK, *a.surveys[i])
+	})
+}
+
+func (a *api) remove(w http.ResponseWriter, r *http.Request, c claims) {
+	a.withSurvey(w, r, c, (*Survey).mayManage, "only the survey's owner or a SurveyAdmin may delete it", func(i int) {
+		a.surveys = slices.Delete(a.surveys, i, i+1)
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+func (a *api) addContributor(w http.ResponseWriter, r *http.Request, c claims) {
+	var in struct{ Username string }
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<12)).Decode(&in); err != nil {
+		apiError(w, http.StatusBadRequest, "send a JSON object with username")
+		return
+	}
+	name := strings.ToLower(strings.TrimSpace(in.Username))
+	if name == "" || len(name) > 254 || strings.ContainsAny(name, " \t\r\n") {
+		apiError(w, http.StatusBadRequest, "a username (such as alice@contoso.com) is required")
+		return
+	}
+	a.withSurvey(w, r, c, (*Survey).mayManage, "only the survey's owner or a SurveyAdmin may add contributors", func(i int) {
+		if s := a.surveys[i]; !slices.Contains(s.Contributors, name) {
+			s.Contributors = append(s.Contributors, name)
+		}
+		writeJSON(w, http.StatusOK, *a.surveys[i])
+	})
 }
 
 func nonNil(s []Survey) []Survey {

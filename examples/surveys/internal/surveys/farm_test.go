@@ -319,3 +319,87 @@ func TestFarmMovesToCertificate(t *testing.T) {
 	}
 	testFarm(t, g)
 }
+
+// The seed's survey management: the owner edits, deletes and invites
+// contributors; a contributor (a SurveyCreator the owner named) edits but
+// neither deletes nor invites; another creator and a reader do none of it;
+// a SurveyAdmin does all of it. The API refuses what the pages do not
+// offer, so a forged form gets nowhere.
+func TestSurveyEditDeleteContributors(t *testing.T) {
+	f := startFarm(t, Config{Out: io.Discard})
+	e := f.Entra()
+	e.AddUser("contoso", "erin@contoso.com", "")
+	_ = e.AssignRoles("contoso", "erin@contoso.com", APIResource, RoleCreator)
+	newPerson(t, f).enroll("admin@contoso.com")
+
+	alice, erin, dave, admin := newPerson(t, f), newPerson(t, f), newPerson(t, f), newPerson(t, f)
+	alice.signIn("alice@contoso.com", nil)
+	erin.signIn("erin@contoso.com", nil)
+	dave.signIn("dave@contoso.com", nil)
+	admin.signIn("admin@contoso.com", nil)
+
+	alice.post(f.URL()+"/surveys", url.Values{"csrf": {alice.find(reCSRF)}, "title": {"Offsite"}, "question": {"Where?"}})
+	id := alice.find(regexp.MustCompile(`action="/surveys/(\d+)/delete"`))
+	base := f.URL() + "/surveys/" + id
+	edit := func(p *person, title string) {
+		p.t.Helper()
+		p.get(f.URL() + "/surveys")
+		p.post(base, url.Values{"csrf": {p.find(reCSRF)}, "title": {title}, "question": {"Where?"}})
+	}
+	listed := func(p *person, title string) bool {
+		p.get(f.URL() + "/surveys")
+		return strings.Contains(p.page, ">"+title+"<")
+	}
+
+	// Before she is a contributor, erin is offered nothing and refused.
+	erin.get(f.URL() + "/surveys")
+	if strings.Contains(erin.page, base[len(f.URL()):]+"/edit") || strings.Contains(erin.page, "/delete") {
+		t.Fatalf("erin is offered to edit or delete alice's survey:\n%s", erin.page)
+	}
+	if edit(erin, "Erin's"); erin.code != http.StatusForbidden || !listed(alice, "Offsite") {
+		t.Fatalf("erin edited alice's survey before being a contributor: status %d\n%s", erin.code, erin.page)
+	}
+	// Alice invites erin; erin edits.
+	alice.get(f.URL() + "/surveys")
+	alice.post(base+"/contributors", url.Values{"csrf": {alice.find(reCSRF)}, "username": {"Erin@Contoso.com"}})
+	if !strings.Contains(alice.page, `class="contributors">erin@contoso.com<`) {
+		t.Fatalf("erin is not listed as a contributor:\n%s", alice.page)
+	}
+	erin.get(base + "/edit")
+	if erin.code != http.StatusOK || !strings.Contains(erin.page, `value="Offsite"`) {
+		t.Fatalf("erin's edit page: status %d\n%s", erin.code, erin.page)
+	}
+	if edit(erin, "Offsite 2027"); !listed(alice, "Offsite 2027") {
+		t.Fatalf("erin's edit did not reach the survey:\n%s", alice.page)
+	}
+	// A contributor neither deletes nor invites; a reader does not edit.
+	erin.get(f.URL() + "/surveys")
+	erin.post(base+"/delete", url.Values{"csrf": {erin.find(reCSRF)}})
+	if erin.code != http.StatusForbidden || !listed(alice, "Offsite 2027") {
+		t.Fatalf("a contributor deleted the survey: status %d", erin.code)
+	}
+	erin.get(f.URL() + "/surveys")
+	erin.post(base+"/contributors", url.Values{"csrf": {erin.find(reCSRF)}, "username": {"dave@contoso.com"}})
+	if erin.code != http.StatusForbidden {
+		t.Fatalf("a contributor invited another: status %d", erin.code)
+	}
+	if edit(dave, "Dave's"); dave.code != http.StatusForbidden || !listed(alice, "Offsite 2027") {
+		t.Fatalf("a SurveyReader edited the survey: status %d", dave.code)
+	}
+	// A SurveyAdmin edits any survey of the tenant; the owner deletes.
+	if edit(admin, "Offsite 2028"); !listed(alice, "Offsite 2028") {
+		t.Fatalf("the SurveyAdmin could not edit:\n%s", admin.page)
+	}
+	alice.get(f.URL() + "/surveys")
+	alice.post(base+"/delete", url.Values{"csrf": {alice.find(reCSRF)}})
+	if alice.code != http.StatusOK || listed(alice, "Offsite 2028") {
+		t.Fatalf("the owner's delete: status %d\n%s", alice.code, alice.page)
+	}
+	// A forged form without the CSRF token is refused.
+	alice.post(f.URL()+"/surveys", url.Values{"csrf": {alice.find(reCSRF)}, "title": {"Keep"}})
+	id = alice.find(regexp.MustCompile(`action="/surveys/(\d+)/delete"`))
+	alice.post(f.URL()+"/surveys/"+id+"/delete", url.Values{"csrf": {"forged"}})
+	if !listed(alice, "Keep") {
+		t.Fatal("a delete without the session's CSRF token went through")
+	}
+}

@@ -69,9 +69,15 @@ Whole farm: <span id="farm-cache">{{.Farm.Cache}}</span> from the shared cache, 
 {{template "foot" .}}{{end}}
 
 {{define "surveys"}}{{template "head" .}}
-<div id="surveys">{{if .Surveys}}<table><thead><tr><th scope="col">Survey</th><th scope="col">Owner</th><th scope="col">Status</th></tr></thead><tbody>
-{{range .Surveys}}<tr><td>{{.Title}}</td><td>{{.Owner}}</td><td>{{if .Published}}published{{else}}draft
-<form class="inline" method="post" action="/surveys/{{.ID}}/publish"><input type="hidden" name="csrf" value="{{$.CSRF}}"><button type="submit" aria-label="Publish {{.Title}}">Publish</button></form>{{end}}</td></tr>{{end}}
+<div id="surveys">{{if .Surveys}}<table><thead><tr><th scope="col">Survey</th><th scope="col">Owner</th><th scope="col">Status</th><th scope="col">Actions</th></tr></thead><tbody>
+{{range .Surveys}}<tr><td>{{.Title}}{{if .Contributors}}<br><small>Contributors: <span class="contributors">{{range $i, $c := .Contributors}}{{if $i}}, {{end}}{{$c}}{{end}}</span></small>{{end}}</td><td>{{.Owner}}</td><td>{{if .Published}}published{{else}}draft
+{{if .CanManage}}<form class="inline" method="post" action="/surveys/{{.ID}}/publish"><input type="hidden" name="csrf" value="{{$.CSRF}}"><button type="submit" aria-label="Publish {{.Title}}">Publish</button></form>{{end}}{{end}}</td>
+<td>{{if .CanEdit}}<a href="/surveys/{{.ID}}/edit" aria-label="Edit {{.Title}}">Edit</a>{{end}}
+{{if .CanManage}}<form class="inline" method="post" action="/surveys/{{.ID}}/delete"><input type="hidden" name="csrf" value="{{$.CSRF}}"><button type="submit" aria-label="Delete {{.Title}}">Delete</button></form>
+<form method="post" action="/surveys/{{.ID}}/contributors"><input type="hidden" name="csrf" value="{{$.CSRF}}">
+<label for="contributor-{{.ID}}">Add a contributor to {{.Title}}</label>
+<input type="text" id="contributor-{{.ID}}" name="username" placeholder="name@{{$.Tenant}}" required maxlength="254">
+<button type="submit">Add contributor</button></form>{{end}}</td></tr>{{end}}
 </tbody></table>{{else}}<p>No surveys yet.</p>{{end}}</div>
 <p><a href="/surveys/new">Create a survey</a></p>
 {{template "foot" .}}{{end}}
@@ -86,6 +92,17 @@ Whole farm: <span id="farm-cache">{{.Farm.Cache}}</span> from the shared cache, 
 <textarea id="question" name="question" rows="3" maxlength="1000"></textarea>
 <p><button type="submit">Create survey</button></p>
 </form>
+{{template "foot" .}}{{end}}
+
+{{define "edit"}}{{template "head" .}}
+{{with .Survey}}<form method="post" action="/surveys/{{.ID}}">
+<input type="hidden" name="csrf" value="{{$.CSRF}}">
+<label for="title">Title</label>
+<input type="text" id="title" name="title" required maxlength="200" value="{{.Title}}">
+<label for="question">Question</label>
+<textarea id="question" name="question" rows="3" maxlength="1000">{{.Question}}</textarea>
+<p><button type="submit">Save survey</button> <a href="/surveys">Cancel</a></p>
+</form>{{end}}
 {{template "foot" .}}{{end}}
 
 {{define "message"}}{{template "head" .}}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,10 @@ func (in *instance) handler() http.Handler {
 	mux.HandleFunc("GET /surveys/new", in.newSurvey)
 	mux.HandleFunc("POST /surveys", in.createSurvey)
 	mux.HandleFunc("POST /surveys/{id}/publish", in.publishSurvey)
+	mux.HandleFunc("GET /surveys/{id}/edit", in.editSurvey)
+	mux.HandleFunc("POST /surveys/{id}", in.saveSurvey)
+	mux.HandleFunc("POST /surveys/{id}/delete", in.deleteSurvey)
+	mux.HandleFunc("POST /surveys/{id}/contributors", in.addContributor)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		in.fail(w, r, http.StatusNotFound, "Page not found", "There is no page at this address.")
 	})
@@ -76,6 +81,7 @@ type page struct {
 	LinkText string
 	Surveys  []Survey
 	Creator  bool
+	Survey   *Survey // the survey an edit page is about
 }
 
 // tokenInfo says where the page's API token came from.
@@ -434,6 +440,26 @@ func (in *instance) createSurvey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (in *instance) publishSurvey(w http.ResponseWriter, r *http.Request) {
+	in.surveyAction(w, r, http.MethodPost, "/publish", nil)
+}
+
+func (in *instance) deleteSurvey(w http.ResponseWriter, r *http.Request) {
+	in.surveyAction(w, r, http.MethodDelete, "", nil)
+}
+
+func (in *instance) addContributor(w http.ResponseWriter, r *http.Request) {
+	in.surveyAction(w, r, http.MethodPost, "/contributors", map[string]string{"username": r.PostFormValue("username")})
+}
+
+func (in *instance) saveSurvey(w http.ResponseWriter, r *http.Request) {
+	in.surveyAction(w, r, http.MethodPut, "", map[string]string{"title": r.PostFormValue("title"), "question": r.PostFormValue("question")})
+}
+
+// surveyAction is a form's POST on the survey the path names: it checks
+// the session and its CSRF token, calls the API's method on
+// /surveys/{id}+suffix with body, and goes back to the list. The API
+// decides who may: the owner, a contributor (edit only) or a SurveyAdmin.
+func (in *instance) surveyAction(w http.ResponseWriter, r *http.Request, method, suffix string, body any) {
 	s, token, p, ok := in.requireToken(w, r)
 	if !ok || !in.checkCSRF(w, r, s) {
 		return
@@ -443,9 +469,36 @@ func (in *instance) publishSurvey(w http.ResponseWriter, r *http.Request) {
 		in.fail(w, r, http.StatusNotFound, "No such survey", "There is no survey at this address.")
 		return
 	}
-	if status, err := in.callAPI(r.Context(), http.MethodPost, "/surveys/"+strconv.Itoa(id)+"/publish", token, nil, nil); err != nil {
+	if status, err := in.callAPI(r.Context(), method, "/surveys/"+strconv.Itoa(id)+suffix, token, body, nil); err != nil {
+		if status == http.StatusBadRequest || status == http.StatusNotFound {
+			p.Problem, p.Link, p.LinkText = true, "/surveys", "Back to the surveys"
+			p.Title, p.Message = "Not saved", strings.TrimPrefix(err.Error(), "survey API: ")
+			in.render(w, status, "message", p)
+			return
+		}
 		in.apiFailed(w, r, p, status, err)
 		return
 	}
 	http.Redirect(w, r, "/surveys", http.StatusSeeOther)
+}
+
+// editSurvey shows the edit form of a survey the caller may edit.
+func (in *instance) editSurvey(w http.ResponseWriter, r *http.Request) {
+	_, token, p, ok := in.requireToken(w, r)
+	if !ok {
+		return
+	}
+	id, _ := strconv.Atoi(r.PathValue("id"))
+	var list []Survey
+	if status, err := in.callAPI(r.Context(), http.MethodGet, "/surveys", token, nil, &list); err != nil {
+		in.apiFailed(w, r, p, status, err)
+		return
+	}
+	i := slices.IndexFunc(list, func(s Survey) bool { return s.ID == id })
+	if i < 0 || !list[i].CanEdit {
+		in.fail(w, r, http.StatusNotFound, "No such survey", "There is no survey here that you may edit.")
+		return
+	}
+	p.Title, p.Survey = "Edit survey", &list[i]
+	in.render(w, http.StatusOK, "edit", p)
 }
