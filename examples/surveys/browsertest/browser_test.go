@@ -243,6 +243,36 @@ func TestBrowser(t *testing.T) {
 	}
 	alice.shot(alice.ctx, "surveys")
 
+	// alice edits the survey, invites a contributor, and deletes a draft.
+	alice.do("edit a survey",
+		chromedp.Click(chromedp.CSS(`a[aria-label="Edit Team lunch"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#title")),
+		chromedp.SetValue(chromedp.CSS("#title"), "Team lunch (Friday)"),
+		chromedp.Click(chromedp.CSS(`main button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`a[aria-label="Edit Team lunch (Friday)"]`)),
+	)
+	alice.do("add a contributor",
+		chromedp.SendKeys(chromedp.CSS(`input[name="username"]`), "admin@contoso.com"),
+		chromedp.Submit(chromedp.CSS(`input[name="username"]`)),
+		chromedp.WaitVisible(chromedp.CSS(".contributors")),
+	)
+	if c := alice.text(".contributors"); c != "admin@contoso.com" {
+		t.Fatalf("contributors after the invitation: %q", c)
+	}
+	alice.do("create and delete a draft",
+		chromedp.Click(chromedp.CSS(`nav a[href="/surveys/new"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#title")),
+		chromedp.SendKeys(chromedp.CSS("#title"), "Scratch"),
+		chromedp.Click(chromedp.CSS(`main button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button[aria-label="Delete Scratch"]`)),
+		chromedp.Click(chromedp.CSS(`button[aria-label="Delete Scratch"]`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`button[aria-label="Delete Scratch"]`)),
+	)
+	if s := alice.text("#surveys"); !strings.Contains(s, "Team lunch (Friday)") || strings.Contains(s, "Scratch") {
+		t.Fatalf("alice's surveys after edit and delete: %q", s)
+	}
+	alice.shot(alice.ctx, "surveys-managed")
+
 	// Reloads alternate between the instances; none asks the token
 	// endpoint.
 	before := e.TokenRequests()
