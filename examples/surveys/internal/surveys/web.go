@@ -34,7 +34,7 @@ type instance struct {
 	adapter *msalcache.Adapter
 	// pool hands each request an MSAL client no other request is using
 	// (one client shared by concurrent users cannot be kept exact through
-	// MSAL's cache hook; a client per request costs more, see the README).
+	// MSAL's cache hook; a client per request costs more, see docs/usage.md, "Which MSAL client shape").
 	pool  *msalcache.ClientPool
 	close func()
 	log   *slog.Logger
