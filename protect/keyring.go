@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 )
 
 // KeyRing seals and opens payloads with a ring of AES-256 keys that it
@@ -53,7 +54,7 @@ var (
 	_ msalcache.Reprotector = (*KeyRing)(nil)
 )
 
-// NewKeyRing loads the ring kept under DefaultRingKey (see WithRingKey) in
+// NewKeyRing loads the ring kept under "msalcache/keyring/v1" (see WithRingKey) in
 // store, creating it if the store never held one, and starts the
 // background refresh (see WithAutoRefresh). kek wraps new keys; WithKEKs
 // adds older KEKs that may still unwrap.
@@ -126,7 +127,7 @@ func newRing(fn string, store msalcache.Store, kek KeyWrapper, opts []Option) (*
 		cfg:     cfg,
 		primary: keks[kek.ID()],
 		keks:    keks,
-		marker:  cfg.ringKey + markerSuffix,
+		marker:  ringadmin.MarkerKey(cfg.ringKey),
 		sem:     make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}

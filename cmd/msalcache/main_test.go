@@ -16,6 +16,7 @@ import (
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/entratest"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/protect"
 )
 
@@ -278,7 +279,7 @@ func storeBlobKeys(t *testing.T, s msalcache.Store) map[string]string {
 		if err != nil {
 			return err
 		}
-		out[k], err = protect.PayloadKeyID(b)
+		out[k], err = ringadmin.PayloadKeyID(b)
 		return err
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/protect"
 	"github.com/msalcache/msalcache/storeurl"
 )
@@ -169,7 +170,7 @@ func (a *app) kekWrapper(ctx context.Context, key []byte, ringStore *storeurl.St
 func ringKEKID(ctx context.Context, a *app, s *storeurl.Store, skipID string) (string, error) {
 	cctx, cancel := a.callCtx(ctx)
 	defer cancel()
-	b, _, err := s.Load(cctx, protect.DefaultRingKey)
+	b, _, err := s.Load(cctx, ringadmin.RingKey)
 	if errors.Is(err, msalcache.ErrNotFound) {
 		// No ring to name one: any id does, and opening the ring
 		// reports that there is none.
@@ -244,7 +245,7 @@ func (e *env) diagnoseKEK(ctx context.Context, err error) error {
 	if !errors.Is(err, protect.ErrInvalidRing) {
 		return nil
 	}
-	b, _, lerr := e.load(ctx, e.ringStore, protect.DefaultRingKey)
+	b, _, lerr := e.load(ctx, e.ringStore, ringadmin.RingKey)
 	if lerr != nil {
 		return nil
 	}
