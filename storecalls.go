@@ -19,7 +19,7 @@ import (
 // module does) and is called directly, saving a goroutine and its wake-up
 // on every call.
 
-func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error) {
+func (a *Adapter) load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if a.direct {
 		blob, v, err := a.store.Load(ctx, key)
 		a.observe(key, err)
@@ -27,7 +27,7 @@ func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error)
 	}
 	var r struct {
 		blob []byte
-		v    Version
+		v    driver.Version
 	}
 	// r is written only by the call and read only when Do returns nil, so
 	// an abandoned call that finishes late writes to nothing anyone reads.
@@ -37,13 +37,13 @@ func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error)
 	})
 	a.observe(key, err)
 	if err != nil {
-		return nil, NoVersion, err
+		return nil, driver.NoVersion, err
 	}
 	return r.blob, r.v, nil
 }
 
-func (a *Adapter) version(ctx context.Context, key string) (Version, error) {
-	var v Version
+func (a *Adapter) version(ctx context.Context, key string) (driver.Version, error) {
+	var v driver.Version
 	var err error
 	if a.direct {
 		v, err = a.versioner.Version(ctx, key)
@@ -57,8 +57,8 @@ func (a *Adapter) version(ctx context.Context, key string) (Version, error) {
 	return v, err
 }
 
-func (a *Adapter) save(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error) {
-	var v Version
+func (a *Adapter) save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
+	var v driver.Version
 	var err error
 	if a.direct {
 		v, err = a.store.Save(ctx, key, value, ifVersion, ttl)
@@ -70,7 +70,7 @@ func (a *Adapter) save(ctx context.Context, key string, value []byte, ifVersion 
 	}
 	a.observe(key, err)
 	if err != nil {
-		return NoVersion, err
+		return driver.NoVersion, err
 	}
 	return v, nil
 }
@@ -128,12 +128,12 @@ func (a *Adapter) deleteKey(ctx context.Context, key string) error {
 
 // saveRemoval saves a removal record: through SaveDurable on a store that
 // can wait for a replica, else as any write.
-func (a *Adapter) saveRemoval(ctx context.Context, key string, sealed []byte, ifVersion Version) (Version, error) {
-	d, ok := a.store.(DurableSaver)
+func (a *Adapter) saveRemoval(ctx context.Context, key string, sealed []byte, ifVersion driver.Version) (driver.Version, error) {
+	d, ok := a.store.(driver.DurableSaver)
 	if !ok {
 		return a.save(ctx, key, sealed, ifVersion, a.cfg.userTTL)
 	}
-	var v Version
+	var v driver.Version
 	var err error
 	if a.direct {
 		v, err = d.SaveDurable(ctx, key, sealed, ifVersion, a.cfg.userTTL)
@@ -143,14 +143,14 @@ func (a *Adapter) saveRemoval(ctx context.Context, key string, sealed []byte, if
 			return err
 		})
 	}
-	if errors.Is(err, ErrNotReplicated) {
+	if errors.Is(err, driver.ErrNotReplicated) {
 		// Written on the primary (and v set: the call returned).
 		a.observe(key, nil)
 		return v, err
 	}
 	a.observe(key, err)
 	if err != nil {
-		return NoVersion, err
+		return driver.NoVersion, err
 	}
 	return v, nil
 }

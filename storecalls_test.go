@@ -38,12 +38,12 @@ func (s *stackStore) onCallerGoroutine() {
 	}
 }
 
-func (s *stackStore) Load(ctx context.Context, key string) ([]byte, Version, error) {
+func (s *stackStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	s.onCallerGoroutine()
 	return s.mapStore.Load(ctx, key)
 }
 
-func (s *stackStore) Save(ctx context.Context, key string, v []byte, ifv Version, ttl time.Duration) (Version, error) {
+func (s *stackStore) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	s.onCallerGoroutine()
 	return s.mapStore.Save(ctx, key, v, ifv, ttl)
 }
