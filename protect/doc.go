@@ -161,7 +161,7 @@
 //
 // # The record, and what happens when it is lost or replayed
 //
-// The ring is one JSON record under DefaultRingKey (WithRingKey), written
+// The ring is one JSON record under "msalcache/keyring/v1" (WithRingKey), written
 // only with compare-and-set. Ids, dates and KEK ids are readable; the
 // naming secret (see Partition names) is wrapped like the keys; each
 // key's material is wrapped by the KEK with its id, dates and KEK id as

@@ -70,6 +70,6 @@ func (r *KeyRing) damagedError(damage error, verified *working) error {
 	}
 	fmt.Fprintf(&b, "Otherwise any running server that still holds the ring rewrites the record from its copy within its refresh interval (%v by default; WithRefreshInterval): retry then. "+
 		"If no such server runs, reset the ring by deleting %q and its marker %q from the store; every token stored under the old ring then becomes unreadable (a cache miss: each is acquired again from Entra ID and shared again)",
-		DefaultRefreshInterval, r.cfg.ringKey, r.marker)
+		defaultRefreshInterval, r.cfg.ringKey, r.marker)
 	return &damagedError{msg: b.String(), cause: damage}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/observe"
 )
 
@@ -54,7 +55,7 @@ var (
 	_ driver.Reprotector = (*KeyRing)(nil)
 )
 
-// NewKeyRing loads the ring kept under DefaultRingKey (see WithRingKey) in
+// NewKeyRing loads the ring kept under "msalcache/keyring/v1" (see WithRingKey) in
 // store, creating it if the store never held one, and starts the
 // background refresh (see WithAutoRefresh). kek wraps new keys; WithKEKs
 // adds older KEKs that may still unwrap.
@@ -127,7 +128,7 @@ func newRing(fn string, store driver.Store, kek KeyWrapper, opts []Option) (*Key
 		cfg:     cfg,
 		primary: keks[kek.ID()],
 		keks:    keks,
-		marker:  cfg.ringKey + markerSuffix,
+		marker:  ringadmin.MarkerKey(cfg.ringKey),
 		sem:     make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}

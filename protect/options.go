@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/observe"
 )
 
@@ -13,31 +14,28 @@ import (
 // key management (which uses 90 days and a 2-day window; token caches turn
 // over faster, so keys here live 30 days).
 const (
-	// DefaultRingKey is the store key of the ring's record.
-	DefaultRingKey = "msalcache/keyring/v1"
-	// DefaultPurpose is bound into every payload; see WithPurpose.
-	DefaultPurpose = "msalcache token cache"
-	// DefaultKeyLifetime is how long a key is used to encrypt, from its
+	// defaultRingKey is the store key of the ring's record; the CLI
+	// reads it from ringadmin too.
+	defaultRingKey = ringadmin.RingKey
+	// defaultPurpose is bound into every payload; see WithPurpose.
+	defaultPurpose = "msalcache token cache"
+	// defaultKeyLifetime is how long a key is used to encrypt, from its
 	// activation. It keeps decrypting after that until revoked.
-	DefaultKeyLifetime = 30 * 24 * time.Hour
-	// DefaultActivationDelay is how long before its activation a scheduled
+	defaultKeyLifetime = 30 * 24 * time.Hour
+	// defaultActivationDelay is how long before its activation a scheduled
 	// key is written to the ring, so that every server has loaded it before
 	// any server encrypts with it.
-	DefaultActivationDelay = 24 * time.Hour
-	// DefaultRefreshInterval is how often a ring reloads its record (with
+	defaultActivationDelay = ringadmin.ActivationDelay
+	// defaultRefreshInterval is how often a ring reloads its record (with
 	// up to 20% jitter, never later than this).
-	DefaultRefreshInterval = 10 * time.Minute
-	// DefaultClockSkew is how far apart the clocks of two servers may be.
-	DefaultClockSkew = 5 * time.Minute
-	// DefaultReloadInterval is the least time between two reloads caused
+	defaultRefreshInterval = 10 * time.Minute
+	// defaultClockSkew is how far apart the clocks of two servers may be.
+	defaultClockSkew = 5 * time.Minute
+	// defaultReloadInterval is the least time between two reloads caused
 	// by payloads under unknown key ids, so that garbage input cannot make
 	// a ring hammer its store.
-	DefaultReloadInterval = 10 * time.Second
+	defaultReloadInterval = 10 * time.Second
 )
-
-// markerSuffix names the marker record, written beside the ring, that
-// remembers a ring existed; see the package documentation.
-const markerSuffix = ".created"
 
 // Option configures a KeyRing.
 type Option func(*config) error
@@ -59,14 +57,14 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		ringKey:         DefaultRingKey,
-		purpose:         DefaultPurpose,
+		ringKey:         defaultRingKey,
+		purpose:         defaultPurpose,
 		now:             time.Now,
-		lifetime:        DefaultKeyLifetime,
-		activationDelay: DefaultActivationDelay,
-		refreshInterval: DefaultRefreshInterval,
-		clockSkew:       DefaultClockSkew,
-		reloadInterval:  DefaultReloadInterval,
+		lifetime:        defaultKeyLifetime,
+		activationDelay: defaultActivationDelay,
+		refreshInterval: defaultRefreshInterval,
+		clockSkew:       defaultClockSkew,
+		reloadInterval:  defaultReloadInterval,
 		autoRefresh:     true,
 		logger:          slog.Default(),
 	}
@@ -87,7 +85,7 @@ func (c *config) validate() error {
 	return nil
 }
 
-// WithRingKey stores the ring under key instead of DefaultRingKey, for
+// WithRingKey stores the ring under key instead of "msalcache/keyring/v1", for
 // example to give two applications that share a store separate rings. A
 // marker record is kept at key+".created". Keys are 1 to 190 letters,
 // digits or "-_.:/".
@@ -124,7 +122,7 @@ func WithKEKs(keks ...KeyWrapper) Option {
 	}
 }
 
-// WithPurpose binds payloads to purpose (default DefaultPurpose), so that
+// WithPurpose binds payloads to purpose (default "msalcache token cache"), so that
 // two applications sharing a ring cannot open each other's blobs even under
 // the same store key. Changing it makes every existing blob unreadable.
 func WithPurpose(purpose string) Option {
@@ -137,11 +135,11 @@ func WithPurpose(purpose string) Option {
 	}
 }
 
-// WithClock makes the ring read time from now instead of time.Now, so
+// withClock makes the ring read time from now instead of time.Now, so
 // tests can step through key lifetimes. The background refresh still
 // sleeps in real time; tests usually pair this with WithAutoRefresh(false)
 // and call Refresh.
-func WithClock(now func() time.Time) Option {
+func withClock(now func() time.Time) Option {
 	return func(c *config) error {
 		if now == nil {
 			return errors.New("protect: WithClock(nil)")
@@ -151,21 +149,22 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
-// WithKeyLifetime sets how long each key encrypts (default
-// DefaultKeyLifetime).
+// WithKeyLifetime sets how long each key encrypts (default 30
+// days, from its activation). A key keeps decrypting after that until
+// revoked.
 func WithKeyLifetime(d time.Duration) Option {
 	return func(c *config) error { c.lifetime = d; return nil }
 }
 
 // WithActivationDelay sets how long before its activation a scheduled key
-// is written (default DefaultActivationDelay). Keep it well above the
+// is written (default 24 hours). Keep it well above the
 // refresh interval.
 func WithActivationDelay(d time.Duration) Option {
 	return func(c *config) error { c.activationDelay = d; return nil }
 }
 
 // WithRefreshInterval sets how often the ring reloads its record (default
-// DefaultRefreshInterval). A key written by another server is used here
+// 10 minutes, with up to 20% jitter, never later). A key written by another server is used here
 // within this interval, or within about a second where the store pushes
 // changes (see the package documentation).
 func WithRefreshInterval(d time.Duration) Option {
@@ -173,13 +172,14 @@ func WithRefreshInterval(d time.Duration) Option {
 }
 
 // WithClockSkew sets the largest clock difference between servers the
-// ring tolerates (default DefaultClockSkew).
+// ring tolerates (default 5 minutes).
 func WithClockSkew(d time.Duration) Option {
 	return func(c *config) error { c.clockSkew = d; return nil }
 }
 
 // WithReloadInterval sets the least time between two reloads triggered by
-// an unknown key id (default DefaultReloadInterval).
+// an unknown key id (default 10 seconds), so that garbage input
+// cannot make a ring hammer its store.
 func WithReloadInterval(d time.Duration) Option {
 	return func(c *config) error { c.reloadInterval = d; return nil }
 }

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/internal/testserver"
-	"github.com/msalcache/msalcache/protect"
 	"github.com/msalcache/msalcache/storeurl"
 )
 
@@ -235,7 +235,7 @@ func rewrapInterrupted(t *testing.T, f *farm, srv *testserver.RedisServer, dst *
 				if err != nil {
 					return false
 				}
-				id, err := protect.PayloadKeyID(b)
+				id, err := ringadmin.PayloadKeyID(b)
 				return err == nil && id != old[first]
 			}, "rewrap", "-json")
 			if !finished {

@@ -17,6 +17,7 @@ import (
 	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/entratest"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/protect"
 )
 
@@ -279,7 +280,7 @@ func storeBlobKeys(t *testing.T, s driver.Store) map[string]string {
 		if err != nil {
 			return err
 		}
-		out[k], err = protect.PayloadKeyID(b)
+		out[k], err = ringadmin.PayloadKeyID(b)
 		return err
 	})
 	if err != nil {

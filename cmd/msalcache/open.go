@@ -12,6 +12,7 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/protect"
 	"github.com/msalcache/msalcache/storeurl"
 )
@@ -170,7 +171,7 @@ func (a *app) kekWrapper(ctx context.Context, key []byte, ringStore *storeurl.St
 func ringKEKID(ctx context.Context, a *app, s *storeurl.Store, skipID string) (string, error) {
 	cctx, cancel := a.callCtx(ctx)
 	defer cancel()
-	b, _, err := s.Load(cctx, protect.DefaultRingKey)
+	b, _, err := s.Load(cctx, ringadmin.RingKey)
 	if errors.Is(err, driver.ErrNotFound) {
 		// No ring to name one: any id does, and opening the ring
 		// reports that there is none.
@@ -245,7 +246,7 @@ func (e *env) diagnoseKEK(ctx context.Context, err error) error {
 	if !errors.Is(err, protect.ErrInvalidRing) {
 		return nil
 	}
-	b, _, lerr := e.load(ctx, e.ringStore, protect.DefaultRingKey)
+	b, _, lerr := e.load(ctx, e.ringStore, ringadmin.RingKey)
 	if lerr != nil {
 		return nil
 	}

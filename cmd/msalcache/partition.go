@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache/driver"
-	"github.com/msalcache/msalcache/protect"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/storeurl"
 )
 
@@ -33,7 +33,7 @@ func (e *env) readBlob(ctx context.Context, s *storeurl.Store, key string) (*Blo
 		return nil, err
 	}
 	b := &Blob{Key: key, Size: len(raw), raw: raw, version: v}
-	if id, err := protect.PayloadKeyID(raw); err == nil {
+	if id, err := ringadmin.PayloadKeyID(raw); err == nil {
 		b.DataKey = id
 	} else if json.Valid(raw) {
 		b.DataKey = "plaintext"

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/internal/testserver"
 	"github.com/msalcache/msalcache/protect"
 	"github.com/msalcache/msalcache/storeurl"
@@ -97,7 +98,7 @@ func TestReadCommandsWriteNothing(t *testing.T) {
 		{0, env, []string{"rm", "-dry-run", "-expired"}},
 		{0, env, []string{"migrate", "-dry-run", "-ring", "-to", "bbolt://" + missingDst}},
 		{1, env, []string{"inspect", "-key", "tc/default/absent"}},
-		{1, env, []string{"rm", "-key", protect.DefaultRingKey}},
+		{1, env, []string{"rm", "-key", ringadmin.RingKey}},
 		{1, env, []string{"ring", "reset"}},
 		{1, []string{env[0], "MSALCACHE_KEK_FILE=" + wrong}, []string{"keys", "list"}},
 		{1, []string{env[0], "MSALCACHE_KEK_FILE=" + wrong}, []string{"doctor"}},
@@ -136,7 +137,7 @@ func TestMissingBoltFile(t *testing.T) {
 // TestRmGuardsTheRing: rm refuses a key ring record without -yes.
 func TestRmGuardsTheRing(t *testing.T) {
 	f, _, env := boltFarm(t, 1)
-	for _, k := range []string{protect.DefaultRingKey, protect.MarkerKey(protect.DefaultRingKey)} {
+	for _, k := range []string{ringadmin.RingKey, ringadmin.MarkerKey(ringadmin.RingKey)} {
 		r := f.cli(env, "rm", "-key", k).must(t, 1)
 		if !strings.Contains(r.stderr, "key ring record") || !strings.Contains(r.stderr, "-yes") {
 			t.Fatalf("rm -key %s:\n%s", k, r.stderr)
@@ -147,7 +148,7 @@ func TestRmGuardsTheRing(t *testing.T) {
 		}
 	}
 	f.cli(env, "doctor").must(t, 0) // the ring is whole
-	f.cli(env, "rm", "-yes", "-key", protect.DefaultRingKey).must(t, 0)
+	f.cli(env, "rm", "-yes", "-key", ringadmin.RingKey).must(t, 0)
 	r := f.cli(env, "doctor").must(t, 1)
 	if !strings.Contains(r.stdout, "missing") {
 		t.Fatalf("doctor after rm -yes of the ring:\n%s", r.stdout)

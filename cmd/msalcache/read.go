@@ -13,6 +13,7 @@ import (
 
 	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/protect"
 	"github.com/msalcache/msalcache/storeurl"
 	"github.com/redis/go-redis/v9"
@@ -88,7 +89,7 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	}
 	ringHere := false
 	if cctx, cancel := a.callCtx(ctx); true {
-		_, _, err := e.ringStore.Load(cctx, protect.DefaultRingKey)
+		_, _, err := e.ringStore.Load(cctx, ringadmin.RingKey)
 		cancel()
 		ringHere = err == nil || errors.Is(err, driver.ErrCorrupt)
 	}
@@ -292,7 +293,7 @@ func doctorRing(ctx context.Context, e *env, add func(level, check, detail, acti
 	}
 	if err != nil {
 		action := "check -kek-file/MSALCACHE_KEK and -kek-id (or -kek-cert and -kek-key); if the KEK is lost for good, see 'msalcache ring reset'"
-		if errors.Is(err, protect.ErrNoRing) {
+		if errors.Is(err, ringadmin.ErrNoRing) {
 			action = "start an app server with the KEK (it creates the ring), or check -store, -prefix and -ring-store"
 		}
 		add("fail", "ring", err.Error(), action)
@@ -326,7 +327,7 @@ func doctorRing(ctx context.Context, e *env, add func(level, check, detail, acti
 		add("ok", "ring", fmt.Sprintf("current key %s, expires %s (in %s)", def.ID, def.Expiration.UTC().Format(time.RFC3339), fmtLifetime(def.Expiration.Sub(now), true)), "")
 		if next != nil {
 			add("ok", "ring", fmt.Sprintf("next key %s activates %s", next.ID, next.Activation.UTC().Format(time.RFC3339)), "")
-		} else if def.Expiration.Sub(now) < protect.DefaultActivationDelay {
+		} else if def.Expiration.Sub(now) < ringadmin.ActivationDelay {
 			add("warn", "ring", "the current key expires within a day and no next key is written", "make sure an app server runs (it schedules the next key), or run 'msalcache keys rotate'")
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
 	"github.com/msalcache/msalcache/storeurl"
@@ -493,12 +494,12 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 		return err == nil, false, err
 	}
 	if *ring {
-		for _, k := range []string{protect.DefaultRingKey, protect.MarkerKey(protect.DefaultRingKey)} {
+		for _, k := range []string{ringadmin.RingKey, ringadmin.MarkerKey(ringadmin.RingKey)} {
 			copied, kept, err := copyKey(e.ringStore, k)
 			if err != nil {
 				return fmt.Errorf("copy the key ring: %w", err)
 			}
-			if k == protect.DefaultRingKey {
+			if k == ringadmin.RingKey {
 				switch {
 				case copied && *dry:
 					out.RingCopied = "would copy"
@@ -582,7 +583,7 @@ func runRm(ctx context.Context, a *app, args []string) error {
 	part := fs.String("partition", "", "the partition `key` the adapter hashes (a home account id, ...)")
 	expired := fs.Bool("expired", false, "remove partitions that can serve no token (needs the KEK)")
 	dry := fs.Bool("dry-run", false, "list, remove nothing")
-	yes := fs.Bool("yes", false, "remove even a key ring record (-key "+protect.DefaultRingKey+"): every stored token becomes unreadable")
+	yes := fs.Bool("yes", false, "remove even a key ring record (-key "+ringadmin.RingKey+"): every stored token becomes unreadable")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -689,11 +690,11 @@ func runRm(ctx context.Context, a *app, args []string) error {
 }
 
 // isRingKey reports whether k is a key ring's record or its marker:
-// anything under the directory of protect.DefaultRingKey
+// anything under the directory of ringadmin.RingKey
 // (msalcache/keyring/...), where rings live unless told otherwise.
 func isRingKey(k string) bool {
-	dir := path.Dir(protect.DefaultRingKey) + "/"
-	return strings.HasPrefix(k, dir) || strings.HasPrefix(k, protect.DefaultRingKey)
+	dir := path.Dir(ringadmin.RingKey) + "/"
+	return strings.HasPrefix(k, dir) || strings.HasPrefix(k, ringadmin.RingKey)
 }
 
 func runRing(ctx context.Context, a *app, args []string) error {
@@ -716,7 +717,7 @@ func runRing(ctx context.Context, a *app, args []string) error {
 	if driver.IsVolatile(e.ringStore.Store) {
 		return fmt.Errorf("%w: %s holds no ring to reset; name the ring's store with -ring-store", protect.ErrVolatileStore, e.ringStore.URL)
 	}
-	warning := fmt.Sprintf("This deletes the key ring %q and its marker in %s. Every token stored under it becomes unreadable: each is a cache miss, fetched again from Entra ID, then shared again. Servers still running keep their copy and write it back: stop them first, or restart them all after the reset.", protect.DefaultRingKey, e.ringStore.URL)
+	warning := fmt.Sprintf("This deletes the key ring %q and its marker in %s. Every token stored under it becomes unreadable: each is a cache miss, fetched again from Entra ID, then shared again. Servers still running keep their copy and write it back: stop them first, or restart them all after the reset.", ringadmin.RingKey, e.ringStore.URL)
 	if !*yes {
 		fmt.Fprintln(a.stdout, warning)
 		return errors.New("nothing deleted: run again with -yes")
@@ -724,7 +725,7 @@ func runRing(ctx context.Context, a *app, args []string) error {
 	fmt.Fprintln(a.stdout, warning)
 	cctx, cancel := a.callCtx(ctx)
 	defer cancel()
-	for _, k := range []string{protect.DefaultRingKey, protect.MarkerKey(protect.DefaultRingKey)} {
+	for _, k := range []string{ringadmin.RingKey, ringadmin.MarkerKey(ringadmin.RingKey)} {
 		if err := e.ringStore.Delete(cctx, k); err != nil {
 			return fmt.Errorf("delete %s: %w", k, err)
 		}
