@@ -10,7 +10,7 @@ import (
 var _ msalcache.Lifetimer = (*Store)(nil)
 
 // Lifetime implements msalcache.Lifetimer: the time left until the key's
-// expiry, by the store's clock (see WithClock), or msalcache.NoExpiry.
+// expiry, by the store's clock (see withClock), or msalcache.NoExpiry.
 func (s *Store) Lifetime(ctx context.Context, key string) (time.Duration, error) {
 	if err := s.lock(ctx, "lifetime"); err != nil {
 		return 0, err
