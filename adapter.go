@@ -25,16 +25,16 @@ var emptyCache = []byte("{}")
 // cache.ExportReplace: pass it to confidential.WithCache or public.WithCache.
 // One Adapter serves any number of MSAL clients and goroutines.
 type Adapter struct {
-	store       Store
+	store       driver.Store
 	cfg         config
-	reprotector Reprotector
+	reprotector driver.Reprotector
 	// direct and directProtector: the store (the Protector) returns by
 	// ctx's deadline on its own, so it is called without a goroutine.
 	direct, directProtector bool
-	hasher                  KeyHasher // names partitions when the Protector holds a secret
+	hasher                  driver.KeyHasher // names partitions when the Protector holds a secret
 	keyPrefix               string
 	stats                   StatsCounter // Stats, the built-in Observer
-	obs                     Observer     // the others (WithObserver), or nil
+	obs                     observe.Observer     // the others (WithObserver), or nil
 	system                  string       // Event.Store
 	turns                   turns        // one Export at a time per partition
 
@@ -63,7 +63,7 @@ type Adapter struct {
 
 	brk       *breaker  // nil with BreakerOptions.Disabled
 	l1        *l1       // nil without WithL1
-	versioner Versioner // the store, when it can read versions cheaply
+	versioner driver.Versioner // the store, when it can read versions cheaply
 	closeOnce sync.Once
 	// lendWarned: the one warning of a lending overflow was logged.
 	lendWarned atomic.Bool
@@ -72,7 +72,7 @@ type Adapter struct {
 // New returns an Adapter that keeps MSAL's token cache in store. It fails
 // unless the options choose between WithProtector and WithPlaintext, so
 // that tokens are never stored in clear by accident.
-func New(store Store, opts ...Option) (*Adapter, error) {
+func New(store driver.Store, opts ...Option) (*Adapter, error) {
 	if store == nil {
 		return nil, errors.New("msalcache: New(nil): pass a Store, e.g. boltstore.Open or memstore.New()")
 	}
@@ -96,12 +96,12 @@ func New(store Store, opts ...Option) (*Adapter, error) {
 		obo:       make(map[string]time.Time),
 		closing:   make(chan struct{}),
 	}
-	a.reprotector, _ = cfg.protector.(Reprotector)
+	a.reprotector, _ = cfg.protector.(driver.Reprotector)
 	a.direct, a.directProtector = boundsContext(store), boundsContext(cfg.protector)
 	if !cfg.breaker.Disabled {
 		a.brk = newBreaker(cfg.breaker, store, a, cfg.now, cfg.timeout)
 	}
-	a.hasher, _ = cfg.protector.(KeyHasher)
+	a.hasher, _ = cfg.protector.(driver.KeyHasher)
 	switch len(cfg.observers) {
 	case 0:
 	case 1:
@@ -109,13 +109,13 @@ func New(store Store, opts ...Option) (*Adapter, error) {
 	default:
 		a.obs = observers(cfg.observers)
 	}
-	if n, ok := store.(SystemNamer); ok {
+	if n, ok := store.(driver.SystemNamer); ok {
 		a.system = n.SystemName()
 	}
 	if cfg.l1 != nil {
-		w, pushes := store.(Watcher)
+		w, pushes := store.(driver.Watcher)
 		a.l1 = newL1(*cfg.l1, cfg.now, pushes)
-		a.versioner, _ = store.(Versioner)
+		a.versioner, _ = store.(driver.Versioner)
 		if pushes {
 			if err := a.watch(w); err != nil {
 				return nil, err
@@ -191,7 +191,7 @@ func (a *Adapter) replaceCall(ctx context.Context, u cache.Unmarshaler, hints ca
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	o := a.startOp(ctx, OpReplace)
+	o := a.startOp(ctx, observe.OpReplace)
 	defer o.finish()
 	return a.replace(&o, u, hints, ci)
 }
@@ -209,14 +209,14 @@ func (a *Adapter) replace(o *op, u cache.Unmarshaler, hints cache.ReplaceHints, 
 // must know of: a removal record (and whether this call may store over
 // it), or, for a client the application drives, a live partition loaded
 // by this call (see removal.go).
-func (a *Adapter) afterLoad(ctx context.Context, ci callInfo, cs *clientState, key string, e *Event) {
+func (a *Adapter) afterLoad(ctx context.Context, ci callInfo, cs *clientState, key string, e *observe.Event) {
 	switch {
-	case e.Reason == ReasonRemoved || e.Reused:
+	case e.Reason == observe.ReasonRemoved || e.Reused:
 		if cs.fence(key, func() bool { return a.fenced(ctx, ci, key) }) {
-			e.Outcome, e.Reason, e.Reused = OutcomeMiss, ReasonRemoved, false
+			e.Outcome, e.Reason, e.Reused = observe.OutcomeMiss, observe.ReasonRemoved, false
 			return
 		}
-	case e.Outcome != OutcomeHit && e.Outcome != OutcomeL1Hit:
+	case e.Outcome != observe.OutcomeHit && e.Outcome != observe.OutcomeL1Hit:
 		return
 	}
 	if ci.kind == callUnknown {
@@ -229,7 +229,7 @@ func (a *Adapter) load1(o *op, u cache.Unmarshaler, hints cache.ReplaceHints, ke
 	ctx, e := o.ctx, &o.e
 	if cs.isPartitioned() {
 		a.markOBO(key)
-		e.Outcome, e.Reason = OutcomeSkipped, ReasonOBO
+		e.Outcome, e.Reason = observe.OutcomeSkipped, observe.ReasonOBO
 		return nil
 	}
 	seq := a.nextSeq()
@@ -246,7 +246,7 @@ func (a *Adapter) load1(o *op, u cache.Unmarshaler, hints cache.ReplaceHints, ke
 	if inL1 && !hit.fresh && a.versioner != nil {
 		// Older than MaxStale: ask the store for the version only.
 		if v, err := a.version(dctx, key); err == nil && v == hit.version ||
-			errors.Is(err, ErrNotFound) && hit.version == NoVersion {
+			errors.Is(err, driver.ErrNotFound) && hit.version == driver.NoVersion {
 			o.keep(hit.version, hit.raw, hit.doc)
 			if a.replaceFromL1(ctx, cs, u, key, seq, hit, e) {
 				e.Revalidated, e.Age = true, 0 // confirmed just now
@@ -274,7 +274,7 @@ func (a *Adapter) load1(o *op, u cache.Unmarshaler, hints cache.ReplaceHints, ke
 		}
 	}
 	if cerr := ctx.Err(); cerr != nil {
-		e.Outcome, e.Reason = OutcomeError, ReasonCanceled
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonCanceled
 		return cerr
 	}
 	if p == nil {
@@ -293,8 +293,8 @@ func (a *Adapter) load1(o *op, u cache.Unmarshaler, hints cache.ReplaceHints, ke
 // kept for it. A miss leaves
 // MSAL's cache as it is: Export stores only a partition's own entries, and
 // resetting would sign this instance's users out for the outage's length.
-func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64, e *Event) {
-	e.Outcome, e.Reason = OutcomeSkipped, ReasonBreakerOpen
+func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64, e *observe.Event) {
+	e.Outcome, e.Reason = observe.OutcomeSkipped, observe.ReasonBreakerOpen
 	if cs.needsReset() {
 		// A Remove asked for it: the removed partition must not stay.
 		cs.handOver(ctx, a, u, key, &partition{seq: seq}, e)
@@ -302,14 +302,14 @@ func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u ca
 	}
 	if a.l1 != nil {
 		if hit, ok := a.l1.fallback(key); ok {
-			e.Outcome, e.Age = OutcomeL1Hit, hit.age
+			e.Outcome, e.Age = observe.OutcomeL1Hit, hit.age
 			if cs.holds(key, hit.version, true, a.cfg.now()) {
 				e.Reused = true
 				return
 			}
 			p := hit.partition(seq)
 			if p.removed {
-				e.Outcome, e.Reason = OutcomeMiss, ReasonRemoved
+				e.Outcome, e.Reason = observe.OutcomeMiss, observe.ReasonRemoved
 			}
 			if cs.handOverKeeping(ctx, a, u, key, p, e) {
 				a.markOBO(key)
@@ -332,18 +332,18 @@ func (a *Adapter) replaceDuringOutage(ctx context.Context, cs *clientState, u ca
 
 // replaceFromL1 serves a partition the L1 confirmed. It reports false when
 // it cannot (the L1 keeps versions only, and MSAL does not hold this one).
-func (a *Adapter) replaceFromL1(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64, hit l1Hit, e *Event) bool {
+func (a *Adapter) replaceFromL1(ctx context.Context, cs *clientState, u cache.Unmarshaler, key string, seq uint64, hit l1Hit, e *observe.Event) bool {
 	if cs.holds(key, hit.version, true, a.cfg.now()) {
-		e.Outcome, e.Reused, e.Age = OutcomeL1Hit, true, hit.age
+		e.Outcome, e.Reused, e.Age = observe.OutcomeL1Hit, true, hit.age
 		return true
 	}
 	if !hit.hasData {
 		return false
 	}
-	e.Outcome, e.Age = OutcomeL1Hit, hit.age
+	e.Outcome, e.Age = observe.OutcomeL1Hit, hit.age
 	p := hit.partition(seq)
 	if p.removed {
-		e.Outcome, e.Reason = OutcomeMiss, ReasonRemoved
+		e.Outcome, e.Reason = observe.OutcomeMiss, observe.ReasonRemoved
 	}
 	if cs.handOver(ctx, a, u, key, p, e) {
 		a.markOBO(key)
@@ -355,7 +355,7 @@ func (a *Adapter) replaceFromL1(ctx context.Context, cs *clientState, u cache.Un
 // when MSAL already holds what the store holds, else the partition to hand
 // over, and whether that partition is what the store holds, exactly, for
 // the L1 to keep.
-func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, key, partitionKey string, seq uint64, e *Event) (p *partition, exact bool) {
+func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, key, partitionKey string, seq uint64, e *observe.Event) (p *partition, exact bool) {
 	blob, v, err := a.load(dctx, key)
 	if ctx.Err() != nil {
 		return nil, false
@@ -363,13 +363,13 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 	e.Bytes = len(blob)
 	switch {
 	case err == nil && len(blob) > a.cfg.maxPartition:
-		e.Outcome, e.Reason = OutcomeError, ReasonOversized
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonOversized
 		a.log(ctx, slog.LevelWarn,
 			"replace: stored partition is larger than WithMaxPartitionSize allows; treating it as a miss",
 			"replace", key, slog.Int("size", len(blob)), slog.Int("max", a.cfg.maxPartition))
 		return (&partition{version: v, known: true, seq: seq}).unreadable(), false
 	case err == nil:
-		e.Outcome = OutcomeHit
+		e.Outcome = observe.OutcomeHit
 		if cs.holds(key, v, true, a.cfg.now()) {
 			e.Reused = true
 			// exact: the L1 learns what MSAL holds, which is what the
@@ -379,12 +379,12 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 		p = &partition{version: v, known: true, seq: seq}
 		plain, oerr := a.open(dctx, blob, key)
 		if oerr != nil {
-			e.Outcome, e.Reason = OutcomeError, ReasonDecrypt
+			e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonDecrypt
 			a.log(ctx, slog.LevelWarn, "replace: cannot decrypt stored partition; treating it as a miss", "replace", key, errAttr(oerr))
 			return p.unreadable(), false
 		}
 		if isRemoval(plain) {
-			e.Outcome, e.Reason = OutcomeMiss, ReasonRemoved
+			e.Outcome, e.Reason = observe.OutcomeMiss, observe.ReasonRemoved
 			p.removed, p.removedSessions = true, decodeRemoval(plain)
 			return p, true
 		}
@@ -393,20 +393,20 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 			_, _ = p.document()
 		}
 		return p, !p.stale && p.docErr == nil
-	case errors.Is(err, ErrNotFound):
-		e.Outcome = OutcomeMiss
-		if cs.holds(key, NoVersion, true, a.cfg.now()) {
+	case errors.Is(err, driver.ErrNotFound):
+		e.Outcome = observe.OutcomeMiss
+		if cs.holds(key, driver.NoVersion, true, a.cfg.now()) {
 			return nil, false
 		}
 		return &partition{known: true, seq: seq}, true
-	case errors.Is(err, ErrCorrupt):
+	case errors.Is(err, driver.ErrCorrupt):
 		// The store holds a record it cannot decode: a miss, and the next
 		// Export replaces the record (Save with NoVersion does).
-		e.Outcome, e.Reason = OutcomeError, ReasonCorrupt
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonCorrupt
 		a.log(ctx, slog.LevelWarn, "replace: the store holds a corrupt record for this partition; treating it as a miss", "replace", key, errAttr(err))
 		return (&partition{known: true, seq: seq}).unreadable(), false
 	default:
-		e.Outcome, e.Reason = OutcomeError, ReasonStore
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonStore
 		e.StoreErrors++
 		a.storeFailed(ctx, "replace", key, err)
 		a.log(ctx, slog.LevelWarn, "replace: store failed; treating it as a miss", "replace", key, errAttr(err))
@@ -428,14 +428,14 @@ func (a *Adapter) replaceFromStore(ctx, dctx context.Context, cs *clientState, k
 // ownership.go): whatever the store holds, MSAL is never handed another
 // account's or app's entries under this key. stale marks p for rewriting on
 // the next Export, as it is when entries had to be dropped.
-func (a *Adapter) fill(ctx context.Context, p *partition, partitionKey, key string, plain []byte, stale bool, e *Event) *partition {
+func (a *Adapter) fill(ctx context.Context, p *partition, partitionKey, key string, plain []byte, stale bool, e *observe.Event) *partition {
 	if a.cfg.singlePart {
 		p.raw, p.stale = plain, stale
 		return p
 	}
 	doc, err := parseDocument(plain)
 	if err != nil {
-		e.Outcome, e.Reason = OutcomeError, ReasonCorrupt
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonCorrupt
 		a.log(ctx, slog.LevelWarn, "replace: stored partition is not an MSAL cache; treating it as a miss", "replace", key, errAttr(err))
 		return p.unreadable()
 	}
@@ -484,7 +484,7 @@ func (a *Adapter) exportCall(ctx context.Context, m cache.Marshaler, hints cache
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	o := a.startOp(ctx, OpExport)
+	o := a.startOp(ctx, observe.OpExport)
 	defer o.finish()
 	return a.export(&o, m, hints, ci)
 }
@@ -496,16 +496,16 @@ func (a *Adapter) export(o *op, m cache.Marshaler, hints cache.ExportHints, ci c
 	if a.isOBO(key) {
 		// MSAL hands the wrong manager on this path: what it would have
 		// us store is other users' data (see the package documentation).
-		e.Outcome, e.Reason = OutcomeSkipped, ReasonOBO
+		e.Outcome, e.Reason = observe.OutcomeSkipped, observe.ReasonOBO
 		return nil
 	}
 	data, err := m.Marshal()
 	if err != nil {
-		e.Outcome, e.Reason = OutcomeError, ReasonUnknownShape
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonUnknownShape
 		return fmt.Errorf("msalcache: MSAL could not marshal its cache: %w", err)
 	}
 	if len(data) > a.cfg.maxPartition {
-		e.Outcome, e.Reason = OutcomeError, ReasonOversized
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonOversized
 		a.log(ctx, slog.LevelError,
 			"export: MSAL's cache is larger than WithMaxPartitionSize allows; the token is served but not stored",
 			"export", key, slog.Int("size", len(data)), slog.Int("max", a.cfg.maxPartition))
@@ -527,7 +527,7 @@ func (a *Adapter) export(o *op, m cache.Marshaler, hints cache.ExportHints, ci c
 	// own.raw holds this partition's entries only, so equal bytes mean
 	// MSAL holds nothing new and nothing lent.
 	if own != nil && own.known && !own.stale && bytes.Equal(data, own.raw) {
-		e.Outcome = OutcomeSkipped
+		e.Outcome = observe.OutcomeSkipped
 		return nil
 	}
 
@@ -550,7 +550,7 @@ func (a *Adapter) export(o *op, m cache.Marshaler, hints cache.ExportHints, ci c
 	case perr != nil && !a.cfg.singlePart:
 		// Without MSAL's shape nothing tells whose entries these are, and
 		// storing them could hand one account's tokens to another.
-		e.Outcome, e.Reason = OutcomeError, ReasonUnknownShape
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonUnknownShape
 		a.log(ctx, slog.LevelError, "export: MSAL's cache is not in the shape this version knows; not stored", "export", key, errAttr(perr))
 		return nil
 	case perr != nil:
@@ -568,7 +568,7 @@ func (a *Adapter) export(o *op, m cache.Marshaler, hints cache.ExportHints, ci c
 		doc != nil && own != nil && own.removed && !doc.hasTokens() {
 		// Nothing new; over a removal record, nothing to sign in with
 		// (storing it would delete the record).
-		e.Outcome = OutcomeSkipped
+		e.Outcome = observe.OutcomeSkipped
 		return nil
 	}
 
@@ -578,7 +578,7 @@ func (a *Adapter) export(o *op, m cache.Marshaler, hints cache.ExportHints, ci c
 		w.versionKnown, w.baseSeq = own.known, own.seq
 	}
 	o.register(key)
-	var v Version
+	var v driver.Version
 	werr := errBreakerOpen
 	if !a.brk.isOpen(key) {
 		if werr = a.takeRemoval(dctx, &w, own); werr == nil {
@@ -601,8 +601,8 @@ func (a *Adapter) export(o *op, m cache.Marshaler, hints cache.ExportHints, ci c
 	switch {
 	case werr != nil:
 		o.drop() // a timed-out write may still land
-	case v == NoVersion: // deleted: MSAL exported it empty
-		o.keep(NoVersion, nil, nil)
+	case v == driver.NoVersion: // deleted: MSAL exported it empty
+		o.keep(driver.NoVersion, nil, nil)
 	default:
 		o.keep(v, w.out, w.doc)
 	}
@@ -653,7 +653,7 @@ func (a *Adapter) takeRemoval(ctx context.Context, w *write, own *partition) err
 		return nil
 	}
 	v, err := a.storeRemoval(ctx, w.key)
-	if err != nil && !errors.Is(err, ErrNotReplicated) {
+	if err != nil && !errors.Is(err, driver.ErrNotReplicated) {
 		return err
 	}
 	a.rm.stored(w.key, rseq, a.cfg.now())
@@ -668,8 +668,8 @@ func (a *Adapter) takeRemoval(ctx context.Context, w *write, own *partition) err
 // partition was removed after the call began: MSAL's copy is the session
 // the user signed out of, so the client resets before it serves again.
 // The caller holds cs.mu.
-func (a *Adapter) refuseRemoved(ctx context.Context, cs *clientState, key string, e *Event) {
-	e.Outcome, e.Reason = OutcomeSkipped, ReasonRemoved
+func (a *Adapter) refuseRemoved(ctx context.Context, cs *clientState, key string, e *observe.Event) {
+	e.Outcome, e.Reason = observe.OutcomeSkipped, observe.ReasonRemoved
 	cs.resetLocked()
 	a.log(ctx, slog.LevelInfo, "export: the partition was removed (sign-out) while this call was in flight; not stored", "export", key)
 }
@@ -704,7 +704,7 @@ func (a *Adapter) refuseRemoved(ctx context.Context, cs *clientState, key string
 // open), Remove returns an error wrapping ErrRemovalPending and keeps
 // retrying in the background until it does; Close tries once more.
 func (a *Adapter) Remove(ctx context.Context, partitionKey string) error {
-	o := a.startOp(ctx, OpRemove)
+	o := a.startOp(ctx, observe.OpRemove)
 	defer o.finish()
 	return a.remove(&o, partitionKey)
 }

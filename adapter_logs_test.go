@@ -21,7 +21,7 @@ func TestMSALDecodeErrorTextIsNotLogged(t *testing.T) {
 	a := newTestAdapter(t, s, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	const clientID, tenant, canary = "c0ffee00-0000-4000-8000-000000000001", "contoso", "CANARY-7f3a"
 	planted := `{"AccessToken":{"k":{"client_id":"` + clientID + `","realm":"` + tenant + `","credential_type":"AccessToken","secret":"x","expires_on":"` + canary + `"}}}`
-	if _, err := s.Save(ctx, a.StoreKey(clientID+"_"+tenant+"_AppTokenCache"), []byte(planted), NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, a.StoreKey(clientID+"_"+tenant+"_AppTokenCache"), []byte(planted), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	cred, err := confidential.NewCredFromSecret("secret")

@@ -9,7 +9,7 @@ import (
 	"github.com/msalcache/msalcache/memstore"
 )
 
-func newMemstore(t *testing.T) msalcache.Store {
+func newMemstore(t *testing.T) driver.Store {
 	s := memstore.New()
 	t.Cleanup(func() { s.Close() })
 	return s

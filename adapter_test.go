@@ -47,30 +47,30 @@ func (c *target) Marshal() ([]byte, error) {
 type mapStore struct {
 	mu   sync.Mutex
 	data map[string][]byte
-	vers map[string]Version
+	vers map[string]driver.Version
 	ttl  map[string]time.Duration
-	n    Version
+	n    driver.Version
 }
 
 func newMapStore() *mapStore {
-	return &mapStore{data: map[string][]byte{}, vers: map[string]Version{}, ttl: map[string]time.Duration{}}
+	return &mapStore{data: map[string][]byte{}, vers: map[string]driver.Version{}, ttl: map[string]time.Duration{}}
 }
 
-func (s *mapStore) Load(_ context.Context, key string) ([]byte, Version, error) {
+func (s *mapStore) Load(_ context.Context, key string) ([]byte, driver.Version, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v, ok := s.data[key]
 	if !ok {
-		return nil, NoVersion, ErrNotFound
+		return nil, driver.NoVersion, driver.ErrNotFound
 	}
 	return bytes.Clone(v), s.vers[key], nil
 }
 
-func (s *mapStore) Save(_ context.Context, key string, value []byte, ifv Version, ttl time.Duration) (Version, error) {
+func (s *mapStore) Save(_ context.Context, key string, value []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.vers[key] != ifv {
-		return NoVersion, ErrConflict
+		return driver.NoVersion, driver.ErrConflict
 	}
 	s.n++
 	s.data[key], s.vers[key], s.ttl[key] = bytes.Clone(value), s.n, ttl
@@ -89,7 +89,7 @@ func (s *mapStore) Close() error { return nil }
 
 func quiet() Option { return WithLogger(slog.New(slog.DiscardHandler)) }
 
-func newTestAdapter(t *testing.T, s Store, opts ...Option) *Adapter {
+func newTestAdapter(t *testing.T, s driver.Store, opts ...Option) *Adapter {
 	t.Helper()
 	a, err := New(s, append([]Option{WithPlaintext(), quiet()}, opts...)...)
 	if err != nil {
@@ -168,7 +168,7 @@ func TestStoreKeyHidesThePartitionKey(t *testing.T) {
 func TestReplaceResetsOnMiss(t *testing.T) {
 	s := newMapStore()
 	a := newTestAdapter(t, s)
-	if _, err := s.Save(ctx, a.StoreKey("alice"), []byte(aliceCache), NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, a.StoreKey("alice"), []byte(aliceCache), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	c := &target{}
@@ -192,7 +192,7 @@ func TestReplaceCorruptBlobIsAMiss(t *testing.T) {
 	s := newMapStore()
 	a := newTestAdapter(t, s)
 	key := a.StoreKey("alice")
-	if _, err := s.Save(ctx, key, []byte("\x00not json"), NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, key, []byte("\x00not json"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	c := &strictTarget{}
@@ -237,7 +237,7 @@ func TestOnBehalfOfManagerIsLeftAloneAndNotExported(t *testing.T) {
 	if err := a.Export(ctx, users, cache.ExportHints{PartitionKey: hint}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Load(ctx, a.StoreKey(hint)); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Load(ctx, a.StoreKey(hint)); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("the user manager's data was stored under the OBO key (err %v)", err)
 	}
 	if a.Stats().OBOSkips != 1 {
@@ -293,7 +293,7 @@ func TestExportSkipsDeletesAndSetsTTL(t *testing.T) {
 	if err := a.Export(ctx, c, cache.ExportHints{PartitionKey: "bob"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Load(ctx, key); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Load(ctx, key); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("an empty export left the partition in the store (err %v)", err)
 	}
 }
@@ -304,7 +304,7 @@ func TestExportMergesOnConflict(t *testing.T) {
 	s := newMapStore()
 	a1, a2 := newTestAdapter(t, s), newTestAdapter(t, s)
 	base := `{"AccessToken":{"old":{"client_id":"c","realm":"t","expires_on":"1"}}}`
-	if _, err := s.Save(ctx, a1.StoreKey(appKey), []byte(base), NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, a1.StoreKey(appKey), []byte(base), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	c1, c2 := &target{}, &target{}
@@ -490,7 +490,7 @@ func TestOversizedPartitionIsAMiss(t *testing.T) {
 		fmt.Fprintf(&big, `"at-%d":{"client_id":"c","realm":"t","secret":"x","expires_on":"1900000000"}`, i)
 	}
 	big.WriteString(`}}`)
-	if _, err := s.Save(ctx, a.StoreKey(appKey), []byte(big.String()), NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, a.StoreKey(appKey), []byte(big.String()), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	c := &target{}
@@ -559,9 +559,9 @@ type failStore struct {
 	down atomic.Bool
 }
 
-func (s *failStore) Load(ctx context.Context, key string) ([]byte, Version, error) {
+func (s *failStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if s.down.Load() {
-		return nil, NoVersion, errors.New("store down (injected)")
+		return nil, driver.NoVersion, errors.New("store down (injected)")
 	}
 	return s.mapStore.Load(ctx, key)
 }
@@ -572,7 +572,7 @@ func (s *failStore) Load(ctx context.Context, key string) ([]byte, Version, erro
 func TestStoreErrorLeavesAForgottenClientAlone(t *testing.T) {
 	s := &failStore{mapStore: newMapStore()}
 	a := newTestAdapter(t, s)
-	if _, err := s.Save(ctx, a.StoreKey("alice"), []byte(aliceCache), NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, a.StoreKey("alice"), []byte(aliceCache), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	c := &target{}

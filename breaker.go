@@ -132,7 +132,7 @@ type breaker struct {
 	host    breakerHost
 	now     func() time.Time // the Adapter's clock
 	timeout time.Duration    // a flushed write's deadline
-	sharder Sharded          // nil: one shard, single
+	sharder driver.Sharded          // nil: one shard, single
 	single  *shard
 	opened  atomic.Int32 // shards open now; 0 on the hot path
 
@@ -175,13 +175,13 @@ func newEpoch() *epoch {
 	return &epoch{ctx, cancel}
 }
 
-func newBreaker(o BreakerOptions, store Store, host breakerHost, now func() time.Time, timeout time.Duration) *breaker {
+func newBreaker(o BreakerOptions, store driver.Store, host breakerHost, now func() time.Time, timeout time.Duration) *breaker {
 	b := &breaker{
 		opts: o, host: host, now: now, timeout: timeout,
 		shards: make(map[string]*shard), pending: make(map[string]*write),
 		stop: make(chan struct{}),
 	}
-	b.sharder, _ = store.(Sharded)
+	b.sharder, _ = store.(driver.Sharded)
 	if b.sharder == nil {
 		b.single = &shard{}
 		b.single.epoch.Store(newEpoch())
@@ -219,8 +219,8 @@ func (b *breaker) anyOpen() bool { return b != nil && b.opened.Load() > 0 }
 // answered: success, or an error that says something of the key rather
 // than of the store's health.
 func isAnswer(err error) bool {
-	return err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) ||
-		errors.Is(err, ErrTooLarge) || errors.Is(err, ErrCorrupt)
+	return err == nil || errors.Is(err, driver.ErrNotFound) || errors.Is(err, driver.ErrConflict) ||
+		errors.Is(err, driver.ErrTooLarge) || errors.Is(err, driver.ErrCorrupt)
 }
 
 // retryable reports whether a write that failed with err may succeed
@@ -228,7 +228,7 @@ func isAnswer(err error) bool {
 // deadline is merged and tried again; one too large never fits, and one
 // that met a removal must not be stored at all.
 func retryable(err error) bool {
-	return err != nil && !errors.Is(err, ErrTooLarge) && !errors.Is(err, errRemoved)
+	return err != nil && !errors.Is(err, driver.ErrTooLarge) && !errors.Is(err, errRemoved)
 }
 
 // record counts the outcome of a store call on key, opening key's shard
@@ -443,7 +443,7 @@ func (b *breaker) flush(sh *shard) int {
 			// The user signed out after this write began: nothing lost.
 		case !retryable(err):
 			b.drop(key, err, true)
-		case errors.Is(err, ErrConflict):
+		case errors.Is(err, driver.ErrConflict):
 			// The store answers, and other writers keep winning: try
 			// again later, without opening the breaker on a store
 			// that works.
@@ -529,18 +529,18 @@ var errClosedPending = errors.New("msalcache: Close with the store unavailable: 
 // probeStore checks sh with a Ping where the store has one (and is not
 // sharded), else with a Load of a key of that shard.
 func (a *Adapter) probeStore(ctx context.Context, sh *shard) error {
-	e := a.begin(OpProbe)
+	e := a.begin(observe.OpProbe)
 	err := a.ping(ctx, sh)
-	e.Outcome = OutcomeOK
+	e.Outcome = observe.OutcomeOK
 	if err != nil {
-		e.Outcome, e.Reason = OutcomeError, ReasonStore
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonStore
 	}
 	a.emit(context.Background(), &e)
 	return err
 }
 
 func (a *Adapter) ping(ctx context.Context, sh *shard) error {
-	if p, ok := a.store.(Pinger); ok && sh.name == "" {
+	if p, ok := a.store.(driver.Pinger); ok && sh.name == "" {
 		return p.Ping(ctx)
 	}
 	key := a.keyPrefix + "breaker-probe"
@@ -563,11 +563,11 @@ func (a *Adapter) ping(ctx context.Context, sh *shard) error {
 }
 
 func (a *Adapter) flushWrite(ctx context.Context, key string, w *write) error {
-	e := a.begin(OpExport)
+	e := a.begin(observe.OpExport)
 	v, err := w.run(ctx)
 	w.report(ctx, &e, v, err, retryable(err))
 	if errors.Is(err, errRemoved) {
-		e.Outcome, e.Reason = OutcomeSkipped, ReasonRemoved
+		e.Outcome, e.Reason = observe.OutcomeSkipped, observe.ReasonRemoved
 	}
 	a.emit(context.Background(), &e)
 	return err

@@ -23,20 +23,20 @@ type downStore struct {
 
 var errInjected = errors.New("store down (injected)")
 
-func (s *downStore) Load(ctx context.Context, key string) ([]byte, Version, error) {
+func (s *downStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if !strings.HasSuffix(key, "breaker-probe") { // the probe's own calls are not counted
 		s.calls.Add(1)
 	}
 	if s.down.Load() {
-		return nil, NoVersion, errInjected
+		return nil, driver.NoVersion, errInjected
 	}
 	return s.mapStore.Load(ctx, key)
 }
 
-func (s *downStore) Save(ctx context.Context, key string, v []byte, ifv Version, ttl time.Duration) (Version, error) {
+func (s *downStore) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	s.calls.Add(1)
 	if s.down.Load() {
-		return NoVersion, errInjected
+		return driver.NoVersion, errInjected
 	}
 	return s.mapStore.Save(ctx, key, v, ifv, ttl)
 }
@@ -75,7 +75,7 @@ func TestBreakerKeepsCallsFromAFailedStore(t *testing.T) {
 	if err := a.Export(ctx, alice, cache.ExportHints{PartitionKey: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Save(ctx, a.StoreKey("carol"), []byte(`{"Account":{"carol":{"home_account_id":"carol"}}}`), NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, a.StoreKey("carol"), []byte(`{"Account":{"carol":{"home_account_id":"carol"}}}`), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 
@@ -211,9 +211,9 @@ type conflictStore struct {
 	conflicting atomic.Bool
 }
 
-func (s *conflictStore) Save(ctx context.Context, key string, v []byte, ifv Version, ttl time.Duration) (Version, error) {
+func (s *conflictStore) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	if s.conflicting.Load() && !s.down.Load() {
-		return NoVersion, ErrConflict
+		return driver.NoVersion, driver.ErrConflict
 	}
 	return s.downStore.Save(ctx, key, v, ifv, ttl)
 }

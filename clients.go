@@ -35,7 +35,7 @@ type clientState struct {
 
 // partition is one stored partition as the adapter last saw it.
 type partition struct {
-	version Version
+	version driver.Version
 	known   bool   // false after a store error: the version is unknown
 	seq     uint64 // when it was loaded or written, in Adapter.clock order
 	raw     []byte // plaintext JSON; nil when absent or unreadable
@@ -76,7 +76,7 @@ func (p *partition) document() (*document, error) {
 
 // holds reports whether MSAL's cache already holds partition key at
 // version v (any version when exact is false), and marks it used.
-func (cs *clientState) holds(key string, v Version, exact bool, now time.Time) bool {
+func (cs *clientState) holds(key string, v driver.Version, exact bool, now time.Time) bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	cur := cs.parts[key]
@@ -149,7 +149,7 @@ func (cs *clientState) isPartitioned() bool {
 // handOver unmarshals partition p into MSAL's cache u, together with the
 // partitions of the same client loaded within the lending window. It
 // reports whether u turned out to be MSAL's on-behalf-of manager.
-func (cs *clientState) handOver(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, e *Event) (partitioned bool) {
+func (cs *clientState) handOver(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, e *observe.Event) (partitioned bool) {
 	return cs.handOverLending(ctx, a, u, key, p, false, e)
 }
 
@@ -163,11 +163,11 @@ const maxKeptOutage = 256
 // handOverKeeping is handOver lending the partitions MSAL holds, whenever
 // they were used (the most recent maxKeptOutage of them): while the store
 // is away nothing could load them back.
-func (cs *clientState) handOverKeeping(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, e *Event) (partitioned bool) {
+func (cs *clientState) handOverKeeping(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, e *observe.Event) (partitioned bool) {
 	return cs.handOverLending(ctx, a, u, key, p, true, e)
 }
 
-func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, all bool, e *Event) (partitioned bool) {
+func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.Unmarshaler, key string, p *partition, all bool, e *observe.Event) (partitioned bool) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	now := a.cfg.now()
@@ -192,7 +192,7 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 	if len(lent) > 0 {
 		own, err := p.document()
 		if err != nil {
-			e.Outcome, e.Reason = OutcomeError, ReasonCorrupt
+			e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonCorrupt
 			a.log(ctx, slog.LevelWarn, "replace: stored partition is not an MSAL cache; treating it as a miss", "replace", key, errAttr(err))
 			p = p.unreadable()
 			own, _ = p.document()
@@ -215,7 +215,7 @@ func (cs *clientState) handOverLending(ctx context.Context, a *Adapter, u cache.
 			cs.partitioned, cs.valid, cs.parts = true, false, nil
 			return true
 		}
-		e.Outcome, e.Reason = OutcomeError, ReasonCorrupt
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonCorrupt
 		// MSAL's decoder quotes what it read, and what it read is stored
 		// data (a token, a user name): log the kind of failure only.
 		a.log(ctx, slog.LevelWarn, "replace: MSAL rejected the stored partition; treating it as a miss", "replace", key, errAttr(errMSALRejected))

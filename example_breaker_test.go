@@ -42,7 +42,7 @@ func ExampleWithStoreErrorHandler() {
 	adapter, err := msalcache.New(store, msalcache.WithPlaintext(),
 		msalcache.WithLogger(slog.New(slog.DiscardHandler)),
 		msalcache.WithStoreErrorHandler(func(ctx context.Context, e msalcache.StoreError) {
-			fmt.Printf("store failure during %s: closed=%v\n", e.Op, errors.Is(e.Err, msalcache.ErrClosed))
+			fmt.Printf("store failure during %s: closed=%v\n", e.Op, errors.Is(e.Err, driver.ErrClosed))
 		}))
 	if err != nil {
 		log.Fatal(err)

@@ -14,7 +14,7 @@ import (
 // provides one that records OpenTelemetry metrics and spans.
 func ExampleWithObserver() {
 	ctx := context.Background()
-	printer := msalcache.ObserverFunc(func(_ context.Context, e msalcache.Event) {
+	printer := observe.Func(func(_ context.Context, e observe.Event) {
 		fmt.Println(e.Op, e.Outcome, e.Store)
 	})
 	farm := &msalcache.StatsCounter{}

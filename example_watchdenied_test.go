@@ -14,9 +14,9 @@ import (
 // its Watch reports ChangeWatchDenied, as redisstore does.
 type refusingStore struct{ *memstore.Store }
 
-func (refusingStore) Watch(_ context.Context, fn func(msalcache.Change)) (func(), error) {
-	fn(msalcache.Change{Kind: msalcache.ChangeWatchDenied,
-		Err: fmt.Errorf("%w: NOPERM (grant +subscribe)", msalcache.ErrWatchDenied)})
+func (refusingStore) Watch(_ context.Context, fn func(driver.Change)) (func(), error) {
+	fn(driver.Change{Kind: driver.ChangeWatchDenied,
+		Err: fmt.Errorf("%w: NOPERM (grant +subscribe)", driver.ErrWatchDenied)})
 	return func() {}, nil
 }
 
@@ -26,9 +26,9 @@ func (refusingStore) Watch(_ context.Context, fn func(msalcache.Change)) (func()
 // count of zero.
 func ExampleErrWatchDenied() {
 	denied := make(chan error, 1)
-	obs := msalcache.ObserverFunc(func(_ context.Context, e msalcache.Event) {
-		if e.Reason == msalcache.ReasonWatchDenied {
-			denied <- msalcache.ErrWatchDenied
+	obs := observe.Func(func(_ context.Context, e observe.Event) {
+		if e.Reason == observe.ReasonWatchDenied {
+			denied <- driver.ErrWatchDenied
 		}
 	})
 	a, err := msalcache.New(refusingStore{memstore.New()}, msalcache.WithPlaintext(),
@@ -40,7 +40,7 @@ func ExampleErrWatchDenied() {
 	}
 	defer a.Close()
 	fmt.Println("L1 off:", a.Stats().L1WatchDenied)
-	fmt.Println("event:", errors.Is(<-denied, msalcache.ErrWatchDenied))
+	fmt.Println("event:", errors.Is(<-denied, driver.ErrWatchDenied))
 	// Output:
 	// L1 off: true
 	// event: true

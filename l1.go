@@ -100,11 +100,11 @@ type l1 struct {
 type l1Entry struct {
 	key      string
 	gen      uint64  // counts the Changes of key and the flushes
-	pushed   Version // what the latest Change of key reported
+	pushed   driver.Version // what the latest Change of key reported
 	inflight int     // calls between begin and end
 
 	held      bool // what follows is set
-	version   Version
+	version   driver.Version
 	confirmed time.Time
 	raw       []byte    // the partition's own entries, decrypted; nil when absent or VersionsOnly
 	doc       *document // raw parsed, or nil
@@ -124,7 +124,7 @@ type l1Ticket struct {
 
 // l1Hit is a confirmed partition served from the l1.
 type l1Hit struct {
-	version Version
+	version driver.Version
 	raw     []byte
 	doc     *document
 	hasData bool          // raw and doc are the partition (not VersionsOnly)
@@ -176,12 +176,12 @@ func (c *l1) begin(key string) (*l1Ticket, l1Hit, bool) {
 
 // end closes the call t, setting what it confirmed when set is true, and
 // returns how many entries it evicted to make room.
-func (c *l1) end(t *l1Ticket, set bool, v Version, raw []byte, doc *document) (evicted int) {
+func (c *l1) end(t *l1Ticket, set bool, v driver.Version, raw []byte, doc *document) (evicted int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := t.e
 	e.inflight--
-	if set && c.live && (e.gen == t.gen || e.pushed == v && v != NoVersion) {
+	if set && c.live && (e.gen == t.gen || e.pushed == v && v != driver.NoVersion) {
 		evicted = c.setLocked(e, v, raw, doc)
 	}
 	if e.inflight == 0 && !e.held {
@@ -191,15 +191,15 @@ func (c *l1) end(t *l1Ticket, set bool, v Version, raw []byte, doc *document) (e
 }
 
 // l1End is l1.end, telling the Observers of the evictions.
-func (a *Adapter) l1End(t *l1Ticket, set bool, v Version, raw []byte, doc *document) {
+func (a *Adapter) l1End(t *l1Ticket, set bool, v driver.Version, raw []byte, doc *document) {
 	for range a.l1.end(t, set, v, raw, doc) {
-		e := a.begin(OpEviction)
-		e.Outcome = OutcomeOK
+		e := a.begin(observe.OpEviction)
+		e.Outcome = observe.OutcomeOK
 		a.emit(context.Background(), &e)
 	}
 }
 
-func (c *l1) setLocked(e *l1Entry, v Version, raw []byte, doc *document) (evicted int) {
+func (c *l1) setLocked(e *l1Entry, v driver.Version, raw []byte, doc *document) (evicted int) {
 	if c.opts.VersionsOnly {
 		raw, doc = nil, nil
 	}
@@ -237,43 +237,43 @@ func (c *l1) forget(key string) {
 	defer c.mu.Unlock()
 	if e := c.entries[key]; e != nil {
 		e.gen++
-		e.pushed = NoVersion
+		e.pushed = driver.NoVersion
 		c.dropLocked(e)
 	}
 }
 
 // onChange is the Watcher's callback. It reports whether the change made
 // the l1 drop anything it held.
-func (c *l1) onChange(ch Change) (dropped bool) {
+func (c *l1) onChange(ch driver.Change) (dropped bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch ch.Kind {
-	case ChangeKey:
+	case driver.ChangeKey:
 		e := c.entries[ch.Key]
 		if e == nil {
 			return false // held nowhere, no call on it: nothing to correct
 		}
 		e.gen++
 		e.pushed = ch.Version
-		if e.held && (e.version != ch.Version || ch.Version == NoVersion) {
+		if e.held && (e.version != ch.Version || ch.Version == driver.NoVersion) {
 			c.dropLocked(e)
 			return true
 		}
-	case ChangeWatchDown:
+	case driver.ChangeWatchDown:
 		// Nothing is served from the L1 until the watch is up again, but
 		// the data stays for fallback: if the store itself is down, what
 		// was confirmed within MaxStale is better than signing users out.
 		for _, e := range c.entries {
 			e.gen++
-			e.pushed = NoVersion
+			e.pushed = driver.NoVersion
 		}
 		c.live = false
-	case ChangeWatchUp:
+	case driver.ChangeWatchUp:
 		// Whatever was learned before may have missed changes.
 		for _, e := range c.entries {
 			dropped = dropped || e.held
 			e.gen++
-			e.pushed = NoVersion
+			e.pushed = driver.NoVersion
 			c.dropLocked(e)
 		}
 		c.live = true
@@ -322,7 +322,7 @@ func (a *Adapter) Close() (err error) {
 			if a.l1.stop != nil {
 				a.l1.stop()
 			}
-			a.l1.onChange(Change{Kind: ChangeWatchDown})
+			a.l1.onChange(driver.Change{Kind: driver.ChangeWatchDown})
 		}
 		a.mu.Lock()
 		a.closed = true
@@ -338,15 +338,15 @@ func (a *Adapter) Close() (err error) {
 
 // onChange is the L1's Watcher callback: the change reaches the L1, and
 // the Observers are told what it did there.
-func (a *Adapter) onChange(ch Change) {
-	if ch.Kind == ChangeWatchDenied {
+func (a *Adapter) onChange(ch driver.Change) {
+	if ch.Kind == driver.ChangeWatchDenied {
 		a.onWatchDenied(ch)
 		return
 	}
 	switch ch.Kind {
-	case ChangeWatchDown:
+	case driver.ChangeWatchDown:
 		a.watchGap.Store(true)
-	case ChangeWatchUp:
+	case driver.ChangeWatchUp:
 		if a.watchGap.Swap(false) {
 			// The store is back after a gap, perhaps on a new
 			// primary that lacks the latest removals. fn must not
@@ -355,20 +355,20 @@ func (a *Adapter) onChange(ch Change) {
 		}
 	}
 	dropped := a.l1.onChange(ch)
-	e := a.begin(OpInvalidation)
+	e := a.begin(observe.OpInvalidation)
 	switch {
-	case ch.Kind == ChangeWatchDown:
-		e.Outcome, e.Reason = OutcomeError, ReasonStore
+	case ch.Kind == driver.ChangeWatchDown:
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonStore
 	case dropped:
-		e.Outcome = OutcomeOK
+		e.Outcome = observe.OutcomeOK
 	default:
-		e.Outcome = OutcomeSkipped // nothing held was stale
+		e.Outcome = observe.OutcomeSkipped // nothing held was stale
 	}
 	a.emit(context.Background(), &e)
 }
 
 // watch starts the L1's watch of a store that reports changes.
-func (a *Adapter) watch(w Watcher) error {
+func (a *Adapter) watch(w driver.Watcher) error {
 	stop, err := w.Watch(context.Background(), a.onChange)
 	if err != nil {
 		return fmt.Errorf("msalcache: WithL1: the store cannot report changes: %w", err)

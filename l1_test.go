@@ -19,16 +19,16 @@ type watchStore struct {
 	loads, probes atomic.Int64
 
 	mu       sync.Mutex
-	watchers map[int]func(Change)
+	watchers map[int]func(driver.Change)
 	next     int
 	onLoad   func() // run inside Load, after the value is read
 }
 
 func newWatchStore() *watchStore {
-	return &watchStore{mapStore: newMapStore(), watchers: map[int]func(Change){}}
+	return &watchStore{mapStore: newMapStore(), watchers: map[int]func(driver.Change){}}
 }
 
-func (s *watchStore) Load(ctx context.Context, key string) ([]byte, Version, error) {
+func (s *watchStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	s.loads.Add(1)
 	b, v, err := s.mapStore.Load(ctx, key)
 	if f := s.onLoad; f != nil {
@@ -37,21 +37,21 @@ func (s *watchStore) Load(ctx context.Context, key string) ([]byte, Version, err
 	return b, v, err
 }
 
-func (s *watchStore) Save(ctx context.Context, key string, value []byte, ifv Version, ttl time.Duration) (Version, error) {
+func (s *watchStore) Save(ctx context.Context, key string, value []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	v, err := s.mapStore.Save(ctx, key, value, ifv, ttl)
 	if err == nil {
-		s.push(Change{Kind: ChangeKey, Key: key, Version: v})
+		s.push(driver.Change{Kind: driver.ChangeKey, Key: key, Version: v})
 	}
 	return v, err
 }
 
 func (s *watchStore) Delete(ctx context.Context, key string) error {
 	err := s.mapStore.Delete(ctx, key)
-	s.push(Change{Kind: ChangeKey, Key: key})
+	s.push(driver.Change{Kind: driver.ChangeKey, Key: key})
 	return err
 }
 
-func (s *watchStore) push(c Change) {
+func (s *watchStore) push(c driver.Change) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, fn := range s.watchers {
@@ -59,13 +59,13 @@ func (s *watchStore) push(c Change) {
 	}
 }
 
-func (s *watchStore) Watch(_ context.Context, fn func(Change)) (func(), error) {
+func (s *watchStore) Watch(_ context.Context, fn func(driver.Change)) (func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := s.next
 	s.next++
 	s.watchers[id] = fn
-	fn(Change{Kind: ChangeWatchUp})
+	fn(driver.Change{Kind: driver.ChangeWatchUp})
 	return func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -78,20 +78,20 @@ type probeStore struct{ *watchStore }
 
 func (s probeStore) Watch() {} // hides watchStore.Watch: not a Watcher
 
-func (s probeStore) Version(ctx context.Context, key string) (Version, error) {
+func (s probeStore) Version(ctx context.Context, key string) (driver.Version, error) {
 	s.probes.Add(1)
 	s.mapStore.mu.Lock()
 	defer s.mapStore.mu.Unlock()
 	v, ok := s.vers[key]
 	if !ok {
-		return NoVersion, ErrNotFound
+		return driver.NoVersion, driver.ErrNotFound
 	}
 	return v, nil
 }
 
 const l1Token = `{"AccessToken":{"at":{"client_id":"c","realm":"t","expires_on":"1900000000","secret":"%s"}}}`
 
-func newL1Adapter(t *testing.T, s Store, o L1Options) *Adapter {
+func newL1Adapter(t *testing.T, s driver.Store, o L1Options) *Adapter {
 	t.Helper()
 	a := newTestAdapter(t, s, WithL1(o))
 	t.Cleanup(func() { a.Close() })
@@ -209,14 +209,14 @@ func TestL1BypassedWhileTheWatchIsDown(t *testing.T) {
 	a := newL1Adapter(t, s, L1Options{})
 	writeApp(t, a, "one")
 	readApp(t, a, nil)
-	s.push(Change{Kind: ChangeWatchDown})
+	s.push(driver.Change{Kind: driver.ChangeWatchDown})
 	loads := s.loads.Load()
 	readApp(t, a, nil)
 	readApp(t, a, nil)
 	if n := s.loads.Load() - loads; n != 2 {
 		t.Fatalf("with the watch down, 2 fresh clients caused %d loads, want 2", n)
 	}
-	s.push(Change{Kind: ChangeWatchUp})
+	s.push(driver.Change{Kind: driver.ChangeWatchUp})
 	readApp(t, a, nil)
 	loads = s.loads.Load()
 	readApp(t, a, nil)
@@ -233,12 +233,12 @@ func TestL1MaxStaleRevalidates(t *testing.T) {
 	clock := func() time.Time { return now }
 	for _, tc := range []struct {
 		name   string
-		store  func(*watchStore) Store
+		store  func(*watchStore) driver.Store
 		probes int64
 		loads  int64
 	}{
-		{"probe", func(s *watchStore) Store { return probeStore{s} }, 1, 0},
-		{"load", func(s *watchStore) Store { return s.mapStore }, 0, 0},
+		{"probe", func(s *watchStore) driver.Store { return probeStore{s} }, 1, 0},
+		{"load", func(s *watchStore) driver.Store { return s.mapStore }, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ws := newWatchStore()
@@ -308,10 +308,10 @@ func TestL1LearnsWhatAClientAlreadyHolds(t *testing.T) {
 	s := newWatchStore()
 	a := newL1Adapter(t, s, L1Options{})
 	writeApp(t, a, "one")
-	s.push(Change{Kind: ChangeWatchDown})
+	s.push(driver.Change{Kind: driver.ChangeWatchDown})
 	c := &target{}
 	readApp(t, a, c) // loaded while the L1 is bypassed
-	s.push(Change{Kind: ChangeWatchUp})
+	s.push(driver.Change{Kind: driver.ChangeWatchUp})
 	readApp(t, a, c) // MSAL holds the stored version: reused
 	loads := s.loads.Load()
 	for range 3 {

@@ -216,7 +216,7 @@ func (s *oboShare) land(key string, f *oboFlight) {
 // redeem asks MSAL for the token on a pooled client (the one that last
 // served key, which may hold it in memory) and stores it under key, over
 // version v (what loadOBO saw).
-func (p *ClientPool) redeem(ctx context.Context, key string, v Version, assertion string, scopes []string) (confidential.AuthResult, error) {
+func (p *ClientPool) redeem(ctx context.Context, key string, v driver.Version, assertion string, scopes []string) (confidential.AuthResult, error) {
 	var ar confidential.AuthResult
 	err := p.call(ctx, key, callOnBehalfOf, func(c confidential.Client) (string, error) {
 		var err error
@@ -231,22 +231,22 @@ func (p *ClientPool) redeem(ctx context.Context, key string, v Version, assertio
 
 // loadOBO returns the on-behalf-of token stored under key when MSAL would
 // serve it, and the version seen (NoVersion when absent or unknown).
-func (a *Adapter) loadOBO(ctx context.Context, key string) (confidential.AuthResult, Version, bool) {
+func (a *Adapter) loadOBO(ctx context.Context, key string) (confidential.AuthResult, driver.Version, bool) {
 	if a.brk.isOpen(key) {
-		return confidential.AuthResult{}, NoVersion, false
+		return confidential.AuthResult{}, driver.NoVersion, false
 	}
 	dctx, cancel := a.bound(ctx, key)
 	defer cancel()
 	blob, v, err := a.load(dctx, key)
 	switch {
-	case errors.Is(err, ErrNotFound):
-		return confidential.AuthResult{}, NoVersion, false
+	case errors.Is(err, driver.ErrNotFound):
+		return confidential.AuthResult{}, driver.NoVersion, false
 	case err != nil:
 		if ctx.Err() == nil {
 			a.storeFailed(ctx, "obo", key, err)
 			a.log(ctx, slog.LevelWarn, "on-behalf-of: store failed; asking MSAL", "obo", key, errAttr(err))
 		}
-		return confidential.AuthResult{}, NoVersion, false
+		return confidential.AuthResult{}, driver.NoVersion, false
 	}
 	plain, err := a.open(dctx, blob, key)
 	if err != nil {
@@ -269,7 +269,7 @@ var errOBOFormat = errors.New("not an on-behalf-of record")
 
 // saveOBO stores ar under key, replacing version v, for as long as MSAL
 // would serve it. Failing to store costs only sharing: it is logged.
-func (a *Adapter) saveOBO(ctx context.Context, key string, v Version, ar *confidential.AuthResult) {
+func (a *Adapter) saveOBO(ctx context.Context, key string, v driver.Version, ar *confidential.AuthResult) {
 	r := oboRecord{
 		V:             oboRecordVersion,
 		AccessToken:   ar.AccessToken,
@@ -297,7 +297,7 @@ func (a *Adapter) saveOBO(ctx context.Context, key string, v Version, ar *confid
 		a.log(ctx, slog.LevelWarn, "on-behalf-of: cannot seal the token; not shared", "obo", key, errAttr(err))
 		return
 	}
-	if _, err := a.save(dctx, key, sealed, v, ttl); err != nil && !errors.Is(err, ErrConflict) {
+	if _, err := a.save(dctx, key, sealed, v, ttl); err != nil && !errors.Is(err, driver.ErrConflict) {
 		// A conflict: another instance stored one first, as good as ours.
 		a.storeFailed(ctx, "obo", key, err)
 		a.log(ctx, slog.LevelWarn, "on-behalf-of: could not store the token; not shared", "obo", key, errAttr(err))

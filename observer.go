@@ -17,18 +17,18 @@ import (
 // no call for it: the silent call costs what it did before the hook
 // existed (see docs/benchmarks.md).
 type Observer interface {
-	Observe(ctx context.Context, e Event)
+	Observe(ctx context.Context, e observe.Event)
 }
 
 // ObserverFunc adapts a function to an Observer.
-type ObserverFunc func(ctx context.Context, e Event)
+type ObserverFunc func(ctx context.Context, e observe.Event)
 
 // Observe calls f(ctx, e).
-func (f ObserverFunc) Observe(ctx context.Context, e Event) { f(ctx, e) }
+func (f observe.Func) Observe(ctx context.Context, e observe.Event) { f(ctx, e) }
 
 // WithObserver adds o to the Adapter's observers; each is called in turn,
 // in the order given.
-func WithObserver(o Observer) Option {
+func WithObserver(o observe.Observer) Option {
 	return func(c *config) error {
 		if o == nil {
 			return errors.New("msalcache: WithObserver(nil): pass an Observer")
@@ -42,12 +42,12 @@ func WithObserver(o Observer) Option {
 // partition key and nothing read from the store: only what happened, how
 // big and how long.
 type Event struct {
-	Op      Op
-	Outcome Outcome
+	Op      observe.Op
+	Outcome observe.Outcome
 	// Reason says why, when the outcome alone does not: the kind of
 	// failure of an OutcomeError, ReasonOBO or ReasonBreakerOpen for a
 	// call served or kept without the store.
-	Reason Reason
+	Reason observe.Reason
 	// Store names the kind of store, as its SystemName says ("redis",
 	// "memcached", "bbolt", "memory"), or "" when it does not say.
 	Store string
@@ -89,7 +89,7 @@ type Op uint8
 // The operations. Replace, Export and Remove are the Adapter's methods;
 // Export is also what a flush of a write kept during an outage reports.
 const (
-	OpReplace Op = iota + 1
+	OpReplace observe.Op = iota + 1
 	OpExport
 	OpRemove
 	// OpProbe is the breaker's check of a store it stopped calling
@@ -113,7 +113,7 @@ var opNames = [...]string{"unknown", "replace", "export", "remove", "probe", "in
 
 // String returns the operation's name as metrics and traces use it, such
 // as "replace".
-func (o Op) String() string { return nameOf(opNames[:], uint8(o)) }
+func (o observe.Op) String() string { return nameOf(opNames[:], uint8(o)) }
 
 // Outcome is how an operation ended.
 type Outcome uint8
@@ -124,7 +124,7 @@ type Outcome uint8
 // OutcomeKept or OutcomeError; a Remove as OutcomeDeleted, OutcomeKept or
 // OutcomeError.
 const (
-	OutcomeOK Outcome = iota + 1
+	OutcomeOK observe.Outcome = iota + 1
 	// OutcomeHit: the partition was found in the store (Event.Reused when
 	// MSAL held that version already).
 	OutcomeHit
@@ -151,14 +151,14 @@ var outcomeNames = [...]string{"unknown", "ok", "hit", "l1_hit", "miss", "skippe
 
 // String returns the outcome's name as metrics and traces use it, such as
 // "l1_hit".
-func (o Outcome) String() string { return nameOf(outcomeNames[:], uint8(o)) }
+func (o observe.Outcome) String() string { return nameOf(outcomeNames[:], uint8(o)) }
 
 // Reason qualifies an outcome.
 type Reason uint8
 
 // The reasons.
 const (
-	ReasonNone Reason = iota
+	ReasonNone observe.Reason = iota
 	// ReasonStore: a store call failed or ran out of time.
 	ReasonStore
 	// ReasonCanceled: the caller's context ended first.
@@ -198,7 +198,7 @@ var reasonNames = [...]string{"", "store", "canceled", "decrypt", "corrupt", "ov
 
 // String returns the reason's name as metrics and traces use it (as the
 // error.type of an OutcomeError), or "" for ReasonNone.
-func (r Reason) String() string { return nameOf(reasonNames[:], uint8(r)) }
+func (r observe.Reason) String() string { return nameOf(reasonNames[:], uint8(r)) }
 
 // nameOf returns names[i], or "unknown" for a value it does not name.
 func nameOf(names []string, i uint8) string {
@@ -216,9 +216,9 @@ type SystemNamer interface {
 }
 
 // observers fans an Event out to the Adapter's Observers.
-type observers []Observer
+type observers []observe.Observer
 
-func (os observers) Observe(ctx context.Context, e Event) {
+func (os observers) Observe(ctx context.Context, e observe.Event) {
 	for _, o := range os {
 		o.Observe(ctx, e)
 	}
@@ -226,8 +226,8 @@ func (os observers) Observe(ctx context.Context, e Event) {
 
 // begin starts an Event of op: timed only when someone besides Stats
 // watches.
-func (a *Adapter) begin(op Op) Event {
-	e := Event{Op: op, Store: a.system}
+func (a *Adapter) begin(op observe.Op) observe.Event {
+	e := observe.Event{Op: op, Store: a.system}
 	if a.obs != nil {
 		e.Start = time.Now()
 	}
@@ -235,7 +235,7 @@ func (a *Adapter) begin(op Op) Event {
 }
 
 // emit ends e: Stats counts it, and the Observers, if any, are told.
-func (a *Adapter) emit(ctx context.Context, e *Event) {
+func (a *Adapter) emit(ctx context.Context, e *observe.Event) {
 	a.stats.count(e)
 	if a.obs != nil {
 		e.Duration = time.Since(e.Start)
@@ -244,16 +244,16 @@ func (a *Adapter) emit(ctx context.Context, e *Event) {
 }
 
 // reasonOf classifies the error of a write or a delete for an Event.
-func reasonOf(ctx context.Context, err error) Reason {
+func reasonOf(ctx context.Context, err error) observe.Reason {
 	switch {
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-		return ReasonCanceled
+		return observe.ReasonCanceled
 	case errors.Is(err, errBreakerOpen):
-		return ReasonBreakerOpen
-	case errors.Is(err, ErrTooLarge):
-		return ReasonOversized
+		return observe.ReasonBreakerOpen
+	case errors.Is(err, driver.ErrTooLarge):
+		return observe.ReasonOversized
 	case errors.Is(err, errRemoved):
-		return ReasonRemoved
+		return observe.ReasonRemoved
 	}
-	return ReasonStore
+	return observe.ReasonStore
 }

@@ -13,16 +13,16 @@ import (
 // recorder is an Observer that keeps every Event.
 type recorder struct {
 	mu     sync.Mutex
-	events []Event
+	events []observe.Event
 }
 
-func (r *recorder) Observe(_ context.Context, e Event) {
+func (r *recorder) Observe(_ context.Context, e observe.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, e)
 }
 
-func (r *recorder) take() []Event {
+func (r *recorder) take() []observe.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := r.events
@@ -39,25 +39,25 @@ func TestObserverSeesEveryOperation(t *testing.T) {
 	a := newTestAdapter(t, newMapStore(), WithObserver(rec), WithObserver(farm))
 	type step struct {
 		do      func() error
-		op      Op
-		outcome Outcome
+		op      observe.Op
+		outcome observe.Outcome
 		reused  bool
 	}
 	c := &target{}
 	other := &target{}
 	alice := cache.ReplaceHints{PartitionKey: "alice"}
 	steps := []step{
-		{func() error { return a.Replace(ctx, c, alice) }, OpReplace, OutcomeMiss, false},
+		{func() error { return a.Replace(ctx, c, alice) }, observe.OpReplace, observe.OutcomeMiss, false},
 		{func() error {
 			c.data = []byte(aliceCache)
 			return a.Export(ctx, c, cache.ExportHints{PartitionKey: "alice"})
-		}, OpExport, OutcomeWritten, false},
-		{func() error { return a.Replace(ctx, c, alice) }, OpReplace, OutcomeHit, true},
-		{func() error { return a.Export(ctx, c, cache.ExportHints{PartitionKey: "alice"}) }, OpExport, OutcomeSkipped, false},
-		{func() error { return a.Replace(ctx, other, alice) }, OpReplace, OutcomeHit, false},
-		{func() error { return a.Remove(ctx, "alice") }, OpRemove, OutcomeDeleted, false},
+		}, observe.OpExport, observe.OutcomeWritten, false},
+		{func() error { return a.Replace(ctx, c, alice) }, observe.OpReplace, observe.OutcomeHit, true},
+		{func() error { return a.Export(ctx, c, cache.ExportHints{PartitionKey: "alice"}) }, observe.OpExport, observe.OutcomeSkipped, false},
+		{func() error { return a.Replace(ctx, other, alice) }, observe.OpReplace, observe.OutcomeHit, false},
+		{func() error { return a.Remove(ctx, "alice") }, observe.OpRemove, observe.OutcomeDeleted, false},
 	}
-	var all []Event
+	var all []observe.Event
 	for i, s := range steps {
 		if err := s.do(); err != nil {
 			t.Fatalf("step %d: %v", i, err)
@@ -103,10 +103,10 @@ func TestObserverStoreFailure(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("%d events, want 2", len(got))
 	}
-	if e := got[0]; e.Op != OpReplace || e.Outcome != OutcomeError || e.Reason != ReasonStore || e.StoreErrors != 1 {
+	if e := got[0]; e.Op != observe.OpReplace || e.Outcome != observe.OutcomeError || e.Reason != observe.ReasonStore || e.StoreErrors != 1 {
 		t.Errorf("replace: %+v", e)
 	}
-	if e := got[1]; e.Op != OpExport || e.Outcome != OutcomeError || e.Reason != ReasonStore || e.StoreErrors != a.cfg.exportAttempts {
+	if e := got[1]; e.Op != observe.OpExport || e.Outcome != observe.OutcomeError || e.Reason != observe.ReasonStore || e.StoreErrors != a.cfg.exportAttempts {
 		t.Errorf("export: %+v", e)
 	}
 	if st := a.Stats(); st.StoreErrors != uint64(1+a.cfg.exportAttempts) || st.ExportFailures != 1 {
@@ -117,7 +117,7 @@ func TestObserverStoreFailure(t *testing.T) {
 // Without an Observer, Events are counted but not timed: no clock is read.
 func TestObserverAbsentReadsNoClock(t *testing.T) {
 	a := newTestAdapter(t, newMapStore())
-	e := a.begin(OpReplace)
+	e := a.begin(observe.OpReplace)
 	if !e.Start.IsZero() {
 		t.Fatal("an Adapter without Observer timed an Event")
 	}
@@ -129,8 +129,8 @@ func TestObserverAbsentReadsNoClock(t *testing.T) {
 // Several Observers are each told, in order.
 func TestObserversFanOut(t *testing.T) {
 	var order []int
-	one := ObserverFunc(func(context.Context, Event) { order = append(order, 1) })
-	two := ObserverFunc(func(context.Context, Event) { order = append(order, 2) })
+	one := observe.Func(func(context.Context, observe.Event) { order = append(order, 1) })
+	two := observe.Func(func(context.Context, observe.Event) { order = append(order, 2) })
 	a := newTestAdapter(t, newMapStore(), WithObserver(one), WithObserver(two))
 	if err := a.Replace(ctx, &target{}, cache.ReplaceHints{PartitionKey: "alice"}); err != nil {
 		t.Fatal(err)
@@ -143,9 +143,9 @@ func TestObserversFanOut(t *testing.T) {
 // The names are what metrics and traces use; they must not change.
 func TestEventNames(t *testing.T) {
 	for _, c := range []struct{ got, want string }{
-		{OpReplace.String(), "replace"}, {OpKeyReload.String(), "key_reload"}, {Op(0).String(), "unknown"},
-		{OutcomeL1Hit.String(), "l1_hit"}, {OutcomeError.String(), "error"}, {Outcome(200).String(), "unknown"},
-		{ReasonNone.String(), ""}, {ReasonUnknownShape.String(), "unknown_shape"}, {Reason(200).String(), "unknown"},
+		{observe.OpReplace.String(), "replace"}, {observe.OpKeyReload.String(), "key_reload"}, {observe.Op(0).String(), "unknown"},
+		{observe.OutcomeL1Hit.String(), "l1_hit"}, {observe.OutcomeError.String(), "error"}, {observe.Outcome(200).String(), "unknown"},
+		{observe.ReasonNone.String(), ""}, {observe.ReasonUnknownShape.String(), "unknown_shape"}, {observe.Reason(200).String(), "unknown"},
 	} {
 		if c.got != c.want {
 			t.Errorf("name %q, want %q", c.got, c.want)

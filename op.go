@@ -9,20 +9,20 @@ import "context"
 type op struct {
 	a   *Adapter
 	ctx context.Context
-	e   Event
+	e   observe.Event
 	key string
 	tk  *l1Ticket // nil: not registered with the L1
 	// What finish tells the L1 of key: learn it at v (raw, doc), or, with
 	// forget, drop what it holds (a failed write may still have landed).
 	learn  bool
-	v      Version
+	v      driver.Version
 	raw    []byte
 	doc    *document
 	forget bool
 }
 
 // startOp starts an operation of kind on behalf of ctx.
-func (a *Adapter) startOp(ctx context.Context, kind Op) op {
+func (a *Adapter) startOp(ctx context.Context, kind observe.Op) op {
 	return op{a: a, ctx: ctx, e: a.begin(kind)}
 }
 
@@ -38,7 +38,7 @@ func (o *op) register(key string) (l1Hit, bool) {
 }
 
 // keep makes finish teach the L1 that key is at v, holding raw (doc).
-func (o *op) keep(v Version, raw []byte, doc *document) {
+func (o *op) keep(v driver.Version, raw []byte, doc *document) {
 	o.learn, o.v, o.raw, o.doc, o.forget = true, v, raw, doc, false
 }
 

@@ -31,7 +31,7 @@ const (
 type Option func(*config) error
 
 type config struct {
-	protector      Protector
+	protector      driver.Protector
 	plaintext      bool
 	namespace      string
 	singlePart     bool
@@ -48,7 +48,7 @@ type config struct {
 	l1             *L1Options // nil: no L1
 	breaker        BreakerOptions
 	onStoreError   func(context.Context, StoreError)
-	observers      []Observer
+	observers      []observe.Observer
 }
 
 func defaultConfig() config {
@@ -74,7 +74,7 @@ func defaultConfig() config {
 // WithProtector makes the Adapter seal everything it stores with p, binding
 // each blob to its store key. Use protect.NewKeyRing for keys that rotate on
 // their own.
-func WithProtector(p Protector) Option {
+func WithProtector(p driver.Protector) Option {
 	return func(c *config) error {
 		if p == nil {
 			return errors.New("msalcache: WithProtector(nil): pass a Protector, or WithPlaintext() to store tokens unencrypted")

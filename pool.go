@@ -413,9 +413,9 @@ func (p *ClientPool) SignOut(ctx context.Context, homeAccountID string) error {
 // lendingOverflow reports, for the Replace e into a shared client, that more
 // partitions were in flight than the Adapter lends: counted (through e, as
 // ReasonLendingOverflow) every time, logged once per Adapter.
-func (a *Adapter) lendingOverflow(ctx context.Context, key string, e *Event) {
-	if e.Reason == ReasonNone {
-		e.Reason = ReasonLendingOverflow
+func (a *Adapter) lendingOverflow(ctx context.Context, key string, e *observe.Event) {
+	if e.Reason == observe.ReasonNone {
+		e.Reason = observe.ReasonLendingOverflow
 	}
 	if a.lendWarned.CompareAndSwap(false, true) {
 		a.log(ctx, slog.LevelWarn,

@@ -40,7 +40,7 @@ func TestOBORecordLifetime(t *testing.T) {
 	a := newTestAdapter(t, s, withClock(clock))
 	const key = "tc/default/obo.k"
 	ar := confidential.AuthResult{AccessToken: "at", ExpiresOn: clock.Now().Add(time.Hour), GrantedScopes: []string{"s"}}
-	a.saveOBO(context.Background(), key, NoVersion, &ar)
+	a.saveOBO(context.Background(), key, driver.NoVersion, &ar)
 	if got := s.ttl[key]; got != 55*time.Minute {
 		t.Errorf("TTL %v, want 55m (the token's life less MSAL's margin)", got)
 	}
@@ -68,7 +68,7 @@ func TestOBORecordLifetime(t *testing.T) {
 	// Too close to expiry: not stored at all.
 	const short = "tc/default/obo.short"
 	ar = confidential.AuthResult{AccessToken: "at", ExpiresOn: clock.Now().Add(4 * time.Minute)}
-	a.saveOBO(context.Background(), short, NoVersion, &ar)
+	a.saveOBO(context.Background(), short, driver.NoVersion, &ar)
 	if _, ok := s.data[short]; ok {
 		t.Error("a token within MSAL's margin was stored")
 	}
@@ -114,8 +114,8 @@ func TestLendingOverflowCountedAndWarnedOnce(t *testing.T) {
 	var overflowEvents atomic.Int64
 	logger := slog.New(countingHandler{Handler: slog.DiscardHandler, what: "ClientPool", n: &warnings})
 	a, err := New(newMapStore(), WithPlaintext(), WithLogger(logger), withClock(clock),
-		WithObserver(ObserverFunc(func(_ context.Context, e Event) {
-			if e.Reason == ReasonLendingOverflow {
+		WithObserver(observe.Func(func(_ context.Context, e observe.Event) {
+			if e.Reason == observe.ReasonLendingOverflow {
 				overflowEvents.Add(1)
 			}
 		})))

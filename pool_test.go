@@ -39,8 +39,8 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 type poolFarm struct {
 	t      *testing.T
 	entra  *entratest.Server
-	store  msalcache.Store
-	ring   msalcache.Protector
+	store  driver.Store
+	ring   driver.Protector
 	http   *countingTransport
 	client *http.Client
 }
@@ -439,7 +439,7 @@ func TestPoolOnBehalfOfShared(t *testing.T) {
 		t.Errorf("%d on-behalf-of requests after another app asked, want 3", n)
 	}
 	// Nothing of the token in clear in the store.
-	lister, ok := f.store.(msalcache.Lister)
+	lister, ok := f.store.(driver.Lister)
 	if !ok {
 		t.Fatal("memstore is not a Lister")
 	}

@@ -62,24 +62,24 @@ const reassertWindow = 5 * time.Minute
 // the sign-in sessions of what it replaces (see sessions.go). On a store
 // that replicates asynchronously it waits for a replica (DurableSaver),
 // bounded by ctx.
-func (a *Adapter) storeRemoval(ctx context.Context, key string) (Version, error) {
+func (a *Adapter) storeRemoval(ctx context.Context, key string) (driver.Version, error) {
 	var sessions []sessionID
 	for attempt := 0; ; attempt++ {
 		blob, ifv, err := a.load(ctx, key)
 		switch {
 		case err == nil:
 			sessions = unionSessions(sessions, a.sessionsOf(ctx, key, blob))
-		case errors.Is(err, ErrNotFound), errors.Is(err, ErrCorrupt):
-			ifv = NoVersion
+		case errors.Is(err, driver.ErrNotFound), errors.Is(err, driver.ErrCorrupt):
+			ifv = driver.NoVersion
 		default:
-			return NoVersion, err
+			return driver.NoVersion, err
 		}
 		sealed, err := a.seal(ctx, encodeRemoval(sessions), key)
 		if err != nil {
-			return NoVersion, err
+			return driver.NoVersion, err
 		}
 		v, err := a.saveRemoval(ctx, key, sealed, ifv)
-		if !errors.Is(err, ErrConflict) || attempt >= 8 {
+		if !errors.Is(err, driver.ErrConflict) || attempt >= 8 {
 			return v, err
 		}
 		// Written in between: remove that version too.
@@ -187,23 +187,23 @@ func (a *Adapter) remove(o *op, partitionKey string) error {
 	// instance serves the partition again without loading it.
 	a.resetClients(key)
 	switch {
-	case err == nil, errors.Is(err, ErrNotReplicated):
-		e.Outcome = OutcomeDeleted
+	case err == nil, errors.Is(err, driver.ErrNotReplicated):
+		e.Outcome = observe.OutcomeDeleted
 		a.rm.stored(key, seq, a.cfg.now())
 		if err != nil {
 			// Stored on the primary; re-asserted if a failover loses it.
 			a.log(ctx, slog.LevelWarn, "remove: no replica confirmed the removal in time; it is re-asserted if the store fails over", "remove", key)
 		}
 		return nil
-	case errors.Is(err, ErrTooLarge):
-		e.Outcome, e.Reason = OutcomeError, ReasonOversized
+	case errors.Is(err, driver.ErrTooLarge):
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonOversized
 		return fmt.Errorf("msalcache: remove partition: %w", err)
 	}
 	if !errors.Is(err, errBreakerOpen) {
 		e.StoreErrors++
 		a.storeFailed(ctx, "remove", key, err)
 	}
-	e.Outcome, e.Reason = OutcomeKept, reasonOf(ctx, err)
+	e.Outcome, e.Reason = observe.OutcomeKept, reasonOf(ctx, err)
 	if a.rm.keep(key, seq) {
 		go a.retryRemovals()
 	}
@@ -282,15 +282,15 @@ func (a *Adapter) deliverRemovals(force bool) int {
 			continue // the probe finds the store back first
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.timeout)
-		e := a.begin(OpRemove)
+		e := a.begin(observe.OpRemove)
 		_, err := a.storeRemoval(ctx, key)
 		cancel()
-		if err == nil || errors.Is(err, ErrNotReplicated) {
+		if err == nil || errors.Is(err, driver.ErrNotReplicated) {
 			r.stored(key, seq, a.cfg.now())
-			e.Outcome = OutcomeDeleted
+			e.Outcome = observe.OutcomeDeleted
 			n++
 		} else {
-			e.Outcome, e.Reason, e.StoreErrors = OutcomeKept, ReasonStore, 1
+			e.Outcome, e.Reason, e.StoreErrors = observe.OutcomeKept, observe.ReasonStore, 1
 			a.storeFailed(context.Background(), "remove", key, err)
 		}
 		a.emit(context.Background(), &e)
@@ -339,13 +339,13 @@ func (a *Adapter) reassertRemovals() {
 	for _, key := range keys {
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.timeout)
 		_, _, err := a.load(ctx, key)
-		if errors.Is(err, ErrNotFound) {
-			e := a.begin(OpRemove)
-			if _, err = a.storeRemoval(ctx, key); err == nil || errors.Is(err, ErrNotReplicated) {
-				e.Outcome = OutcomeDeleted
+		if errors.Is(err, driver.ErrNotFound) {
+			e := a.begin(observe.OpRemove)
+			if _, err = a.storeRemoval(ctx, key); err == nil || errors.Is(err, driver.ErrNotReplicated) {
+				e.Outcome = observe.OutcomeDeleted
 				a.log(ctx, slog.LevelWarn, "remove: a removal was lost by the store (failover) and is stored again", "remove", key)
 			} else {
-				e.Outcome, e.Reason, e.StoreErrors = OutcomeKept, ReasonStore, 1
+				e.Outcome, e.Reason, e.StoreErrors = observe.OutcomeKept, observe.ReasonStore, 1
 				if a.rm.keep(key, 0) {
 					go a.retryRemovals()
 				}

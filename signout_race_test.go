@@ -23,7 +23,7 @@ type farm struct {
 	t     *testing.T
 	ctx   context.Context
 	entra *entratest.Server
-	store msalcache.Store
+	store driver.Store
 	alice entratest.User
 }
 
@@ -36,7 +36,7 @@ func newFarm(t *testing.T) *farm {
 		alice: entra.AddUser("contoso", "alice@contoso.com", "")}
 }
 
-func (f *farm) instance(s msalcache.Store) (*msalcache.Adapter, confidential.Client) {
+func (f *farm) instance(s driver.Store) (*msalcache.Adapter, confidential.Client) {
 	f.t.Helper()
 	a, err := msalcache.New(s, msalcache.WithPlaintext(), msalcache.WithLogger(slog.New(slog.DiscardHandler)),
 		msalcache.WithBreaker(msalcache.BreakerOptions{ProbeMax: 50 * time.Millisecond}))

@@ -120,7 +120,7 @@ func add(n *atomic.Uint64, v int) {
 }
 
 // Observe counts e. It implements Observer.
-func (c *StatsCounter) Observe(_ context.Context, e Event) { c.count(&e) }
+func (c *StatsCounter) Observe(_ context.Context, e observe.Event) { c.count(&e) }
 
 // Stats returns what c counted; the gauges and the breaker's counts, which
 // only an Adapter knows, are zero.
@@ -153,24 +153,24 @@ func (c *StatsCounter) Stats() Stats {
 }
 
 // count adds e to the counters.
-func (c *StatsCounter) count(e *Event) {
+func (c *StatsCounter) count(e *observe.Event) {
 	add(&c.storeErrors, e.StoreErrors)
 	add(&c.foreignEntries, e.Foreign)
 	add(&c.conflicts, e.Conflicts)
 	add(&c.decryptErrors, e.Unreadable)
-	if e.Reason == ReasonBreakerOpen && e.Op == OpReplace {
+	if e.Reason == observe.ReasonBreakerOpen && e.Op == observe.OpReplace {
 		c.breakerSkips.Add(1)
 	}
-	if e.Reason == ReasonLendingOverflow {
+	if e.Reason == observe.ReasonLendingOverflow {
 		c.lendingOverflows.Add(1)
 	}
 	switch e.Outcome {
-	case OutcomeHit:
+	case observe.OutcomeHit:
 		c.hits.Add(1)
 		if e.Reused {
 			c.reused.Add(1)
 		}
-	case OutcomeL1Hit:
+	case observe.OutcomeL1Hit:
 		c.l1Hits.Add(1)
 		if e.Reused {
 			c.reused.Add(1)
@@ -178,41 +178,41 @@ func (c *StatsCounter) count(e *Event) {
 		if e.Revalidated {
 			c.l1Revalidated.Add(1)
 		}
-	case OutcomeMiss:
+	case observe.OutcomeMiss:
 		c.misses.Add(1)
-	case OutcomeWritten, OutcomeMerged:
+	case observe.OutcomeWritten, observe.OutcomeMerged:
 		c.writes.Add(1)
-	case OutcomeDeleted:
+	case observe.OutcomeDeleted:
 		c.deletes.Add(1)
-	case OutcomeSkipped:
+	case observe.OutcomeSkipped:
 		switch {
-		case e.Op != OpExport:
-		case e.Reason == ReasonOBO:
+		case e.Op != observe.OpExport:
+		case e.Reason == observe.ReasonOBO:
 			c.oboSkips.Add(1)
-		case e.Reason == ReasonRemoved:
+		case e.Reason == observe.ReasonRemoved:
 			c.removedSkips.Add(1)
 		default:
 			c.skippedWrites.Add(1)
 		}
-	case OutcomeOK:
-		if e.Op == OpInvalidation {
+	case observe.OutcomeOK:
+		if e.Op == observe.OpInvalidation {
 			c.l1Invalidations.Add(1)
-		} else if e.Op == OpEviction {
+		} else if e.Op == observe.OpEviction {
 			c.l1Evictions.Add(1)
 		}
-	case OutcomeError:
+	case observe.OutcomeError:
 		switch e.Reason {
-		case ReasonDecrypt:
+		case observe.ReasonDecrypt:
 			c.decryptErrors.Add(1)
-		case ReasonCorrupt:
+		case observe.ReasonCorrupt:
 			c.corruptBlobs.Add(1)
-		case ReasonOversized:
+		case observe.ReasonOversized:
 			c.oversized.Add(1)
 		}
 		switch {
-		case e.Op == OpInvalidation:
+		case e.Op == observe.OpInvalidation:
 			c.l1WatchDowns.Add(1)
-		case e.Op == OpExport && e.Reason != ReasonCanceled:
+		case e.Op == observe.OpExport && e.Reason != observe.ReasonCanceled:
 			c.exportFailures.Add(1)
 		}
 	}

@@ -15,7 +15,7 @@ type Version uint64
 
 // NoVersion is the version of a key that does not exist. Passing it to
 // Store.Save means "create: fail with ErrConflict if the key exists".
-const NoVersion Version = 0
+const NoVersion driver.Version = 0
 
 // Sentinel errors shared by every Store and by the Adapter. Stores wrap them
 // with context (never with the key's partition, which names a user), so test
@@ -54,7 +54,7 @@ type Store interface {
 	// wrapping ErrNotFound when the key is absent or expired, or wrapping
 	// ErrCorrupt when the store holds a record under key that it cannot
 	// decode. The returned slice belongs to the caller.
-	Load(ctx context.Context, key string) ([]byte, Version, error)
+	Load(ctx context.Context, key string) ([]byte, driver.Version, error)
 
 	// Save writes value under key if the key's current version is
 	// ifVersion (NoVersion: only if the key is absent, expired or holds a
@@ -64,7 +64,7 @@ type Store interface {
 	// greater than zero makes the key expire after ttl; zero (or less)
 	// means no expiry, replacing any earlier one. Load may return an empty
 	// value as nil. The store does not retain value after Save returns.
-	Save(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error)
+	Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error)
 
 	// Delete removes key. Deleting an absent key is not an error.
 	Delete(ctx context.Context, key string) error
@@ -102,8 +102,8 @@ type Volatile interface {
 }
 
 // IsVolatile reports whether s declares that it may lose keys early.
-func IsVolatile(s Store) bool {
-	v, ok := s.(Volatile)
+func IsVolatile(s driver.Store) bool {
+	v, ok := s.(driver.Volatile)
 	return ok && v.Volatile()
 }
 
@@ -124,7 +124,7 @@ type ContextBounder interface {
 
 // boundsContext reports whether v declares that it bounds its calls by ctx.
 func boundsContext(v any) bool {
-	b, ok := v.(ContextBounder)
+	b, ok := v.(driver.ContextBounder)
 	return ok && b.BoundsContext()
 }
 
@@ -141,17 +141,17 @@ type Watcher interface {
 	// the caller trusts nothing it learned from the store. fn runs on the
 	// store's goroutine or inside the writer's call: it must be quick and
 	// must not call the store. stop waits for fn's last call to return.
-	Watch(ctx context.Context, fn func(Change)) (stop func(), err error)
+	Watch(ctx context.Context, fn func(driver.Change)) (stop func(), err error)
 }
 
 // Change is one notification of a Watcher.
 type Change struct {
-	Kind ChangeKind
+	Kind driver.ChangeKind
 	// Key is the changed key (ChangeKey only).
 	Key string
 	// Version is the key's version after the change, or NoVersion when
 	// the key was deleted or the store cannot tell.
-	Version Version
+	Version driver.Version
 	// Err says why (ChangeWatchDenied only): an error wrapping
 	// ErrWatchDenied that names the missing permission.
 	Err error
@@ -162,7 +162,7 @@ type ChangeKind uint8
 
 const (
 	// ChangeKey reports that Key was written or deleted.
-	ChangeKey ChangeKind = iota
+	ChangeKey driver.ChangeKind = iota
 	// ChangeWatchUp reports that the store sees every change from now on
 	// (when the watch starts, and after it recovers).
 	ChangeWatchUp
@@ -185,7 +185,7 @@ const (
 type Versioner interface {
 	// Version returns key's current version, or an error wrapping
 	// ErrNotFound when the key is absent or expired.
-	Version(ctx context.Context, key string) (Version, error)
+	Version(ctx context.Context, key string) (driver.Version, error)
 }
 
 // ErrNotReplicated reports a write that the store made on its primary but
@@ -203,5 +203,5 @@ type DurableSaver interface {
 	// wait is configured off) it is Save. When the write landed but no
 	// replica confirmed it before ctx ended, it returns the new version
 	// with an error wrapping ErrNotReplicated.
-	SaveDurable(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error)
+	SaveDurable(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error)
 }

@@ -26,7 +26,7 @@ type storeCall struct {
 	a         *Adapter
 	key       string
 	value     []byte
-	ifVersion Version
+	ifVersion driver.Version
 	ttl       time.Duration
 }
 
@@ -67,39 +67,39 @@ func detached[R any](ctx context.Context, f func(context.Context, storeCall) (R,
 // loaded is a Load's two results, as one for bounded.
 type loaded struct {
 	blob []byte
-	v    Version
+	v    driver.Version
 }
 
-func (a *Adapter) load(ctx context.Context, key string) ([]byte, Version, error) {
+func (a *Adapter) load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	r, err := bounded(ctx, a.direct, func(ctx context.Context, c storeCall) (loaded, error) {
 		blob, v, err := c.a.store.Load(ctx, c.key)
 		return loaded{blob, v}, err
 	}, storeCall{a: a, key: key})
 	a.observe(key, err)
 	if err != nil {
-		return nil, NoVersion, err
+		return nil, driver.NoVersion, err
 	}
 	return r.blob, r.v, nil
 }
 
-func (a *Adapter) version(ctx context.Context, key string) (Version, error) {
-	v, err := bounded(ctx, a.direct, func(ctx context.Context, c storeCall) (Version, error) {
+func (a *Adapter) version(ctx context.Context, key string) (driver.Version, error) {
+	v, err := bounded(ctx, a.direct, func(ctx context.Context, c storeCall) (driver.Version, error) {
 		return c.a.versioner.Version(ctx, c.key)
 	}, storeCall{a: a, key: key})
 	a.observe(key, err)
 	if err != nil {
-		return NoVersion, err
+		return driver.NoVersion, err
 	}
 	return v, nil
 }
 
-func (a *Adapter) save(ctx context.Context, key string, value []byte, ifVersion Version, ttl time.Duration) (Version, error) {
-	v, err := bounded(ctx, a.direct, func(ctx context.Context, c storeCall) (Version, error) {
+func (a *Adapter) save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
+	v, err := bounded(ctx, a.direct, func(ctx context.Context, c storeCall) (driver.Version, error) {
 		return c.a.store.Save(ctx, c.key, c.value, c.ifVersion, c.ttl)
 	}, storeCall{a: a, key: key, value: value, ifVersion: ifVersion, ttl: ttl})
 	a.observe(key, err)
 	if err != nil {
-		return NoVersion, err
+		return driver.NoVersion, err
 	}
 	return v, nil
 }
@@ -138,31 +138,31 @@ func (a *Adapter) deleteKey(ctx context.Context, key string) error {
 // error travels in err, so that the version of a write that reached only
 // the primary (ErrNotReplicated) is not dropped as an error's result.
 type durable struct {
-	v   Version
+	v   driver.Version
 	err error
 }
 
 // saveRemoval saves a removal record: through SaveDurable on a store that
 // can wait for a replica, else as any write.
-func (a *Adapter) saveRemoval(ctx context.Context, key string, sealed []byte, ifVersion Version) (Version, error) {
-	if _, ok := a.store.(DurableSaver); !ok {
+func (a *Adapter) saveRemoval(ctx context.Context, key string, sealed []byte, ifVersion driver.Version) (driver.Version, error) {
+	if _, ok := a.store.(driver.DurableSaver); !ok {
 		return a.save(ctx, key, sealed, ifVersion, a.cfg.userTTL)
 	}
 	r, err := bounded(ctx, a.direct, func(ctx context.Context, c storeCall) (durable, error) {
-		v, err := c.a.store.(DurableSaver).SaveDurable(ctx, c.key, c.value, c.ifVersion, c.a.cfg.userTTL)
+		v, err := c.a.store.(driver.DurableSaver).SaveDurable(ctx, c.key, c.value, c.ifVersion, c.a.cfg.userTTL)
 		return durable{v, err}, nil
 	}, storeCall{a: a, key: key, value: sealed, ifVersion: ifVersion})
 	if err == nil {
 		err = r.err
 	}
-	if errors.Is(err, ErrNotReplicated) {
+	if errors.Is(err, driver.ErrNotReplicated) {
 		// Written on the primary (and r.v set: the call returned).
 		a.observe(key, nil)
 		return r.v, err
 	}
 	a.observe(key, err)
 	if err != nil {
-		return NoVersion, err
+		return driver.NoVersion, err
 	}
 	return r.v, nil
 }

@@ -38,12 +38,12 @@ func (s *stackStore) onCallerGoroutine() {
 	}
 }
 
-func (s *stackStore) Load(ctx context.Context, key string) ([]byte, Version, error) {
+func (s *stackStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	s.onCallerGoroutine()
 	return s.mapStore.Load(ctx, key)
 }
 
-func (s *stackStore) Save(ctx context.Context, key string, v []byte, ifv Version, ttl time.Duration) (Version, error) {
+func (s *stackStore) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	s.onCallerGoroutine()
 	return s.mapStore.Save(ctx, key, v, ifv, ttl)
 }
@@ -86,12 +86,12 @@ func TestContextBounderCalledDirectly(t *testing.T) {
 // so that an allocation counted around it is the Adapter's.
 type fixedStore struct{ blob []byte }
 
-func (s fixedStore) Load(context.Context, string) ([]byte, Version, error) {
-	return s.blob, Version(1), nil
+func (s fixedStore) Load(context.Context, string) ([]byte, driver.Version, error) {
+	return s.blob, driver.Version(1), nil
 }
 
-func (fixedStore) Save(context.Context, string, []byte, Version, time.Duration) (Version, error) {
-	return Version(2), nil
+func (fixedStore) Save(context.Context, string, []byte, driver.Version, time.Duration) (driver.Version, error) {
+	return driver.Version(2), nil
 }
 
 func (fixedStore) Delete(context.Context, string) error { return nil }
@@ -113,7 +113,7 @@ func TestDirectStoreCallsAllocateNothing(t *testing.T) {
 	value := []byte("value")
 	for name, call := range map[string]func(){
 		"load":      func() { _, _, _ = a.load(ctx, "k") },
-		"save":      func() { _, _ = a.save(ctx, "k", value, Version(1), time.Minute) },
+		"save":      func() { _, _ = a.save(ctx, "k", value, driver.Version(1), time.Minute) },
 		"deleteKey": func() { _ = a.deleteKey(ctx, "k") },
 	} {
 		if n := testing.AllocsPerRun(100, call); n != 0 {

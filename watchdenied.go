@@ -28,13 +28,13 @@ type watchDenial struct {
 // watch (ch.Kind ChangeWatchDenied): nothing it holds is served again,
 // since no change would be heard. It warns once, however many times the
 // store says so.
-func (a *Adapter) onWatchDenied(ch Change) {
-	a.l1.onChange(Change{Kind: ChangeWatchDown})
+func (a *Adapter) onWatchDenied(ch driver.Change) {
+	a.l1.onChange(driver.Change{Kind: driver.ChangeWatchDown})
 	a.l1.denial.once.Do(func() {
 		a.l1.denial.denied.Store(true)
 		err := ch.Err
 		if err == nil {
-			err = ErrWatchDenied
+			err = driver.ErrWatchDenied
 		}
 		ctx := context.Background()
 		if a.cfg.logger.Enabled(ctx, slog.LevelWarn) {
@@ -42,8 +42,8 @@ func (a *Adapter) onWatchDenied(ch Change) {
 				"WithL1: the store refused the watch the L1 needs (the user lacks the permission to subscribe to the store's change channel); the L1 is off and every call reads the store. Grant the permission (Redis: ACL SETUSER <user> +subscribe &msalcache:changes:*) and restart",
 				slog.String("op", "watch"), errAttr(err))
 		}
-		e := a.begin(OpInvalidation)
-		e.Outcome, e.Reason = OutcomeError, ReasonWatchDenied
+		e := a.begin(observe.OpInvalidation)
+		e.Outcome, e.Reason = observe.OutcomeError, observe.ReasonWatchDenied
 		a.emit(ctx, &e)
 	})
 }

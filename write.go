@@ -16,7 +16,7 @@ type write struct {
 	out          []byte    // what to store (plaintext)
 	doc          *document // out parsed; nil when out is not MSAL's shape
 	base         *document // what ours started from, for the three-way merge
-	ifVersion    Version
+	ifVersion    driver.Version
 	versionKnown bool
 	baseSeq      uint64 // when base was loaded or written, in Adapter.clock order
 	merged       bool   // out holds another writer's entries that MSAL lacks
@@ -51,7 +51,7 @@ type turn struct {
 
 // stored is a partition as this Adapter just wrote it.
 type stored struct {
-	version Version
+	version driver.Version
 	doc     *document
 	seq     uint64 // when, in Adapter.clock order
 }
@@ -144,34 +144,34 @@ func (w *write) failed(ctx context.Context, err error) {
 
 // report tells e how the write went: it stored version v, or failed with
 // err and was kept (or not) for the store's return.
-func (w *write) report(ctx context.Context, e *Event, v Version, err error, kept bool) {
+func (w *write) report(ctx context.Context, e *observe.Event, v driver.Version, err error, kept bool) {
 	e.Conflicts, e.StoreErrors, e.Unreadable = w.conflicts, w.storeErrors, w.unreadable
 	w.conflicts, w.storeErrors, w.unreadable = 0, 0, 0 // a requeued write starts again
 	switch {
-	case err == nil && v == NoVersion:
-		e.Outcome = OutcomeDeleted
+	case err == nil && v == driver.NoVersion:
+		e.Outcome = observe.OutcomeDeleted
 	case err == nil && w.merged:
-		e.Outcome = OutcomeMerged
+		e.Outcome = observe.OutcomeMerged
 	case err == nil:
-		e.Outcome = OutcomeWritten
+		e.Outcome = observe.OutcomeWritten
 	case kept:
-		e.Outcome, e.Reason = OutcomeKept, ReasonBreakerOpen
+		e.Outcome, e.Reason = observe.OutcomeKept, observe.ReasonBreakerOpen
 	default:
-		e.Outcome, e.Reason = OutcomeError, reasonOf(ctx, err)
+		e.Outcome, e.Reason = observe.OutcomeError, reasonOf(ctx, err)
 	}
 	if err == nil {
 		e.Bytes = w.sealedLen
 	}
 }
 
-func (w *write) run(ctx context.Context) (Version, error) {
+func (w *write) run(ctx context.Context) (driver.Version, error) {
 	a := w.a
 	if !w.versionKnown {
-		w.ifVersion = NoVersion // try to create; a conflict loads and merges
+		w.ifVersion = driver.NoVersion // try to create; a conflict loads and merges
 	}
 	tu, done, err := a.turns.take(ctx, w.key, a.cfg.now)
 	if err != nil {
-		return NoVersion, err
+		return driver.NoVersion, err
 	}
 	defer done()
 	if last := tu.last; last != nil && w.doc != nil && last.seq > w.baseSeq && last.version != w.ifVersion {
@@ -188,15 +188,15 @@ func (w *write) run(ctx context.Context) (Version, error) {
 	return v, err
 }
 
-func (w *write) loop(ctx context.Context) (Version, error) {
+func (w *write) loop(ctx context.Context) (driver.Version, error) {
 	a := w.a
 	failures, conflicts := 0, 0
 	for {
 		if w.doc != nil && !w.doc.hasTokens() {
-			return NoVersion, a.deleteKey(ctx, w.key)
+			return driver.NoVersion, a.deleteKey(ctx, w.key)
 		}
 		var err error
-		var v Version
+		var v driver.Version
 		sealed, err := a.seal(ctx, w.out, w.key)
 		if err == nil {
 			v, err = a.save(ctx, w.key, sealed, w.ifVersion, a.ttlFor(w.doc))
@@ -205,31 +205,31 @@ func (w *write) loop(ctx context.Context) (Version, error) {
 		case err == nil:
 			w.sealedLen = len(sealed)
 			return v, nil
-		case errors.Is(err, ErrConflict):
+		case errors.Is(err, driver.ErrConflict):
 			conflicts++
 			w.conflicts++
 			if d := conflictBackoff(conflicts); d > 0 {
 				if serr := sleepCtx(ctx, d); serr != nil {
-					return NoVersion, errors.Join(err, serr)
+					return driver.NoVersion, errors.Join(err, serr)
 				}
 			}
 			if lerr := w.rebase(ctx); lerr == nil {
 				continue
 			} else if errors.Is(lerr, errRemoved) {
-				return NoVersion, lerr
+				return driver.NoVersion, lerr
 			} else {
 				err = lerr
 			}
-		case errors.Is(err, ErrTooLarge), ctx.Err() != nil:
-			return NoVersion, err
+		case errors.Is(err, driver.ErrTooLarge), ctx.Err() != nil:
+			return driver.NoVersion, err
 		}
 		failures++
 		w.failed(ctx, err)
 		if failures >= a.cfg.exportAttempts || a.brk.isOpen(w.key) {
-			return NoVersion, err
+			return driver.NoVersion, err
 		}
 		if serr := sleepCtx(ctx, time.Duration(failures*failures)*10*time.Millisecond); serr != nil {
-			return NoVersion, errors.Join(err, serr)
+			return driver.NoVersion, errors.Join(err, serr)
 		}
 	}
 }
@@ -239,8 +239,8 @@ func (w *write) rebase(ctx context.Context) error {
 	a := w.a
 	blob, v, err := a.load(ctx, w.key)
 	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrCorrupt):
-		w.ifVersion = NoVersion
+	case errors.Is(err, driver.ErrNotFound), errors.Is(err, driver.ErrCorrupt):
+		w.ifVersion = driver.NoVersion
 		return nil
 	case err != nil:
 		return err
@@ -277,7 +277,7 @@ func (w *write) rebase(ctx context.Context) error {
 }
 
 // rebaseOn merges ours into theirs, stored at version v.
-func (w *write) rebaseOn(v Version, theirs *document) {
+func (w *write) rebaseOn(v driver.Version, theirs *document) {
 	w.ifVersion = v
 	w.doc = merge3(w.base, w.doc, theirs)
 	w.base = theirs

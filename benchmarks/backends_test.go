@@ -40,10 +40,10 @@ type backend struct {
 	raw func(ctx context.Context) error
 	// naive is the hand-written accessor over the same client.
 	naive cache.ExportReplace
-	// store is the msalcache.Store for the Adapter.
-	store msalcache.Store
+	// store is the driver.Store for the Adapter.
+	store driver.Store
 	// ring encrypts for adapter-encrypted.
-	ring msalcache.Protector
+	ring driver.Protector
 }
 
 // backends lists the stores in the order of the table. open starts the
@@ -153,7 +153,7 @@ func openMemstore(b *testing.B) *backend {
 	store := memstore.New()
 	b.Cleanup(func() { store.Close() })
 	ctx := context.Background()
-	if _, err := store.Save(ctx, rawKey, rawValue(), msalcache.NoVersion, 0); err != nil {
+	if _, err := store.Save(ctx, rawKey, rawValue(), driver.NoVersion, 0); err != nil {
 		b.Fatal(err)
 	}
 	return &backend{
@@ -178,7 +178,7 @@ func checkRaw(v []byte, err error) error {
 
 // newRing opens a key ring kept in store, with a random KEK, closed when
 // the benchmark ends.
-func newRing(b *testing.B, store msalcache.Store) *protect.KeyRing {
+func newRing(b *testing.B, store driver.Store) *protect.KeyRing {
 	kek := make([]byte, 32)
 	rand.Read(kek)
 	w, err := protect.NewAESKeyWrapper("bench", kek)
@@ -198,7 +198,7 @@ var namespaces atomic.Int64
 // newAdapter builds an Adapter over store, encrypting with p unless it is
 // nil. Each gets a namespace of its own, so every invocation of a
 // benchmark starts from an empty partition.
-func newAdapter(b *testing.B, store msalcache.Store, p msalcache.Protector, extra ...msalcache.Option) *msalcache.Adapter {
+func newAdapter(b *testing.B, store driver.Store, p driver.Protector, extra ...msalcache.Option) *msalcache.Adapter {
 	opts := []msalcache.Option{msalcache.WithNamespace(fmt.Sprintf("bench%d", namespaces.Add(1)))}
 	if p != nil {
 		opts = append(opts, msalcache.WithProtector(p))
@@ -300,7 +300,7 @@ type naiveMemstore struct{ s *memstore.Store }
 
 func (n naiveMemstore) Replace(ctx context.Context, u cache.Unmarshaler, h cache.ReplaceHints) error {
 	data, _, err := n.s.Load(ctx, h.PartitionKey)
-	if errors.Is(err, msalcache.ErrNotFound) {
+	if errors.Is(err, driver.ErrNotFound) {
 		data, err = emptyCache, nil
 	}
 	if err != nil {
@@ -315,7 +315,7 @@ func (n naiveMemstore) Export(ctx context.Context, m cache.Marshaler, h cache.Ex
 		return err
 	}
 	_, v, err := n.s.Load(ctx, h.PartitionKey)
-	if err != nil && !errors.Is(err, msalcache.ErrNotFound) {
+	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
 	_, err = n.s.Save(ctx, h.PartitionKey, data, v, 0)

@@ -200,13 +200,13 @@ type exportCase struct {
 // newRawSave is Export's floor: the store's own compare-and-set of blobs
 // (on Redis, one EVALSHA of the script the Adapter runs), with no MSAL
 // parse, no merge and no encryption.
-func newRawSave(b *testing.B, name string, store msalcache.Store, blobs [2][]byte) *exportCase {
+func newRawSave(b *testing.B, name string, store driver.Store, blobs [2][]byte) *exportCase {
 	ctx := context.Background()
 	key := "bench:rawsave:" + name
 	if err := store.Delete(ctx, key); err != nil {
 		b.Fatal(err)
 	}
-	v := msalcache.NoVersion
+	v := driver.NoVersion
 	n := 0
 	return &exportCase{
 		name: name,
@@ -228,7 +228,7 @@ func newRawSave(b *testing.B, name string, store msalcache.Store, blobs [2][]byt
 // over store it exports both once first and keeps, in stored, the bytes
 // each left there, so that the raw cases write exactly what the Adapter
 // does; check also requires that every export wrote once.
-func newExport(b *testing.B, name string, acc cache.ExportReplace, store msalcache.Store) *exportCase {
+func newExport(b *testing.B, name string, acc cache.ExportReplace, store driver.Store) *exportCase {
 	ctx := context.Background()
 	target := &msalCache{}
 	if err := acc.Replace(ctx, target, cache.ReplaceHints{PartitionKey: userPartition}); err != nil {

@@ -64,8 +64,8 @@ func BenchmarkInvalidation(b *testing.B) {
 
 // watchedStore is a Store whose writes another handle's watch hears.
 type watchedStore interface {
-	msalcache.Store
-	msalcache.Watcher
+	driver.Store
+	driver.Watcher
 }
 
 func openStore(b *testing.B, c redis.UniversalClient) *redisstore.Store {
@@ -76,16 +76,16 @@ func openStore(b *testing.B, c redis.UniversalClient) *redisstore.Store {
 
 func invalidationBench(b *testing.B, a, watched watchedStore) {
 	ctx := context.Background()
-	heard := make(chan msalcache.Change, 1024)
+	heard := make(chan driver.Change, 1024)
 	up := make(chan struct{}, 1)
-	stop, err := watched.Watch(ctx, func(ch msalcache.Change) {
+	stop, err := watched.Watch(ctx, func(ch driver.Change) {
 		switch ch.Kind {
-		case msalcache.ChangeWatchUp:
+		case driver.ChangeWatchUp:
 			select {
 			case up <- struct{}{}:
 			default:
 			}
-		case msalcache.ChangeKey:
+		case driver.ChangeKey:
 			heard <- ch
 		}
 	})
@@ -105,7 +105,7 @@ func invalidationBench(b *testing.B, a, watched watchedStore) {
 		_ = a.Delete(ctx, keys[i])
 	}
 	drain(heard)
-	versions := make([]msalcache.Version, len(keys))
+	versions := make([]driver.Version, len(keys))
 	var worst time.Duration
 	i := 0
 	r := measure(b, func() error {
@@ -135,7 +135,7 @@ func invalidationBench(b *testing.B, a, watched watchedStore) {
 	record(r)
 }
 
-func drain(c chan msalcache.Change) {
+func drain(c chan driver.Change) {
 	for {
 		select {
 		case <-c:

@@ -53,7 +53,7 @@ func l1MemoryBench(b *testing.B, withL1 bool) {
 		plain += len(blob)
 		// Straight into the store, so that no Adapter state of the
 		// writes is on the heap.
-		if _, err := store.Save(ctx, writer.StoreKey(parts[i]), blob, msalcache.NoVersion, 0); err != nil {
+		if _, err := store.Save(ctx, writer.StoreKey(parts[i]), blob, driver.NoVersion, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -67,7 +67,7 @@ func seedLoad(b *testing.B, c *redis.Client) {
 	if err := s.Delete(ctx, storeLoadKey); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := s.Save(ctx, storeLoadKey, rawValue(), msalcache.NoVersion, time.Hour); err != nil {
+	if _, err := s.Save(ctx, storeLoadKey, rawValue(), driver.NoVersion, time.Hour); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -111,7 +111,7 @@ func BenchmarkSave(b *testing.B) {
 			if err := s.Delete(ctx, key); err != nil {
 				b.Fatal(err)
 			}
-			v := msalcache.NoVersion
+			v := driver.NoVersion
 			return func() error {
 				var err error
 				v, err = s.Save(ctx, key, val, v, time.Hour)
@@ -195,7 +195,7 @@ func BenchmarkSaveParallel(b *testing.B) {
 			s, pctx := redisPaths[1].open(b, srv)
 			record(measureParallel(b, concurrentPerCPU, func() func() error {
 				key := fmt.Sprintf("bench:save:%d", parallelKeys.Add(1))
-				v := msalcache.NoVersion
+				v := driver.NoVersion
 				return func() error {
 					var err error
 					v, err = s.Save(pctx, key, val, v, time.Hour)

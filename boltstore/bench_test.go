@@ -13,7 +13,7 @@ import (
 // SaveParallel's writers share commits (group commit), so its ns/op falls
 // well below Save's.
 func BenchmarkStore(b *testing.B) {
-	conformance.RunStoreBenchmarks(b, func(b *testing.B) msalcache.Store {
+	conformance.RunStoreBenchmarks(b, func(b *testing.B) driver.Store {
 		s, err := boltstore.Open(filepath.Join(b.TempDir(), "bench.db"))
 		if err != nil {
 			b.Fatal(err)

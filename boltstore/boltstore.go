@@ -1,4 +1,4 @@
-// Package boltstore is an msalcache.Store kept in a single bbolt file: the
+// Package boltstore is an driver.Store kept in a single bbolt file: the
 // default for an application that runs as one process and wants its tokens
 // to survive a restart without running a server.
 //
@@ -53,8 +53,8 @@
 //
 // A record that cannot be decoded (a damaged file, or a bucket shared with
 // something else) makes Load fail with an error wrapping
-// msalcache.ErrCorrupt (ErrCorrupt here is the same error) that gives what
-// is wrong but none of the record's bytes; Save with msalcache.NoVersion
+// driver.ErrCorrupt (ErrCorrupt here is the same error) that gives what
+// is wrong but none of the record's bytes; Save with driver.NoVersion
 // replaces it, Save with any other version conflicts, List lists it and
 // Delete removes it, so the Adapter heals it on its next write.
 //
@@ -70,7 +70,7 @@
 //
 // # Watching
 //
-// A Store is an msalcache.Watcher, exact within the process (the only place
+// A Store is an driver.Watcher, exact within the process (the only place
 // its file can be written from while it is open): the writer goroutine
 // tells every function registered with Watch of each Save (with its new
 // version) and Delete it committed, before any of those calls returns, and
@@ -79,7 +79,7 @@
 // the same Store serves what it overwrote or deleted. An expiry is told
 // only when the sweeper deletes the record (a Load reports it absent at
 // once), so it is left to the L1's MaxStale. A Store is also an
-// msalcache.Versioner, whose Version reads only a record's header.
+// driver.Versioner, whose Version reads only a record's header.
 package boltstore
 
 import (
@@ -102,7 +102,7 @@ import (
 )
 
 // MaxValueSize is the largest value a Store accepts; Save fails with
-// msalcache.ErrTooLarge past it. bbolt itself allows values of up to about
+// driver.ErrTooLarge past it. bbolt itself allows values of up to about
 // 2 GiB, but every write copies the value into a transaction and an fsync,
 // and MSAL token caches are kilobytes, so a value this large is a bug
 // better reported than stored.
@@ -131,9 +131,9 @@ var (
 
 	// ErrCorrupt reports a record that this package cannot decode: the file
 	// was damaged or something else wrote into the store's bucket. It is
-	// msalcache.ErrCorrupt itself, which the Store contract names, so that
+	// driver.ErrCorrupt itself, which the Store contract names, so that
 	// code written against either name keeps working.
-	ErrCorrupt = msalcache.ErrCorrupt
+	ErrCorrupt = driver.ErrCorrupt
 
 	// ErrReadOnly is the error of Save and Delete on a Store opened
 	// WithReadOnly: it never writes its file.
@@ -261,8 +261,8 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
-// Store is an msalcache.Store, msalcache.Lister, msalcache.Pinger,
-// msalcache.Watcher and msalcache.Versioner backed by a bbolt file, so
+// Store is an driver.Store, driver.Lister, driver.Pinger,
+// driver.Watcher and driver.Versioner backed by a bbolt file, so
 // that the Adapters of a process can share it with an L1 that is never
 // stale. It is safe for concurrent use. The zero value is not usable; call
 // Open.
@@ -296,15 +296,15 @@ type Store struct {
 
 // watcher is one registration of Watch.
 type watcher struct {
-	fn func(msalcache.Change)
+	fn func(driver.Change)
 }
 
 var (
-	_ msalcache.Store     = (*Store)(nil)
-	_ msalcache.Lister    = (*Store)(nil)
-	_ msalcache.Pinger    = (*Store)(nil)
-	_ msalcache.Watcher   = (*Store)(nil)
-	_ msalcache.Versioner = (*Store)(nil)
+	_ driver.Store     = (*Store)(nil)
+	_ driver.Lister    = (*Store)(nil)
+	_ driver.Pinger    = (*Store)(nil)
+	_ driver.Watcher   = (*Store)(nil)
+	_ driver.Versioner = (*Store)(nil)
 )
 
 // Open opens the bbolt file at path, creating it with mode 0600 if it does
@@ -442,7 +442,7 @@ func (s *Store) enter(ctx context.Context) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
-		return fmt.Errorf("boltstore: %w", msalcache.ErrClosed)
+		return fmt.Errorf("boltstore: %w", driver.ErrClosed)
 	}
 	s.calls.Add(1)
 	return nil
@@ -465,12 +465,12 @@ func (s *Store) bucketOf(tx *bolt.Tx) (*bolt.Bucket, error) {
 	return b, nil
 }
 
-// Load implements msalcache.Store. A record that cannot be decoded fails
+// Load implements driver.Store. A record that cannot be decoded fails
 // with an error wrapping ErrCorrupt.
-func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *Store) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	var (
 		value   []byte
-		version msalcache.Version
+		version driver.Version
 	)
 	err := s.readLive(ctx, "load", key, func(rec record, _ int64) {
 		// bbolt's bytes live only as long as the transaction.
@@ -481,19 +481,19 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 		version = rec.version
 	})
 	if err != nil {
-		return nil, msalcache.NoVersion, err
+		return nil, driver.NoVersion, err
 	}
 	return value, version, nil
 }
 
-// Version implements msalcache.Versioner: it reads the version and expiry
+// Version implements driver.Versioner: it reads the version and expiry
 // from the record's header, without copying the value. A record that
 // cannot be decoded fails with an error wrapping ErrCorrupt, as in Load.
-func (s *Store) Version(ctx context.Context, key string) (msalcache.Version, error) {
-	version := msalcache.NoVersion
+func (s *Store) Version(ctx context.Context, key string) (driver.Version, error) {
+	version := driver.NoVersion
 	err := s.readLive(ctx, "version", key, func(rec record, _ int64) { version = rec.version })
 	if err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	return version, nil
 }
@@ -522,7 +522,7 @@ func (s *Store) readLive(ctx context.Context, op, key string, fn func(rec record
 		}
 		raw := b.Get([]byte(key)) // bbolt's memory map: nothing is copied
 		if raw == nil {
-			return msalcache.ErrNotFound
+			return driver.ErrNotFound
 		}
 		rec, err := decodeRecord(raw) // the header; value aliases raw
 		if err != nil {
@@ -530,29 +530,29 @@ func (s *Store) readLive(ctx context.Context, op, key string, fn func(rec record
 		}
 		now := s.now().UnixNano()
 		if !rec.live(now) {
-			return msalcache.ErrNotFound
+			return driver.ErrNotFound
 		}
 		fn(rec, now)
 		return nil
 	})
 }
 
-// Save implements msalcache.Store. A record that cannot be decoded counts
-// as absent, so that Save with msalcache.NoVersion replaces it. Every
+// Save implements driver.Store. A record that cannot be decoded counts
+// as absent, so that Save with driver.NoVersion replaces it. Every
 // watcher has been told of the new version when Save returns.
-func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
 	if err := checkKey(key); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	if s.readOnly {
-		return msalcache.NoVersion, ErrReadOnly
+		return driver.NoVersion, ErrReadOnly
 	}
 	if len(value) > MaxValueSize {
-		return msalcache.NoVersion, fmt.Errorf("boltstore: value of %d bytes exceeds MaxValueSize (%d): %w",
-			len(value), MaxValueSize, msalcache.ErrTooLarge)
+		return driver.NoVersion, fmt.Errorf("boltstore: value of %d bytes exceeds MaxValueSize (%d): %w",
+			len(value), MaxValueSize, driver.ErrTooLarge)
 	}
 	if err := s.enter(ctx); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	defer s.calls.Done()
 	var expires int64
@@ -567,12 +567,12 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 		save:      true,
 	}
 	if err := s.write(ctx, op); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	return op.version, nil
 }
 
-// Delete implements msalcache.Store. Every watcher has been told of the
+// Delete implements driver.Store. Every watcher has been told of the
 // deletion when it returns, even of an absent key (which may have been an
 // expired one, still held by an L1).
 func (s *Store) Delete(ctx context.Context, key string) error {
@@ -594,7 +594,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // transaction held across a write can deadlock bbolt when the file grows).
 const listChunk = 256
 
-// List implements msalcache.Lister. Keys come in byte order. A record that
+// List implements driver.Lister. Keys come in byte order. A record that
 // cannot be decoded is listed, so that an operator can find and delete it.
 func (s *Store) List(ctx context.Context, prefix string, fn func(key string) error) error {
 	p := []byte(prefix)
@@ -660,7 +660,7 @@ func (s *Store) listChunk(ctx context.Context, prefix, after []byte) ([]string, 
 	return keys, err
 }
 
-// Ping implements msalcache.Pinger: it opens a read transaction and finds
+// Ping implements driver.Pinger: it opens a read transaction and finds
 // the store's bucket.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.enter(ctx); err != nil {
@@ -673,7 +673,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	})
 }
 
-// Watch implements msalcache.Watcher. fn is told of every change committed
+// Watch implements driver.Watcher. fn is told of every change committed
 // after Watch began, in commit order, first with ChangeWatchUp before
 // Watch returns. fn runs on the store's writer or sweeper goroutine, after
 // the transaction and before the writes it committed return: it may call
@@ -684,7 +684,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // stop removes fn, waiting for a call of fn in progress to return; later
 // calls of stop do nothing. Close tells every watcher ChangeWatchDown
 // (nothing is vouched for any more) as its last call.
-func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func(), err error) {
+func (s *Store) Watch(ctx context.Context, fn func(driver.Change)) (stop func(), err error) {
 	if fn == nil {
 		return nil, errors.New("boltstore: watch: nil func: pass the function to call for each change")
 	}
@@ -696,7 +696,7 @@ func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func
 	defer s.tellMu.Unlock()
 	w := &watcher{fn: fn}
 	s.watchers = append(s.watchers, w)
-	fn(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+	fn(driver.Change{Kind: driver.ChangeWatchUp})
 	var once sync.Once
 	return func() { once.Do(func() { s.unwatch(w) }) }, nil
 }
@@ -711,7 +711,7 @@ func (s *Store) unwatch(w *watcher) {
 }
 
 // tellLocked tells every watcher of c; the caller holds tellMu.
-func (s *Store) tellLocked(c msalcache.Change) {
+func (s *Store) tellLocked(c driver.Change) {
 	for _, w := range s.watchers {
 		w.fn(c)
 	}
@@ -719,7 +719,7 @@ func (s *Store) tellLocked(c msalcache.Change) {
 
 // Close waits for calls in progress, stops the sweeper, tells every
 // watcher ChangeWatchDown and removes it, and closes the file, releasing
-// its lock. Later calls fail with msalcache.ErrClosed, Watch included; a
+// its lock. Later calls fail with driver.ErrClosed, Watch included; a
 // second Close returns nil.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -733,7 +733,7 @@ func (s *Store) Close() error {
 	close(s.stop)
 	s.bg.Wait()
 	s.tellMu.Lock()
-	s.tellLocked(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+	s.tellLocked(driver.Change{Kind: driver.ChangeWatchDown})
 	s.watchers = nil
 	s.tellMu.Unlock()
 	return s.closeDB()
@@ -766,7 +766,7 @@ func (s *Store) sweepChunk(keys [][]byte) error {
 		return err
 	}
 	for _, k := range deleted {
-		s.tellLocked(msalcache.Change{Kind: msalcache.ChangeKey, Key: string(k)})
+		s.tellLocked(driver.Change{Kind: driver.ChangeKey, Key: string(k)})
 	}
 	return nil
 }
@@ -837,6 +837,6 @@ func (s *Store) sweep() error {
 	}
 }
 
-// SystemName implements msalcache.SystemNamer: "bbolt", the db.system.name of
+// SystemName implements driver.SystemNamer: "bbolt", the db.system.name of
 // the metrics and traces built on msalcache.WithObserver.
 func (s *Store) SystemName() string { return "bbolt" }

@@ -55,7 +55,7 @@ func open(t *testing.T, path string, opts ...boltstore.Option) *boltstore.Store 
 }
 
 func TestConformance(t *testing.T) {
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 		return open(t, filepath.Join(t.TempDir(), "cache.db"))
 	}, conformance.Capabilities{
 		MaxValueSize:   boltstore.MaxValueSize,
@@ -85,7 +85,7 @@ func TestOpenTightensMode(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "cache.db")
 			s := open(t, path)
-			v, err := s.Save(ctx, "kept", []byte("value"), msalcache.NoVersion, 0)
+			v, err := s.Save(ctx, "kept", []byte("value"), driver.NoVersion, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -234,15 +234,15 @@ func TestReopenKeepsDataAndVersions(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "cache.db")
 	s := open(t, path)
-	v1, err := s.Save(ctx, "kept", []byte("value"), msalcache.NoVersion, 0)
+	v1, err := s.Save(ctx, "kept", []byte("value"), driver.NoVersion, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2, err := s.Save(ctx, "ttl", []byte("for an hour"), msalcache.NoVersion, time.Hour)
+	v2, err := s.Save(ctx, "ttl", []byte("for an hour"), driver.NoVersion, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vGone, err := s.Save(ctx, "gone", []byte("x"), msalcache.NoVersion, 0)
+	vGone, err := s.Save(ctx, "gone", []byte("x"), driver.NoVersion, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestReopenKeepsDataAndVersions(t *testing.T) {
 	defer s.Close()
 	for key, want := range map[string]struct {
 		value   string
-		version msalcache.Version
+		version driver.Version
 	}{"kept": {"value", v1}, "ttl": {"for an hour", v2}} {
 		b, v, err := s.Load(ctx, key)
 		if err != nil || string(b) != want.value || v != want.version {
@@ -266,16 +266,16 @@ func TestReopenKeepsDataAndVersions(t *testing.T) {
 	}
 	// The version counter survives the restart: a re-created key gets a
 	// version never seen before, so a writer holding the old one loses.
-	v3, err := s.Save(ctx, "gone", []byte("y"), msalcache.NoVersion, 0)
+	v3, err := s.Save(ctx, "gone", []byte("y"), driver.NoVersion, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, old := range []msalcache.Version{v1, v2, vGone} {
+	for _, old := range []driver.Version{v1, v2, vGone} {
 		if v3 == old {
 			t.Fatalf("after reopening, Save returned version %d, which was handed out before the restart", v3)
 		}
 	}
-	if _, err := s.Save(ctx, "gone", []byte("z"), vGone, 0); !errors.Is(err, msalcache.ErrConflict) {
+	if _, err := s.Save(ctx, "gone", []byte("z"), vGone, 0); !errors.Is(err, driver.ErrConflict) {
 		t.Fatalf("Save with the version of a key deleted before the restart returned %v, want ErrConflict", err)
 	}
 	if _, err := s.Save(ctx, "kept", []byte("new"), v1, 0); err != nil {
@@ -322,7 +322,7 @@ func TestCorruptRecords(t *testing.T) {
 	defer s.Close()
 	for k := range bad {
 		_, _, err := s.Load(ctx, k)
-		if !errors.Is(err, boltstore.ErrCorrupt) || !errors.Is(err, msalcache.ErrCorrupt) {
+		if !errors.Is(err, boltstore.ErrCorrupt) || !errors.Is(err, driver.ErrCorrupt) {
 			t.Errorf("Load of a %s record returned %v, want an error wrapping ErrCorrupt", k, err)
 		}
 		if strings.Contains(err.Error(), k) {
@@ -339,7 +339,7 @@ func TestCorruptRecords(t *testing.T) {
 	}
 	// ...and a create replaces them, so the Adapter heals them on Export.
 	for k := range bad {
-		if _, err := s.Save(ctx, k, []byte("fresh"), msalcache.NoVersion, 0); err != nil {
+		if _, err := s.Save(ctx, k, []byte("fresh"), driver.NoVersion, 0); err != nil {
 			t.Fatalf("Save with NoVersion over a corrupt record failed: %v", err)
 		}
 		if b, _, err := s.Load(ctx, k); err != nil || string(b) != "fresh" {
@@ -352,13 +352,13 @@ func TestWithBucket(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "cache.db")
 	a := open(t, path, boltstore.WithBucket("a"))
-	if _, err := a.Save(ctx, "k", []byte("in a"), msalcache.NoVersion, 0); err != nil {
+	if _, err := a.Save(ctx, "k", []byte("in a"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	a.Close()
 	b := open(t, path, boltstore.WithBucket("b"))
 	defer b.Close()
-	if _, _, err := b.Load(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, _, err := b.Load(ctx, "k"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("a key saved in bucket a is visible in bucket b: %v", err)
 	}
 }
@@ -368,17 +368,17 @@ func TestInvalidKeys(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "cache.db"))
 	defer s.Close()
 	for _, key := range []string{"", strings.Repeat("k", bolt.MaxKeySize+1)} {
-		if _, err := s.Save(ctx, key, []byte("v"), msalcache.NoVersion, 0); err == nil {
+		if _, err := s.Save(ctx, key, []byte("v"), driver.NoVersion, 0); err == nil {
 			t.Errorf("Save with a %d-byte key succeeded", len(key))
 		}
-		if _, _, err := s.Load(ctx, key); err == nil || errors.Is(err, msalcache.ErrNotFound) {
+		if _, _, err := s.Load(ctx, key); err == nil || errors.Is(err, driver.ErrNotFound) {
 			t.Errorf("Load with a %d-byte key returned %v, want an invalid-key error", len(key), err)
 		}
 		if err := s.Delete(ctx, key); err == nil {
 			t.Errorf("Delete with a %d-byte key succeeded", len(key))
 		}
 	}
-	if _, err := s.Save(ctx, strings.Repeat("k", bolt.MaxKeySize), nil, msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, strings.Repeat("k", bolt.MaxKeySize), nil, driver.NoVersion, 0); err != nil {
 		t.Errorf("Save with a key of bbolt's maximum size failed: %v", err)
 	}
 }
@@ -390,11 +390,11 @@ func TestListManyKeys(t *testing.T) {
 	defer s.Close()
 	const n = 700
 	for i := range n {
-		if _, err := s.Save(ctx, fmt.Sprintf("p:%04d", i), nil, msalcache.NoVersion, 0); err != nil {
+		if _, err := s.Save(ctx, fmt.Sprintf("p:%04d", i), nil, driver.NoVersion, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Save(ctx, "q", nil, msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "q", nil, driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	var got []string

@@ -29,7 +29,7 @@ func smallTokenFile(t *testing.T, path string) []byte {
 	for round := range 2 {
 		for i := range 60 {
 			if _, err := s.Save(ctx, fmt.Sprintf("app:user%02d", i), bytes.Repeat([]byte{byte('a' + round)}, 1500),
-				msalcache.NoVersion, time.Hour); err != nil && !errors.Is(err, msalcache.ErrConflict) {
+				driver.NoVersion, time.Hour); err != nil && !errors.Is(err, driver.ErrConflict) {
 				t.Fatal(err)
 			}
 		}
@@ -40,7 +40,7 @@ func smallTokenFile(t *testing.T, path string) []byte {
 		}
 	}
 	for i := range 60 {
-		if _, err := s.Save(ctx, fmt.Sprintf("app:user%02d", i), bytes.Repeat([]byte{'z'}, 1500), msalcache.NoVersion, time.Hour); err != nil {
+		if _, err := s.Save(ctx, fmt.Sprintf("app:user%02d", i), bytes.Repeat([]byte{'z'}, 1500), driver.NoVersion, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -106,7 +106,7 @@ func TestOpenMovesDamagedAside(t *testing.T) {
 		t.Errorf("log names a key: %s", line)
 	}
 	ctx := context.Background()
-	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, 0); err != nil {
 		t.Fatalf("Save on the new file: %v", err)
 	}
 	if err := s.Check(ctx); err != nil {
@@ -213,7 +213,7 @@ func TestRunTimePanicBecomesError(t *testing.T) {
 	if failures == 0 {
 		t.Fatal("no Load reached the damage")
 	}
-	if _, err := s.Save(ctx, "new", []byte("v"), msalcache.NoVersion, time.Hour); !errors.Is(err, boltstore.ErrDamaged) {
+	if _, err := s.Save(ctx, "new", []byte("v"), driver.NoVersion, time.Hour); !errors.Is(err, boltstore.ErrDamaged) {
 		t.Errorf("Save after the panic: %v; want ErrDamaged", err)
 	}
 	if err := s.List(ctx, "", func(string) error { return nil }); !errors.Is(err, boltstore.ErrDamaged) {

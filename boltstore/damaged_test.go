@@ -443,7 +443,7 @@ func useDamaged(arg string) int {
 	var keys []string
 	listErr := s.List(ctx, "", func(k string) error { keys = append(keys, k); return nil })
 	loads, failed := 0, 0
-	versions := map[string]msalcache.Version{}
+	versions := map[string]driver.Version{}
 	for _, k := range keys {
 		if _, v, err := s.Load(ctx, k); err == nil {
 			loads++
@@ -456,7 +456,7 @@ func useDamaged(arg string) int {
 	}
 	writes := 0
 	for i := range 20 {
-		if _, err := s.Save(ctx, fmt.Sprintf("new-%02d", i), bytes.Repeat([]byte{'v'}, 3000), msalcache.NoVersion, time.Hour); err == nil {
+		if _, err := s.Save(ctx, fmt.Sprintf("new-%02d", i), bytes.Repeat([]byte{'v'}, 3000), driver.NoVersion, time.Hour); err == nil {
 			writes++
 		}
 	}
@@ -474,8 +474,8 @@ func useDamaged(arg string) int {
 	}
 	// Expire everything and let the sweeper delete it.
 	var swept atomic.Int64
-	stop, watchErr := s.Watch(ctx, func(c msalcache.Change) {
-		if c.Kind == msalcache.ChangeKey {
+	stop, watchErr := s.Watch(ctx, func(c driver.Change) {
+		if c.Kind == driver.ChangeKey {
 			swept.Add(1)
 		}
 	})

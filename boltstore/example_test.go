@@ -31,7 +31,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	v, err := store.Save(ctx, "app:partition", []byte("token cache v1"), msalcache.NoVersion, 24*time.Hour)
+	v, err := store.Save(ctx, "app:partition", []byte("token cache v1"), driver.NoVersion, 24*time.Hour)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	_, err = store.Save(ctx, "app:partition", []byte("stale"), v, 24*time.Hour)
-	fmt.Println("stale write:", errors.Is(err, msalcache.ErrConflict))
+	fmt.Println("stale write:", errors.Is(err, driver.ErrConflict))
 
 	// While the store is open, nobody else may open the file.
 	_, err = boltstore.Open(path, boltstore.WithLockTimeout(100*time.Millisecond))
@@ -91,7 +91,7 @@ func ExampleWithReadOnly() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, err := store.Save(ctx, "app:partition", []byte("token cache"), msalcache.NoVersion, time.Hour); err != nil {
+	if _, err := store.Save(ctx, "app:partition", []byte("token cache"), driver.NoVersion, time.Hour); err != nil {
 		log.Fatal(err)
 	}
 	store.Close()
@@ -103,7 +103,7 @@ func ExampleWithReadOnly() {
 	defer ro.Close()
 	value, _, err := ro.Load(ctx, "app:partition")
 	fmt.Println("load:", string(value), err)
-	_, err = ro.Save(ctx, "app:partition", nil, msalcache.NoVersion, 0)
+	_, err = ro.Save(ctx, "app:partition", nil, driver.NoVersion, 0)
 	fmt.Println("save:", errors.Is(err, boltstore.ErrReadOnly))
 	// Output:
 	// missing file: true

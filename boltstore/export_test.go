@@ -16,7 +16,7 @@ var WithClock = withClock
 // PutRaw is the conformance suite's Capabilities.PutRaw for this store: it
 // writes raw as the record under key in s's bucket, past the record format,
 // as a damaged file or another program would.
-func PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+func PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
 	bs, ok := s.(*Store)
 	if !ok {
 		return fmt.Errorf("PutRaw: %T is not a *boltstore.Store", s)

@@ -60,12 +60,12 @@ func TestSweeperDeletesExpiredRecords(t *testing.T) {
 		ttl time.Duration
 	}{{"expires", time.Minute}, {"lives", time.Hour}, {"forever", 0}}
 	for _, sv := range saves {
-		if _, err := s.Save(ctx, sv.key, []byte("v"), msalcache.NoVersion, sv.ttl); err != nil {
+		if _, err := s.Save(ctx, sv.key, []byte("v"), driver.NoVersion, sv.ttl); err != nil {
 			t.Fatal(err)
 		}
 	}
 	clock.advance(2 * time.Minute)
-	if _, _, err := s.Load(ctx, "expires"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, _, err := s.Load(ctx, "expires"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Load of an expired key returned %v, want ErrNotFound", err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -103,7 +103,7 @@ func TestSweepManyChunks(t *testing.T) {
 				if i%3 == 0 {
 					ttl = 0
 				}
-				if _, err := s.Save(ctx, fmt.Sprintf("key-%05d", i), nil, msalcache.NoVersion, ttl); err != nil {
+				if _, err := s.Save(ctx, fmt.Sprintf("key-%05d", i), nil, driver.NoVersion, ttl); err != nil {
 					t.Error(err)
 					return
 				}
@@ -141,7 +141,7 @@ func TestCanceledWhileQueued(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0)
+		_, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, 0)
 		errc <- err
 	}()
 	// Cancel only once the writer has taken the Save and waits in commit
@@ -161,7 +161,7 @@ func TestCanceledWhileQueued(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The writer now runs the abandoned operation, which must do nothing.
-	if _, err := s.Save(context.Background(), "other", []byte("v"), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(context.Background(), "other", []byte("v"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	if s.raw(t, "k") {
@@ -220,7 +220,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		value   []byte
 		expires int64
-		version msalcache.Version
+		version driver.Version
 	}{{nil, 0, 1}, {[]byte("x"), 1, 2}, {bytes.Repeat([]byte{0xff}, 300), 1 << 62, 1<<64 - 1}} {
 		b := newRecord(tc.value, tc.expires)
 		setVersion(b, tc.version)
@@ -251,7 +251,7 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 			return
 		}
-		if r.version == msalcache.NoVersion || r.expires < 0 {
+		if r.version == driver.NoVersion || r.expires < 0 {
 			t.Fatalf("decodeRecord accepted version %d, expiry %d", r.version, r.expires)
 		}
 		again := newRecord(r.value, r.expires)

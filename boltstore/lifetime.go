@@ -7,9 +7,9 @@ import (
 	"github.com/msalcache/msalcache"
 )
 
-var _ msalcache.Lifetimer = (*Store)(nil)
+var _ driver.Lifetimer = (*Store)(nil)
 
-// Lifetime implements msalcache.Lifetimer: it reads the expiry from the
+// Lifetime implements driver.Lifetimer: it reads the expiry from the
 // record's header (nanoseconds, by the store's clock, see withClock),
 // without copying the value. A record that cannot be decoded fails with an
 // error wrapping ErrCorrupt, as in Load.
@@ -17,7 +17,7 @@ func (s *Store) Lifetime(ctx context.Context, key string) (time.Duration, error)
 	var left time.Duration
 	err := s.readLive(ctx, "lifetime", key, func(rec record, now int64) {
 		if rec.expires == 0 {
-			left = msalcache.NoExpiry
+			left = driver.NoExpiry
 			return
 		}
 		left = max(time.Duration(rec.expires-now), time.Nanosecond)

@@ -22,10 +22,10 @@ func TestLifetimeSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Hour); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Save(ctx, "forever", []byte("v"), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "forever", []byte("v"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -38,17 +38,17 @@ func TestLifetimeSurvivesReopen(t *testing.T) {
 	if d, err := s.Lifetime(ctx, "k"); err != nil || d != 45*time.Minute {
 		t.Fatalf("Lifetime = %v, %v; want 45m", d, err)
 	}
-	if d, err := s.Lifetime(ctx, "forever"); err != nil || d != msalcache.NoExpiry {
+	if d, err := s.Lifetime(ctx, "forever"); err != nil || d != driver.NoExpiry {
 		t.Fatalf("Lifetime = %v, %v; want NoExpiry", d, err)
 	}
 	now = now.Add(45 * time.Minute)
-	if _, err := s.Lifetime(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, err := s.Lifetime(ctx, "k"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Lifetime at expiry: %v; want ErrNotFound", err)
 	}
 	if err := boltstore.PutRaw(ctx, s, "bad", []byte{9, 9}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Lifetime(ctx, "bad"); !errors.Is(err, msalcache.ErrCorrupt) {
+	if _, err := s.Lifetime(ctx, "bad"); !errors.Is(err, driver.ErrCorrupt) {
 		t.Fatalf("Lifetime of a damaged record: %v; want ErrCorrupt", err)
 	}
 }
@@ -65,14 +65,14 @@ func TestExpiredRecordAbsentBeforeSweep(t *testing.T) {
 	}
 	defer store.Close()
 	ctx := context.Background()
-	if _, err := store.Save(ctx, "app:partition", []byte("token cache"), msalcache.NoVersion, time.Hour); err != nil {
+	if _, err := store.Save(ctx, "app:partition", []byte("token cache"), driver.NoVersion, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := store.Load(ctx, "app:partition"); err != nil {
 		t.Fatalf("Load within the TTL: %v", err)
 	}
 	now = now.Add(2 * time.Hour)
-	if _, _, err := store.Load(ctx, "app:partition"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, _, err := store.Load(ctx, "app:partition"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Load after the TTL: %v, want ErrNotFound", err)
 	}
 }

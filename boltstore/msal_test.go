@@ -10,7 +10,7 @@ import (
 	"github.com/msalcache/msalcache/internal/testring"
 )
 
-func newMSALStore(t *testing.T) msalcache.Store {
+func newMSALStore(t *testing.T) driver.Store {
 	s := open(t, filepath.Join(t.TempDir(), "tokens.db"))
 	t.Cleanup(func() { s.Close() })
 	return s

@@ -50,7 +50,7 @@ func TestReadOnlyNeverWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := s.Save(ctx, "k", []byte("value"), msalcache.NoVersion, time.Hour)
+	v, err := s.Save(ctx, "k", []byte("value"), driver.NoVersion, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

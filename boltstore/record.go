@@ -24,7 +24,7 @@ const (
 )
 
 type record struct {
-	version msalcache.Version
+	version driver.Version
 	expires int64 // unix nanoseconds; 0: never
 	value   []byte
 }
@@ -47,7 +47,7 @@ func newRecord(value []byte, expires int64) []byte {
 }
 
 // setVersion writes v into a record made by newRecord.
-func setVersion(b []byte, v msalcache.Version) {
+func setVersion(b []byte, v driver.Version) {
 	binary.BigEndian.PutUint64(b[1:9], uint64(v))
 }
 
@@ -63,11 +63,11 @@ func decodeRecord(b []byte) (record, error) {
 		return record{}, fmt.Errorf("%w: unknown format %d", ErrCorrupt, b[0])
 	}
 	r := record{
-		version: msalcache.Version(binary.BigEndian.Uint64(b[1:9])),
+		version: driver.Version(binary.BigEndian.Uint64(b[1:9])),
 		expires: int64(binary.BigEndian.Uint64(b[9:17])),
 		value:   b[headerLen:],
 	}
-	if r.version == msalcache.NoVersion {
+	if r.version == driver.NoVersion {
 		return record{}, fmt.Errorf("%w: version 0", ErrCorrupt)
 	}
 	if r.expires < 0 {

@@ -22,7 +22,7 @@ func fuzzSeedFile(f *testing.F, records int) []byte {
 		f.Fatal(err)
 	}
 	for i := range records {
-		if _, err := s.Save(context.Background(), fmt.Sprintf("k%03d", i), bytes.Repeat([]byte{'v'}, 300), msalcache.NoVersion, time.Hour); err != nil {
+		if _, err := s.Save(context.Background(), fmt.Sprintf("k%03d", i), bytes.Repeat([]byte{'v'}, 300), driver.NoVersion, time.Hour); err != nil {
 			f.Fatal(err)
 		}
 	}

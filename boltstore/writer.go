@@ -45,14 +45,14 @@ type writeOp struct {
 	ctx       context.Context
 	key       []byte
 	record    []byte // nil for a delete
-	ifVersion msalcache.Version
+	ifVersion driver.Version
 	save      bool
 
 	state atomic.Int32
 	done  chan struct{}
 
 	// Results, written by the writer before done is closed.
-	version msalcache.Version
+	version driver.Version
 	err     error
 }
 
@@ -132,7 +132,7 @@ func (s *Store) commit(ops []*writeOp) {
 		})
 		if failed >= 0 && s.broken.Load() == nil {
 			op := ops[failed]
-			op.version, op.err = msalcache.NoVersion, fmt.Errorf("boltstore: write: %w", err)
+			op.version, op.err = driver.NoVersion, fmt.Errorf("boltstore: write: %w", err)
 			close(op.done)
 			ops = slices.Delete(ops, failed, failed+1)
 			continue
@@ -140,13 +140,13 @@ func (s *Store) commit(ops []*writeOp) {
 		if err == nil && len(s.watchers) > 0 {
 			for _, op := range ops {
 				if op.err == nil {
-					s.tellLocked(msalcache.Change{Kind: msalcache.ChangeKey, Key: string(op.key), Version: op.version})
+					s.tellLocked(driver.Change{Kind: driver.ChangeKey, Key: string(op.key), Version: op.version})
 				}
 			}
 		}
 		for _, op := range ops {
 			if err != nil && op.err == nil {
-				op.version, op.err = msalcache.NoVersion, fmt.Errorf("boltstore: write: %w", err)
+				op.version, op.err = driver.NoVersion, fmt.Errorf("boltstore: write: %w", err)
 			}
 			close(op.done)
 		}
@@ -158,7 +158,7 @@ func (s *Store) commit(ops []*writeOp) {
 // operation's own outcome (success, conflict, cancellation) in op and
 // returns only errors from bbolt, which abort the transaction.
 func (op *writeOp) apply(b *bolt.Bucket, now int64) error {
-	op.version, op.err = msalcache.NoVersion, nil
+	op.version, op.err = driver.NoVersion, nil
 	if op.state.Load() != opTaken && !op.state.CompareAndSwap(opPending, opTaken) {
 		op.err = errAbandoned // nobody is waiting for it
 		return nil
@@ -170,7 +170,7 @@ func (op *writeOp) apply(b *bolt.Bucket, now int64) error {
 	if !op.save {
 		return b.Delete(op.key)
 	}
-	cur := msalcache.NoVersion
+	cur := driver.NoVersion
 	if raw := b.Get(op.key); raw != nil {
 		// A corrupt record counts as absent, so NoVersion replaces it.
 		if rec, err := decodeRecord(raw); err == nil && rec.live(now) {
@@ -178,18 +178,18 @@ func (op *writeOp) apply(b *bolt.Bucket, now int64) error {
 		}
 	}
 	if cur != op.ifVersion {
-		op.err = msalcache.ErrConflict
+		op.err = driver.ErrConflict
 		return nil
 	}
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
 	}
-	setVersion(op.record, msalcache.Version(seq))
+	setVersion(op.record, driver.Version(seq))
 	if err := b.Put(op.key, op.record); err != nil {
 		return err
 	}
-	op.version = msalcache.Version(seq)
+	op.version = driver.Version(seq)
 	return nil
 }
 

@@ -23,9 +23,9 @@ const BenchValueSize = 4 << 10
 // first. Close the store with b.Cleanup.
 //
 //	func BenchmarkStore(b *testing.B) {
-//		conformance.RunStoreBenchmarks(b, func(b *testing.B) msalcache.Store { ... })
+//		conformance.RunStoreBenchmarks(b, func(b *testing.B) driver.Store { ... })
 //	}
-func RunStoreBenchmarks(b *testing.B, newStore func(b *testing.B) msalcache.Store) {
+func RunStoreBenchmarks(b *testing.B, newStore func(b *testing.B) driver.Store) {
 	value := make([]byte, BenchValueSize)
 	ctx := func(b *testing.B) context.Context {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
@@ -37,7 +37,7 @@ func RunStoreBenchmarks(b *testing.B, newStore func(b *testing.B) msalcache.Stor
 		if err := s.Delete(ctx, "bench/load"); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := s.Save(ctx, "bench/load", value, msalcache.NoVersion, time.Hour); err != nil {
+		if _, err := s.Save(ctx, "bench/load", value, driver.NoVersion, time.Hour); err != nil {
 			b.Fatal(err)
 		}
 		b.SetBytes(BenchValueSize)
@@ -53,7 +53,7 @@ func RunStoreBenchmarks(b *testing.B, newStore func(b *testing.B) msalcache.Stor
 		if err := s.Delete(ctx, "bench/save"); err != nil {
 			b.Fatal(err)
 		}
-		v := msalcache.NoVersion
+		v := driver.NoVersion
 		b.SetBytes(BenchValueSize)
 		b.ReportAllocs()
 		for b.Loop() {
@@ -75,7 +75,7 @@ func RunStoreBenchmarks(b *testing.B, newStore func(b *testing.B) msalcache.Stor
 				b.Error(err)
 				return
 			}
-			v := msalcache.NoVersion
+			v := driver.NoVersion
 			for pb.Next() {
 				var err error
 				if v, err = s.Save(ctx, key, value, v, time.Hour); err != nil {

@@ -7,7 +7,7 @@
 //
 // There are four suites:
 //
-//   - RunStoreTests checks an msalcache.Store: compare-and-set that never
+//   - RunStoreTests checks an driver.Store: compare-and-set that never
 //     loses an update (under the race detector, with goroutines racing on one
 //     key), expiry, binary-safe values and keys of the documented alphabet,
 //     copies in and out, cancellation, ErrClosed after Close, and the
@@ -18,9 +18,9 @@
 //     a store's value limit, TTL granularity and whether it evicts, and,
 //     through PutRaw and CorruptRecords, how to plant raw bytes past the
 //     store's record format: the suite then checks that a record the store
-//     cannot decode is reported as msalcache.ErrCorrupt and repaired by a
-//     Save with msalcache.NoVersion instead of wedging its key.
-//   - RunProtectorTests checks an msalcache.Protector: round trips, binding
+//     cannot decode is reported as driver.ErrCorrupt and repaired by a
+//     Save with driver.NoVersion instead of wedging its key.
+//   - RunProtectorTests checks an driver.Protector: round trips, binding
 //     to the associated data, and rejection of tampered or foreign input.
 //   - RunKeyWrapperTests checks a protect.KeyWrapper (a KEK: a local key,
 //     a certificate, a vault key): round trips, binding to the associated
@@ -43,7 +43,7 @@
 // empty store each time:
 //
 //	func TestConformance(t *testing.T) {
-//		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+//		conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 //			s, err := boltstore.Open(filepath.Join(t.TempDir(), "cache.db"))
 //			if err != nil {
 //				t.Fatal(err)

@@ -45,7 +45,7 @@ func (f *fixture) rewrite(a suiteAdapter, partitionKey string, edit func(doc map
 		}
 	}
 	_, v, err := f.store.Load(f.ctx, key)
-	if err != nil && !errors.Is(err, msalcache.ErrNotFound) {
+	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		f.t.Fatal(err)
 	}
 	if _, err := f.store.Save(f.ctx, key, blob, v, 0); err != nil {

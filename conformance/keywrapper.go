@@ -280,7 +280,7 @@ func (h *wrapperHarness) testRotation(t *testing.T) {
 }
 
 // farmRing opens a ring as a server of a farm does at start.
-func farmRing(t *testing.T, store msalcache.Store, kek protect.KeyWrapper, opts ...protect.Option) *protect.KeyRing {
+func farmRing(t *testing.T, store driver.Store, kek protect.KeyWrapper, opts ...protect.Option) *protect.KeyRing {
 	t.Helper()
 	base := []protect.Option{protect.WithAutoRefresh(false), protect.WithLogger(slog.New(slog.DiscardHandler))}
 	r, err := protect.NewKeyRing(context.Background(), store, kek, append(base, opts...)...)
@@ -301,7 +301,7 @@ func kekCalls(r *protect.KeyRing) (calls int64) {
 
 func (h *wrapperHarness) testFarm(t *testing.T) {
 	kek := h.open(t)
-	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) msalcache.Store { return newCASMap() }})
+	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) driver.Store { return newCASMap() }})
 	ring1 := farmRing(t, f.store, kek)
 	ring2 := farmRing(t, f.store, kek)
 	started1, started2 := kekCalls(ring1), kekCalls(ring2)
@@ -327,7 +327,7 @@ func (h *wrapperHarness) testFarm(t *testing.T) {
 
 // adapterWith builds an instance's Adapter over the fixture's store,
 // encrypting with p.
-func (f *fixture) adapterWith(p msalcache.Protector) suiteAdapter {
+func (f *fixture) adapterWith(p driver.Protector) suiteAdapter {
 	f.t.Helper()
 	a, err := msalcache.New(f.store, msalcache.WithLogger(testLogger(f.t)), msalcache.WithProtector(p))
 	if err != nil {
@@ -341,7 +341,7 @@ func (f *fixture) adapterWith(p msalcache.Protector) suiteAdapter {
 // its server at each step, and checks that the users who signed in
 // before are served from the cache throughout.
 func (h *wrapperHarness) testMigration(t *testing.T) {
-	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) msalcache.Store { return newCASMap() }})
+	f := newFixture(t, MSALSetup{NewStore: func(t *testing.T) driver.Store { return newCASMap() }})
 	envKEK, err := protect.NewAESKeyWrapper("env-kek", randomBytes(protect.KEKSize))
 	if err != nil {
 		t.Fatal(err)
@@ -392,40 +392,40 @@ func (h *wrapperHarness) testMigration(t *testing.T) {
 // compare-and-set, TTLs ignored.
 type casMap struct {
 	mu   sync.Mutex
-	next msalcache.Version
+	next driver.Version
 	m    map[string]casEntry
 }
 
 type casEntry struct {
 	v   []byte
-	ver msalcache.Version
+	ver driver.Version
 }
 
 func newCASMap() *casMap {
 	return &casMap{m: map[string]casEntry{}}
 }
 
-func (s *casMap) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *casMap) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, msalcache.NoVersion, err
+		return nil, driver.NoVersion, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.m[key]
 	if !ok {
-		return nil, msalcache.NoVersion, msalcache.ErrNotFound
+		return nil, driver.NoVersion, driver.ErrNotFound
 	}
 	return bytes.Clone(e.v), e.ver, nil
 }
 
-func (s *casMap) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, _ time.Duration) (msalcache.Version, error) {
+func (s *casMap) Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, _ time.Duration) (driver.Version, error) {
 	if err := ctx.Err(); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m[key].ver != ifVersion {
-		return msalcache.NoVersion, msalcache.ErrConflict
+		return driver.NoVersion, driver.ErrConflict
 	}
 	s.next++
 	s.m[key] = casEntry{v: bytes.Clone(value), ver: s.next}

@@ -51,27 +51,27 @@ const (
 // push lost in a way the store cannot notice, which leaves MaxStale as the
 // only protection.
 type storeProbe struct {
-	msalcache.Store
+	driver.Store
 	deaf  bool
 	calls atomic.Int64
 	log   *watchLog
 
 	mu      sync.Mutex
-	saved   map[string]msalcache.Version
+	saved   map[string]driver.Version
 	started map[string]time.Time // when the last Save or Delete of a key began
 }
 
 // newProbe wraps inner. The Store it returns is a Watcher and a Versioner
 // exactly when inner is, so that the Adapter over it uses what the store
 // under test offers.
-func newProbe(inner msalcache.Store, deaf bool) (*storeProbe, msalcache.Store) {
-	p := &storeProbe{Store: inner, deaf: deaf, log: newWatchLog(), saved: map[string]msalcache.Version{}, started: map[string]time.Time{}}
-	var w msalcache.Watcher
-	if iw, ok := inner.(msalcache.Watcher); ok {
+func newProbe(inner driver.Store, deaf bool) (*storeProbe, driver.Store) {
+	p := &storeProbe{Store: inner, deaf: deaf, log: newWatchLog(), saved: map[string]driver.Version{}, started: map[string]time.Time{}}
+	var w driver.Watcher
+	if iw, ok := inner.(driver.Watcher); ok {
 		w = probeWatcher{p, iw}
 	}
-	var v msalcache.Versioner
-	if iv, ok := inner.(msalcache.Versioner); ok {
+	var v driver.Versioner
+	if iv, ok := inner.(driver.Versioner); ok {
 		v = probeVersioner{p, iv}
 	}
 	return p, withCaps(p, w, v)
@@ -80,36 +80,36 @@ func newProbe(inner msalcache.Store, deaf bool) (*storeProbe, msalcache.Store) {
 // withCaps returns s with the Watcher and Versioner given, when not nil:
 // the method set a wrapper must have to pass on what the store beneath it
 // can do, which no single struct type can vary.
-func withCaps(s msalcache.Store, w msalcache.Watcher, v msalcache.Versioner) msalcache.Store {
+func withCaps(s driver.Store, w driver.Watcher, v driver.Versioner) driver.Store {
 	switch {
 	case w != nil && v != nil:
 		return struct {
-			msalcache.Store
-			msalcache.Watcher
-			msalcache.Versioner
+			driver.Store
+			driver.Watcher
+			driver.Versioner
 		}{s, w, v}
 	case w != nil:
 		return struct {
-			msalcache.Store
-			msalcache.Watcher
+			driver.Store
+			driver.Watcher
 		}{s, w}
 	case v != nil:
 		return struct {
-			msalcache.Store
-			msalcache.Versioner
+			driver.Store
+			driver.Versioner
 		}{s, v}
 	}
 	return s
 }
 
-// Load implements msalcache.Store.
-func (p *storeProbe) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+// Load implements driver.Store.
+func (p *storeProbe) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	p.calls.Add(1)
 	return p.Store.Load(ctx, key)
 }
 
-// Save implements msalcache.Store.
-func (p *storeProbe) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+// Save implements driver.Store.
+func (p *storeProbe) Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
 	p.calls.Add(1)
 	p.begin(key)
 	v, err := p.Store.Save(ctx, key, value, ifVersion, ttl)
@@ -121,7 +121,7 @@ func (p *storeProbe) Save(ctx context.Context, key string, value []byte, ifVersi
 	return v, err
 }
 
-// Delete implements msalcache.Store.
+// Delete implements driver.Store.
 func (p *storeProbe) Delete(ctx context.Context, key string) error {
 	p.calls.Add(1)
 	p.begin(key)
@@ -144,7 +144,7 @@ func (p *storeProbe) startedAt(key string) time.Time {
 }
 
 // lastSaved is the version the last successful Save of key returned.
-func (p *storeProbe) lastSaved(key string) msalcache.Version {
+func (p *storeProbe) lastSaved(key string) driver.Version {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.saved[key]
@@ -152,13 +152,13 @@ func (p *storeProbe) lastSaved(key string) msalcache.Version {
 
 type probeWatcher struct {
 	p *storeProbe
-	w msalcache.Watcher
+	w driver.Watcher
 }
 
-// Watch implements msalcache.Watcher.
-func (w probeWatcher) Watch(ctx context.Context, fn func(msalcache.Change)) (func(), error) {
-	return w.w.Watch(ctx, func(c msalcache.Change) {
-		if !w.p.deaf || c.Kind != msalcache.ChangeKey {
+// Watch implements driver.Watcher.
+func (w probeWatcher) Watch(ctx context.Context, fn func(driver.Change)) (func(), error) {
+	return w.w.Watch(ctx, func(c driver.Change) {
+		if !w.p.deaf || c.Kind != driver.ChangeKey {
 			fn(c)
 		}
 		w.p.log.record(c)
@@ -167,11 +167,11 @@ func (w probeWatcher) Watch(ctx context.Context, fn func(msalcache.Change)) (fun
 
 type probeVersioner struct {
 	p *storeProbe
-	v msalcache.Versioner
+	v driver.Versioner
 }
 
-// Version implements msalcache.Versioner.
-func (v probeVersioner) Version(ctx context.Context, key string) (msalcache.Version, error) {
+// Version implements driver.Versioner.
+func (v probeVersioner) Version(ctx context.Context, key string) (driver.Version, error) {
 	v.p.calls.Add(1)
 	return v.v.Version(ctx, key)
 }
@@ -186,7 +186,7 @@ type l1Instance struct {
 
 // pushes reports whether the store under test tells of changes.
 func (f *fixture) pushes() bool {
-	_, ok := f.store.(msalcache.Watcher)
+	_, ok := f.store.(driver.Watcher)
 	return ok
 }
 
@@ -199,7 +199,7 @@ func (f *fixture) l1Instance(name string, maxStale time.Duration, deaf bool) *l1
 	a := f.adapter(s, msalcache.WithL1(msalcache.L1Options{MaxStale: maxStale}))
 	in := &l1Instance{name: name, a: a, probe: p, web: f.confidential(a, suiteTenant)}
 	if f.pushes() {
-		if _, _, ok := p.log.wait(0, time.Now().Add(watchBound), isKind(msalcache.ChangeWatchUp)); !ok {
+		if _, _, ok := p.log.wait(0, time.Now().Add(watchBound), isKind(driver.ChangeWatchUp)); !ok {
 			f.t.Fatalf("instance %s: the store's watch did not say ChangeWatchUp within %v of msalcache.New with WithL1 (it was told %s)",
 				name, watchBound, describeEvents(p.log.since(0)))
 		}
@@ -236,7 +236,7 @@ func (f *fixture) renew(c confidential.Client, u entratest.User) string {
 // was told the watch went down or came up, after which its L1 trusts
 // nothing it held); on any other store, until MaxStale has passed since the
 // write ended. mark is reader's watch log length before the write began.
-func (f *fixture) reached(writer, reader *l1Instance, mark int, wrote time.Time, key string, v msalcache.Version, what string) {
+func (f *fixture) reached(writer, reader *l1Instance, mark int, wrote time.Time, key string, v driver.Version, what string) {
 	f.t.Helper()
 	if !f.pushes() {
 		time.Sleep(time.Until(wrote.Add(shortMaxStale)))
@@ -246,8 +246,8 @@ func (f *fixture) reached(writer, reader *l1Instance, mark int, wrote time.Time,
 		f.t.Logf("the store cannot push: MaxStale (%v) has passed since %s, which instance %s must now see", shortMaxStale, what, reader.name)
 		return
 	}
-	_, ev, ok := reader.probe.log.wait(mark, wrote.Add(watchBound), func(c msalcache.Change) bool {
-		return c.Kind != msalcache.ChangeKey || c.Key == key && (c.Version == v || c.Version == msalcache.NoVersion)
+	_, ev, ok := reader.probe.log.wait(mark, wrote.Add(watchBound), func(c driver.Change) bool {
+		return c.Kind != driver.ChangeKey || c.Key == key && (c.Version == v || c.Version == driver.NoVersion)
 	})
 	if !ok {
 		f.t.Fatalf("%s did not reach instance %s's watch within %v (it was told %s): the store's push is lost or too slow",
@@ -267,8 +267,8 @@ func (f *fixture) settle(writer, reader *l1Instance, key string) {
 		return
 	}
 	v := writer.probe.lastSaved(key)
-	if _, _, ok := reader.probe.log.wait(0, time.Now().Add(watchBound), func(c msalcache.Change) bool {
-		return c.Kind == msalcache.ChangeKey && c.Key == key && (c.Version == v || c.Version == msalcache.NoVersion)
+	if _, _, ok := reader.probe.log.wait(0, time.Now().Add(watchBound), func(c driver.Change) bool {
+		return c.Kind == driver.ChangeKey && c.Key == key && (c.Version == v || c.Version == driver.NoVersion)
 	}); !ok {
 		f.t.Fatalf("instance %s's write of version %d did not reach instance %s's watch within %v (it was told %s)",
 			writer.name, v, reader.name, watchBound, describeEvents(reader.probe.log.since(0)))

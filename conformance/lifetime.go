@@ -9,7 +9,7 @@ import (
 	"github.com/msalcache/msalcache"
 )
 
-// testLifetime checks msalcache.Lifetimer: a key saved with a TTL reports
+// testLifetime checks driver.Lifetimer: a key saved with a TTL reports
 // what is left of it (never more than the TTL, never less than the TTL
 // less the time since the Save and one step of the store's clock), a key
 // without one NoExpiry, a rewrite sets the lifetime afresh, and an absent,
@@ -17,10 +17,10 @@ import (
 // keeps the key without expiry, which is what a copy relies on. A store
 // whose Lifetime reports errors.ErrUnsupported (built without what it
 // needs, such as memcachestore without its server list) is skipped.
-func (h *storeHarness) testLifetime(t *testing.T, s msalcache.Store) {
-	l, ok := s.(msalcache.Lifetimer)
+func (h *storeHarness) testLifetime(t *testing.T, s driver.Store) {
+	l, ok := s.(driver.Lifetimer)
 	if !ok {
-		t.Skip("store does not implement msalcache.Lifetimer")
+		t.Skip("store does not implement driver.Lifetimer")
 	}
 	ctx := context.Background()
 	if _, err := l.Lifetime(ctx, "life-probe"); errors.Is(err, errors.ErrUnsupported) {
@@ -30,7 +30,7 @@ func (h *storeHarness) testLifetime(t *testing.T, s msalcache.Store) {
 	lifetime := func(key string) (time.Duration, error) {
 		t.Helper()
 		d, err := l.Lifetime(ctx, key)
-		if err == nil && d <= 0 && d != msalcache.NoExpiry {
+		if err == nil && d <= 0 && d != driver.NoExpiry {
 			t.Fatalf("Lifetime(%q) = %v; want a positive duration or NoExpiry", key, d)
 		}
 		return d, err
@@ -47,34 +47,34 @@ func (h *storeHarness) testLifetime(t *testing.T, s msalcache.Store) {
 		}
 	}
 	saved := time.Now()
-	v := mustSave(t, s, "life-hour", []byte("x"), msalcache.NoVersion, time.Hour)
+	v := mustSave(t, s, "life-hour", []byte("x"), driver.NoVersion, time.Hour)
 	wantAbout("life-hour", time.Hour, saved)
-	mustSave(t, s, "life-none", []byte("x"), msalcache.NoVersion, 0)
-	if d, err := lifetime("life-none"); err != nil || d != msalcache.NoExpiry {
+	mustSave(t, s, "life-none", []byte("x"), driver.NoVersion, 0)
+	if d, err := lifetime("life-none"); err != nil || d != driver.NoExpiry {
 		t.Fatalf("Lifetime of a key saved without TTL = %v, %v; want NoExpiry", d, err)
 	}
 	// A copy saves what Lifetime said: NoExpiry must mean no expiry again.
-	mustSave(t, s, "life-copy", []byte("x"), msalcache.NoVersion, msalcache.NoExpiry)
-	if d, err := lifetime("life-copy"); err != nil || d != msalcache.NoExpiry {
+	mustSave(t, s, "life-copy", []byte("x"), driver.NoVersion, driver.NoExpiry)
+	if d, err := lifetime("life-copy"); err != nil || d != driver.NoExpiry {
 		t.Fatalf("Lifetime of a key saved with ttl NoExpiry = %v, %v; want NoExpiry", d, err)
 	}
 	saved = time.Now()
 	mustSave(t, s, "life-hour", []byte("y"), v, 10*time.Minute)
 	wantAbout("life-hour", 10*time.Minute, saved)
-	if _, err := lifetime("life-absent"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, err := lifetime("life-absent"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Lifetime of an absent key: %v; want ErrNotFound", err)
 	}
 	if err := s.Delete(ctx, "life-none"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lifetime("life-none"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, err := lifetime("life-none"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Lifetime of a deleted key: %v; want ErrNotFound", err)
 	}
 	ttl := h.shortTTL()
 	saved = time.Now()
-	mustSave(t, s, "life-short", []byte("x"), msalcache.NoVersion, ttl)
+	mustSave(t, s, "life-short", []byte("x"), driver.NoVersion, ttl)
 	h.waitExpired(t, s, "life-short", saved, ttl)
-	if _, err := lifetime("life-short"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, err := lifetime("life-short"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Lifetime of an expired key: %v; want ErrNotFound", err)
 	}
 	canceled, cancel := context.WithCancel(ctx)

@@ -28,18 +28,18 @@ type MSALSetup struct {
 	// NewStore returns a fresh, empty store. Every simulated application
 	// instance of a subtest shares it, as the servers of a farm share
 	// Redis. The suite does not close it: register t.Cleanup.
-	NewStore func(t *testing.T) msalcache.Store
+	NewStore func(t *testing.T) driver.Store
 	// NewProtector, when set, returns the Protector that the subtest's
 	// instances encrypt with (called once per subtest). Leave it nil to
 	// run the suite on plaintext.
-	NewProtector func(t *testing.T, store msalcache.Store) msalcache.Protector
+	NewProtector func(t *testing.T, store driver.Store) driver.Protector
 	// Options are added to every Adapter the suite builds.
 	Options []msalcache.Option
 	// PutRaw, when set, writes raw under key past the store's record
 	// format, as Capabilities.PutRaw does. The suite then plants each of
 	// Damaged under a partition's key and checks that the first instance
 	// to miss it repairs it.
-	PutRaw func(ctx context.Context, s msalcache.Store, key string, raw []byte) error
+	PutRaw func(ctx context.Context, s driver.Store, key string, raw []byte) error
 	// Damaged names the damaged records PutRaw plants (for example the
 	// store's Capabilities.CorruptRecords); the suite adds a 3-byte value.
 	Damaged map[string][]byte
@@ -59,7 +59,7 @@ type MSALSetup struct {
 	// plaintext) and the options the suite would pass to msalcache.New
 	// besides WithProtector or WithPlaintext, which it chooses itself.
 	// Unexported: a backend's test has only the one Adapter to run.
-	newAdapter func(store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (suiteAdapter, error)
+	newAdapter func(store driver.Store, protector driver.Protector, opts []msalcache.Option) (suiteAdapter, error)
 }
 
 // suiteAdapter is what the suite needs of an adapter: the hook MSAL calls,
@@ -100,7 +100,7 @@ const (
 // The L1 subtests run two instances with msalcache.WithL1 over the store:
 // a token renewed on one is served by the other, and a sign-out on one
 // reaches the other, once the change reached it (through the store's push
-// when it is a msalcache.Watcher, else after MaxStale); with the push cut,
+// when it is a driver.Watcher, else after MaxStale); with the push cut,
 // nothing older than MaxStale is served; and with the partition confirmed,
 // silent calls make no store call at all.
 func RunMSALTests(t *testing.T, setup MSALSetup) {
@@ -185,8 +185,8 @@ type fixture struct {
 	ctx       context.Context
 	setup     MSALSetup
 	srv       *entratest.Server
-	store     msalcache.Store
-	protector msalcache.Protector
+	store     driver.Store
+	protector driver.Protector
 	users     []entratest.User
 }
 
@@ -207,7 +207,7 @@ func newFixture(t *testing.T, setup MSALSetup, opts ...entratest.Option) *fixtur
 
 // adapter builds one application instance's Adapter over the shared store
 // (or over store, when given).
-func (f *fixture) adapter(store msalcache.Store, opts ...msalcache.Option) suiteAdapter {
+func (f *fixture) adapter(store driver.Store, opts ...msalcache.Option) suiteAdapter {
 	f.t.Helper()
 	if store == nil {
 		store = f.store
@@ -228,7 +228,7 @@ func (f *fixture) adapter(store msalcache.Store, opts ...msalcache.Option) suite
 
 // newAdapter is the suite's adapter: msalcache.New, encrypting with
 // protector unless it is nil.
-func newAdapter(store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (suiteAdapter, error) {
+func newAdapter(store driver.Store, protector driver.Protector, opts []msalcache.Option) (suiteAdapter, error) {
 	choice := msalcache.WithPlaintext()
 	if protector != nil {
 		choice = msalcache.WithProtector(protector)
@@ -316,7 +316,7 @@ func (f *fixture) partition(a suiteAdapter, partitionKey string) map[string]map[
 	f.t.Helper()
 	key := a.StoreKey(partitionKey)
 	blob, _, err := f.store.Load(f.ctx, key)
-	if errors.Is(err, msalcache.ErrNotFound) {
+	if errors.Is(err, driver.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
@@ -624,13 +624,13 @@ func (r *hookRecorder) Export(ctx context.Context, m cache.Marshaler, h cache.Ex
 
 // saveRecorder keeps a copy of every value saved through it, by key.
 type saveRecorder struct {
-	msalcache.Store
+	driver.Store
 	mu    sync.Mutex
 	saved map[string][][]byte
 }
 
-// Save implements msalcache.Store.
-func (s *saveRecorder) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+// Save implements driver.Store.
+func (s *saveRecorder) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	nv, err := s.Store.Save(ctx, key, v, ifv, ttl)
 	if err == nil {
 		s.mu.Lock()
@@ -766,7 +766,7 @@ func testConcurrentWriters(f *fixture) {
 
 // flakyStore fails every call while down is set.
 type flakyStore struct {
-	msalcache.Store
+	driver.Store
 	down  atomic.Bool
 	delay time.Duration
 }
@@ -787,14 +787,14 @@ func (s *flakyStore) wait(ctx context.Context) error {
 	return nil
 }
 
-func (s *flakyStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *flakyStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if err := s.wait(ctx); err != nil {
 		return nil, 0, err
 	}
 	return s.Store.Load(ctx, key)
 }
 
-func (s *flakyStore) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *flakyStore) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	if err := s.wait(ctx); err != nil {
 		return 0, err
 	}

@@ -120,16 +120,16 @@ func TestBrokenAdapter(t *testing.T) {
 		t.Skip("run by TestMSALSuiteCatchesBrokenAdapters")
 	}
 	RunMSALTests(t, MSALSetup{
-		NewStore: func(t *testing.T) msalcache.Store {
+		NewStore: func(t *testing.T) driver.Store {
 			s := memstore.New()
 			t.Cleanup(func() { s.Close() })
 			if broken == "none-nopush" {
-				return struct{ msalcache.Store }{s}
+				return struct{ driver.Store }{s}
 			}
 			return s
 		},
 		NewProtector: testring.New,
-		newAdapter: func(store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (suiteAdapter, error) {
+		newAdapter: func(store driver.Store, protector driver.Protector, opts []msalcache.Option) (suiteAdapter, error) {
 			return newBrokenAdapter(broken, store, protector, opts)
 		},
 	})
@@ -162,11 +162,11 @@ func TestBrokenAdapter(t *testing.T) {
 type brokenAdapter struct {
 	*msalcache.Adapter
 	fault     string
-	store     msalcache.Store
-	protector msalcache.Protector
+	store     driver.Store
+	protector driver.Protector
 }
 
-func newBrokenAdapter(fault string, store msalcache.Store, protector msalcache.Protector, opts []msalcache.Option) (*brokenAdapter, error) {
+func newBrokenAdapter(fault string, store driver.Store, protector driver.Protector, opts []msalcache.Option) (*brokenAdapter, error) {
 	// Every one, "none" included, talks to the store over a round trip, as
 	// to a shared store: on memstore, without the race detector,
 	// instances' writes would otherwise overlap too rarely for
@@ -174,8 +174,8 @@ func newBrokenAdapter(fault string, store msalcache.Store, protector msalcache.P
 	if fault == "l1-deaf" {
 		_, store = newProbe(store, true)
 	}
-	w, _ := store.(msalcache.Watcher)
-	v, _ := store.(msalcache.Versioner)
+	w, _ := store.(driver.Watcher)
+	v, _ := store.(driver.Versioner)
 	store = withCaps(&remoteStore{Store: store, blind: fault == "last-writer-wins"}, w, v)
 	b := &brokenAdapter{fault: fault, store: store, protector: protector}
 	switch fault {
@@ -202,7 +202,7 @@ func (b *brokenAdapter) Replace(ctx context.Context, u cache.Unmarshaler, h cach
 		// MSAL's in-memory cache as the last call left it.
 		key := b.StoreKey(h.PartitionKey)
 		blob, _, err := b.store.Load(ctx, key)
-		if errors.Is(err, msalcache.ErrNotFound) {
+		if errors.Is(err, driver.ErrNotFound) {
 			return nil
 		}
 		if err == nil && b.protector != nil {
@@ -222,7 +222,7 @@ func (b *brokenAdapter) Replace(ctx context.Context, u cache.Unmarshaler, h cach
 		}
 		return nil
 	case "l1-reads-through":
-		if _, _, err := b.store.Load(ctx, b.StoreKey(h.PartitionKey)); err != nil && !errors.Is(err, msalcache.ErrNotFound) {
+		if _, _, err := b.store.Load(ctx, b.StoreKey(h.PartitionKey)); err != nil && !errors.Is(err, driver.ErrNotFound) {
 			return err
 		}
 	}
@@ -280,7 +280,7 @@ func (b *brokenAdapter) storeAsIs(ctx context.Context, m cache.Marshaler, partit
 		}
 	}
 	_, v, err := b.store.Load(ctx, key)
-	if err != nil && !errors.Is(err, msalcache.ErrNotFound) {
+	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
 	_, err = b.store.Save(ctx, key, blob, v, 0)
@@ -300,30 +300,30 @@ func (b *brokenAdapter) Remove(ctx context.Context, partitionKey string) error {
 // Adapter's compare-and-set into an overwrite: every Save replaces what
 // the store holds, whatever version the Adapter loaded.
 type remoteStore struct {
-	msalcache.Store
+	driver.Store
 	blind bool
 }
 
 // roundTrip is about a loopback round trip to Redis under load.
 const roundTrip = time.Millisecond
 
-func (s *remoteStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *remoteStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	time.Sleep(roundTrip)
 	return s.Store.Load(ctx, key)
 }
 
-func (s *remoteStore) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *remoteStore) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	time.Sleep(roundTrip)
 	if !s.blind {
 		return s.Store.Save(ctx, key, v, ifv, ttl)
 	}
 	for {
 		_, cur, err := s.Store.Load(ctx, key)
-		if err != nil && !errors.Is(err, msalcache.ErrNotFound) {
+		if err != nil && !errors.Is(err, driver.ErrNotFound) {
 			return 0, err
 		}
 		nv, err := s.Store.Save(ctx, key, v, cur, ttl)
-		if !errors.Is(err, msalcache.ErrConflict) {
+		if !errors.Is(err, driver.ErrConflict) {
 			return nv, err
 		}
 	}
@@ -340,7 +340,7 @@ func (s *remoteStore) Delete(ctx context.Context, key string) error {
 func TestSkipLoadTests(t *testing.T) {
 	if os.Getenv(brokenEnv) == "skip-load" {
 		RunMSALTests(t, MSALSetup{
-			NewStore: func(t *testing.T) msalcache.Store {
+			NewStore: func(t *testing.T) driver.Store {
 				s := memstore.New()
 				t.Cleanup(func() { s.Close() })
 				return s

@@ -13,7 +13,7 @@ import (
 	"github.com/msalcache/msalcache"
 )
 
-// RunProtectorTests checks that a msalcache.Protector is safe to put in
+// RunProtectorTests checks that a driver.Protector is safe to put in
 // front of a shared store: what it seals opens only with the same
 // associated data (the Adapter passes the store key, which names the
 // namespace and the user) and only under the protector's own keys; no
@@ -26,7 +26,7 @@ import (
 // one does not open in another (for the protect key ring: a ring over a
 // fresh store).
 //
-//	conformance.RunProtectorTests(t, func(t *testing.T) msalcache.Protector {
+//	conformance.RunProtectorTests(t, func(t *testing.T) driver.Protector {
 //		ring, err := protect.NewKeyRing(ctx, memstore.New(), kek)
 //		if err != nil {
 //			t.Fatal(err)
@@ -34,7 +34,7 @@ import (
 //		t.Cleanup(func() { ring.Close() })
 //		return ring
 //	})
-func RunProtectorTests(t *testing.T, newProtector func(t *testing.T) msalcache.Protector) {
+func RunProtectorTests(t *testing.T, newProtector func(t *testing.T) driver.Protector) {
 	t.Helper()
 	h := &protectorHarness{newProtector: newProtector}
 	for _, st := range []struct {
@@ -54,10 +54,10 @@ func RunProtectorTests(t *testing.T, newProtector func(t *testing.T) msalcache.P
 }
 
 type protectorHarness struct {
-	newProtector func(t *testing.T) msalcache.Protector
+	newProtector func(t *testing.T) driver.Protector
 }
 
-func (h *protectorHarness) open(t *testing.T) msalcache.Protector {
+func (h *protectorHarness) open(t *testing.T) driver.Protector {
 	t.Helper()
 	p := h.newProtector(t)
 	if p == nil {
@@ -73,7 +73,7 @@ func protStoreKey(namespace, user string) []byte {
 }
 
 // seal calls Protect and fails the test on an error or a panic.
-func protSeal(t *testing.T, p msalcache.Protector, plaintext, aad []byte) []byte {
+func protSeal(t *testing.T, p driver.Protector, plaintext, aad []byte) []byte {
 	t.Helper()
 	var out []byte
 	var err error
@@ -87,7 +87,7 @@ func protSeal(t *testing.T, p msalcache.Protector, plaintext, aad []byte) []byte
 }
 
 // unseal calls Unprotect, turning a panic into a test failure.
-func protUnseal(t *testing.T, p msalcache.Protector, blob, aad []byte) ([]byte, error) {
+func protUnseal(t *testing.T, p driver.Protector, blob, aad []byte) ([]byte, error) {
 	t.Helper()
 	var out []byte
 	var err error
@@ -99,7 +99,7 @@ func protUnseal(t *testing.T, p msalcache.Protector, blob, aad []byte) ([]byte, 
 
 // mustReject expects Unprotect to fail, and to return nothing with the
 // error: half-decrypted data must never reach the caller.
-func protReject(t *testing.T, p msalcache.Protector, blob, aad []byte, why string) {
+func protReject(t *testing.T, p driver.Protector, blob, aad []byte, why string) {
 	t.Helper()
 	out, err := protUnseal(t, p, blob, aad)
 	if err == nil {
@@ -110,7 +110,7 @@ func protReject(t *testing.T, p msalcache.Protector, blob, aad []byte, why strin
 	}
 }
 
-func protOpen(t *testing.T, p msalcache.Protector, blob, aad, want []byte) {
+func protOpen(t *testing.T, p driver.Protector, blob, aad, want []byte) {
 	t.Helper()
 	out, err := protUnseal(t, p, blob, aad)
 	if err != nil {

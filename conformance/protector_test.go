@@ -21,7 +21,7 @@ import (
 
 // newKeyRing returns a ring over store, with a KEK of its own unless kek is
 // given.
-func newKeyRing(t *testing.T, store msalcache.Store, kek []byte) *protect.KeyRing {
+func newKeyRing(t *testing.T, store driver.Store, kek []byte) *protect.KeyRing {
 	t.Helper()
 	if kek == nil {
 		kek = make([]byte, protect.KEKSize)
@@ -42,7 +42,7 @@ func newKeyRing(t *testing.T, store msalcache.Store, kek []byte) *protect.KeyRin
 
 // TestKeyRingProtector runs the protector suite against protect.KeyRing.
 func TestKeyRingProtector(t *testing.T) {
-	conformance.RunProtectorTests(t, func(t *testing.T) msalcache.Protector {
+	conformance.RunProtectorTests(t, func(t *testing.T) driver.Protector {
 		store := memstore.New()
 		t.Cleanup(func() { store.Close() })
 		return newKeyRing(t, store, nil)
@@ -95,7 +95,7 @@ func TestFaultyProtector(t *testing.T) {
 		t.Skip("run by TestProtectorSuiteCatchesFaults")
 	}
 	shared := memstore.New()
-	conformance.RunProtectorTests(t, func(t *testing.T) msalcache.Protector {
+	conformance.RunProtectorTests(t, func(t *testing.T) driver.Protector {
 		store := memstore.New()
 		t.Cleanup(func() { store.Close() })
 		switch fault {

@@ -36,7 +36,7 @@ type Capabilities struct {
 
 	// Volatile declares that the store may evict a key before its TTL
 	// (memcached does under memory pressure). The suite then expects the
-	// store to report msalcache.IsVolatile, so that the protect key ring
+	// store to report driver.IsVolatile, so that the protect key ring
 	// refuses to live in it.
 	Volatile bool
 
@@ -50,11 +50,11 @@ type Capabilities struct {
 	// says; when nil, that subtest is skipped. A store that keeps no bytes
 	// (memstore holds Go values) cannot hold a corrupt record and leaves it
 	// nil.
-	PutRaw func(ctx context.Context, s msalcache.Store, key string, raw []byte) error
+	PutRaw func(ctx context.Context, s driver.Store, key string, raw []byte) error
 
 	// CorruptRecords are raw records, by name, that the store's own layout
-	// cannot decode and must report as msalcache.ErrCorrupt: at least a
-	// header holding version 0 (msalcache.NoVersion, which a store never
+	// cannot decode and must report as driver.ErrCorrupt: at least a
+	// header holding version 0 (driver.NoVersion, which a store never
 	// hands out) and a value of the right length whose header is wrong in
 	// another way (an unknown format byte, a flag). The suite adds the
 	// records no layout decodes (empty, 1 to 3 bytes) and random bytes,
@@ -71,7 +71,7 @@ type Capabilities struct {
 	// close what else OpenHandle opened (a client) with t.Cleanup. nil
 	// means the suite uses s itself, which is right only for a store whose
 	// handles all share one Store value.
-	OpenHandle func(t *testing.T, s msalcache.Store) msalcache.Store
+	OpenHandle func(t *testing.T, s driver.Store) driver.Store
 
 	// BreakWatch cuts the channel through which s learns of changes, as a
 	// dropped connection or a failover would (for Redis: CLIENT KILL TYPE
@@ -79,7 +79,7 @@ type Capabilities struct {
 	// ChangeWatchDown and then ChangeWatchUp again, and to hear changes
 	// after that. nil skips that part, for a store whose push cannot
 	// break (memstore tells its watchers in process).
-	BreakWatch func(t *testing.T, s msalcache.Store)
+	BreakWatch func(t *testing.T, s driver.Store)
 }
 
 const (
@@ -97,23 +97,23 @@ const (
 // keyAlphabet is every byte the Store contract allows in a key.
 const keyAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/"
 
-// RunStoreTests checks that a msalcache.Store keeps the contract that the
+// RunStoreTests checks that a driver.Store keeps the contract that the
 // Adapter and the protect key ring rely on: compare-and-set that cannot lose
 // an update, expiry, binary-safe values and keys, isolation of the slices
 // it is handed and hands out, cancellation, and behaviour after Close, plus
 // the optional Lister, Pinger and Volatile interfaces when the store
 // implements them. With Capabilities.PutRaw it also plants records the
 // store cannot decode and checks that Load reports them as
-// msalcache.ErrCorrupt and that a Save with msalcache.NoVersion repairs
+// driver.ErrCorrupt and that a Save with driver.NoVersion repairs
 // them.
 //
-// A store that implements msalcache.Watcher is checked in the Watch
+// A store that implements driver.Watcher is checked in the Watch
 // subtest: the watch says ChangeWatchUp first; a Save and a Delete through
 // another handle (Capabilities.OpenHandle) reach it as ChangeKey within a
 // few seconds, with the version the Save returned; with
 // Capabilities.BreakWatch, a cut push channel is reported as
 // ChangeWatchDown and recovers with ChangeWatchUp; and stop ends the
-// calls. A msalcache.Versioner is checked in the Versioner subtest: the
+// calls. A driver.Versioner is checked in the Versioner subtest: the
 // version Load would return, and ErrNotFound for a deleted, expired or
 // absent key.
 //
@@ -125,12 +125,12 @@ const keyAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 //
 // The suite takes a few seconds when TTLResolution is a second; a store
 // with the default resolution finishes in well under one.
-func RunStoreTests(t *testing.T, newStore func(t *testing.T) msalcache.Store, caps Capabilities) {
+func RunStoreTests(t *testing.T, newStore func(t *testing.T) driver.Store, caps Capabilities) {
 	t.Helper()
 	h := &storeHarness{newStore: newStore, caps: caps}
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, s msalcache.Store)
+		fn   func(t *testing.T, s driver.Store)
 	}{
 		{"RoundTrip", h.testRoundTrip},
 		{"NotFound", h.testNotFound},
@@ -167,14 +167,14 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) msalcache.Store, ca
 }
 
 type storeHarness struct {
-	newStore func(t *testing.T) msalcache.Store
+	newStore func(t *testing.T) driver.Store
 	caps     Capabilities
 }
 
 // open creates the subtest's store and closes it when the subtest ends.
 // A Close that fails after the subtest already closed the store is fine:
 // the contract lets Close report ErrClosed then.
-func (h *storeHarness) open(t *testing.T) msalcache.Store {
+func (h *storeHarness) open(t *testing.T) driver.Store {
 	t.Helper()
 	s := h.newStore(t)
 	if s == nil {
@@ -190,7 +190,7 @@ func (h *storeHarness) open(t *testing.T) msalcache.Store {
 			}()
 			err = s.Close()
 		}()
-		if err != nil && !errors.Is(err, msalcache.ErrClosed) {
+		if err != nil && !errors.Is(err, driver.ErrClosed) {
 			t.Errorf("Close at the end of the subtest failed: %v", err)
 		}
 	})
@@ -220,45 +220,45 @@ func (h *storeHarness) expiryDeadline(ttl time.Duration) time.Duration {
 // Helpers that fail the test with a message naming the operation, so that a
 // failure reads as "what the store did wrong", not as a bare error.
 
-func mustSave(t *testing.T, s msalcache.Store, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) msalcache.Version {
+func mustSave(t *testing.T, s driver.Store, key string, value []byte, ifVersion driver.Version, ttl time.Duration) driver.Version {
 	t.Helper()
 	v, err := s.Save(context.Background(), key, value, ifVersion, ttl)
 	if err != nil {
 		t.Fatalf("Save(%q, %d bytes, ifVersion %d, ttl %v) failed: %v", key, len(value), ifVersion, ttl, err)
 	}
-	if v == msalcache.NoVersion {
+	if v == driver.NoVersion {
 		t.Fatalf("Save(%q) succeeded but returned NoVersion; a store must hand out a real version on every write", key)
 	}
 	return v
 }
 
-func mustLoad(t *testing.T, s msalcache.Store, key string) ([]byte, msalcache.Version) {
+func mustLoad(t *testing.T, s driver.Store, key string) ([]byte, driver.Version) {
 	t.Helper()
 	b, v, err := s.Load(context.Background(), key)
 	if err != nil {
 		t.Fatalf("Load(%q) failed: %v", key, err)
 	}
-	if v == msalcache.NoVersion {
+	if v == driver.NoVersion {
 		t.Fatalf("Load(%q) found the key but returned NoVersion; a stored key always has a version", key)
 	}
 	return b, v
 }
 
-func wantValue(t *testing.T, s msalcache.Store, key string, want []byte, wantVersion msalcache.Version) {
+func wantValue(t *testing.T, s driver.Store, key string, want []byte, wantVersion driver.Version) {
 	t.Helper()
 	got, v := mustLoad(t, s, key)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("Load(%q) returned %s, want %s", key, describe(got), describe(want))
 	}
-	if wantVersion != msalcache.NoVersion && v != wantVersion {
+	if wantVersion != driver.NoVersion && v != wantVersion {
 		t.Fatalf("Load(%q) returned version %d, but the Save that wrote it returned %d", key, v, wantVersion)
 	}
 }
 
-func wantNotFound(t *testing.T, s msalcache.Store, key, why string) {
+func wantNotFound(t *testing.T, s driver.Store, key, why string) {
 	t.Helper()
 	b, v, err := s.Load(context.Background(), key)
-	if !errors.Is(err, msalcache.ErrNotFound) {
+	if !errors.Is(err, driver.ErrNotFound) {
 		if err == nil {
 			t.Fatalf("Load(%q) %s: returned %s (version %d), want an error wrapping ErrNotFound", key, why, describe(b), v)
 		}
@@ -266,10 +266,10 @@ func wantNotFound(t *testing.T, s msalcache.Store, key, why string) {
 	}
 }
 
-func wantConflict(t *testing.T, s msalcache.Store, key string, value []byte, ifVersion msalcache.Version, why string) {
+func wantConflict(t *testing.T, s driver.Store, key string, value []byte, ifVersion driver.Version, why string) {
 	t.Helper()
 	v, err := s.Save(context.Background(), key, value, ifVersion, 0)
-	if !errors.Is(err, msalcache.ErrConflict) {
+	if !errors.Is(err, driver.ErrConflict) {
 		if err == nil {
 			t.Fatalf("Save(%q, ifVersion %d) %s: succeeded with version %d, want an error wrapping ErrConflict", key, ifVersion, why, v)
 		}
@@ -288,30 +288,30 @@ func describe(b []byte) string {
 	return fmt.Sprintf("%d bytes starting %q", len(b), b[:32])
 }
 
-func (h *storeHarness) testRoundTrip(t *testing.T, s msalcache.Store) {
-	v := mustSave(t, s, "roundtrip", []byte("hello"), msalcache.NoVersion, 0)
+func (h *storeHarness) testRoundTrip(t *testing.T, s driver.Store) {
+	v := mustSave(t, s, "roundtrip", []byte("hello"), driver.NoVersion, 0)
 	wantValue(t, s, "roundtrip", []byte("hello"), v)
 	// A second key must not disturb the first.
-	v2 := mustSave(t, s, "roundtrip2", []byte("world"), msalcache.NoVersion, time.Hour)
+	v2 := mustSave(t, s, "roundtrip2", []byte("world"), driver.NoVersion, time.Hour)
 	wantValue(t, s, "roundtrip", []byte("hello"), v)
 	wantValue(t, s, "roundtrip2", []byte("world"), v2)
 }
 
-func (h *storeHarness) testNotFound(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testNotFound(t *testing.T, s driver.Store) {
 	wantNotFound(t, s, "never-saved", "of a key never saved")
-	mustSave(t, s, "saved", []byte("x"), msalcache.NoVersion, 0)
+	mustSave(t, s, "saved", []byte("x"), driver.NoVersion, 0)
 	wantNotFound(t, s, "save", "of a prefix of a saved key")
 	wantNotFound(t, s, "saved2", "of a key that extends a saved key")
 }
 
-func (h *storeHarness) testCreateOnlyIfAbsent(t *testing.T, s msalcache.Store) {
-	v := mustSave(t, s, "create", []byte("first"), msalcache.NoVersion, 0)
-	wantConflict(t, s, "create", []byte("second"), msalcache.NoVersion, "with NoVersion on a key that exists")
+func (h *storeHarness) testCreateOnlyIfAbsent(t *testing.T, s driver.Store) {
+	v := mustSave(t, s, "create", []byte("first"), driver.NoVersion, 0)
+	wantConflict(t, s, "create", []byte("second"), driver.NoVersion, "with NoVersion on a key that exists")
 	wantValue(t, s, "create", []byte("first"), v)
 }
 
-func (h *storeHarness) testUpdateWithVersion(t *testing.T, s msalcache.Store) {
-	v1 := mustSave(t, s, "update", []byte("one"), msalcache.NoVersion, 0)
+func (h *storeHarness) testUpdateWithVersion(t *testing.T, s driver.Store) {
+	v1 := mustSave(t, s, "update", []byte("one"), driver.NoVersion, 0)
 	v2 := mustSave(t, s, "update", []byte("two"), v1, 0)
 	if v2 == v1 {
 		t.Fatalf("Save over version %d returned the same version; every write must get a new one", v1)
@@ -321,15 +321,15 @@ func (h *storeHarness) testUpdateWithVersion(t *testing.T, s msalcache.Store) {
 	wantValue(t, s, "update", []byte("three"), v3)
 }
 
-func (h *storeHarness) testUpdateAbsentKey(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testUpdateAbsentKey(t *testing.T, s driver.Store) {
 	// A version taken from another key must not let a writer create this one.
-	v := mustSave(t, s, "other", []byte("x"), msalcache.NoVersion, 0)
+	v := mustSave(t, s, "other", []byte("x"), driver.NoVersion, 0)
 	wantConflict(t, s, "absent", []byte("y"), v, "with a real version on a key that does not exist")
 	wantNotFound(t, s, "absent", "after a conflicting Save")
 }
 
-func (h *storeHarness) testConflictOnStaleVersion(t *testing.T, s msalcache.Store) {
-	v1 := mustSave(t, s, "stale", []byte("base"), msalcache.NoVersion, 0)
+func (h *storeHarness) testConflictOnStaleVersion(t *testing.T, s driver.Store) {
+	v1 := mustSave(t, s, "stale", []byte("base"), driver.NoVersion, 0)
 	// Two writers read v1; the first one wins.
 	v2 := mustSave(t, s, "stale", []byte("winner"), v1, 0)
 	wantConflict(t, s, "stale", []byte("loser"), v1, "with the version the winner replaced")
@@ -339,9 +339,9 @@ func (h *storeHarness) testConflictOnStaleVersion(t *testing.T, s msalcache.Stor
 	wantValue(t, s, "stale", []byte("winner"), v2)
 }
 
-func (h *storeHarness) testVersionsChange(t *testing.T, s msalcache.Store) {
-	seen := map[msalcache.Version]int{}
-	note := func(i int, v msalcache.Version) {
+func (h *storeHarness) testVersionsChange(t *testing.T, s driver.Store) {
+	seen := map[driver.Version]int{}
+	note := func(i int, v driver.Version) {
 		t.Helper()
 		if j, dup := seen[v]; dup {
 			t.Fatalf("write %d returned version %d, already returned by write %d; a repeated version lets a stale writer win", i, v, j)
@@ -349,7 +349,7 @@ func (h *storeHarness) testVersionsChange(t *testing.T, s msalcache.Store) {
 		seen[v] = i
 	}
 	value := []byte("same bytes every time")
-	v := mustSave(t, s, "versions", value, msalcache.NoVersion, 0)
+	v := mustSave(t, s, "versions", value, driver.NoVersion, 0)
 	note(0, v)
 	for i := 1; i < 20; i++ {
 		v = mustSave(t, s, "versions", value, v, 0)
@@ -362,21 +362,21 @@ func (h *storeHarness) testVersionsChange(t *testing.T, s msalcache.Store) {
 	if err := s.Delete(context.Background(), "versions"); err != nil {
 		t.Fatalf("Delete failed: %v", err)
 	}
-	v = mustSave(t, s, "versions", value, msalcache.NoVersion, 0)
+	v = mustSave(t, s, "versions", value, driver.NoVersion, 0)
 	note(20, v)
 	wantConflict(t, s, "versions", []byte("stale"), old, "with the version of the key before it was deleted and re-created")
 }
 
 // waitExpired polls until key is gone, failing if it outlives deadline
 // (measured from saved).
-func (h *storeHarness) waitExpired(t *testing.T, s msalcache.Store, key string, saved time.Time, ttl time.Duration) {
+func (h *storeHarness) waitExpired(t *testing.T, s driver.Store, key string, saved time.Time, ttl time.Duration) {
 	t.Helper()
 	deadline := saved.Add(h.expiryDeadline(ttl))
 	time.Sleep(time.Until(saved.Add(ttl)))
 	poll := max(h.resolution()/4, 5*time.Millisecond)
 	for {
 		_, _, err := s.Load(context.Background(), key)
-		if errors.Is(err, msalcache.ErrNotFound) {
+		if errors.Is(err, driver.ErrNotFound) {
 			return
 		}
 		if err != nil {
@@ -395,27 +395,27 @@ func (h *storeHarness) waitExpired(t *testing.T, s msalcache.Store, key string, 
 // store's clock) has passed by the time Load runs, the key may rightly be
 // gone: a miss then proves nothing and is logged, not failed, so the check
 // never leans on the scheduler being quick.
-func (h *storeHarness) wantLive(t *testing.T, s msalcache.Store, key string, want []byte, v msalcache.Version, saved time.Time, ttl time.Duration) {
+func (h *storeHarness) wantLive(t *testing.T, s driver.Store, key string, want []byte, v driver.Version, saved time.Time, ttl time.Duration) {
 	t.Helper()
 	_, _, err := s.Load(context.Background(), key)
-	if errors.Is(err, msalcache.ErrNotFound) && time.Since(saved) >= ttl-h.resolution() {
+	if errors.Is(err, driver.ErrNotFound) && time.Since(saved) >= ttl-h.resolution() {
 		t.Logf("Load(%q) missed %v after a Save with ttl %v: too late to tell whether the key expired early", key, time.Since(saved).Round(time.Millisecond), ttl)
 		return
 	}
 	wantValue(t, s, key, want, v)
 }
 
-func (h *storeHarness) testTTLExpiry(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testTTLExpiry(t *testing.T, s driver.Store) {
 	ttl := h.shortTTL()
 	saved := time.Now()
-	v := mustSave(t, s, "ttl", []byte("short-lived"), msalcache.NoVersion, ttl)
-	mustSave(t, s, "ttl-long", []byte("long-lived"), msalcache.NoVersion, time.Hour)
+	v := mustSave(t, s, "ttl", []byte("short-lived"), driver.NoVersion, ttl)
+	mustSave(t, s, "ttl-long", []byte("long-lived"), driver.NoVersion, time.Hour)
 	h.wantLive(t, s, "ttl", []byte("short-lived"), v, saved, ttl)
 	h.waitExpired(t, s, "ttl", saved, ttl)
 	// An expired key counts as absent for compare-and-set: the version it
 	// had must not match, and NoVersion must create it again.
 	wantConflict(t, s, "ttl", []byte("stale"), v, "with the version of an expired key")
-	v2 := mustSave(t, s, "ttl", []byte("again"), msalcache.NoVersion, 0)
+	v2 := mustSave(t, s, "ttl", []byte("again"), driver.NoVersion, 0)
 	if v2 == v {
 		t.Fatalf("a key re-created after it expired got version %d again; a writer holding the expired key's version would overwrite the new value", v)
 	}
@@ -425,18 +425,18 @@ func (h *storeHarness) testTTLExpiry(t *testing.T, s msalcache.Store) {
 	}
 }
 
-func (h *storeHarness) testNoTTL(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testNoTTL(t *testing.T, s driver.Store) {
 	ttl := h.shortTTL()
 	saved := time.Now()
-	v := mustSave(t, s, "forever", []byte("kept"), msalcache.NoVersion, 0)
+	v := mustSave(t, s, "forever", []byte("kept"), driver.NoVersion, 0)
 	// A key saved with a TTL and then rewritten with none must lose its
 	// expiry: each Save sets the key's lifetime afresh.
-	r := mustSave(t, s, "renewed", []byte("short"), msalcache.NoVersion, ttl)
+	r := mustSave(t, s, "renewed", []byte("short"), driver.NoVersion, ttl)
 	mustSave(t, s, "renewed", []byte("kept"), r, 0)
 	time.Sleep(time.Until(saved.Add(h.expiryDeadline(ttl))))
 	wantValue(t, s, "forever", []byte("kept"), v)
 	b, _, err := s.Load(context.Background(), "renewed")
-	if errors.Is(err, msalcache.ErrNotFound) {
+	if errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("a key saved with ttl %v and then saved again with ttl 0 expired; the second Save must clear the expiry", ttl)
 	}
 	if err != nil || !bytes.Equal(b, []byte("kept")) {
@@ -444,38 +444,38 @@ func (h *storeHarness) testNoTTL(t *testing.T, s msalcache.Store) {
 	}
 }
 
-func (h *storeHarness) testDelete(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testDelete(t *testing.T, s driver.Store) {
 	ctx := context.Background()
-	mustSave(t, s, "del", []byte("x"), msalcache.NoVersion, 0)
-	mustSave(t, s, "keep", []byte("y"), msalcache.NoVersion, 0)
+	mustSave(t, s, "del", []byte("x"), driver.NoVersion, 0)
+	mustSave(t, s, "keep", []byte("y"), driver.NoVersion, 0)
 	if err := s.Delete(ctx, "del"); err != nil {
 		t.Fatalf("Delete of an existing key failed: %v", err)
 	}
 	wantNotFound(t, s, "del", "after Delete")
-	wantValue(t, s, "keep", []byte("y"), msalcache.NoVersion)
+	wantValue(t, s, "keep", []byte("y"), driver.NoVersion)
 	if err := s.Delete(ctx, "del"); err != nil {
 		t.Fatalf("Delete of a key already deleted returned %v; deleting an absent key is not an error", err)
 	}
 	if err := s.Delete(ctx, "never-saved"); err != nil {
 		t.Fatalf("Delete of a key never saved returned %v; deleting an absent key is not an error", err)
 	}
-	v := mustSave(t, s, "del", []byte("back"), msalcache.NoVersion, 0)
+	v := mustSave(t, s, "del", []byte("back"), driver.NoVersion, 0)
 	wantValue(t, s, "del", []byte("back"), v)
 }
 
-func (h *storeHarness) testBinaryValues(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testBinaryValues(t *testing.T, s driver.Store) {
 	all := make([]byte, 512)
 	for i := range all {
 		all[i] = byte(i) // every byte value, twice, including NUL, CR, LF and 0xFF
 	}
-	v := mustSave(t, s, "binary", all, msalcache.NoVersion, 0)
+	v := mustSave(t, s, "binary", all, driver.NoVersion, 0)
 	wantValue(t, s, "binary", all, v)
 
 	for _, tc := range []struct {
 		key   string
 		value []byte
 	}{{"empty", []byte{}}, {"nil", nil}} {
-		v := mustSave(t, s, tc.key, tc.value, msalcache.NoVersion, 0)
+		v := mustSave(t, s, tc.key, tc.value, driver.NoVersion, 0)
 		got, gv := mustLoad(t, s, tc.key)
 		if len(got) != 0 {
 			t.Fatalf("Load of a key saved with a %s value returned %s, want an empty value", tc.key, describe(got))
@@ -504,13 +504,13 @@ func patternSeed(n int, x uint64) []byte {
 	return b[:n:n]
 }
 
-func (h *storeHarness) testLargeValue(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testLargeValue(t *testing.T, s driver.Store) {
 	size := h.caps.MaxValueSize
 	if size <= 0 {
 		size = defaultLargeValue
 	}
 	big := pattern(size)
-	v := mustSave(t, s, "large", big, msalcache.NoVersion, 0)
+	v := mustSave(t, s, "large", big, driver.NoVersion, 0)
 	got, gv := mustLoad(t, s, "large")
 	if !bytes.Equal(got, big) {
 		t.Fatalf("Load of a %d-byte value returned %d bytes that differ from what was saved", size, len(got))
@@ -522,11 +522,11 @@ func (h *storeHarness) testLargeValue(t *testing.T, s msalcache.Store) {
 		return
 	}
 	tooBig := append(big, 0x5a)
-	if _, err := s.Save(context.Background(), "too-large", tooBig, msalcache.NoVersion, 0); !errors.Is(err, msalcache.ErrTooLarge) {
+	if _, err := s.Save(context.Background(), "too-large", tooBig, driver.NoVersion, 0); !errors.Is(err, driver.ErrTooLarge) {
 		t.Fatalf("Save of %d bytes (MaxValueSize+1) returned %v, want an error wrapping ErrTooLarge", size+1, err)
 	}
 	wantNotFound(t, s, "too-large", "after Save failed with ErrTooLarge")
-	if _, err := s.Save(context.Background(), "large", tooBig, v, 0); !errors.Is(err, msalcache.ErrTooLarge) {
+	if _, err := s.Save(context.Background(), "large", tooBig, v, 0); !errors.Is(err, driver.ErrTooLarge) {
 		t.Fatalf("Save of %d bytes over an existing key returned %v, want an error wrapping ErrTooLarge", size+1, err)
 	}
 	got, gv = mustLoad(t, s, "large")
@@ -535,14 +535,14 @@ func (h *storeHarness) testLargeValue(t *testing.T, s msalcache.Store) {
 	}
 }
 
-func (h *storeHarness) testKeyAlphabet(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testKeyAlphabet(t *testing.T, s driver.Store) {
 	// Every one-byte key, each with its own value: catches stores that
 	// fold case or treat '.', ':' or '/' specially.
-	versions := map[string]msalcache.Version{}
+	versions := map[string]driver.Version{}
 	for _, c := range keyAlphabet {
 		k := string(c)
-		v, err := s.Save(context.Background(), k, []byte("value of "+k), msalcache.NoVersion, 0)
-		if errors.Is(err, msalcache.ErrConflict) {
+		v, err := s.Save(context.Background(), k, []byte("value of "+k), driver.NoVersion, 0)
+		if errors.Is(err, driver.ErrConflict) {
 			t.Fatalf("Save(%q) with NoVersion conflicted although only keys %q were saved before: the store treats distinct keys as the same key (case folding?)",
 				k, keyAlphabet[:strings.IndexRune(keyAlphabet, c)])
 		}
@@ -558,8 +558,8 @@ func (h *storeHarness) testKeyAlphabet(t *testing.T, s msalcache.Store) {
 	// The longest key the contract allows, using every allowed byte.
 	long := strings.Repeat(keyAlphabet, 200/len(keyAlphabet)+1)[:200]
 	long2 := long[:199] + "Z"
-	v := mustSave(t, s, long, []byte("long"), msalcache.NoVersion, 0)
-	v2 := mustSave(t, s, long2, []byte("long2"), msalcache.NoVersion, 0)
+	v := mustSave(t, s, long, []byte("long"), driver.NoVersion, 0)
+	v2 := mustSave(t, s, long2, []byte("long2"), driver.NoVersion, 0)
 	wantValue(t, s, long, []byte("long"), v)
 	wantValue(t, s, long2, []byte("long2"), v2)
 	if err := s.Delete(context.Background(), long); err != nil {
@@ -569,9 +569,9 @@ func (h *storeHarness) testKeyAlphabet(t *testing.T, s msalcache.Store) {
 	wantValue(t, s, long2, []byte("long2"), v2)
 }
 
-func (h *storeHarness) testIsolation(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testIsolation(t *testing.T, s driver.Store) {
 	in := []byte("original")
-	v := mustSave(t, s, "iso", in, msalcache.NoVersion, 0)
+	v := mustSave(t, s, "iso", in, driver.NoVersion, 0)
 	copy(in, "MUTATED!")
 	got, _ := mustLoad(t, s, "iso")
 	if string(got) != "original" {
@@ -594,7 +594,7 @@ func (h *storeHarness) testIsolation(t *testing.T, s msalcache.Store) {
 	}
 }
 
-func (h *storeHarness) testConcurrentCAS(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testConcurrentCAS(t *testing.T, s driver.Store) {
 	const (
 		workers    = 8
 		increments = 25
@@ -618,8 +618,8 @@ func (h *storeHarness) testConcurrentCAS(t *testing.T, s msalcache.Store) {
 				n := 0
 				b, v, err := s.Load(ctx, "counter")
 				switch {
-				case errors.Is(err, msalcache.ErrNotFound):
-					v = msalcache.NoVersion
+				case errors.Is(err, driver.ErrNotFound):
+					v = driver.NoVersion
 				case err != nil:
 					t.Errorf("Load during concurrent increments failed: %v", err)
 					return
@@ -635,7 +635,7 @@ func (h *storeHarness) testConcurrentCAS(t *testing.T, s msalcache.Store) {
 				runtime.Gosched()
 				_, err = s.Save(ctx, "counter", []byte(strconv.Itoa(n+1)), v, 0)
 				switch {
-				case errors.Is(err, msalcache.ErrConflict):
+				case errors.Is(err, driver.ErrConflict):
 					mu.Lock()
 					conflicts++
 					mu.Unlock()
@@ -682,9 +682,9 @@ func callPromptly(t *testing.T, what string, fn func() error) error {
 // checkCtxErr calls Load, Save, Delete (and List, Ping, Version and Watch
 // when implemented) with ctx and expects every one to fail with an error
 // wrapping want.
-func (h *storeHarness) checkCtxErr(t *testing.T, s msalcache.Store, ctx context.Context, want error) {
+func (h *storeHarness) checkCtxErr(t *testing.T, s driver.Store, ctx context.Context, want error) {
 	t.Helper()
-	mustSave(t, s, "present", []byte("x"), msalcache.NoVersion, 0)
+	mustSave(t, s, "present", []byte("x"), driver.NoVersion, 0)
 	check := func(op string, err error) {
 		t.Helper()
 		if !errors.Is(err, want) {
@@ -696,25 +696,25 @@ func (h *storeHarness) checkCtxErr(t *testing.T, s msalcache.Store, ctx context.
 		return err
 	}))
 	check("Save", callPromptly(t, "Save", func() error {
-		_, err := s.Save(ctx, "new", []byte("y"), msalcache.NoVersion, 0)
+		_, err := s.Save(ctx, "new", []byte("y"), driver.NoVersion, 0)
 		return err
 	}))
 	check("Delete", callPromptly(t, "Delete", func() error { return s.Delete(ctx, "present") }))
-	if l, ok := s.(msalcache.Lister); ok {
+	if l, ok := s.(driver.Lister); ok {
 		check("List", callPromptly(t, "List", func() error {
 			return l.List(ctx, "", func(string) error { return nil })
 		}))
 	}
-	if p, ok := s.(msalcache.Pinger); ok {
+	if p, ok := s.(driver.Pinger); ok {
 		check("Ping", callPromptly(t, "Ping", func() error { return p.Ping(ctx) }))
 	}
-	if vr, ok := s.(msalcache.Versioner); ok {
+	if vr, ok := s.(driver.Versioner); ok {
 		check("Version", callPromptly(t, "Version", func() error {
 			_, err := vr.Version(ctx, "present")
 			return err
 		}))
 	}
-	if w, ok := s.(msalcache.Watcher); ok {
+	if w, ok := s.(driver.Watcher); ok {
 		check("Watch", callPromptly(t, "Watch", func() error { return watchOnce(ctx, w) }))
 	}
 	// A call that was refused must not have happened.
@@ -724,48 +724,48 @@ func (h *storeHarness) checkCtxErr(t *testing.T, s msalcache.Store, ctx context.
 	}
 }
 
-func (h *storeHarness) testContextCanceled(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testContextCanceled(t *testing.T, s driver.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	h.checkCtxErr(t, s, ctx, context.Canceled)
 }
 
-func (h *storeHarness) testContextDeadline(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testContextDeadline(t *testing.T, s driver.Store) {
 	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel()
 	h.checkCtxErr(t, s, ctx, context.DeadlineExceeded)
 }
 
-func (h *storeHarness) testUseAfterClose(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testUseAfterClose(t *testing.T, s driver.Store) {
 	ctx := context.Background()
-	mustSave(t, s, "k", []byte("v"), msalcache.NoVersion, 0)
+	mustSave(t, s, "k", []byte("v"), driver.NoVersion, 0)
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close failed: %v", err)
 	}
 	check := func(op string, err error) {
 		t.Helper()
-		if !errors.Is(err, msalcache.ErrClosed) {
+		if !errors.Is(err, driver.ErrClosed) {
 			t.Errorf("%s after Close returned %v, want an error wrapping ErrClosed", op, err)
 		}
 	}
 	_, _, err := s.Load(ctx, "k")
 	check("Load", err)
-	_, err = s.Save(ctx, "k2", []byte("v"), msalcache.NoVersion, 0)
+	_, err = s.Save(ctx, "k2", []byte("v"), driver.NoVersion, 0)
 	check("Save", err)
 	check("Delete", s.Delete(ctx, "k"))
-	if l, ok := s.(msalcache.Lister); ok {
+	if l, ok := s.(driver.Lister); ok {
 		check("List", l.List(ctx, "", func(string) error { return nil }))
 	}
-	if p, ok := s.(msalcache.Pinger); ok {
+	if p, ok := s.(driver.Pinger); ok {
 		if err := p.Ping(ctx); err == nil {
 			t.Error("Ping after Close returned nil; a closed store does not answer")
 		}
 	}
-	if vr, ok := s.(msalcache.Versioner); ok {
+	if vr, ok := s.(driver.Versioner); ok {
 		_, err := vr.Version(ctx, "k")
 		check("Version", err)
 	}
-	if w, ok := s.(msalcache.Watcher); ok {
+	if w, ok := s.(driver.Watcher); ok {
 		check("Watch", watchOnce(ctx, w))
 	}
 	func() {
@@ -774,14 +774,14 @@ func (h *storeHarness) testUseAfterClose(t *testing.T, s msalcache.Store) {
 				t.Errorf("a second Close panicked: %v", p)
 			}
 		}()
-		if err := s.Close(); err != nil && !errors.Is(err, msalcache.ErrClosed) {
+		if err := s.Close(); err != nil && !errors.Is(err, driver.ErrClosed) {
 			t.Errorf("a second Close returned %v, want nil or an error wrapping ErrClosed", err)
 		}
 	}()
 }
 
 // listAll collects what List reports for prefix.
-func listAll(t *testing.T, l msalcache.Lister, prefix string) []string {
+func listAll(t *testing.T, l driver.Lister, prefix string) []string {
 	t.Helper()
 	var keys []string
 	err := callPromptly(t, "List", func() error {
@@ -797,21 +797,21 @@ func listAll(t *testing.T, l msalcache.Lister, prefix string) []string {
 	return keys
 }
 
-func (h *storeHarness) testLister(t *testing.T, s msalcache.Store) {
-	l, ok := s.(msalcache.Lister)
+func (h *storeHarness) testLister(t *testing.T, s driver.Store) {
+	l, ok := s.(driver.Lister)
 	if !ok {
-		t.Skip("store does not implement msalcache.Lister")
+		t.Skip("store does not implement driver.Lister")
 	}
 	if keys := listAll(t, l, ""); len(keys) != 0 {
 		t.Fatalf("List on a fresh store reported %q; newStore must return an empty store", keys)
 	}
 	ttl := h.shortTTL()
 	for _, k := range []string{"app:a:1", "app:a:2", "app:b:1", "app:ab", "other"} {
-		mustSave(t, s, k, []byte(k), msalcache.NoVersion, 0)
+		mustSave(t, s, k, []byte(k), driver.NoVersion, 0)
 	}
 	saved := time.Now()
-	mustSave(t, s, "app:a:expiring", []byte("x"), msalcache.NoVersion, ttl)
-	mustSave(t, s, "app:a:deleted", []byte("x"), msalcache.NoVersion, 0)
+	mustSave(t, s, "app:a:expiring", []byte("x"), driver.NoVersion, ttl)
+	mustSave(t, s, "app:a:deleted", []byte("x"), driver.NoVersion, 0)
 	if err := s.Delete(context.Background(), "app:a:deleted"); err != nil {
 		t.Fatalf("Delete failed: %v", err)
 	}
@@ -869,27 +869,27 @@ func (h *storeHarness) testLister(t *testing.T, s msalcache.Store) {
 	if err != nil {
 		t.Fatalf("List with an fn that calls the store failed: %v", err)
 	}
-	wantValue(t, s, "app:a:1", []byte("app:a:1!"), msalcache.NoVersion)
-	wantValue(t, s, "app:a:2", []byte("app:a:2!"), msalcache.NoVersion)
+	wantValue(t, s, "app:a:1", []byte("app:a:1!"), driver.NoVersion)
+	wantValue(t, s, "app:a:2", []byte("app:a:2!"), driver.NoVersion)
 	want("app:b:")
 }
 
-func (h *storeHarness) testPinger(t *testing.T, s msalcache.Store) {
-	p, ok := s.(msalcache.Pinger)
+func (h *storeHarness) testPinger(t *testing.T, s driver.Store) {
+	p, ok := s.(driver.Pinger)
 	if !ok {
-		t.Skip("store does not implement msalcache.Pinger")
+		t.Skip("store does not implement driver.Pinger")
 	}
 	if err := callPromptly(t, "Ping", func() error { return p.Ping(context.Background()) }); err != nil {
 		t.Fatalf("Ping of a working store failed: %v", err)
 	}
 }
 
-func (h *storeHarness) testVolatile(t *testing.T, s msalcache.Store) {
-	if got := msalcache.IsVolatile(s); got != h.caps.Volatile {
+func (h *storeHarness) testVolatile(t *testing.T, s driver.Store) {
+	if got := driver.IsVolatile(s); got != h.caps.Volatile {
 		if h.caps.Volatile {
-			t.Fatal("Capabilities say the store may evict keys early, but msalcache.IsVolatile reports false: the key ring could be put in it and lost")
+			t.Fatal("Capabilities say the store may evict keys early, but driver.IsVolatile reports false: the key ring could be put in it and lost")
 		}
-		t.Fatal("msalcache.IsVolatile reports true but Capabilities.Volatile is false: declare the capability, or stop reporting Volatile")
+		t.Fatal("driver.IsVolatile reports true but Capabilities.Volatile is false: declare the capability, or stop reporting Volatile")
 	}
 }
 
@@ -917,7 +917,7 @@ func keyName(name string) string {
 
 // loadNoPanic is Load, failing the test with a message if it panics: a
 // store that panics on a damaged record takes the whole process down.
-func loadNoPanic(t *testing.T, s msalcache.Store, key string) (b []byte, v msalcache.Version, err error) {
+func loadNoPanic(t *testing.T, s driver.Store, key string) (b []byte, v driver.Version, err error) {
 	t.Helper()
 	defer func() {
 		if p := recover(); p != nil {
@@ -946,24 +946,24 @@ func quoted(msg, key string, raw []byte) string {
 }
 
 // wantCorrupt checks that Load reports key's record raw as corrupt.
-func wantCorrupt(t *testing.T, s msalcache.Store, key string, raw []byte, why string) {
+func wantCorrupt(t *testing.T, s driver.Store, key string, raw []byte, why string) {
 	t.Helper()
 	b, v, err := loadNoPanic(t, s, key)
 	switch {
 	case err == nil:
 		t.Fatalf("Load(%q) %s returned %s (version %d), want an error wrapping ErrCorrupt: a store must not hand out a record it cannot decode",
 			key, why, describe(b), v)
-	case errors.Is(err, msalcache.ErrNotFound):
+	case errors.Is(err, driver.ErrNotFound):
 		t.Fatalf("Load(%q) %s returned %v, want an error wrapping ErrCorrupt: the key holds a record, and reporting it absent hides the damage",
 			key, why, err)
-	case !errors.Is(err, msalcache.ErrCorrupt):
+	case !errors.Is(err, driver.ErrCorrupt):
 		t.Fatalf("Load(%q) %s returned %v, want an error wrapping ErrCorrupt", key, why, err)
 	}
 	if what := quoted(err.Error(), key, raw); what != "" {
 		t.Fatalf("Load(%q) %s returned %q, which quotes the %s: a record may hold tokens and a key names a user, so errors carry neither",
 			key, why, err, what)
 	}
-	if b != nil || v != msalcache.NoVersion {
+	if b != nil || v != driver.NoVersion {
 		t.Fatalf("Load(%q) %s reported ErrCorrupt but also returned %s and version %d; it returns no value instead", key, why, describe(b), v)
 	}
 }
@@ -975,7 +975,7 @@ func wantCorrupt(t *testing.T, s msalcache.Store, key string, raw []byte, why st
 // it, Delete removes it and List still lists it. Without that, one damaged
 // value wedges its key: every reader misses, every writer conflicts, and
 // the key stays broken until an operator deletes it.
-func (h *storeHarness) testCorruptRecord(t *testing.T, s msalcache.Store) {
+func (h *storeHarness) testCorruptRecord(t *testing.T, s driver.Store) {
 	if h.caps.PutRaw == nil {
 		t.Skip("Capabilities.PutRaw is nil: the store offers no way to plant raw bytes, so the suite cannot check how it handles a record it cannot decode")
 	}
@@ -1000,14 +1000,14 @@ func (h *storeHarness) testCorruptRecord(t *testing.T, s msalcache.Store) {
 
 	// A version the store really handed out, for another key: it must
 	// not match a corrupt record either.
-	intact := mustSave(t, s, "intact", []byte("intact"), msalcache.NoVersion, 0)
+	intact := mustSave(t, s, "intact", []byte("intact"), driver.NoVersion, 0)
 	var keys []string
 	for _, name := range names {
 		key := "damaged/" + keyName(name)
 		put(key, records[name])
 		keys = append(keys, key)
 	}
-	if l, ok := s.(msalcache.Lister); ok {
+	if l, ok := s.(driver.Lister); ok {
 		if got := listAll(t, l, "damaged/"); !slices.Equal(got, keys) {
 			t.Fatalf("List(%q) reported %q after corrupt records were planted under %q: a record the store cannot decode is still a key, and an operator lists keys to find and delete such records",
 				"damaged/", got, keys)
@@ -1016,25 +1016,25 @@ func (h *storeHarness) testCorruptRecord(t *testing.T, s msalcache.Store) {
 	for i, name := range names {
 		key, raw := keys[i], records[name]
 		wantCorrupt(t, s, key, raw, "of a planted "+name+" record")
-		for _, v := range []msalcache.Version{intact, intact + 1, ^msalcache.NoVersion} {
+		for _, v := range []driver.Version{intact, intact + 1, ^driver.NoVersion} {
 			got, err := s.Save(ctx, key, []byte("overwrite"), v, 0)
-			if !errors.Is(err, msalcache.ErrConflict) {
+			if !errors.Is(err, driver.ErrConflict) {
 				t.Fatalf("Save(%q, ifVersion %d) over a corrupt %s record returned version %d, %v; want an error wrapping ErrConflict: only NoVersion may replace a record the store cannot decode",
 					key, v, name, got, err)
 			}
 		}
 		wantCorrupt(t, s, key, raw, "after Saves with a version conflicted")
 		repaired := []byte("repaired " + name)
-		v, err := s.Save(ctx, key, repaired, msalcache.NoVersion, time.Hour)
+		v, err := s.Save(ctx, key, repaired, driver.NoVersion, time.Hour)
 		if err != nil {
 			t.Fatalf("Save(%q, NoVersion) over a corrupt %s record returned %v; Save with NoVersion must replace a record that Load reports as corrupt, or the key stays wedged until someone deletes it",
 				key, name, err)
 		}
-		if v == msalcache.NoVersion {
+		if v == driver.NoVersion {
 			t.Fatalf("Save(%q, NoVersion) over a corrupt %s record succeeded but returned NoVersion", key, name)
 		}
 		wantValue(t, s, key, repaired, v)
-		wantConflict(t, s, key, []byte("second create"), msalcache.NoVersion, "once the corrupt "+name+" record was replaced")
+		wantConflict(t, s, key, []byte("second create"), driver.NoVersion, "once the corrupt "+name+" record was replaced")
 		mustSave(t, s, key, []byte("updated"), v, 0)
 
 		del := "deleted/" + keyName(name)
@@ -1054,15 +1054,15 @@ func (h *storeHarness) testCorruptRecord(t *testing.T, s msalcache.Store) {
 		raw := patternSeed(n, uint64(i+1)*0x2545F4914F6CDD1D)
 		put(key, raw)
 		b, v, err := loadNoPanic(t, s, key)
-		ifVersion := msalcache.NoVersion
+		ifVersion := driver.NoVersion
 		switch {
-		case errors.Is(err, msalcache.ErrCorrupt), errors.Is(err, msalcache.ErrNotFound): // undecodable, or an expired record
+		case errors.Is(err, driver.ErrCorrupt), errors.Is(err, driver.ErrNotFound): // undecodable, or an expired record
 			if err != nil && quoted(err.Error(), key, raw) != "" {
 				t.Fatalf("Load(%q) of %d random bytes returned %q, which quotes the key or the record", key, n, err)
 			}
 		case err != nil:
 			t.Fatalf("Load(%q) of %d random bytes returned %v, want a value, ErrCorrupt or ErrNotFound", key, n, err)
-		case v == msalcache.NoVersion:
+		case v == driver.NoVersion:
 			t.Fatalf("Load(%q) of %d random bytes returned %s with version NoVersion; a store never hands out NoVersion (a Save with it means create)", key, n, describe(b))
 		default:
 			ifVersion = v
@@ -1071,14 +1071,14 @@ func (h *storeHarness) testCorruptRecord(t *testing.T, s msalcache.Store) {
 			t.Fatalf("Save(%q, ifVersion %d) after Load of %d random bytes returned %v: the key must stay writable with the version Load implies",
 				key, ifVersion, n, err)
 		}
-		wantValue(t, s, key, []byte("after random"), msalcache.NoVersion)
+		wantValue(t, s, key, []byte("after random"), driver.NoVersion)
 	}
 }
 
 // watchOnce calls Watch and, should it succeed, stops the watch at once:
 // for the checks that expect Watch to fail.
-func watchOnce(ctx context.Context, w msalcache.Watcher) error {
-	stop, err := w.Watch(ctx, func(msalcache.Change) {})
+func watchOnce(ctx context.Context, w driver.Watcher) error {
+	stop, err := w.Watch(ctx, func(driver.Change) {})
 	if err == nil && stop != nil {
 		stop()
 	}

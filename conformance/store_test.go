@@ -23,7 +23,7 @@ import (
 // so that a change to the suite that the reference cannot pass is caught
 // here rather than in every backend.
 func TestMemstore(t *testing.T) {
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 		return memstore.New()
 	}, conformance.Capabilities{})
 }
@@ -33,7 +33,7 @@ func TestMemstore(t *testing.T) {
 // cannot be handed a *testing.T, so this one only compiles it.
 func ExampleRunStoreTests() {
 	testConformance := func(t *testing.T) {
-		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+		conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 			return memstore.New()
 		}, conformance.Capabilities{})
 	}
@@ -129,8 +129,8 @@ func TestFaultyStore(t *testing.T) {
 	if fault == "" {
 		t.Skip("run by TestSuiteCatchesFaults")
 	}
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
-		return &faultyStore{fault: fault, items: map[string]faultyItem{}, perKey: map[string]msalcache.Version{}}
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
+		return &faultyStore{fault: fault, items: map[string]faultyItem{}, perKey: map[string]driver.Version{}}
 	}, conformance.Capabilities{
 		MaxValueSize:   1 << 20,
 		PutRaw:         putRawFaulty,
@@ -142,8 +142,8 @@ func TestFaultyStore(t *testing.T) {
 // layer included: it must pass, so each failure TestSuiteCatchesFaults
 // sees comes from the fault it injected.
 func TestFaultFreeStore(t *testing.T) {
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
-		return &faultyStore{items: map[string]faultyItem{}, perKey: map[string]msalcache.Version{}}
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
+		return &faultyStore{items: map[string]faultyItem{}, perKey: map[string]driver.Version{}}
 	}, conformance.Capabilities{
 		// No MaxValueSize: faultyStore has no limit (fault truncate
 		// breaks LargeValue in another way).
@@ -158,8 +158,8 @@ func TestFaultFreeStore(t *testing.T) {
 // child process for the same reason as TestSuiteCatchesFaults.
 func TestCorruptRecordNeedsDeclaredRecords(t *testing.T) {
 	if os.Getenv(faultEnv) == "undeclared" {
-		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
-			return &faultyStore{items: map[string]faultyItem{}, perKey: map[string]msalcache.Version{}}
+		conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
+			return &faultyStore{items: map[string]faultyItem{}, perKey: map[string]driver.Version{}}
 		}, conformance.Capabilities{PutRaw: putRawFaulty})
 		return
 	}
@@ -187,7 +187,7 @@ var faultyCorruptRecords = map[string][]byte{
 // putRawFaulty is faultyStore's Capabilities.PutRaw: raw is decoded as a
 // version and a value, and what does not decode is kept as a corrupt
 // record.
-func putRawFaulty(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+func putRawFaulty(ctx context.Context, s driver.Store, key string, raw []byte) error {
 	f := s.(*faultyStore)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -197,7 +197,7 @@ func putRawFaulty(ctx context.Context, s msalcache.Store, key string, raw []byte
 	}
 	// With fault corrupt-zero-version, a decoder that forgot to check
 	// hands out version 0.
-	v := msalcache.Version(binary.BigEndian.Uint64(raw))
+	v := driver.Version(binary.BigEndian.Uint64(raw))
 	f.items[key] = faultyItem{value: bytes.Clone(raw[faultyHeader:]), version: v}
 	return nil
 }
@@ -207,14 +207,14 @@ type faultyStore struct {
 	fault   string
 	mu      sync.Mutex
 	items   map[string]faultyItem
-	counter msalcache.Version
-	perKey  map[string]msalcache.Version
+	counter driver.Version
+	perKey  map[string]driver.Version
 	closed  bool
 }
 
 type faultyItem struct {
 	value   []byte
-	version msalcache.Version
+	version driver.Version
 	expires time.Time
 	corrupt bool   // planted by putRawFaulty; raw holds its bytes
 	raw     []byte // what putRawFaulty planted
@@ -231,7 +231,7 @@ func (s *faultyStore) enter(ctx context.Context, key string) (string, error) {
 		}
 	}
 	if s.closed && s.fault != "no-closed" {
-		return "", msalcache.ErrClosed
+		return "", driver.ErrClosed
 	}
 	if s.fault == "case-fold" {
 		key = strings.ToLower(key)
@@ -239,7 +239,7 @@ func (s *faultyStore) enter(ctx context.Context, key string) (string, error) {
 	return key, nil
 }
 
-func (s *faultyStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *faultyStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key, err := s.enter(ctx, key)
@@ -248,20 +248,20 @@ func (s *faultyStore) Load(ctx context.Context, key string) ([]byte, msalcache.V
 	}
 	it, ok := s.items[key]
 	if !s.live(it, ok) {
-		return nil, 0, msalcache.ErrNotFound
+		return nil, 0, driver.ErrNotFound
 	}
 	if it.corrupt {
 		switch s.fault {
 		case "corrupt-garbage":
 			return bytes.Clone(it.raw), 1, nil
 		case "corrupt-notfound":
-			return nil, 0, msalcache.ErrNotFound
+			return nil, 0, driver.ErrNotFound
 		case "corrupt-leak":
-			return nil, 0, fmt.Errorf("%w: record %q", msalcache.ErrCorrupt, it.raw)
+			return nil, 0, fmt.Errorf("%w: record %q", driver.ErrCorrupt, it.raw)
 		case "corrupt-panic":
 			_ = it.raw[7] // the decoder trusts the length
 		}
-		return nil, 0, fmt.Errorf("faulty: %d bytes: %w", len(it.raw), msalcache.ErrCorrupt)
+		return nil, 0, fmt.Errorf("faulty: %d bytes: %w", len(it.raw), driver.ErrCorrupt)
 	}
 	if s.fault == "alias-load" {
 		return it.value, it.version, nil
@@ -269,7 +269,7 @@ func (s *faultyStore) Load(ctx context.Context, key string) ([]byte, msalcache.V
 	return bytes.Clone(it.value), it.version, nil
 }
 
-func (s *faultyStore) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *faultyStore) Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key, err := s.enter(ctx, key)
@@ -277,25 +277,25 @@ func (s *faultyStore) Save(ctx context.Context, key string, value []byte, ifVers
 		return 0, err
 	}
 	it, ok := s.items[key]
-	cur := msalcache.NoVersion
+	cur := driver.NoVersion
 	if s.live(it, ok) {
 		cur = it.version
 	}
 	switch {
 	case it.corrupt && s.fault == "corrupt-no-repair":
-		return 0, msalcache.ErrConflict // the damaged record wedges the key
+		return 0, driver.ErrConflict // the damaged record wedges the key
 	case it.corrupt && s.fault == "corrupt-overwrite":
 		cur = ifVersion // any version replaces it
 	}
-	if cur != ifVersion && !(s.fault == "create-overwrites" && ifVersion == msalcache.NoVersion) {
-		return 0, msalcache.ErrConflict
+	if cur != ifVersion && !(s.fault == "create-overwrites" && ifVersion == driver.NoVersion) {
+		return 0, driver.ErrConflict
 	}
 	if s.fault == "lost-update" {
 		s.mu.Unlock() // the compare and the write are no longer one step
 		runtime.Gosched()
 		s.mu.Lock()
 	}
-	var v msalcache.Version
+	var v driver.Version
 	if s.fault == "version-per-key" {
 		s.perKey[key]++
 		v = s.perKey[key]
@@ -327,7 +327,7 @@ func (s *faultyStore) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	if _, ok := s.items[key]; !ok && s.fault == "delete-absent-error" {
-		return msalcache.ErrNotFound
+		return driver.ErrNotFound
 	}
 	delete(s.items, key)
 	if s.fault == "version-per-key" {
@@ -373,7 +373,7 @@ func (s *faultyStore) Close() error {
 // a Redis server: every handle of one hub shares its data, and a watch on
 // any handle hears the writes of every handle, delivered later on the
 // hub's goroutine, as a subscription hears them. With a fault it breaks
-// one rule of msalcache.Watcher or msalcache.Versioner:
+// one rule of driver.Watcher or driver.Versioner:
 //
 //   - never-up: a watch is never told ChangeWatchUp.
 //   - drops-foreign: a watch hears only its own handle's writes.
@@ -388,7 +388,7 @@ type hubStore struct {
 	fault  string
 	closed atomic.Bool
 	mu     sync.Mutex
-	seen   map[string]msalcache.Version // for stale-version
+	seen   map[string]driver.Version // for stale-version
 }
 
 // watchHub is the shared side of hubStores: their data (a memstore, whose
@@ -411,14 +411,14 @@ type watchHub struct {
 
 type hubItem struct {
 	seq    uint64
-	c      msalcache.Change
+	c      driver.Change
 	origin *hubStore // the handle that wrote, for drops-foreign
 	to     *hubWatch // nil: every watch that began before seq
 }
 
 type hubWatch struct {
 	owner *hubStore
-	fn    func(msalcache.Change)
+	fn    func(driver.Change)
 	since uint64 // the seq of its ChangeWatchUp: it hears nothing older
 	deaf  bool   // break-unnoticed: cut, and nobody says so
 }
@@ -438,14 +438,14 @@ func newWatchHub(t *testing.T) *watchHub {
 }
 
 // enqueueLocked queues c; h.mu is held.
-func (h *watchHub) enqueueLocked(c msalcache.Change, origin *hubStore, to *hubWatch) uint64 {
+func (h *watchHub) enqueueLocked(c driver.Change, origin *hubStore, to *hubWatch) uint64 {
 	h.seq++
 	h.queue = append(h.queue, hubItem{seq: h.seq, c: c, origin: origin, to: to})
 	h.cond.Broadcast()
 	return h.seq
 }
 
-func (h *watchHub) enqueue(c msalcache.Change, origin *hubStore) {
+func (h *watchHub) enqueue(c driver.Change, origin *hubStore) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.enqueueLocked(c, origin, nil)
@@ -469,7 +469,7 @@ func (h *watchHub) deliver() {
 
 		h.deliverMu.Lock()
 		h.mu.Lock()
-		var fns []func(msalcache.Change)
+		var fns []func(driver.Change)
 		for w := range h.watches {
 			switch {
 			case it.to != nil && it.to != w, it.to == nil && it.seq < w.since:
@@ -487,19 +487,19 @@ func (h *watchHub) deliver() {
 	}
 }
 
-func newHubStore(t *testing.T, fault string) msalcache.Store {
+func newHubStore(t *testing.T, fault string) driver.Store {
 	return &hubStore{hub: newWatchHub(t), fault: fault}
 }
 
 // openHubHandle is hubStore's Capabilities.OpenHandle.
-func openHubHandle(t *testing.T, s msalcache.Store) msalcache.Store {
+func openHubHandle(t *testing.T, s driver.Store) driver.Store {
 	h := s.(*hubStore)
 	return &hubStore{hub: h.hub, fault: h.fault}
 }
 
 // breakHubWatch is hubStore's Capabilities.BreakWatch: s's watches are
 // cut, told so, and re-established, as a client reconnects.
-func breakHubWatch(t *testing.T, s msalcache.Store) {
+func breakHubWatch(t *testing.T, s driver.Store) {
 	h := s.(*hubStore)
 	hub := h.hub
 	hub.mu.Lock()
@@ -512,9 +512,9 @@ func breakHubWatch(t *testing.T, s msalcache.Store) {
 			w.deaf = true
 			continue
 		}
-		hub.enqueueLocked(msalcache.Change{Kind: msalcache.ChangeWatchDown}, h, w)
+		hub.enqueueLocked(driver.Change{Kind: driver.ChangeWatchDown}, h, w)
 		if h.fault != "no-recovery" {
-			hub.enqueueLocked(msalcache.Change{Kind: msalcache.ChangeWatchUp}, h, w)
+			hub.enqueueLocked(driver.Change{Kind: driver.ChangeWatchUp}, h, w)
 		}
 	}
 }
@@ -524,19 +524,19 @@ func (s *hubStore) enter(ctx context.Context) error {
 		return err
 	}
 	if s.closed.Load() {
-		return msalcache.ErrClosed
+		return driver.ErrClosed
 	}
 	return nil
 }
 
-func (s *hubStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *hubStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if err := s.enter(ctx); err != nil {
 		return nil, 0, err
 	}
 	return s.hub.data.Load(ctx, key)
 }
 
-func (s *hubStore) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *hubStore) Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
 	if err := s.enter(ctx); err != nil {
 		return 0, err
 	}
@@ -546,7 +546,7 @@ func (s *hubStore) Save(ctx context.Context, key string, value []byte, ifVersion
 		if s.fault == "wrong-version" {
 			told = v + 1
 		}
-		s.hub.enqueue(msalcache.Change{Kind: msalcache.ChangeKey, Key: key, Version: told}, s)
+		s.hub.enqueue(driver.Change{Kind: driver.ChangeKey, Key: key, Version: told}, s)
 	}
 	return v, err
 }
@@ -557,12 +557,12 @@ func (s *hubStore) Delete(ctx context.Context, key string) error {
 	}
 	err := s.hub.data.Delete(ctx, key)
 	if err == nil {
-		s.hub.enqueue(msalcache.Change{Kind: msalcache.ChangeKey, Key: key}, s)
+		s.hub.enqueue(driver.Change{Kind: driver.ChangeKey, Key: key}, s)
 	}
 	return err
 }
 
-func (s *hubStore) Version(ctx context.Context, key string) (msalcache.Version, error) {
+func (s *hubStore) Version(ctx context.Context, key string) (driver.Version, error) {
 	if err := s.enter(ctx); err != nil {
 		return 0, err
 	}
@@ -574,14 +574,14 @@ func (s *hubStore) Version(ctx context.Context, key string) (msalcache.Version, 
 			return old, nil
 		}
 		if s.seen == nil {
-			s.seen = map[string]msalcache.Version{}
+			s.seen = map[string]driver.Version{}
 		}
 		s.seen[key] = v
 	}
 	return v, err
 }
 
-func (s *hubStore) Watch(ctx context.Context, fn func(msalcache.Change)) (func(), error) {
+func (s *hubStore) Watch(ctx context.Context, fn func(driver.Change)) (func(), error) {
 	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -591,7 +591,7 @@ func (s *hubStore) Watch(ctx context.Context, fn func(msalcache.Change)) (func()
 	if s.fault == "never-up" {
 		w.since = hub.seq + 1
 	} else {
-		w.since = hub.enqueueLocked(msalcache.Change{Kind: msalcache.ChangeWatchUp}, s, w)
+		w.since = hub.enqueueLocked(driver.Change{Kind: driver.ChangeWatchUp}, s, w)
 	}
 	hub.watches[w] = true
 	hub.mu.Unlock()
@@ -638,7 +638,7 @@ var hubCaps = conformance.Capabilities{OpenHandle: openHubHandle, BreakWatch: br
 // it must pass, so each failure TestSuiteCatchesFaults sees from
 // TestFaultyWatcher comes from the fault it injected.
 func TestFaultFreeWatcher(t *testing.T) {
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store { return newHubStore(t, "") }, hubCaps)
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store { return newHubStore(t, "") }, hubCaps)
 }
 
 // TestFaultyWatcher runs the suite on a hubStore with the fault named by
@@ -648,5 +648,5 @@ func TestFaultyWatcher(t *testing.T) {
 	if fault == "" {
 		t.Skip("run by TestSuiteCatchesFaults")
 	}
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store { return newHubStore(t, fault) }, hubCaps)
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store { return newHubStore(t, fault) }, hubCaps)
 }

@@ -18,7 +18,7 @@ const watchBound = 5 * time.Second
 
 // watchEvent is one call of a watcher's fn, and when it came.
 type watchEvent struct {
-	c  msalcache.Change
+	c  driver.Change
 	at time.Time
 }
 
@@ -37,7 +37,7 @@ func newWatchLog() *watchLog {
 	return &watchLog{notify: make(chan struct{}, 1)}
 }
 
-func (l *watchLog) record(c msalcache.Change) {
+func (l *watchLog) record(c driver.Change) {
 	l.mu.Lock()
 	l.events = append(l.events, watchEvent{c: c, at: time.Now()})
 	l.mu.Unlock()
@@ -66,7 +66,7 @@ func (l *watchLog) since(from int) []watchEvent {
 
 // wait returns the first event at index from or later that pred accepts,
 // and its index, waiting for it until deadline.
-func (l *watchLog) wait(from int, deadline time.Time, pred func(msalcache.Change) bool) (int, watchEvent, bool) {
+func (l *watchLog) wait(from int, deadline time.Time, pred func(driver.Change) bool) (int, watchEvent, bool) {
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	scan := func() (int, watchEvent, bool) {
@@ -93,31 +93,31 @@ func (l *watchLog) wait(from int, deadline time.Time, pred func(msalcache.Change
 }
 
 // isKind accepts the changes of kind k.
-func isKind(k msalcache.ChangeKind) func(msalcache.Change) bool {
-	return func(c msalcache.Change) bool { return c.Kind == k }
+func isKind(k driver.ChangeKind) func(driver.Change) bool {
+	return func(c driver.Change) bool { return c.Kind == k }
 }
 
 // ofKey accepts the ChangeKey changes of key.
-func ofKey(key string) func(msalcache.Change) bool {
-	return func(c msalcache.Change) bool { return c.Kind == msalcache.ChangeKey && c.Key == key }
+func ofKey(key string) func(driver.Change) bool {
+	return func(c driver.Change) bool { return c.Kind == driver.ChangeKey && c.Key == key }
 }
 
 // kindName names k in failure messages.
-func kindName(k msalcache.ChangeKind) string {
+func kindName(k driver.ChangeKind) string {
 	switch k {
-	case msalcache.ChangeKey:
+	case driver.ChangeKey:
 		return "ChangeKey"
-	case msalcache.ChangeWatchUp:
+	case driver.ChangeWatchUp:
 		return "ChangeWatchUp"
-	case msalcache.ChangeWatchDown:
+	case driver.ChangeWatchDown:
 		return "ChangeWatchDown"
 	}
 	return fmt.Sprintf("ChangeKind(%d)", k)
 }
 
 // describeChange prints c for a failure message.
-func describeChange(c msalcache.Change) string {
-	if c.Kind != msalcache.ChangeKey {
+func describeChange(c driver.Change) string {
+	if c.Kind != driver.ChangeKey {
 		return kindName(c.Kind)
 	}
 	return fmt.Sprintf("ChangeKey %q version %d", c.Key, c.Version)

@@ -57,7 +57,7 @@ func BenchmarkRawCAS(b *testing.B) {
 func BenchmarkStore(b *testing.B) {
 	srv := testserver.Memcached(b)
 	c := newClient(b, srv.Addr())
-	conformance.RunStoreBenchmarks(b, func(b *testing.B) msalcache.Store {
+	conformance.RunStoreBenchmarks(b, func(b *testing.B) driver.Store {
 		s := memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("bench:")))
 		b.Cleanup(func() { s.Close() })
 		return s
@@ -71,7 +71,7 @@ func BenchmarkLoadInline(b *testing.B) {
 	s := memcachestore.New(newClient(b, srv.Addr()))
 	b.Cleanup(func() { s.Close() })
 	ctx := context.Background()
-	if _, err := s.Save(ctx, "bench", make([]byte, benchValue), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "bench", make([]byte, benchValue), driver.NoVersion, 0); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()

@@ -35,13 +35,13 @@ func Example_limits() {
 	ctx := context.Background()
 
 	big := make([]byte, store.MaxValueSize()+1)
-	_, err := store.Save(ctx, "partition", big, msalcache.NoVersion, time.Hour)
-	fmt.Println("too large:", errors.Is(err, msalcache.ErrTooLarge))
+	_, err := store.Save(ctx, "partition", big, driver.NoVersion, time.Hour)
+	fmt.Println("too large:", errors.Is(err, driver.ErrTooLarge))
 
 	_, _, err = store.Load(ctx, "not a memcached key")
 	fmt.Println("invalid key:", errors.Is(err, memcachestore.ErrInvalidKey))
 
-	fmt.Println("volatile:", msalcache.IsVolatile(store))
+	fmt.Println("volatile:", driver.IsVolatile(store))
 	// Output:
 	// too large: true
 	// invalid key: true

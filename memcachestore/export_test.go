@@ -12,7 +12,7 @@ import (
 // sets raw as the value of key's item, with the store's flags, past the
 // record format. Items with other flags are planted by TestForeignItem,
 // since raw bytes cannot carry flags.
-func PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+func PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
 	ms, ok := s.(*Store)
 	if !ok {
 		return fmt.Errorf("PutRaw: %T is not a *memcachestore.Store", s)

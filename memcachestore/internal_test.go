@@ -81,7 +81,7 @@ func TestWrapRedactsKey(t *testing.T) {
 		t.Fatal("redaction lost the original error for errors.Is")
 	}
 	tooLarge := errors.New(`memcache: unexpected response line from "add": "SERVER_ERROR object too large for cache\r\n"`)
-	if err := s.wrap(context.Background(), "save", ikey, tooLarge); !errors.Is(err, msalcache.ErrTooLarge) {
+	if err := s.wrap(context.Background(), "save", ikey, tooLarge); !errors.Is(err, driver.ErrTooLarge) {
 		t.Fatalf("wrap(%v) = %v, want ErrTooLarge", tooLarge, err)
 	}
 }

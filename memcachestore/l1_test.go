@@ -18,11 +18,11 @@ import (
 // watch that never reports, or a probe no cheaper than a Load (see the
 // package documentation).
 func TestNeitherWatcherNorVersioner(t *testing.T) {
-	var s msalcache.Store = memcachestore.New(memcache.New("127.0.0.1:1"))
-	if _, ok := s.(msalcache.Watcher); ok {
+	var s driver.Store = memcachestore.New(memcache.New("127.0.0.1:1"))
+	if _, ok := s.(driver.Watcher); ok {
 		t.Error("the Store claims to be a Watcher; memcached cannot push")
 	}
-	if _, ok := s.(msalcache.Versioner); ok {
+	if _, ok := s.(driver.Versioner); ok {
 		t.Error("the Store claims to be a Versioner; memcached cannot read a version without the value")
 	}
 }

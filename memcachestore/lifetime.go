@@ -14,7 +14,7 @@ import (
 	"github.com/msalcache/msalcache"
 )
 
-var _ msalcache.Lifetimer = (*Store)(nil)
+var _ driver.Lifetimer = (*Store)(nil)
 
 // ErrNoServerList reports a Lifetime call on a Store built without
 // WithServerList: memcache.Client does not tell which server holds a key.
@@ -36,7 +36,7 @@ func WithServerList(ss memcache.ServerSelector) Option {
 	}
 }
 
-// Lifetime implements msalcache.Lifetimer with memcached's meta get of the
+// Lifetime implements driver.Lifetimer with memcached's meta get of the
 // item's remaining TTL ("mg <key> t", memcached 1.6 or later), to the
 // second: memcached keeps expiry in whole seconds, so a key about to
 // expire reports one second. It dials the key's server for every call
@@ -114,7 +114,7 @@ func parseMetaTTL(line string) (time.Duration, error) {
 			return 0, fmt.Errorf("meta get answered a TTL of %q", truncate(v, 20))
 		}
 		if n == -1 {
-			return msalcache.NoExpiry, nil
+			return driver.NoExpiry, nil
 		}
 		return time.Duration(max(n, 1)) * time.Second, nil
 	}

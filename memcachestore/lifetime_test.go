@@ -31,7 +31,7 @@ func TestLifetimeSharded(t *testing.T) {
 	for i := range 20 {
 		key := fmt.Sprintf("k%d", i)
 		ttl := time.Duration(i+1) * time.Hour
-		if _, err := s.Save(ctx, key, []byte("v"), msalcache.NoVersion, ttl); err != nil {
+		if _, err := s.Save(ctx, key, []byte("v"), driver.NoVersion, ttl); err != nil {
 			t.Fatal(err)
 		}
 		d, err := s.Lifetime(ctx, key)
@@ -42,17 +42,17 @@ func TestLifetimeSharded(t *testing.T) {
 			t.Fatalf("Lifetime(%s) = %v; want within 2s of %v (Save rounds up to whole seconds)", key, d, ttl)
 		}
 	}
-	if _, err := s.Save(ctx, "forever", []byte("v"), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "forever", []byte("v"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := s.Lifetime(ctx, "forever"); err != nil || d != msalcache.NoExpiry {
+	if d, err := s.Lifetime(ctx, "forever"); err != nil || d != driver.NoExpiry {
 		t.Fatalf("Lifetime(forever) = %v, %v; want NoExpiry", d, err)
 	}
-	if _, err := s.Lifetime(ctx, "absent"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, err := s.Lifetime(ctx, "absent"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Lifetime(absent) = %v; want ErrNotFound", err)
 	}
 	// More than 30 days is sent as an absolute time: still a duration here.
-	if _, err := s.Save(ctx, "long", []byte("v"), msalcache.NoVersion, 90*24*time.Hour); err != nil {
+	if _, err := s.Save(ctx, "long", []byte("v"), driver.NoVersion, 90*24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if d, err := s.Lifetime(ctx, "long"); err != nil || d > 90*24*time.Hour+time.Second || d < 90*24*time.Hour-3*time.Second {

@@ -13,8 +13,8 @@
 // memcached is a cache, and this store inherits its limits:
 //
 //   - It evicts. Under memory pressure a key can vanish long before its TTL;
-//     Load then reports msalcache.ErrNotFound, exactly as for a key never
-//     written. The store says so by implementing msalcache.Volatile.
+//     Load then reports driver.ErrNotFound, exactly as for a key never
+//     written. The store says so by implementing driver.Volatile.
 //   - It keeps nothing on disk. A server that restarts comes back empty.
 //   - It does not replicate. With several servers, gomemcache puts each key
 //     on one of them (crc32 of the key modulo the number of servers): a server
@@ -29,10 +29,10 @@
 // For tokens all of that costs at most a refetch from Entra ID: the Adapter
 // treats a miss as an empty cache. The protect package's key ring must not
 // live here: an evicted ring makes every stored token unreadable. The ring
-// refuses a store that reports msalcache.IsVolatile.
+// refuses a store that reports driver.IsVolatile.
 //
 // memcached cannot enumerate its keys, so the store does not implement
-// msalcache.Lister: nothing can walk its keys to inspect them or copy them
+// driver.Lister: nothing can walk its keys to inspect them or copy them
 // elsewhere. To move to another store, let the new one fill from token
 // misses.
 //
@@ -40,7 +40,7 @@
 //
 // memcached cannot push: it has no publish, no notification of a changed
 // key, nothing a client can subscribe to. So the Store is not an
-// msalcache.Watcher, and an Adapter with msalcache.WithL1 over it is not
+// driver.Watcher, and an Adapter with msalcache.WithL1 over it is not
 // told when another instance writes or deletes a partition. It serves what
 // it confirmed for at most MaxStale, then reloads it from memcached before
 // serving it again: a new token, a sign-out (Adapter.Remove) or a rewrap on
@@ -48,7 +48,7 @@
 // the staleness the application accepts; for coherence across instances
 // use redisstore.
 //
-// Nor is the Store an msalcache.Versioner, so that reload is a full gets
+// Nor is the Store an driver.Versioner, so that reload is a full gets
 // rather than a version-only probe. memcached cannot read part of a value,
 // and the store's version lives in the value's first 8 bytes; its only
 // cheap read, a meta get of the item's CAS id ("mg <key> c"), returns
@@ -75,13 +75,13 @@
 // when a server restarts, so an old CAS id can match a new item (the ABA
 // problem), while a random version is never reused.
 //
-// Load is one "gets". Save with msalcache.NoVersion is one "add" (an item
+// Load is one "gets". Save with driver.NoVersion is one "add" (an item
 // already there means ErrConflict). Save with a version is a "gets" that
 // checks the embedded version, then a "cas" with the CAS id that gets
 // returned: two round trips, and the old value travels back once. An item
 // under the prefix that this store did not write or that was damaged
 // (other flags, shorter than a version, version 0) is corrupt: Load fails
-// with an error wrapping msalcache.ErrCorrupt, a Save with NoVersion
+// with an error wrapping driver.ErrCorrupt, a Save with NoVersion
 // replaces it (its "add" fails, and the "gets" finds no version, which is
 // what NoVersion expects), a Save with any other version conflicts, and
 // Delete removes it. So a foreign or older format cannot wedge a key, and
@@ -105,11 +105,11 @@
 // header, the key and the CAS id as well as the value: with a 250-byte key
 // memcached 1.6 stores at most 1 MiB - 313 bytes of data. This store adds
 // its 8-byte version, so DefaultMaxValueSize is 1 MiB - 512, which fits with
-// room to spare. Larger values fail with msalcache.ErrTooLarge before
+// room to spare. Larger values fail with driver.ErrTooLarge before
 // anything is sent; set WithMaxValueSize to match a server run with a larger
 // -I (memcached takes at most -I 1024m, hence MaxValueSize, 1 GiB - 512).
 // If the server still refuses an item ("SERVER_ERROR object too large for
-// cache"), that error wraps msalcache.ErrTooLarge too.
+// cache"), that error wraps driver.ErrTooLarge too.
 //
 // # Expiry
 //
@@ -201,10 +201,10 @@ const (
 	minExpiry = 2
 )
 
-// Store is an msalcache.Store backed by memcached. It also implements
-// msalcache.Pinger and msalcache.Volatile. It is safe for concurrent use.
+// Store is an driver.Store backed by memcached. It also implements
+// driver.Pinger and driver.Volatile. It is safe for concurrent use.
 //
-// It implements neither msalcache.Watcher nor msalcache.Versioner, because
+// It implements neither driver.Watcher nor driver.Versioner, because
 // memcached cannot push changes nor read a version without its value: with
 // msalcache.WithL1, an Adapter serves a partition for at most MaxStale and
 // then loads it again, so another instance's write is seen within MaxStale
@@ -251,7 +251,7 @@ func WithPrefix(p string) Option {
 }
 
 // WithMaxValueSize sets the largest value Save accepts, 1 to MaxValueSize
-// bytes; larger values fail with msalcache.ErrTooLarge before anything is
+// bytes; larger values fail with driver.ErrTooLarge before anything is
 // sent. Use it to match a server run with a different -I, and keep it
 // about 512 bytes below the server's -I: the server counts the key and the
 // item header against its limit too.
@@ -287,7 +287,7 @@ var errNilClient = errors.New(`New(nil): pass a *memcache.Client, such as the on
 // or the size given to WithMaxValueSize.
 func (s *Store) MaxValueSize() int { return s.maxValue }
 
-// Volatile implements msalcache.Volatile: memcached evicts keys under
+// Volatile implements driver.Volatile: memcached evicts keys under
 // memory pressure and forgets them all when it restarts.
 func (s *Store) Volatile() bool { return true }
 
@@ -348,7 +348,7 @@ func (s *Store) begin(ctx context.Context, op string) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
-		return fmt.Errorf("memcachestore: %s: %w", op, msalcache.ErrClosed)
+		return fmt.Errorf("memcachestore: %s: %w", op, driver.ErrClosed)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("memcachestore: %s: %w", op, err)
@@ -368,15 +368,15 @@ func (s *Store) run(ctx context.Context, fn func() error) error {
 	})
 }
 
-// Load implements msalcache.Store with one gets. An item this store cannot
-// decode fails with an error wrapping msalcache.ErrCorrupt.
-func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+// Load implements driver.Store with one gets. An item this store cannot
+// decode fails with an error wrapping driver.ErrCorrupt.
+func (s *Store) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	ikey, err := s.callKey("load", key)
 	if err != nil {
-		return nil, msalcache.NoVersion, err
+		return nil, driver.NoVersion, err
 	}
 	if err := s.begin(ctx, "load"); err != nil {
-		return nil, msalcache.NoVersion, err
+		return nil, driver.NoVersion, err
 	}
 	var it *memcache.Item
 	err = s.run(ctx, func() error {
@@ -385,11 +385,11 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 		return err
 	})
 	if err != nil {
-		return nil, msalcache.NoVersion, s.wrap(ctx, "load", ikey, err)
+		return nil, driver.NoVersion, s.wrap(ctx, "load", ikey, err)
 	}
 	value, v, err := decode(it)
 	if err != nil {
-		return nil, msalcache.NoVersion, fmt.Errorf("memcachestore: load: %w", err)
+		return nil, driver.NoVersion, fmt.Errorf("memcachestore: load: %w", err)
 	}
 	// gomemcache allocated it.Value for this call: the caller may keep it.
 	return value, v, nil
@@ -397,45 +397,45 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 
 // decode splits an item into its value and version. An item this store did
 // not write, or a damaged one, fails with an error wrapping
-// msalcache.ErrCorrupt that quotes none of its bytes.
-func decode(it *memcache.Item) ([]byte, msalcache.Version, error) {
+// driver.ErrCorrupt that quotes none of its bytes.
+func decode(it *memcache.Item) ([]byte, driver.Version, error) {
 	if it.Flags != recordFlags {
-		return nil, msalcache.NoVersion, fmt.Errorf("%w: item flags %#x are not this store's (%#x)", msalcache.ErrCorrupt, it.Flags, recordFlags)
+		return nil, driver.NoVersion, fmt.Errorf("%w: item flags %#x are not this store's (%#x)", driver.ErrCorrupt, it.Flags, recordFlags)
 	}
 	return record.Decode(it.Value)
 }
 
-// Save implements msalcache.Store with add (ifVersion is NoVersion) or
+// Save implements driver.Store with add (ifVersion is NoVersion) or
 // gets and cas, as the package documentation describes.
-func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
 	ikey, err := s.callKey("save", key)
 	if err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	if len(value) > s.maxValue {
-		return msalcache.NoVersion, fmt.Errorf("memcachestore: save: %d bytes, limit %d: %w", len(value), s.maxValue, msalcache.ErrTooLarge)
+		return driver.NoVersion, fmt.Errorf("memcachestore: save: %d bytes, limit %d: %w", len(value), s.maxValue, driver.ErrTooLarge)
 	}
 	if err := s.begin(ctx, "save"); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	v := netstore.NewVersion()
 	rec := record.Encode(v, value)
 	item := &memcache.Item{Key: ikey, Value: rec, Flags: recordFlags, Expiration: expiration(ttl, time.Now())}
 	err = s.run(ctx, func() error { return s.cas(ctx, item, ifVersion) })
 	if err != nil {
-		return msalcache.NoVersion, s.wrap(ctx, "save", ikey, err)
+		return driver.NoVersion, s.wrap(ctx, "save", ikey, err)
 	}
 	return v, nil
 }
 
 // errConflict is what cas returns when the compare fails; wrap passes it on.
-var errConflict = fmt.Errorf("memcachestore: save: %w", msalcache.ErrConflict)
+var errConflict = fmt.Errorf("memcachestore: save: %w", driver.ErrConflict)
 
 // cas writes item if the key's current version is ifVersion. It runs on
 // the call's goroutine and checks ctx between round trips, so that a Save
 // whose caller has gone does not write.
-func (s *Store) cas(ctx context.Context, item *memcache.Item, ifVersion msalcache.Version) error {
-	if ifVersion == msalcache.NoVersion {
+func (s *Store) cas(ctx context.Context, item *memcache.Item, ifVersion driver.Version) error {
+	if ifVersion == driver.NoVersion {
 		err := s.c.Add(item)
 		if !errors.Is(err, memcache.ErrNotStored) {
 			return err
@@ -489,7 +489,7 @@ func expiration(ttl time.Duration, now time.Time) int32 {
 	return int32(abs)
 }
 
-// Delete implements msalcache.Store.
+// Delete implements driver.Store.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	ikey, err := s.callKey("delete", key)
 	if err != nil {
@@ -505,7 +505,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Ping implements msalcache.Pinger: it asks every server for its version
+// Ping implements driver.Pinger: it asks every server for its version
 // and fails if any does not answer, since each one holds a share of the
 // keys.
 func (s *Store) Ping(ctx context.Context) error {
@@ -518,8 +518,8 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close implements msalcache.Store. Calls made after Close fail with
-// msalcache.ErrClosed. Close waits for calls abandoned by their ctx to
+// Close implements driver.Store. Calls made after Close fail with
+// driver.ErrClosed. Close waits for calls abandoned by their ctx to
 // finish (each within the client's Timeout), and leaves the memcache client
 // and its connections to the caller.
 func (s *Store) Close() error {
@@ -544,13 +544,13 @@ func (s *Store) wrap(ctx context.Context, op, ikey string, err error) error {
 	var kind error
 	switch {
 	case errors.Is(err, memcache.ErrCacheMiss):
-		kind = msalcache.ErrNotFound
+		kind = driver.ErrNotFound
 	case netstore.IsTimeout(err), errors.As(err, new(*memcache.ConnectTimeoutError)):
 		// The client's Timeout: a socket deadline, or a dial that took
 		// too long.
 		kind = context.DeadlineExceeded
 	case isTooLarge(err):
-		kind = msalcache.ErrTooLarge
+		kind = driver.ErrTooLarge
 	}
 	return netstore.Wrap(ctx, "memcachestore: "+op, err, kind)
 }
@@ -572,6 +572,6 @@ func isTooLarge(err error) bool {
 	return strings.Contains(err.Error(), "object too large")
 }
 
-// SystemName implements msalcache.SystemNamer: "memcached", the db.system.name of
+// SystemName implements driver.SystemNamer: "memcached", the db.system.name of
 // the metrics and traces built on msalcache.WithObserver.
 func (s *Store) SystemName() string { return "memcached" }

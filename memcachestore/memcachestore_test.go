@@ -70,7 +70,7 @@ func TestConformance(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Memcached(t)
 	c := newClient(t, srv.Addr())
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 		return memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("msalcache:")))
 	}, caps)
 }
@@ -81,7 +81,7 @@ func TestConformanceSharded(t *testing.T) {
 	t.Parallel()
 	a, b := testserver.Memcached(t), testserver.Memcached(t)
 	c := newClient(t, a.Addr(), b.Addr())
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 		return memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("msalcache:")))
 	}, caps)
 }
@@ -92,7 +92,7 @@ func TestConformanceLongPrefix(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Memcached(t)
 	c := newClient(t, srv.Addr())
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 		p := uniquePrefix(strings.Repeat("p", 140))
 		return memcachestore.New(c, memcachestore.WithPrefix(p))
 	}, caps)
@@ -107,9 +107,9 @@ func TestLongKeysStayDistinct(t *testing.T) {
 	defer s.Close()
 	base := strings.Repeat("k", 200)
 	keys := []string{base, base[:199] + "a", "a" + base[1:], base[:120]}
-	versions := map[string]msalcache.Version{}
+	versions := map[string]driver.Version{}
 	for _, k := range keys {
-		v, err := s.Save(ctx, k, []byte("value of "+k), msalcache.NoVersion, 0)
+		v, err := s.Save(ctx, k, []byte("value of "+k), driver.NoVersion, 0)
 		if err != nil {
 			t.Fatalf("Save of a %d-byte key under a %d-byte prefix: %v", len(k), memcachestore.MaxPrefixLen, err)
 		}
@@ -124,7 +124,7 @@ func TestLongKeysStayDistinct(t *testing.T) {
 	if err := s.Delete(ctx, keys[0]); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Load(ctx, keys[0]); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, _, err := s.Load(ctx, keys[0]); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Load after Delete of a shortened key returned %v, want ErrNotFound", err)
 	}
 	if _, _, err := s.Load(ctx, keys[1]); err != nil {
@@ -141,7 +141,7 @@ func TestInvalidKeysFailBeforeTheNetwork(t *testing.T) {
 	secret := "user with space"
 
 	s := memcachestore.New(c)
-	_, err := s.Save(ctx, secret, []byte("x"), msalcache.NoVersion, 0)
+	_, err := s.Save(ctx, secret, []byte("x"), driver.NoVersion, 0)
 	if !errors.Is(err, memcachestore.ErrInvalidKey) {
 		t.Fatalf("Save with a space in the key returned %v, want ErrInvalidKey", err)
 	}
@@ -165,7 +165,7 @@ func TestInvalidKeysFailBeforeTheNetwork(t *testing.T) {
 		if _, _, err := bad.Load(ctx, "k"); !errors.Is(err, memcachestore.ErrInvalidKey) {
 			t.Errorf("Load with prefix %q returned %v, want ErrInvalidKey", p, err)
 		}
-		if _, err := bad.Save(ctx, "k", nil, msalcache.NoVersion, 0); !errors.Is(err, memcachestore.ErrInvalidKey) {
+		if _, err := bad.Save(ctx, "k", nil, driver.NoVersion, 0); !errors.Is(err, memcachestore.ErrInvalidKey) {
 			t.Errorf("Save with prefix %q returned %v, want ErrInvalidKey", p, err)
 		}
 		if err := bad.Ping(ctx); !errors.Is(err, memcachestore.ErrInvalidKey) {
@@ -191,15 +191,15 @@ func TestServerRefusesLargeItem(t *testing.T) {
 	ctx := context.Background()
 	big := bytes.Repeat([]byte{0xab}, 3<<19) // 1.5 MiB: under the store's limit, over the server's
 
-	_, err := s.Save(ctx, "big", big, msalcache.NoVersion, 0)
-	if !errors.Is(err, msalcache.ErrTooLarge) {
+	_, err := s.Save(ctx, "big", big, driver.NoVersion, 0)
+	if !errors.Is(err, driver.ErrTooLarge) {
 		t.Fatalf("Save of 1.5 MiB to a server with -I 1m returned %v, want ErrTooLarge", err)
 	}
-	v, err := s.Save(ctx, "big", []byte("small"), msalcache.NoVersion, 0)
+	v, err := s.Save(ctx, "big", []byte("small"), driver.NoVersion, 0)
 	if err != nil {
 		t.Fatalf("Save after the server refused an item: %v", err)
 	}
-	if _, err := s.Save(ctx, "big", big, v, 0); !errors.Is(err, msalcache.ErrTooLarge) {
+	if _, err := s.Save(ctx, "big", big, v, 0); !errors.Is(err, driver.ErrTooLarge) {
 		t.Fatalf("compare-and-set Save of 1.5 MiB returned %v, want ErrTooLarge", err)
 	}
 	b, got, err := s.Load(ctx, "big")
@@ -259,7 +259,7 @@ func TestLongTTL(t *testing.T) {
 	check := func(key string, ttl, want time.Duration) {
 		t.Helper()
 		start := time.Now()
-		if _, err := s.Save(ctx, key, []byte("x"), msalcache.NoVersion, ttl); err != nil {
+		if _, err := s.Save(ctx, key, []byte("x"), driver.NoVersion, ttl); err != nil {
 			t.Fatal(err)
 		}
 		left, found := serverTTL(t, srv.Addr(), memcachestore.DefaultPrefix+key)
@@ -295,7 +295,7 @@ func TestLongTTL(t *testing.T) {
 	check("ttl-1.5s", 1500*time.Millisecond, 2*time.Second)
 	check("ttl-2.1s", 2100*time.Millisecond, 3*time.Second)
 	// No TTL: the server holds the key without expiry.
-	if _, err := s.Save(ctx, "no-ttl", []byte("x"), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "no-ttl", []byte("x"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	if left, found := serverTTL(t, srv.Addr(), memcachestore.DefaultPrefix+"no-ttl"); !found || left != -1 {
@@ -317,13 +317,13 @@ func TestForeignItem(t *testing.T) {
 	if err := c.Set(&memcache.Item{Key: memcachestore.DefaultPrefix + "k", Value: []byte("not ours at all, secret")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Load(ctx, "k"); !errors.Is(err, msalcache.ErrCorrupt) || strings.Contains(err.Error(), "secret") {
+	if _, _, err := s.Load(ctx, "k"); !errors.Is(err, driver.ErrCorrupt) || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("Load of a foreign item returned %v, want ErrCorrupt without the item's bytes", err)
 	}
-	if _, err := s.Save(ctx, "k", []byte("x"), 12345, 0); !errors.Is(err, msalcache.ErrConflict) {
+	if _, err := s.Save(ctx, "k", []byte("x"), 12345, 0); !errors.Is(err, driver.ErrConflict) {
 		t.Fatalf("Save with a made-up version over a foreign item returned %v, want ErrConflict", err)
 	}
-	v, err := s.Save(ctx, "k", []byte("ours"), msalcache.NoVersion, 0)
+	v, err := s.Save(ctx, "k", []byte("ours"), driver.NoVersion, 0)
 	if err != nil {
 		t.Fatalf("Save with NoVersion over a foreign item: %v", err)
 	}
@@ -343,24 +343,24 @@ func TestRestartForgetsAndVersionsStayUnique(t *testing.T) {
 	s := memcachestore.New(newClient(t, srv.Addr()))
 	defer s.Close()
 	ctx := context.Background()
-	old, err := s.Save(ctx, "k", []byte("before"), msalcache.NoVersion, 0)
+	old, err := s.Save(ctx, "k", []byte("before"), driver.NoVersion, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv.Restart(t)
 	var lerr error
 	for range 3 { // the first call may hit a pooled connection to the old process
-		if _, _, lerr = s.Load(ctx, "k"); errors.Is(lerr, msalcache.ErrNotFound) {
+		if _, _, lerr = s.Load(ctx, "k"); errors.Is(lerr, driver.ErrNotFound) {
 			break
 		}
 	}
-	if !errors.Is(lerr, msalcache.ErrNotFound) {
+	if !errors.Is(lerr, driver.ErrNotFound) {
 		t.Fatalf("Load after a restart returned %v, want ErrNotFound", lerr)
 	}
-	if _, err := s.Save(ctx, "k", []byte("after"), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("after"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Save(ctx, "k", []byte("stale"), old, 0); !errors.Is(err, msalcache.ErrConflict) {
+	if _, err := s.Save(ctx, "k", []byte("stale"), old, 0); !errors.Is(err, driver.ErrConflict) {
 		t.Fatalf("Save with the version from before the restart returned %v, want ErrConflict", err)
 	}
 }
@@ -376,9 +376,9 @@ func TestEviction(t *testing.T) {
 	ctx := context.Background()
 	const n = 100
 	value := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 100<<10) }
-	versions := make([]msalcache.Version, n)
+	versions := make([]driver.Version, n)
 	for i := range n {
-		v, err := s.Save(ctx, fmt.Sprint("evict-", i), value(i), msalcache.NoVersion, time.Hour)
+		v, err := s.Save(ctx, fmt.Sprint("evict-", i), value(i), driver.NoVersion, time.Hour)
 		if err != nil {
 			t.Fatalf("Save %d of %d: %v", i, n, err)
 		}
@@ -388,7 +388,7 @@ func TestEviction(t *testing.T) {
 	for i := range n {
 		b, v, err := s.Load(ctx, fmt.Sprint("evict-", i))
 		switch {
-		case errors.Is(err, msalcache.ErrNotFound):
+		case errors.Is(err, driver.ErrNotFound):
 			evicted++
 		case err != nil:
 			t.Fatalf("Load of key %d returned %v; an evicted key must read as ErrNotFound", i, err)
@@ -404,7 +404,7 @@ func TestEviction(t *testing.T) {
 	}
 	// A writer holding the version of an evicted key loses, like for an
 	// expired one.
-	if _, err := s.Save(ctx, "evict-0", []byte("x"), versions[0], 0); !errors.Is(err, msalcache.ErrConflict) {
+	if _, err := s.Save(ctx, "evict-0", []byte("x"), versions[0], 0); !errors.Is(err, driver.ErrConflict) {
 		t.Fatalf("Save with the version of an evicted key returned %v, want ErrConflict", err)
 	}
 	t.Logf("%d of %d keys evicted", evicted, n)
@@ -461,10 +461,10 @@ func TestOneServerDown(t *testing.T) {
 			defer s.Close()
 			ctx := context.Background()
 			byServer := keysOn(t, memcachestore.DefaultPrefix, addrs, 8)
-			versions := map[string]msalcache.Version{}
+			versions := map[string]driver.Version{}
 			for _, keys := range byServer {
 				for _, k := range keys {
-					v, err := s.Save(ctx, k, []byte(k), msalcache.NoVersion, 0)
+					v, err := s.Save(ctx, k, []byte(k), driver.NoVersion, 0)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -482,7 +482,7 @@ func TestOneServerDown(t *testing.T) {
 					_, _, err := s.Load(ctx, k)
 					return err
 				})
-				if err == nil || errors.Is(err, msalcache.ErrNotFound) {
+				if err == nil || errors.Is(err, driver.ErrNotFound) {
 					t.Fatalf("Load of a key on the %s server returned %v, want a backend error", mode, err)
 				}
 				if mode == "frozen" && !errors.Is(err, context.DeadlineExceeded) {
@@ -492,7 +492,7 @@ func TestOneServerDown(t *testing.T) {
 					_, err := s.Save(ctx, k, []byte("new"), versions[k], 0)
 					return err
 				})
-				if err == nil || errors.Is(err, msalcache.ErrConflict) {
+				if err == nil || errors.Is(err, driver.ErrConflict) {
 					t.Fatalf("Save of a key on the %s server returned %v, want a backend error", mode, err)
 				}
 			}
@@ -520,7 +520,7 @@ func TestAllServersDown(t *testing.T) {
 	s := memcachestore.New(newClientTimeout(t, faultTimeout, a.Addr(), b.Addr()))
 	defer s.Close()
 	ctx := context.Background()
-	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	byServer := keysOn(t, memcachestore.DefaultPrefix, []string{a.Addr(), b.Addr()}, 8)
@@ -528,10 +528,10 @@ func TestAllServersDown(t *testing.T) {
 	b.Freeze()
 	defer b.Thaw()
 	for _, k := range []string{byServer[a.Addr()][0], byServer[b.Addr()][0]} {
-		if err := timed(t, "Load", func() error { _, _, err := s.Load(ctx, k); return err }); err == nil || errors.Is(err, msalcache.ErrNotFound) {
+		if err := timed(t, "Load", func() error { _, _, err := s.Load(ctx, k); return err }); err == nil || errors.Is(err, driver.ErrNotFound) {
 			t.Fatalf("Load with every server down returned %v, want a backend error", err)
 		}
-		if err := timed(t, "Save", func() error { _, err := s.Save(ctx, k, []byte("v"), msalcache.NoVersion, 0); return err }); err == nil {
+		if err := timed(t, "Save", func() error { _, err := s.Save(ctx, k, []byte("v"), driver.NoVersion, 0); return err }); err == nil {
 			t.Fatal("Save with every server down succeeded")
 		}
 		if err := timed(t, "Delete", func() error { return s.Delete(ctx, k) }); err == nil {
@@ -568,7 +568,7 @@ func TestCanceledCallsDoNotLeak(t *testing.T) {
 	srv := testserver.Memcached(t)
 	s := memcachestore.New(newClientTimeout(t, faultTimeout, srv.Addr()))
 	ctx := context.Background()
-	v, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0)
+	v, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

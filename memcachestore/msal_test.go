@@ -24,7 +24,7 @@ import (
 func TestMSALConformance(t *testing.T) {
 	srv := testserver.Memcached(t)
 	c := newClient(t, srv.Addr())
-	newStore := func(t *testing.T) msalcache.Store {
+	newStore := func(t *testing.T) driver.Store {
 		return memcachestore.New(c, memcachestore.WithPrefix(uniquePrefix("msal:")))
 	}
 	t.Run("Plain", func(t *testing.T) {
@@ -38,7 +38,7 @@ func TestMSALConformance(t *testing.T) {
 			Damaged:       memcachestore.CorruptRecords,
 			SkipLoadTests: true,
 			// memcached evicts: the key ring lives in a durable store.
-			NewProtector: func(t *testing.T, _ msalcache.Store) msalcache.Protector {
+			NewProtector: func(t *testing.T, _ driver.Store) driver.Protector {
 				ring := memstore.New()
 				t.Cleanup(func() { ring.Close() })
 				return testring.New(t, ring)

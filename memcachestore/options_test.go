@@ -77,7 +77,7 @@ func TestEmptyPrefixMeansNoPrefix(t *testing.T) {
 	s := memcachestore.New(c, memcachestore.WithPrefix(""))
 	defer s.Close()
 	ctx := context.Background()
-	if _, err := s.Save(ctx, "bare", []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+	if _, err := s.Save(ctx, "bare", []byte("v"), driver.NoVersion, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Get("bare"); err != nil {

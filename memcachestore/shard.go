@@ -2,9 +2,9 @@ package memcachestore
 
 import "github.com/msalcache/msalcache"
 
-var _ msalcache.Sharded = (*Store)(nil)
+var _ driver.Sharded = (*Store)(nil)
 
-// Shard implements msalcache.Sharded on a Store built WithServerList: it
+// Shard implements driver.Sharded on a Store built WithServerList: it
 // names the server gomemcache picks for key, so that the Adapter's breaker
 // treats each server apart and one dead server of several costs only its
 // own keys. Without the server list it cannot tell, and returns "": the

@@ -9,7 +9,7 @@ import (
 )
 
 func BenchmarkStore(b *testing.B) {
-	conformance.RunStoreBenchmarks(b, func(b *testing.B) msalcache.Store {
+	conformance.RunStoreBenchmarks(b, func(b *testing.B) driver.Store {
 		s := memstore.New()
 		b.Cleanup(func() { s.Close() })
 		return s

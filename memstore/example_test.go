@@ -19,14 +19,14 @@ func Example() {
 	store := memstore.New()
 	defer store.Close()
 
-	v1, err := store.Save(ctx, "app:partition", []byte("v1"), msalcache.NoVersion, time.Hour)
+	v1, err := store.Save(ctx, "app:partition", []byte("v1"), driver.NoVersion, time.Hour)
 	if err != nil {
 		log.Fatal(err)
 	}
 	// Creating a key that exists fails: two instances racing to create the
 	// same partition cannot both win.
-	_, err = store.Save(ctx, "app:partition", []byte("other"), msalcache.NoVersion, time.Hour)
-	fmt.Println("create again:", errors.Is(err, msalcache.ErrConflict))
+	_, err = store.Save(ctx, "app:partition", []byte("other"), driver.NoVersion, time.Hour)
+	fmt.Println("create again:", errors.Is(err, driver.ErrConflict))
 
 	if _, err := store.Save(ctx, "app:partition", []byte("v2"), v1, time.Hour); err != nil {
 		log.Fatal(err)
@@ -45,7 +45,7 @@ func ExampleStore_List() {
 	store := memstore.New()
 	defer store.Close()
 	for _, k := range []string{"app1:alice", "app1:bob", "app2:carol"} {
-		if _, err := store.Save(ctx, k, []byte("cache"), msalcache.NoVersion, time.Hour); err != nil {
+		if _, err := store.Save(ctx, k, []byte("cache"), driver.NoVersion, time.Hour); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -72,12 +72,12 @@ func ExampleStore_Watch() {
 	store := memstore.New()
 	defer store.Close()
 
-	stop, err := store.Watch(ctx, func(c msalcache.Change) {
+	stop, err := store.Watch(ctx, func(c driver.Change) {
 		switch c.Kind {
-		case msalcache.ChangeWatchUp:
+		case driver.ChangeWatchUp:
 			fmt.Println("watching")
-		case msalcache.ChangeKey:
-			fmt.Printf("changed: %s, deleted: %v\n", c.Key, c.Version == msalcache.NoVersion)
+		case driver.ChangeKey:
+			fmt.Printf("changed: %s, deleted: %v\n", c.Key, c.Version == driver.NoVersion)
 		}
 	})
 	if err != nil {
@@ -85,7 +85,7 @@ func ExampleStore_Watch() {
 	}
 	defer stop()
 
-	if _, err := store.Save(ctx, "app:partition", []byte("tokens"), msalcache.NoVersion, time.Hour); err != nil {
+	if _, err := store.Save(ctx, "app:partition", []byte("tokens"), driver.NoVersion, time.Hour); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("saved") // printed after the watcher heard of it

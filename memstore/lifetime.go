@@ -7,10 +7,10 @@ import (
 	"github.com/msalcache/msalcache"
 )
 
-var _ msalcache.Lifetimer = (*Store)(nil)
+var _ driver.Lifetimer = (*Store)(nil)
 
-// Lifetime implements msalcache.Lifetimer: the time left until the key's
-// expiry, by the store's clock (see withClock), or msalcache.NoExpiry.
+// Lifetime implements driver.Lifetimer: the time left until the key's
+// expiry, by the store's clock (see withClock), or driver.NoExpiry.
 func (s *Store) Lifetime(ctx context.Context, key string) (time.Duration, error) {
 	if err := s.lock(ctx, "lifetime"); err != nil {
 		return 0, err
@@ -19,10 +19,10 @@ func (s *Store) Lifetime(ctx context.Context, key string) (time.Duration, error)
 	now := s.now()
 	it, ok := s.items[key]
 	if !ok || !it.live(now) {
-		return 0, msalcache.ErrNotFound
+		return 0, driver.ErrNotFound
 	}
 	if it.expires.IsZero() {
-		return msalcache.NoExpiry, nil
+		return driver.NoExpiry, nil
 	}
 	return max(it.expires.Sub(now), time.Nanosecond), nil
 }

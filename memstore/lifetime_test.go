@@ -16,7 +16,7 @@ func TestLifetimeFollowsClock(t *testing.T) {
 	s := memstore.New(memstore.WithClock(func() time.Time { return now }))
 	defer s.Close()
 	ctx := context.Background()
-	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Hour); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(20 * time.Minute)
@@ -24,11 +24,11 @@ func TestLifetimeFollowsClock(t *testing.T) {
 		t.Fatalf("Lifetime = %v, %v; want 40m", d, err)
 	}
 	now = now.Add(40 * time.Minute)
-	if _, err := s.Lifetime(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, err := s.Lifetime(ctx, "k"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Lifetime at expiry: %v; want ErrNotFound", err)
 	}
 	s.Close()
-	if _, err := s.Lifetime(ctx, "k"); !errors.Is(err, msalcache.ErrClosed) {
+	if _, err := s.Lifetime(ctx, "k"); !errors.Is(err, driver.ErrClosed) {
 		t.Fatalf("Lifetime after Close: %v; want ErrClosed", err)
 	}
 }

@@ -1,4 +1,4 @@
-// Package memstore is an in-process msalcache.Store: a map guarded by a
+// Package memstore is an in-process driver.Store: a map guarded by a
 // mutex, with versions for compare-and-set and per-key expiry.
 //
 // It suits a single-instance application that does not need tokens to
@@ -7,18 +7,18 @@
 //
 // # Watching
 //
-// A Store is an msalcache.Watcher, exact within the process: every Save,
+// A Store is an driver.Watcher, exact within the process: every Save,
 // every Delete and every expired item the periodic sweep drops is reported
 // to every function registered with Watch on the same Store before the
 // Save or Delete that made the change returns. So once a write through one
 // Adapter has returned, no Adapter with msalcache.WithL1 over the same
 // Store serves what it overwrote or deleted. An expiry is reported only
 // when the sweep drops the item (a Load reports it absent at once), so it
-// is left to the L1's MaxStale. A Store is also an msalcache.Versioner,
+// is left to the L1's MaxStale. A Store is also an driver.Versioner,
 // whose Version reads a key's version without copying its value.
 //
 // It keeps values as Go slices, never as encoded bytes, so it cannot hold a
-// record it cannot decode and never returns msalcache.ErrCorrupt; the
+// record it cannot decode and never returns driver.ErrCorrupt; the
 // conformance suite's CorruptRecord subtest skips it (it declares no
 // Capabilities.PutRaw). A backend that stores bytes must handle them: see
 // redisstore or boltstore.
@@ -41,8 +41,8 @@ import (
 	"github.com/msalcache/msalcache/internal/storeopt"
 )
 
-// Store is an in-process msalcache.Store, and also an msalcache.Lister,
-// msalcache.Pinger, msalcache.Watcher and msalcache.Versioner, so that
+// Store is an in-process driver.Store, and also an driver.Lister,
+// driver.Pinger, driver.Watcher and driver.Versioner, so that
 // every Adapter sharing it can keep an L1 that is never stale. The zero
 // value is not usable; call New.
 type Store struct {
@@ -51,35 +51,35 @@ type Store struct {
 
 	mu       sync.Mutex
 	items    map[string]item
-	counter  msalcache.Version
+	counter  driver.Version
 	closed   bool
 	watching int                // watchers registered: changes are queued only while there are some
-	pending  []msalcache.Change // committed, in commit order, not yet told
+	pending  []driver.Change // committed, in commit order, not yet told
 
 	// tellMu is held while watchers are told of changes, and while they
 	// are added or removed: it keeps every watcher's changes in commit
 	// order without holding mu (which Load needs) during the calls.
 	tellMu   sync.Mutex
 	watchers []*watcher
-	spare    []msalcache.Change // the batch buffer not in use as pending
+	spare    []driver.Change // the batch buffer not in use as pending
 }
 
 // watcher is one registration of Watch.
 type watcher struct {
-	fn func(msalcache.Change)
+	fn func(driver.Change)
 }
 
 var (
-	_ msalcache.Store     = (*Store)(nil)
-	_ msalcache.Lister    = (*Store)(nil)
-	_ msalcache.Pinger    = (*Store)(nil)
-	_ msalcache.Watcher   = (*Store)(nil)
-	_ msalcache.Versioner = (*Store)(nil)
+	_ driver.Store     = (*Store)(nil)
+	_ driver.Lister    = (*Store)(nil)
+	_ driver.Pinger    = (*Store)(nil)
+	_ driver.Watcher   = (*Store)(nil)
+	_ driver.Versioner = (*Store)(nil)
 )
 
 type item struct {
 	value   []byte
-	version msalcache.Version
+	version driver.Version
 	expires time.Time // zero: never
 }
 
@@ -133,52 +133,52 @@ func (s *Store) lock(ctx context.Context, op string) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return fmt.Errorf("memstore: %w", msalcache.ErrClosed)
+		return fmt.Errorf("memstore: %w", driver.ErrClosed)
 	}
 	return nil
 }
 
-// Load implements msalcache.Store.
-func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+// Load implements driver.Store.
+func (s *Store) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if err := s.lock(ctx, "load"); err != nil {
-		return nil, msalcache.NoVersion, err
+		return nil, driver.NoVersion, err
 	}
 	defer s.mu.Unlock()
 	it, ok := s.items[key]
 	if !ok || !it.live(s.now()) {
-		return nil, msalcache.NoVersion, msalcache.ErrNotFound
+		return nil, driver.NoVersion, driver.ErrNotFound
 	}
 	return slices.Clone(it.value), it.version, nil
 }
 
-// Version implements msalcache.Versioner: the version Load would return,
+// Version implements driver.Versioner: the version Load would return,
 // without copying the value.
-func (s *Store) Version(ctx context.Context, key string) (msalcache.Version, error) {
+func (s *Store) Version(ctx context.Context, key string) (driver.Version, error) {
 	if err := s.lock(ctx, "version"); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	defer s.mu.Unlock()
 	it, ok := s.items[key]
 	if !ok || !it.live(s.now()) {
-		return msalcache.NoVersion, msalcache.ErrNotFound
+		return driver.NoVersion, driver.ErrNotFound
 	}
 	return it.version, nil
 }
 
-// Save implements msalcache.Store. Every watcher has been told of the new
+// Save implements driver.Store. Every watcher has been told of the new
 // version when it returns.
-func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
 	if err := s.lock(ctx, "save"); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	now := s.now()
-	cur := msalcache.NoVersion
+	cur := driver.NoVersion
 	if it, ok := s.items[key]; ok && it.live(now) {
 		cur = it.version
 	}
 	if cur != ifVersion {
 		s.mu.Unlock()
-		return msalcache.NoVersion, msalcache.ErrConflict
+		return driver.NoVersion, driver.ErrConflict
 	}
 	s.counter++
 	it := item{value: slices.Clone(value), version: s.counter}
@@ -202,12 +202,12 @@ func (s *Store) sweepLocked(now time.Time) {
 	for k, it := range s.items {
 		if !it.live(now) {
 			delete(s.items, k)
-			s.queueLocked(k, msalcache.NoVersion)
+			s.queueLocked(k, driver.NoVersion)
 		}
 	}
 }
 
-// Delete implements msalcache.Store. Every watcher has been told of the
+// Delete implements driver.Store. Every watcher has been told of the
 // deletion when it returns, even of an absent key (which may have been an
 // expired one, still held by an L1).
 func (s *Store) Delete(ctx context.Context, key string) error {
@@ -215,16 +215,16 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	delete(s.items, key)
-	s.queueLocked(key, msalcache.NoVersion)
+	s.queueLocked(key, driver.NoVersion)
 	s.unlockAndTell()
 	return nil
 }
 
 // queueLocked records a committed change of key for the watchers, when
 // there are any. Queueing under mu puts changes in commit order.
-func (s *Store) queueLocked(key string, v msalcache.Version) {
+func (s *Store) queueLocked(key string, v driver.Version) {
 	if s.watching > 0 {
-		s.pending = append(s.pending, msalcache.Change{Kind: msalcache.ChangeKey, Key: key, Version: v})
+		s.pending = append(s.pending, driver.Change{Kind: driver.ChangeKey, Key: key, Version: v})
 	}
 }
 
@@ -259,7 +259,7 @@ func (s *Store) tellLocked() {
 	s.spare = batch
 }
 
-// Watch implements msalcache.Watcher. fn is told of every change committed
+// Watch implements driver.Watcher. fn is told of every change committed
 // after Watch began (and perhaps of some just before), always in commit
 // order, first with ChangeWatchUp before Watch returns. fn runs inside
 // the writer's Save or Delete, never with the lock that Load needs held:
@@ -269,7 +269,7 @@ func (s *Store) tellLocked() {
 // stop removes fn, waiting for a call of fn in progress to return; later
 // calls of stop do nothing. Close tells every watcher ChangeWatchDown
 // (nothing is vouched for any more) as its last call.
-func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func(), err error) {
+func (s *Store) Watch(ctx context.Context, fn func(driver.Change)) (stop func(), err error) {
 	if fn == nil {
 		return nil, errors.New("memstore: watch: nil func: pass the function to call for each change")
 	}
@@ -282,7 +282,7 @@ func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func
 	s.mu.Unlock()
 	w := &watcher{fn: fn}
 	s.watchers = append(s.watchers, w)
-	fn(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+	fn(driver.Change{Kind: driver.ChangeWatchUp})
 	var once sync.Once
 	return func() { once.Do(func() { s.unwatch(w) }) }, nil
 }
@@ -301,7 +301,7 @@ func (s *Store) unwatch(w *watcher) {
 	s.mu.Unlock()
 }
 
-// List implements msalcache.Lister.
+// List implements driver.Lister.
 func (s *Store) List(ctx context.Context, prefix string, fn func(key string) error) error {
 	if err := s.lock(ctx, "list"); err != nil {
 		return err
@@ -325,7 +325,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(key string) err
 	return nil
 }
 
-// Ping implements msalcache.Pinger.
+// Ping implements driver.Pinger.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.lock(ctx, "ping"); err != nil {
 		return err
@@ -334,10 +334,10 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close implements msalcache.Store. It drops every item, tells every
+// Close implements driver.Store. It drops every item, tells every
 // watcher of the changes committed before it and then ChangeWatchDown, and
 // removes them: they get no call after Close returns, and Watch fails with
-// msalcache.ErrClosed.
+// driver.ErrClosed.
 func (s *Store) Close() error {
 	s.tellMu.Lock()
 	defer s.tellMu.Unlock()
@@ -347,7 +347,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.tellLocked()
 	for _, w := range s.watchers {
-		w.fn(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+		w.fn(driver.Change{Kind: driver.ChangeWatchDown})
 	}
 	s.watchers = nil
 	s.mu.Lock()
@@ -357,6 +357,6 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// SystemName implements msalcache.SystemNamer: "memory", the db.system.name of
+// SystemName implements driver.SystemNamer: "memory", the db.system.name of
 // the metrics and traces built on msalcache.WithObserver.
 func (s *Store) SystemName() string { return "memory" }

@@ -13,7 +13,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 		return memstore.New()
 	}, conformance.Capabilities{})
 }
@@ -25,7 +25,7 @@ func TestClockDrivesExpiry(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	s := memstore.New(memstore.WithClock(func() time.Time { return now }))
 	defer s.Close()
-	v, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Minute)
+	v, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func TestClockDrivesExpiry(t *testing.T) {
 		t.Fatalf("Load 1ns before expiry = %d, %v; want version %d", got, err, v)
 	}
 	now = now.Add(time.Nanosecond)
-	if _, _, err := s.Load(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, _, err := s.Load(ctx, "k"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Load at the expiry instant returned %v, want ErrNotFound", err)
 	}
 	var listed []string
@@ -58,7 +58,7 @@ func TestSweepKeepsLiveKeys(t *testing.T) {
 		if i%2 == 0 {
 			ttl = time.Second
 		}
-		if _, err := s.Save(ctx, fmt.Sprint(i), []byte("v"), msalcache.NoVersion, ttl); err != nil {
+		if _, err := s.Save(ctx, fmt.Sprint(i), []byte("v"), driver.NoVersion, ttl); err != nil {
 			t.Fatal(err)
 		}
 		if i == 1500 {
@@ -68,7 +68,7 @@ func TestSweepKeepsLiveKeys(t *testing.T) {
 	for i := range 3000 {
 		_, _, err := s.Load(ctx, fmt.Sprint(i))
 		expired := i%2 == 0 && i <= 1500
-		if expired != errors.Is(err, msalcache.ErrNotFound) || (!expired && err != nil) {
+		if expired != errors.Is(err, driver.ErrNotFound) || (!expired && err != nil) {
 			t.Fatalf("Load(%d) after a sweep returned %v (expired: %v)", i, err, expired)
 		}
 	}

@@ -17,7 +17,7 @@ func TestSweepDropsExpiredItems(t *testing.T) {
 	defer s.Close()
 	save := func(key string, ttl time.Duration) {
 		t.Helper()
-		if _, err := s.Save(ctx, key, []byte("v"), msalcache.NoVersion, ttl); err != nil {
+		if _, err := s.Save(ctx, key, []byte("v"), driver.NoVersion, ttl); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -18,23 +18,23 @@ import (
 // recorder is a watcher that keeps what it was told.
 type recorder struct {
 	mu      sync.Mutex
-	changes []msalcache.Change
+	changes []driver.Change
 }
 
-func (r *recorder) fn(c msalcache.Change) {
+func (r *recorder) fn(c driver.Change) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.changes = append(r.changes, c)
 }
 
-func (r *recorder) all() []msalcache.Change {
+func (r *recorder) all() []driver.Change {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]msalcache.Change(nil), r.changes...)
+	return append([]driver.Change(nil), r.changes...)
 }
 
 // has reports whether r was told c.
-func (r *recorder) has(c msalcache.Change) bool {
+func (r *recorder) has(c driver.Change) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, got := range r.changes {
@@ -45,21 +45,21 @@ func (r *recorder) has(c msalcache.Change) bool {
 	return false
 }
 
-func watch(t *testing.T, s msalcache.Watcher) (*recorder, func()) {
+func watch(t *testing.T, s driver.Watcher) (*recorder, func()) {
 	t.Helper()
 	r := &recorder{}
 	stop, err := s.Watch(context.Background(), r.fn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.all(); len(got) != 1 || got[0].Kind != msalcache.ChangeWatchUp {
+	if got := r.all(); len(got) != 1 || got[0].Kind != driver.ChangeWatchUp {
 		t.Fatalf("Watch returned after telling %+v; want ChangeWatchUp first", got)
 	}
 	return r, stop
 }
 
-func keyChange(key string, v msalcache.Version) msalcache.Change {
-	return msalcache.Change{Kind: msalcache.ChangeKey, Key: key, Version: v}
+func keyChange(key string, v driver.Version) driver.Change {
+	return driver.Change{Kind: driver.ChangeKey, Key: key, Version: v}
 }
 
 // Every watcher is told of a Save (with its version) and of a Delete
@@ -75,7 +75,7 @@ func TestWatchTellsEveryWatcherBeforeWriteReturns(t *testing.T) {
 	r2, stop2 := watch(t, s)
 	defer stop2()
 
-	v, err := s.Save(ctx, "k", []byte("one"), msalcache.NoVersion, 0)
+	v, err := s.Save(ctx, "k", []byte("one"), driver.NoVersion, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,13 +84,13 @@ func TestWatchTellsEveryWatcherBeforeWriteReturns(t *testing.T) {
 			t.Fatalf("watcher %d was not told of the Save before it returned: %+v", i+1, r.all())
 		}
 	}
-	if _, err := s.Save(ctx, "k", []byte("lost"), msalcache.NoVersion, 0); !errors.Is(err, msalcache.ErrConflict) {
+	if _, err := s.Save(ctx, "k", []byte("lost"), driver.NoVersion, 0); !errors.Is(err, driver.ErrConflict) {
 		t.Fatalf("create of an existing key = %v", err)
 	}
 	if err := s.Delete(ctx, "k"); err != nil {
 		t.Fatal(err)
 	}
-	want := []msalcache.Change{{Kind: msalcache.ChangeWatchUp}, keyChange("k", v), keyChange("k", msalcache.NoVersion)}
+	want := []driver.Change{{Kind: driver.ChangeWatchUp}, keyChange("k", v), keyChange("k", driver.NoVersion)}
 	for i, r := range []*recorder{r1, r2} {
 		if got := r.all(); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("watcher %d was told %+v; want %+v (a conflicting Save changes nothing)", i+1, got, want)
@@ -109,7 +109,7 @@ func TestWatchTellsEveryWatcherBeforeWriteReturns(t *testing.T) {
 			for range rounds {
 				cur, _ := s.Version(ctx, key)
 				v, err := s.Save(ctx, key, []byte("v"), cur, 0)
-				if errors.Is(err, msalcache.ErrConflict) {
+				if errors.Is(err, driver.ErrConflict) {
 					continue
 				}
 				if err != nil {
@@ -129,7 +129,7 @@ func TestWatchTellsEveryWatcherBeforeWriteReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range []*recorder{r1, r2} {
-		last := map[string]msalcache.Version{}
+		last := map[string]driver.Version{}
 		for _, c := range r.all()[3:] {
 			if c.Version <= last[c.Key] {
 				t.Fatalf("watcher %d was told version %d of %s after %d: out of commit order", i+1, c.Version, c.Key, last[c.Key])
@@ -147,9 +147,9 @@ func TestWatchStop(t *testing.T) {
 	defer s.Close()
 	var inFn, calls atomic.Int32
 	entered, release := make(chan struct{}), make(chan struct{})
-	stop, err := s.Watch(ctx, func(c msalcache.Change) {
+	stop, err := s.Watch(ctx, func(c driver.Change) {
 		calls.Add(1)
-		if c.Kind != msalcache.ChangeKey {
+		if c.Kind != driver.ChangeKey {
 			return
 		}
 		inFn.Add(1)
@@ -162,7 +162,7 @@ func TestWatchStop(t *testing.T) {
 	}
 	saved := make(chan error, 1)
 	go func() {
-		_, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0)
+		_, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, 0)
 		saved <- err
 	}()
 	select {
@@ -192,7 +192,7 @@ func TestWatchStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := calls.Load()
-	if _, err := s.Save(ctx, "k2", []byte("v"), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "k2", []byte("v"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Delete(ctx, "k"); err != nil {
@@ -214,19 +214,19 @@ func TestWatchAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := r.all()
-	if last := got[len(got)-1]; last.Kind != msalcache.ChangeWatchDown {
+	if last := got[len(got)-1]; last.Kind != driver.ChangeWatchDown {
 		t.Fatalf("a watcher's last call before Close returned was %+v; want ChangeWatchDown", last)
 	}
-	if _, err := s.Watch(ctx, func(msalcache.Change) { t.Error("fn called by a Watch that failed") }); !errors.Is(err, msalcache.ErrClosed) {
+	if _, err := s.Watch(ctx, func(driver.Change) { t.Error("fn called by a Watch that failed") }); !errors.Is(err, driver.ErrClosed) {
 		t.Fatalf("Watch after Close = %v; want ErrClosed", err)
 	}
-	_, _ = s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0)
+	_, _ = s.Save(ctx, "k", []byte("v"), driver.NoVersion, 0)
 	_ = s.Delete(ctx, "k")
 	stop()
 	if n := len(r.all()); n != len(got) {
 		t.Fatalf("a watcher was called %d times after Close", n-len(got))
 	}
-	if _, err := s.Version(ctx, "k"); !errors.Is(err, msalcache.ErrClosed) {
+	if _, err := s.Version(ctx, "k"); !errors.Is(err, driver.ErrClosed) {
 		t.Fatalf("Version after Close = %v; want ErrClosed", err)
 	}
 }
@@ -237,8 +237,8 @@ func TestWatchFnMayLoad(t *testing.T) {
 	s := memstore.New()
 	defer s.Close()
 	var seen []string
-	stop, err := s.Watch(ctx, func(c msalcache.Change) {
-		if c.Kind == msalcache.ChangeKey {
+	stop, err := s.Watch(ctx, func(c driver.Change) {
+		if c.Kind == driver.ChangeKey {
 			b, _, err := s.Load(ctx, c.Key)
 			seen = append(seen, fmt.Sprintf("%s=%s %v", c.Key, b, err))
 		}
@@ -247,7 +247,7 @@ func TestWatchFnMayLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	if want := "k=v <nil>"; len(seen) != 1 || seen[0] != want {
@@ -265,17 +265,17 @@ func TestWatchSweepReportsExpiredItems(t *testing.T) {
 	defer s.Close()
 	r, stop := watch(t, s)
 	defer stop()
-	if _, err := s.Save(ctx, "expiring", []byte("v"), msalcache.NoVersion, time.Second); err != nil {
+	if _, err := s.Save(ctx, "expiring", []byte("v"), driver.NoVersion, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
 	now = now.Add(time.Minute)
 	mu.Unlock()
-	for i := 0; !r.has(keyChange("expiring", msalcache.NoVersion)); i++ {
+	for i := 0; !r.has(keyChange("expiring", driver.NoVersion)); i++ {
 		if i == 1024 {
 			t.Fatal("1024 writes and no sweep reported the expired item")
 		}
-		if _, err := s.Save(ctx, fmt.Sprint("filler", i), []byte("v"), msalcache.NoVersion, 0); err != nil {
+		if _, err := s.Save(ctx, fmt.Sprint("filler", i), []byte("v"), driver.NoVersion, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -285,14 +285,14 @@ func TestVersion(t *testing.T) {
 	ctx := context.Background()
 	s := memstore.New()
 	defer s.Close()
-	if _, err := s.Version(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, err := s.Version(ctx, "k"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Version of an absent key = %v; want ErrNotFound", err)
 	}
-	v1, err := s.Save(ctx, "k", []byte("one"), msalcache.NoVersion, 0)
+	v1, err := s.Save(ctx, "k", []byte("one"), driver.NoVersion, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkVersion := func(want msalcache.Version) {
+	checkVersion := func(want driver.Version) {
 		t.Helper()
 		got, err := s.Version(ctx, "k")
 		_, loaded, lerr := s.Load(ctx, "k")
@@ -312,7 +312,7 @@ func TestVersion(t *testing.T) {
 	if err := s.Delete(ctx, "k"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Version(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, err := s.Version(ctx, "k"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Version after Delete = %v; want ErrNotFound", err)
 	}
 	cctx, cancel := context.WithCancel(ctx)
@@ -331,7 +331,7 @@ func TestInvalidOptionRefusesWatchAndVersion(t *testing.T) {
 	if _, err := s.Version(context.Background(), "k"); err == nil || !strings.HasPrefix(err.Error(), "memstore: version: ") || !strings.Contains(err.Error(), want) {
 		t.Errorf("Version = %v", err)
 	}
-	if _, err := s.Watch(context.Background(), func(msalcache.Change) { t.Error("fn called") }); err == nil || !strings.HasPrefix(err.Error(), "memstore: watch: ") || !strings.Contains(err.Error(), want) {
+	if _, err := s.Watch(context.Background(), func(driver.Change) { t.Error("fn called") }); err == nil || !strings.HasPrefix(err.Error(), "memstore: watch: ") || !strings.Contains(err.Error(), want) {
 		t.Errorf("Watch = %v", err)
 	}
 	if _, err := memstore.New().Watch(context.Background(), nil); err == nil {

@@ -128,7 +128,7 @@ func WithoutMetrics() Option {
 	return func(c *config) { c.metrics = false }
 }
 
-// Observer is a msalcache.Observer recording OpenTelemetry metrics and
+// Observer is a observe.Observer recording OpenTelemetry metrics and
 // spans. One Observer serves any number of Adapters and key rings.
 type Observer struct {
 	tracer trace.Tracer
@@ -155,9 +155,9 @@ type Observer struct {
 
 // setKey is what an Event's attributes are made of.
 type setKey struct {
-	op      msalcache.Op
-	outcome msalcache.Outcome
-	reason  msalcache.Reason
+	op      observe.Op
+	outcome observe.Outcome
+	reason  observe.Reason
 	reused  bool
 	system  string
 }
@@ -170,7 +170,7 @@ type attrs struct {
 	span   []attribute.KeyValue
 }
 
-var _ msalcache.Observer = (*Observer)(nil)
+var _ observe.Observer = (*Observer)(nil)
 
 // New returns an Observer recording with the global MeterProvider and
 // TracerProvider, unless options name others.
@@ -228,48 +228,48 @@ func New(opts ...Option) (*Observer, error) {
 	return o, nil
 }
 
-// Observe records e. It implements msalcache.Observer.
-func (o *Observer) Observe(ctx context.Context, e msalcache.Event) {
+// Observe records e. It implements observe.Observer.
+func (o *Observer) Observe(ctx context.Context, e observe.Event) {
 	a := o.attrsOf(e)
 	switch e.Op {
-	case msalcache.OpReplace, msalcache.OpExport, msalcache.OpRemove, msalcache.OpProbe:
+	case observe.OpReplace, observe.OpExport, observe.OpRemove, observe.OpProbe:
 		o.ops.Add(ctx, 1, a.opts...)
 		o.duration.Record(ctx, e.Duration.Seconds(), a.rec...)
-		if e.Outcome == msalcache.OutcomeL1Hit {
+		if e.Outcome == observe.OutcomeL1Hit {
 			o.age.Record(ctx, e.Age.Seconds(), a.sysRec...)
 		}
 		if e.StoreErrors > 0 {
 			o.storeErrors.Add(ctx, int64(e.StoreErrors), a.sysOpt...)
 		}
-		if o.traces && e.Op != msalcache.OpProbe {
+		if o.traces && e.Op != observe.OpProbe {
 			o.span(ctx, e, a)
 		}
-	case msalcache.OpInvalidation:
+	case observe.OpInvalidation:
 		o.invalidations.Add(ctx, 1, a.opts...)
-	case msalcache.OpEviction:
+	case observe.OpEviction:
 		o.evictions.Add(ctx, 1, a.opts...)
-	case msalcache.OpRotation:
+	case observe.OpRotation:
 		o.rotations.Add(ctx, 1, a.opts...)
-	case msalcache.OpKeyReload:
+	case observe.OpKeyReload:
 		o.reloads.Add(ctx, 1, a.opts...)
 	}
 }
 
 // spanNames are the spans' names, by Op.
-var spanNames = map[msalcache.Op]string{
-	msalcache.OpReplace: "msalcache.replace",
-	msalcache.OpExport:  "msalcache.export",
-	msalcache.OpRemove:  "msalcache.remove",
+var spanNames = map[observe.Op]string{
+	observe.OpReplace: "msalcache.replace",
+	observe.OpExport:  "msalcache.export",
+	observe.OpRemove:  "msalcache.remove",
 }
 
 // span records e as a span, child of ctx's, that started and ended when e
 // did: the Observer is told once the operation is over.
-func (o *Observer) span(ctx context.Context, e msalcache.Event, a *attrs) {
+func (o *Observer) span(ctx context.Context, e observe.Event, a *attrs) {
 	_, sp := o.tracer.Start(ctx, spanNames[e.Op],
 		trace.WithTimestamp(e.Start), trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(a.span...))
 	if sp.IsRecording() {
 		sp.SetAttributes(BytesKey.Int(e.Bytes))
-		if e.Outcome == msalcache.OutcomeError {
+		if e.Outcome == observe.OutcomeError {
 			sp.SetStatus(codes.Error, e.Reason.String())
 		}
 	}
@@ -277,7 +277,7 @@ func (o *Observer) span(ctx context.Context, e msalcache.Event, a *attrs) {
 }
 
 // attrsOf returns the attributes of e's kind, built once.
-func (o *Observer) attrsOf(e msalcache.Event) *attrs {
+func (o *Observer) attrsOf(e observe.Event) *attrs {
 	k := setKey{op: e.Op, outcome: e.Outcome, reason: e.Reason, reused: e.Reused, system: e.Store}
 	if v, ok := o.sets.Load(k); ok {
 		return v.(*attrs)
@@ -290,15 +290,15 @@ func (o *Observer) attrsOf(e msalcache.Event) *attrs {
 func newAttrs(k setKey) *attrs {
 	kv := []attribute.KeyValue{SystemKey.String(k.system)}
 	switch k.op {
-	case msalcache.OpReplace, msalcache.OpExport, msalcache.OpRemove, msalcache.OpProbe:
+	case observe.OpReplace, observe.OpExport, observe.OpRemove, observe.OpProbe:
 		kv = append(kv, OperationKey.String(k.op.String()))
 	}
 	sys := attribute.NewSet(kv...)
 	switch k.op {
-	case msalcache.OpEviction:
+	case observe.OpEviction:
 	default:
 		kv = append(kv, OutcomeKey.String(outcomeName(k)))
-		if k.outcome == msalcache.OutcomeError {
+		if k.outcome == observe.OutcomeError {
 			kv = append(kv, ErrorTypeKey.String(k.reason.String()))
 		}
 	}
@@ -316,7 +316,7 @@ func newAttrs(k setKey) *attrs {
 // that a hit MSAL already held is "reused", for the hit ratio to tell
 // what cost a decryption from what cost nothing.
 func outcomeName(k setKey) string {
-	if k.outcome == msalcache.OutcomeHit && k.reused {
+	if k.outcome == observe.OutcomeHit && k.reused {
 		return "reused"
 	}
 	return k.outcome.String()

@@ -97,7 +97,7 @@ func newClient(t *testing.T, entra *entratest.Server, a *msalcache.Adapter, tena
 	return c
 }
 
-func newRing(t *testing.T, store msalcache.Store, opts ...protect.Option) *protect.KeyRing {
+func newRing(t *testing.T, store driver.Store, opts ...protect.Option) *protect.KeyRing {
 	t.Helper()
 	kek, err := protect.NewAESKeyWrapper("kek-1", make([]byte, 32))
 	if err != nil {

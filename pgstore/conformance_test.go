@@ -38,7 +38,7 @@ func (p *rawPlanter) add(s *pgstore.Store, pool *pgxpool.Pool) *pgstore.Store {
 // put reads raw as the layout of the byte stores (an 8-byte version, then
 // the value): what decodes is a row a writer of version v made, anything
 // else a row holding version 0, which no writer hands out.
-func (p *rawPlanter) put(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+func (p *rawPlanter) put(ctx context.Context, s driver.Store, key string, raw []byte) error {
 	ps := s.(*pgstore.Store)
 	p.mu.Lock()
 	pool := p.pools[ps]
@@ -64,7 +64,7 @@ func capabilities(srv *testserver.PostgresServer, p *rawPlanter) conformance.Cap
 		MaxValueSize:   suiteMax,
 		PutRaw:         p.put,
 		CorruptRecords: corruptRecords,
-		OpenHandle: func(t *testing.T, s msalcache.Store) msalcache.Store {
+		OpenHandle: func(t *testing.T, s driver.Store) driver.Store {
 			pool := newPool(t, srv)
 			h, err := pgstore.New(context.Background(), pool, pgstore.WithTable(s.(*pgstore.Store).Table()), pgstore.WithMaxValueSize(suiteMax))
 			if err != nil {
@@ -72,7 +72,7 @@ func capabilities(srv *testserver.PostgresServer, p *rawPlanter) conformance.Cap
 			}
 			return p.add(h, pool)
 		},
-		BreakWatch: func(t *testing.T, s msalcache.Store) {
+		BreakWatch: func(t *testing.T, s driver.Store) {
 			cutListener(t, srv, s.(*pgstore.Store))
 		},
 	}
@@ -96,7 +96,7 @@ func TestConformance(t *testing.T) {
 	srv := server(t)
 	pool := newPool(t, srv)
 	p := &rawPlanter{}
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 		s, err := pgstore.New(context.Background(), pool, pgstore.WithTable(freshTable()), pgstore.WithMaxValueSize(suiteMax))
 		if err != nil {
 			t.Fatal(err)
@@ -112,7 +112,7 @@ func TestMSAL(t *testing.T) {
 	srv := server(t)
 	pool := newPool(t, srv)
 	p := &rawPlanter{}
-	newStore := func(t *testing.T) msalcache.Store {
+	newStore := func(t *testing.T) driver.Store {
 		s, err := pgstore.New(context.Background(), pool, pgstore.WithTable(freshTable()))
 		if err != nil {
 			t.Fatal(err)

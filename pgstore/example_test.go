@@ -43,7 +43,7 @@ func saveThroughAdapter(ctx context.Context, pool *pgxpool.Pool) (string, error)
 	}
 	defer adapter.Close()
 	// Give adapter to confidential.New(..., confidential.WithCache(adapter)).
-	_, watches := any(store).(msalcache.Watcher)
+	_, watches := any(store).(driver.Watcher)
 	return fmt.Sprintf("%s, watched: %v", store.SystemName(), watches), nil
 }
 

@@ -33,8 +33,8 @@ func TestExamples(t *testing.T) {
 	defer pool.Close()
 	s := newStore(t, pool, freshTable())
 	up := make(chan struct{}, 1)
-	stop, err := s.Watch(ctx, func(ch msalcache.Change) {
-		if ch.Kind == msalcache.ChangeWatchUp {
+	stop, err := s.Watch(ctx, func(ch driver.Change) {
+		if ch.Kind == driver.ChangeWatchUp {
 			up <- struct{}{}
 		}
 	})
@@ -47,7 +47,7 @@ func TestExamples(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the watch did not come up")
 	}
-	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	// New's connection was taken for the listener; the Save needed

@@ -42,10 +42,10 @@ func newFarmClient(entra *entratest.Server, tenant string, hook cache.ExportRepl
 // recorder keeps what a watch was told.
 type recorder struct {
 	mu      sync.Mutex
-	changes []msalcache.Change
+	changes []driver.Change
 }
 
-func (r *recorder) add(ch msalcache.Change) {
+func (r *recorder) add(ch driver.Change) {
 	r.mu.Lock()
 	r.changes = append(r.changes, ch)
 	r.mu.Unlock()
@@ -53,7 +53,7 @@ func (r *recorder) add(ch msalcache.Change) {
 
 // waitFor polls until cond holds for the changes from index from on, and
 // returns the index of the change that satisfied it.
-func (r *recorder) waitFor(t *testing.T, from int, what string, cond func(msalcache.Change) bool) int {
+func (r *recorder) waitFor(t *testing.T, from int, what string, cond func(driver.Change) bool) int {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -78,8 +78,8 @@ func (r *recorder) len() int {
 	return len(r.changes)
 }
 
-func isKind(k msalcache.ChangeKind) func(msalcache.Change) bool {
-	return func(ch msalcache.Change) bool { return ch.Kind == k }
+func isKind(k driver.ChangeKind) func(driver.Change) bool {
+	return func(ch driver.Change) bool { return ch.Kind == k }
 }
 
 // TestKillAndRestartUnderLoad kills the postmaster (SIGKILL: a crash, with
@@ -100,7 +100,7 @@ func TestKillAndRestartUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(stop)
-	rec.waitFor(t, 0, "the watch to come up", isKind(msalcache.ChangeWatchUp))
+	rec.waitFor(t, 0, "the watch to come up", isKind(driver.ChangeWatchUp))
 
 	entra := entratest.NewServer()
 	t.Cleanup(entra.Close)
@@ -183,7 +183,7 @@ func TestKillAndRestartUnderLoad(t *testing.T) {
 
 	mark := rec.len()
 	srv.Kill()
-	rec.waitFor(t, mark, "ChangeWatchDown after the crash", isKind(msalcache.ChangeWatchDown))
+	rec.waitFor(t, mark, "ChangeWatchDown after the crash", isKind(driver.ChangeWatchDown))
 	// Calls go on with the breaker open.
 	deadline := time.Now().Add(20 * time.Second)
 	for a.Stats().BreakerSkips < 50 {
@@ -195,7 +195,7 @@ func TestKillAndRestartUnderLoad(t *testing.T) {
 	mark = rec.len()
 	back := time.Now()
 	srv.Restart(t)
-	rec.waitFor(t, mark, "ChangeWatchUp after the restart", isKind(msalcache.ChangeWatchUp))
+	rec.waitFor(t, mark, "ChangeWatchUp after the restart", isKind(driver.ChangeWatchUp))
 	t.Logf("watch up %v after the server answered again", time.Since(back).Round(time.Millisecond))
 	for a.Stats().BreakerOpen {
 		if time.Since(back) > 15*time.Second {
@@ -218,11 +218,11 @@ func TestKillAndRestartUnderLoad(t *testing.T) {
 	// Another instance's write reaches the watch again.
 	other := newStore(t, newPool(t, srv), table)
 	mark = rec.len()
-	v, err := other.Save(ctx, "after-restart", []byte("x"), msalcache.NoVersion, time.Minute)
+	v, err := other.Save(ctx, "after-restart", []byte("x"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec.waitFor(t, mark, "the change written after the restart", func(ch msalcache.Change) bool {
-		return ch.Kind == msalcache.ChangeKey && ch.Key == "after-restart" && ch.Version == v
+	rec.waitFor(t, mark, "the change written after the restart", func(ch driver.Change) bool {
+		return ch.Kind == driver.ChangeKey && ch.Key == "after-restart" && ch.Version == v
 	})
 }

@@ -8,10 +8,10 @@ import (
 )
 
 func TestChangeMessageRoundTrip(t *testing.T) {
-	for _, c := range []msalcache.Change{
-		{Kind: msalcache.ChangeKey, Key: "tc/abc", Version: 1},
-		{Kind: msalcache.ChangeKey, Key: "a b", Version: ^msalcache.Version(0)},
-		{Kind: msalcache.ChangeKey, Key: "k", Version: msalcache.NoVersion},
+	for _, c := range []driver.Change{
+		{Kind: driver.ChangeKey, Key: "tc/abc", Version: 1},
+		{Kind: driver.ChangeKey, Key: "a b", Version: ^driver.Version(0)},
+		{Kind: driver.ChangeKey, Key: "k", Version: driver.NoVersion},
 	} {
 		got, ok := parseChange(changeMessage(c.Key, c.Version))
 		if !ok || got != c {
@@ -31,7 +31,7 @@ func FuzzParseChange(f *testing.F) {
 		if !ok {
 			return
 		}
-		if ch.Key == "" || ch.Kind != msalcache.ChangeKey {
+		if ch.Key == "" || ch.Kind != driver.ChangeKey {
 			t.Fatalf("parseChange(%q) = %+v", msg, ch)
 		}
 		if back := changeMessage(ch.Key, ch.Version); !strings.EqualFold(strings.TrimLeft(back[len(ch.Key)+1:], "0"), strings.TrimLeft(msg[len(ch.Key)+1:], "0")) {

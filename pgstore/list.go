@@ -12,7 +12,7 @@ import (
 // listBatch is how many keys one statement of List reads.
 const listBatch = 1000
 
-// List implements msalcache.Lister: it reads the live keys that start with
+// List implements driver.Lister: it reads the live keys that start with
 // prefix in key order, listBatch at a time (each batch one statement that
 // resumes after the last key seen), and calls fn with each between
 // batches, holding no connection, so fn may call the store. Keys created
@@ -46,9 +46,9 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(key string) err
 	}
 }
 
-// Lifetime implements msalcache.Lifetimer: the row's remaining lifetime by
+// Lifetime implements driver.Lifetimer: the row's remaining lifetime by
 // the database's clock, to the microsecond (at least one), NoExpiry for a
-// row without one, or an error wrapping msalcache.ErrNotFound.
+// row without one, or an error wrapping driver.ErrNotFound.
 func (s *Store) Lifetime(ctx context.Context, key string) (time.Duration, error) {
 	if err := s.start(ctx, "lifetime"); err != nil {
 		return 0, err
@@ -58,7 +58,7 @@ func (s *Store) Lifetime(ctx context.Context, key string) (time.Duration, error)
 		return 0, s.wrap(ctx, "lifetime", err)
 	}
 	if us < 0 {
-		return msalcache.NoExpiry, nil
+		return driver.NoExpiry, nil
 	}
 	return time.Duration(us) * time.Microsecond, nil
 }

@@ -38,12 +38,12 @@
 // after a Delete or an expiry, so that a writer that read an old row
 // cannot overwrite a newer one (the ABA problem), and no sequence needs a
 // grant of its own. A Save with a version is one UPDATE … WHERE key = $1
-// AND version = $n AND the row is live; a Save with msalcache.NoVersion is
+// AND version = $n AND the row is live; a Save with driver.NoVersion is
 // one INSERT … ON CONFLICT (key) DO UPDATE … WHERE the existing row has
 // expired (or holds version 0, which no writer hands out: a row another
-// program wrote, which Load reports as msalcache.ErrCorrupt), so the first
+// program wrote, which Load reports as driver.ErrCorrupt), so the first
 // write of a key and the write over an expired row are one statement.
-// Either reports no row when the compare-and-set lost: msalcache.ErrConflict.
+// Either reports no row when the compare-and-set lost: driver.ErrConflict.
 //
 // # Expiry
 //
@@ -67,7 +67,7 @@
 // the pool's BeforeConnect, such as an Entra ID token callback, applies
 // to it), checks it every half second, and when it fails (a server
 // restart, a failover, a dropped connection) reports
-// msalcache.ChangeWatchDown, so that the Adapter's L1 is flushed and
+// driver.ChangeWatchDown, so that the Adapter's L1 is flushed and
 // bypassed: notifications sent while no connection listened are lost.
 // It then reconnects, LISTENs again and reports ChangeWatchUp, after which
 // the L1 fills and revalidates again.
@@ -85,13 +85,13 @@
 // after a crash of the server and is not replicated to standbys, so a
 // failover comes up with an empty cache. For tokens that is a refetch per
 // user; the protect key ring must not live there, and the store then
-// reports itself msalcache.Volatile, which the ring refuses.
+// reports itself driver.Volatile, which the ring refuses.
 //
 // # Deadlines
 //
 // pgx bounds every call by ctx (it puts ctx's deadline on the socket, and
 // interrupts the read when ctx is cancelled), and pgxpool bounds the wait
-// for a connection by it, so the store is a msalcache.ContextBounder and
+// for a connection by it, so the store is a driver.ContextBounder and
 // the Adapter calls it directly. A Save interrupted that way may still
 // have been committed; the next Load tells.
 package pgstore
@@ -145,10 +145,10 @@ var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
 // ValidTable reports whether WithTable accepts name.
 func ValidTable(name string) bool { return tableName.MatchString(name) }
 
-// Store is an msalcache.Store backed by a PostgreSQL table. It also
-// implements msalcache.Watcher (LISTEN/NOTIFY), msalcache.Versioner,
-// msalcache.Lister, msalcache.Lifetimer, msalcache.Pinger,
-// msalcache.SystemNamer, msalcache.ContextBounder and msalcache.Volatile
+// Store is an driver.Store backed by a PostgreSQL table. It also
+// implements driver.Watcher (LISTEN/NOTIFY), driver.Versioner,
+// driver.Lister, driver.Lifetimer, driver.Pinger,
+// driver.SystemNamer, driver.ContextBounder and driver.Volatile
 // (true only WithUnlogged). It is safe for concurrent use.
 type Store struct {
 	pool *pgxpool.Pool
@@ -193,7 +193,7 @@ func WithTable(name string) Option {
 // WithUnlogged makes New create the table UNLOGGED: cheaper writes, but the
 // table is emptied after a server crash and absent on a standby promoted
 // by a failover (see the package documentation). The store then reports
-// itself msalcache.Volatile, so the protect key ring refuses to live in it.
+// itself driver.Volatile, so the protect key ring refuses to live in it.
 // It only matters when New creates the table; an existing table keeps its
 // kind, which New reads.
 func WithUnlogged() Option {
@@ -214,7 +214,7 @@ func WithoutCreate() Option {
 }
 
 // WithMaxValueSize sets the largest value Save accepts, 1 to MaxValueSize
-// bytes; larger values fail with msalcache.ErrTooLarge before anything is
+// bytes; larger values fail with driver.ErrTooLarge before anything is
 // sent.
 func WithMaxValueSize(n int) Option {
 	return func(c *config) error {
@@ -347,7 +347,7 @@ func (s *Store) MaxValueSize() int { return s.maxValue }
 // start checks that a call may proceed.
 func (s *Store) start(ctx context.Context, op string) error {
 	if s.closed.Load() {
-		return fmt.Errorf("pgstore: %s: %w", op, msalcache.ErrClosed)
+		return fmt.Errorf("pgstore: %s: %w", op, driver.ErrClosed)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("pgstore: %s: %w", op, err)
@@ -355,51 +355,51 @@ func (s *Store) start(ctx context.Context, op string) error {
 	return nil
 }
 
-// Load implements msalcache.Store with one SELECT of a live row. A row
+// Load implements driver.Store with one SELECT of a live row. A row
 // holding version 0, which no writer hands out, fails with an error
-// wrapping msalcache.ErrCorrupt.
-func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+// wrapping driver.ErrCorrupt.
+func (s *Store) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if err := s.start(ctx, "load"); err != nil {
-		return nil, msalcache.NoVersion, err
+		return nil, driver.NoVersion, err
 	}
 	var (
 		value []byte
 		v     int64
 	)
 	if err := s.pool.QueryRow(ctx, s.q.load, key).Scan(&value, &v); err != nil {
-		return nil, msalcache.NoVersion, s.wrap(ctx, "load", err)
+		return nil, driver.NoVersion, s.wrap(ctx, "load", err)
 	}
 	if v == 0 {
-		return nil, msalcache.NoVersion, fmt.Errorf("pgstore: load: the row holds version 0, which no writer hands out: %w", msalcache.ErrCorrupt)
+		return nil, driver.NoVersion, fmt.Errorf("pgstore: load: the row holds version 0, which no writer hands out: %w", driver.ErrCorrupt)
 	}
-	return value, msalcache.Version(uint64(v)), nil
+	return value, driver.Version(uint64(v)), nil
 }
 
-// Version implements msalcache.Versioner: it reads the version column of a
+// Version implements driver.Versioner: it reads the version column of a
 // live row alone, so that an L1 revalidates without moving the value.
-func (s *Store) Version(ctx context.Context, key string) (msalcache.Version, error) {
+func (s *Store) Version(ctx context.Context, key string) (driver.Version, error) {
 	if err := s.start(ctx, "version"); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	var v int64
 	if err := s.pool.QueryRow(ctx, s.q.version, key).Scan(&v); err != nil {
-		return msalcache.NoVersion, s.wrap(ctx, "version", err)
+		return driver.NoVersion, s.wrap(ctx, "version", err)
 	}
 	if v == 0 {
-		return msalcache.NoVersion, fmt.Errorf("pgstore: version: the row holds version 0: %w", msalcache.ErrCorrupt)
+		return driver.NoVersion, fmt.Errorf("pgstore: version: the row holds version 0: %w", driver.ErrCorrupt)
 	}
-	return msalcache.Version(uint64(v)), nil
+	return driver.Version(uint64(v)), nil
 }
 
-// Save implements msalcache.Store with one statement that writes the row if
+// Save implements driver.Store with one statement that writes the row if
 // its version is ifVersion and notifies the watchers in the same
 // transaction (see the package documentation).
-func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
 	if err := s.start(ctx, "save"); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	if len(value) > s.maxValue {
-		return msalcache.NoVersion, fmt.Errorf("pgstore: save: %d bytes, limit %d: %w", len(value), s.maxValue, msalcache.ErrTooLarge)
+		return driver.NoVersion, fmt.Errorf("pgstore: save: %d bytes, limit %d: %w", len(value), s.maxValue, driver.ErrTooLarge)
 	}
 	if value == nil {
 		value = []byte{} // NOT NULL
@@ -411,34 +411,34 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 		tag pgconn.CommandTag
 		err error
 	)
-	if ifVersion == msalcache.NoVersion {
+	if ifVersion == driver.NoVersion {
 		tag, err = s.pool.Exec(ctx, s.q.insert, key, value, int64(v), ttlArg, msg)
 	} else {
 		tag, err = s.pool.Exec(ctx, s.q.update, key, value, int64(v), ttlArg, msg, int64(uint64(ifVersion)))
 	}
 	if err != nil {
-		return msalcache.NoVersion, s.wrap(ctx, "save", err)
+		return driver.NoVersion, s.wrap(ctx, "save", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return msalcache.NoVersion, fmt.Errorf("pgstore: save: %w", msalcache.ErrConflict)
+		return driver.NoVersion, fmt.Errorf("pgstore: save: %w", driver.ErrConflict)
 	}
 	return v, nil
 }
 
-// Delete implements msalcache.Store: one statement deletes the row and
+// Delete implements driver.Store: one statement deletes the row and
 // notifies the watchers, even when the row was already gone (an Adapter's
 // L1 may still hold a key that expired, and a sign-out must reach it).
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := s.start(ctx, "delete"); err != nil {
 		return err
 	}
-	if _, err := s.pool.Exec(ctx, s.q.delete, key, changeMessage(key, msalcache.NoVersion)); err != nil {
+	if _, err := s.pool.Exec(ctx, s.q.delete, key, changeMessage(key, driver.NoVersion)); err != nil {
 		return s.wrap(ctx, "delete", err)
 	}
 	return nil
 }
 
-// Ping implements msalcache.Pinger.
+// Ping implements driver.Pinger.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.start(ctx, "ping"); err != nil {
 		return err
@@ -449,7 +449,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close implements msalcache.Store: it stops the sweep and the watch, and
+// Close implements driver.Store: it stops the sweep and the watch, and
 // closes the pool only when the store was built WithClosePool.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
@@ -466,15 +466,15 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// BoundsContext implements msalcache.ContextBounder: pgx bounds every call
+// BoundsContext implements driver.ContextBounder: pgx bounds every call
 // by ctx itself.
 func (s *Store) BoundsContext() bool { return true }
 
-// SystemName implements msalcache.SystemNamer: "postgresql", the
+// SystemName implements driver.SystemNamer: "postgresql", the
 // db.system.name of OpenTelemetry's semantic conventions.
 func (s *Store) SystemName() string { return "postgresql" }
 
-// Volatile implements msalcache.Volatile: an UNLOGGED table loses its rows
+// Volatile implements driver.Volatile: an UNLOGGED table loses its rows
 // in a crash or a failover.
 func (s *Store) Volatile() bool { return s.unlogged }
 
@@ -486,18 +486,18 @@ func (s *Store) wrap(ctx context.Context, op string, err error) error {
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		kind = msalcache.ErrNotFound
+		kind = driver.ErrNotFound
 	case pgconn.Timeout(err), netstore.IsTimeout(err):
 		kind = context.DeadlineExceeded
 	case errors.As(err, &pgErr) && pgErr.Code == "54000": // program_limit_exceeded
-		kind = msalcache.ErrTooLarge
+		kind = driver.ErrTooLarge
 	case errors.As(err, &pgErr) && pgErr.Code == "42501":
 		return fmt.Errorf("pgstore: %s: the role lacks a privilege on table %q (grant SELECT, INSERT, UPDATE, DELETE): %w", op, s.table, err)
 	case errors.As(err, &pgErr) && pgErr.Code == "42P01":
 		return fmt.Errorf("pgstore: %s: table %q is gone (it was dropped after New): %w", op, s.table, err)
 	}
 	if s.closed.Load() && kind == nil {
-		kind = msalcache.ErrClosed
+		kind = driver.ErrClosed
 	}
 	return netstore.Wrap(ctx, "pgstore: "+op, err, kind)
 }
@@ -517,12 +517,12 @@ func ttlMicros(ttl time.Duration) *int64 {
 
 // The capabilities an Adapter and the operator tools look for.
 var (
-	_ msalcache.Watcher        = (*Store)(nil)
-	_ msalcache.Versioner      = (*Store)(nil)
-	_ msalcache.Lister         = (*Store)(nil)
-	_ msalcache.Lifetimer      = (*Store)(nil)
-	_ msalcache.Pinger         = (*Store)(nil)
-	_ msalcache.SystemNamer    = (*Store)(nil)
-	_ msalcache.ContextBounder = (*Store)(nil)
-	_ msalcache.Volatile       = (*Store)(nil)
+	_ driver.Watcher        = (*Store)(nil)
+	_ driver.Versioner      = (*Store)(nil)
+	_ driver.Lister         = (*Store)(nil)
+	_ driver.Lifetimer      = (*Store)(nil)
+	_ driver.Pinger         = (*Store)(nil)
+	_ driver.SystemNamer    = (*Store)(nil)
+	_ driver.ContextBounder = (*Store)(nil)
+	_ driver.Volatile       = (*Store)(nil)
 )

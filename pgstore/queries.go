@@ -66,7 +66,7 @@ func quoteLiteral(s string) string {
 
 // changeMessage is what Save and Delete notify for key at version v
 // (NoVersion for a delete): the key, a space, the version in hexadecimal.
-func changeMessage(key string, v msalcache.Version) string {
+func changeMessage(key string, v driver.Version) string {
 	b := make([]byte, 0, len(key)+1+16)
 	b = append(b, key...)
 	b = append(b, ' ')
@@ -74,14 +74,14 @@ func changeMessage(key string, v msalcache.Version) string {
 }
 
 // parseChange reads a changeMessage.
-func parseChange(msg string) (msalcache.Change, bool) {
+func parseChange(msg string) (driver.Change, bool) {
 	i := strings.LastIndexByte(msg, ' ')
 	if i <= 0 || i == len(msg)-1 || len(msg)-i-1 > 16 {
-		return msalcache.Change{}, false
+		return driver.Change{}, false
 	}
 	v, err := strconv.ParseUint(msg[i+1:], 16, 64)
 	if err != nil {
-		return msalcache.Change{}, false
+		return driver.Change{}, false
 	}
-	return msalcache.Change{Kind: msalcache.ChangeKey, Key: msg[:i], Version: msalcache.Version(v)}, true
+	return driver.Change{Kind: driver.ChangeKey, Key: msg[:i], Version: driver.Version(v)}, true
 }

@@ -58,4 +58,4 @@ ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.versi
 	return err
 }
 
-var _ msalcache.Store = (*pgstore.Store)(nil)
+var _ driver.Store = (*pgstore.Store)(nil)

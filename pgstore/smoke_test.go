@@ -13,7 +13,7 @@ func TestSmoke(t *testing.T) {
 	ctx := context.Background()
 	srv := server(t)
 	s := newStore(t, newPool(t, srv), freshTable())
-	v, err := s.Save(ctx, "k", []byte("a"), msalcache.NoVersion, time.Minute)
+	v, err := s.Save(ctx, "k", []byte("a"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,7 +21,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil || gv != v || string(b) != "a" {
 		t.Fatalf("%q %x %v", b, gv, err)
 	}
-	if _, err := s.Save(ctx, "k", []byte("b"), msalcache.NoVersion, 0); !errors.Is(err, msalcache.ErrConflict) {
+	if _, err := s.Save(ctx, "k", []byte("b"), driver.NoVersion, 0); !errors.Is(err, driver.ErrConflict) {
 		t.Fatal(err)
 	}
 	lt, err := s.Lifetime(ctx, "k")

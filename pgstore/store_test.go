@@ -39,7 +39,7 @@ func TestOptions(t *testing.T) {
 
 	// WithUnlogged: volatile, and the key ring refuses it.
 	u := newStore(t, pool, freshTable(), pgstore.WithUnlogged())
-	if !msalcache.IsVolatile(u) {
+	if !driver.IsVolatile(u) {
 		t.Fatal("an UNLOGGED store does not report itself volatile")
 	}
 	kek := make([]byte, 32)
@@ -89,7 +89,7 @@ func TestRoleWithoutDDL(t *testing.T) {
 	}
 	t.Cleanup(app.Close)
 	s := newStore(t, app, table)
-	v, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Minute)
+	v, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestRoleWithoutDDL(t *testing.T) {
 	other := freshTable()
 	newStore(t, admin, other)
 	ns := newStore(t, app, other)
-	if _, err := ns.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 0); err == nil || !strings.Contains(err.Error(), "grant SELECT, INSERT, UPDATE, DELETE") {
+	if _, err := ns.Save(ctx, "k", []byte("v"), driver.NoVersion, 0); err == nil || !strings.Contains(err.Error(), "grant SELECT, INSERT, UPDATE, DELETE") {
 		t.Fatalf("Save without grants = %v", err)
 	}
 }
@@ -123,10 +123,10 @@ func TestSweep(t *testing.T) {
 SELECT 'old/' || i, '\x00'::bytea, i, now() - interval '1 second' FROM generate_series(1, $1) i`, n); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Save(ctx, "live", []byte("v"), msalcache.NoVersion, time.Hour); err != nil {
+	if _, err := s.Save(ctx, "live", []byte("v"), driver.NoVersion, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Load(ctx, "old/1"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, _, err := s.Load(ctx, "old/1"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Load of an expired row = %v", err)
 	}
 	got, err := s.Sweep(ctx)
@@ -140,7 +140,7 @@ SELECT 'old/' || i, '\x00'::bytea, i, now() - interval '1 second' FROM generate_
 
 	// The background sweep does the same on its own.
 	bg := newStore(t, pool, table, pgstore.WithSweepInterval(20*time.Millisecond))
-	if _, err := bg.Save(ctx, "short", []byte("v"), msalcache.NoVersion, time.Millisecond); err != nil {
+	if _, err := bg.Save(ctx, "short", []byte("v"), driver.NoVersion, time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -29,7 +29,7 @@ type watchHub struct {
 	// mu is held while callbacks run, so that stop, by taking it, waits
 	// for a callback in progress and no callback starts after it.
 	mu     sync.Mutex
-	fns    map[uint64]func(msalcache.Change)
+	fns    map[uint64]func(driver.Change)
 	nextID uint64
 	run    *listenRun
 	up     bool
@@ -52,7 +52,7 @@ type listenRun struct {
 	done   chan struct{}
 }
 
-// Watch implements msalcache.Watcher. Every Save and Delete notifies, in
+// Watch implements driver.Watcher. Every Save and Delete notifies, in
 // its own transaction, on the channel "<table>_changes" with the key and
 // its new version; the first Watch of a Store LISTENs on a connection of
 // its own, taken out of the pool, and every Watch of the Store shares it
@@ -69,7 +69,7 @@ type listenRun struct {
 // quick and must not call the Store or the stop function. ctx bounds the
 // Watch call only (which does no I/O). stop waits for a callback in
 // progress; none starts after it returns.
-func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func(), err error) {
+func (s *Store) Watch(ctx context.Context, fn func(driver.Change)) (stop func(), err error) {
 	if err := s.start(ctx, "watch"); err != nil {
 		return nil, err
 	}
@@ -80,10 +80,10 @@ func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return nil, fmt.Errorf("pgstore: watch: %w", msalcache.ErrClosed)
+		return nil, fmt.Errorf("pgstore: watch: %w", driver.ErrClosed)
 	}
 	if h.fns == nil {
-		h.fns = make(map[uint64]func(msalcache.Change))
+		h.fns = make(map[uint64]func(driver.Change))
 	}
 	h.nextID++
 	id := h.nextID
@@ -97,7 +97,7 @@ func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func
 			s.listenLoop(rctx, r)
 		}()
 	} else if h.up {
-		fn(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+		fn(driver.Change{Kind: driver.ChangeWatchUp})
 	}
 	h.mu.Unlock()
 
@@ -127,7 +127,7 @@ func (s *Store) closeWatch() {
 	h.closed = true
 	if h.up {
 		for _, fn := range h.fns {
-			fn(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+			fn(driver.Change{Kind: driver.ChangeWatchDown})
 		}
 	}
 	r := h.run
@@ -141,19 +141,19 @@ func (s *Store) closeWatch() {
 
 // emit delivers ch to every watcher, if r is still the running watch. Up
 // and Down are delivered only when they change the state.
-func (h *watchHub) emit(r *listenRun, ch msalcache.Change) {
+func (h *watchHub) emit(r *listenRun, ch driver.Change) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.run != r {
 		return
 	}
 	switch ch.Kind {
-	case msalcache.ChangeWatchUp:
+	case driver.ChangeWatchUp:
 		if h.up {
 			return
 		}
 		h.up = true
-	case msalcache.ChangeWatchDown:
+	case driver.ChangeWatchDown:
 		if !h.up {
 			return
 		}
@@ -190,7 +190,7 @@ func (s *Store) listenLoop(ctx context.Context, r *listenRun) {
 	delay := time.Duration(0)
 	for {
 		wasUp, _ := s.listenOnce(ctx, r)
-		s.watch.emit(r, msalcache.Change{Kind: msalcache.ChangeWatchDown})
+		s.watch.emit(r, driver.Change{Kind: driver.ChangeWatchDown})
 		if ctx.Err() != nil {
 			return
 		}
@@ -241,7 +241,7 @@ func (s *Store) listenOnce(ctx context.Context, r *listenRun) (wasUp bool, err e
 		return false, err
 	}
 	s.watch.setPID(conn.PgConn().PID())
-	s.watch.emit(r, msalcache.Change{Kind: msalcache.ChangeWatchUp})
+	s.watch.emit(r, driver.Change{Kind: driver.ChangeWatchUp})
 
 	for {
 		wctx, cancel := context.WithTimeout(ctx, interval)
@@ -259,8 +259,8 @@ func (s *Store) listenOnce(ctx context.Context, r *listenRun) (wasUp bool, err e
 			} else {
 				// Not this store's format (another program notified on
 				// the channel): some key changed, which one is unknown.
-				s.watch.emit(r, msalcache.Change{Kind: msalcache.ChangeWatchDown})
-				s.watch.emit(r, msalcache.Change{Kind: msalcache.ChangeWatchUp})
+				s.watch.emit(r, driver.Change{Kind: driver.ChangeWatchDown})
+				s.watch.emit(r, driver.Change{Kind: driver.ChangeWatchUp})
 			}
 			continue
 		}

@@ -11,7 +11,7 @@ import (
 
 // unboundedStore hides memstore's ContextBounder, as a third-party store
 // that does not declare it.
-type unboundedStore struct{ msalcache.Store }
+type unboundedStore struct{ driver.Store }
 
 // remoteKEK is a KeyWrapper the ring cannot vouch for, such as one calling
 // a KMS.

@@ -374,7 +374,7 @@ func parseKeyPEM(data []byte) (crypto.Decrypter, error) {
 	}
 }
 
-// BoundsContext implements msalcache.ContextBounder: a private key held
+// BoundsContext implements driver.ContextBounder: a private key held
 // in memory returns at once; another Decrypter (an HSM) may block.
 func (w *certWrapper) BoundsContext() bool { return w.local }
 

@@ -211,7 +211,7 @@ func TestKEKStatsStartsAndRotationsOnly(t *testing.T) {
 }
 
 // newRingWith builds a ring under kek with manual refresh.
-func newRingWith(t testing.TB, store msalcache.Store, kek protect.KeyWrapper, opts ...protect.Option) *protect.KeyRing {
+func newRingWith(t testing.TB, store driver.Store, kek protect.KeyWrapper, opts ...protect.Option) *protect.KeyRing {
 	t.Helper()
 	r, err := protect.NewKeyRing(ctx, store, kek, append([]protect.Option{protect.WithAutoRefresh(false), protect.WithLogger(quiet)}, opts...)...)
 	if err != nil {

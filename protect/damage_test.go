@@ -21,10 +21,10 @@ import (
 
 // plantRing replaces the ring's record with raw bytes through the store's
 // own API, as a damaged disk, a partial write or a stray writer would.
-func plantRing(t testing.TB, store msalcache.Store, raw []byte) {
+func plantRing(t testing.TB, store driver.Store, raw []byte) {
 	t.Helper()
 	_, v, err := store.Load(ctx, protect.DefaultRingKey)
-	if err != nil && !errors.Is(err, msalcache.ErrCorrupt) {
+	if err != nil && !errors.Is(err, driver.ErrCorrupt) {
 		t.Fatal(err)
 	}
 	if _, err := store.Save(ctx, protect.DefaultRingKey, raw, v, 0); err != nil {
@@ -52,26 +52,26 @@ func formatDigit(t testing.TB, rec []byte) int {
 
 // framedStore keeps every value behind a one-byte header over a real
 // memstore, as boltstore and redisstore frame theirs. Raw bytes planted
-// beneath the header make Load report msalcache.ErrCorrupt, as a store
+// beneath the header make Load report driver.ErrCorrupt, as a store
 // does for a record it cannot decode, and Save with NoVersion replaces
 // such a record, as the Store contract requires.
 type framedStore struct{ *memstore.Store }
 
 const frameByte = 0xA5
 
-func (s framedStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s framedStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	b, v, err := s.Store.Load(ctx, key)
 	if err != nil {
-		return nil, msalcache.NoVersion, err
+		return nil, driver.NoVersion, err
 	}
 	if len(b) == 0 || b[0] != frameByte {
-		return nil, msalcache.NoVersion, fmt.Errorf("framedstore: bad header: %w", msalcache.ErrCorrupt)
+		return nil, driver.NoVersion, fmt.Errorf("framedstore: bad header: %w", driver.ErrCorrupt)
 	}
 	return b[1:], v, nil
 }
 
-func (s framedStore) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
-	if ifVersion == msalcache.NoVersion {
+func (s framedStore) Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
+	if ifVersion == driver.NoVersion {
 		if raw, v, err := s.Store.Load(ctx, key); err == nil && (len(raw) == 0 || raw[0] != frameByte) {
 			ifVersion = v // a corrupt record counts as absent
 		}
@@ -185,9 +185,9 @@ func TestFlippedByteHealedByRunningRing(t *testing.T) {
 // reset, naming both keys, and mints nothing. Following the reset advice
 // then works.
 func TestNewcomerRefusesDamagedRecord(t *testing.T) {
-	for name, newStore := range map[string]func(t *testing.T) msalcache.Store{
-		"memstore": func(t *testing.T) msalcache.Store { return newMem(t) },
-		"boltstore": func(t *testing.T) msalcache.Store {
+	for name, newStore := range map[string]func(t *testing.T) driver.Store{
+		"memstore": func(t *testing.T) driver.Store { return newMem(t) },
+		"boltstore": func(t *testing.T) driver.Store {
 			s, err := boltstore.Open(filepath.Join(t.TempDir(), "ring.db"))
 			if err != nil {
 				t.Fatal(err)
@@ -258,7 +258,7 @@ func checkDamagedError(t *testing.T, what string, err error) {
 	}
 }
 
-// A store that reports the record corrupt (msalcache.ErrCorrupt) is damage
+// A store that reports the record corrupt (driver.ErrCorrupt) is damage
 // too: a newcomer refuses it, and a running ring rewrites it with
 // NoVersion, even from a read-only reload (Keys), and logs it at ERROR.
 func TestStoreCorruptRecordHealed(t *testing.T) {
@@ -269,7 +269,7 @@ func TestStoreCorruptRecordHealed(t *testing.T) {
 	blob := mustProtect(t, a, "x", "k")
 	good := ringRecord(t, store)
 	store.corruptRaw(t, protect.DefaultRingKey)
-	if _, _, err := store.Load(ctx, protect.DefaultRingKey); !errors.Is(err, msalcache.ErrCorrupt) {
+	if _, _, err := store.Load(ctx, protect.DefaultRingKey); !errors.Is(err, driver.ErrCorrupt) {
 		t.Fatalf("planted record: %v, want ErrCorrupt", err)
 	}
 	_, err := tryRing(t, store, nil)

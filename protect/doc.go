@@ -1,8 +1,8 @@
 // Package protect encrypts what msalcache stores, under AES-256 keys that a
 // farm of servers shares and rotates on its own.
 //
-// A KeyRing is an msalcache.Protector. It keeps its keys in one record of
-// an msalcache.Store (the same Redis or bbolt file as the token cache, or
+// A KeyRing is an driver.Protector. It keeps its keys in one record of
+// an driver.Store (the same Redis or bbolt file as the token cache, or
 // another), each key wrapped by a key-encryption key (KEK) that never
 // leaves the servers. Every server loads the ring, seals with its current
 // default key and opens blobs under any key of the ring, so every server
@@ -128,7 +128,7 @@
 //
 // # Changes pushed by the store
 //
-// When the ring's store implements msalcache.Watcher (redisstore,
+// When the ring's store implements driver.Watcher (redisstore,
 // boltstore, memstore) and the background refresh is on (the default; see
 // WithAutoRefresh), each ring subscribes to the store's changes and
 // reloads its record as soon as another server writes it: a Rotate or a
@@ -166,7 +166,7 @@
 // server further into a KEK rotation.
 //
 // Keep the ring in a durable store: a store that may evict
-// (msalcache.IsVolatile, memcached) is refused with ErrVolatileStore.
+// (driver.IsVolatile, memcached) is refused with ErrVolatileStore.
 //
 // A server never forgets a key or a revocation it has loaded. When it finds
 // the record lacks one (the record was deleted, replayed from an older
@@ -177,7 +177,7 @@
 //     and mints nothing; a running server keeps its keys.
 //   - Record damaged (a flipped bit on disk, a torn write, an edit: bytes
 //     that do not decode, an entry that fails to authenticate, or a store
-//     Load that reports msalcache.ErrCorrupt): a newcomer fails with
+//     Load that reports driver.ErrCorrupt): a newcomer fails with
 //     ErrRingDamaged and writes nothing, since it cannot tell which keys
 //     the record held. A running server keeps its keys and, at its next
 //     refresh or reload, rewrites the record from its verified copy (plus
@@ -221,7 +221,7 @@
 //
 // # Partition names
 //
-// A KeyRing is also an msalcache.KeyHasher: the Adapter names each
+// A KeyRing is also an driver.KeyHasher: the Adapter names each
 // partition in the store with HashKey, HMAC-SHA256 of the partition key
 // under a naming secret, instead of a plain SHA-256. A partition key is a
 // user's object and tenant ids, which are not secret (they appear in

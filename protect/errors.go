@@ -45,7 +45,7 @@ var (
 	// mints a new ring over a damaged record.
 	ErrRingDamaged = errors.New("protect: key ring record is damaged")
 	// ErrRingClosed reports a call on a KeyRing after its Close. It is not
-	// msalcache.ErrClosed on purpose: the store may well be open, and an
+	// driver.ErrClosed on purpose: the store may well be open, and an
 	// operator reading "store closed" would look in the wrong place.
 	ErrRingClosed = errors.New("protect: key ring closed")
 )

@@ -108,7 +108,7 @@ func ExampleWithObserver() {
 	}
 	store := memstore.New()
 	defer store.Close()
-	printer := msalcache.ObserverFunc(func(_ context.Context, e msalcache.Event) {
+	printer := observe.Func(func(_ context.Context, e observe.Event) {
 		fmt.Println(e.Op, e.Outcome, e.Store)
 	})
 	ring, err := protect.NewKeyRing(ctx, store, kek, protect.WithObserver(printer))

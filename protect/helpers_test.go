@@ -57,7 +57,7 @@ func testKEK(t testing.TB, id string, seed byte) protect.KeyWrapper {
 var quiet = slog.New(slog.DiscardHandler)
 
 // newRing builds a ring with manual refresh on store, reading clock.
-func newRing(t testing.TB, store msalcache.Store, now func() time.Time, opts ...protect.Option) *protect.KeyRing {
+func newRing(t testing.TB, store driver.Store, now func() time.Time, opts ...protect.Option) *protect.KeyRing {
 	t.Helper()
 	r, err := tryRing(t, store, now, opts...)
 	if err != nil {
@@ -66,7 +66,7 @@ func newRing(t testing.TB, store msalcache.Store, now func() time.Time, opts ...
 	return r
 }
 
-func tryRing(t testing.TB, store msalcache.Store, now func() time.Time, opts ...protect.Option) (*protect.KeyRing, error) {
+func tryRing(t testing.TB, store driver.Store, now func() time.Time, opts ...protect.Option) (*protect.KeyRing, error) {
 	t.Helper()
 	base := []protect.Option{protect.WithAutoRefresh(false), protect.WithLogger(quiet)}
 	if now != nil {
@@ -137,7 +137,7 @@ func defaultKey(t testing.TB, r *protect.KeyRing) protect.KeyInfo {
 // faultyStore wraps a real store and fails the calls a test asks it to;
 // it counts loads of the ring record.
 type faultyStore struct {
-	msalcache.Store
+	driver.Store
 	failLoad     atomic.Bool // every Load fails
 	failRingLoad atomic.Bool // Loads of the ring record fail
 	failSave     atomic.Bool
@@ -146,12 +146,12 @@ type faultyStore struct {
 
 var errInjected = errors.New("injected store failure")
 
-func (s *faultyStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *faultyStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if key == protect.DefaultRingKey {
 		s.ringLoads.Add(1)
 	}
 	if s.failLoad.Load() || s.failRingLoad.Load() && key == protect.DefaultRingKey {
-		return nil, msalcache.NoVersion, errInjected
+		return nil, driver.NoVersion, errInjected
 	}
 	return s.Store.Load(ctx, key)
 }
@@ -160,18 +160,18 @@ func (s *faultyStore) Load(ctx context.Context, key string) ([]byte, msalcache.V
 // arrived, so that n servers starting together all see an empty store
 // before any of them writes: the race the bootstrap must survive.
 type gateStore struct {
-	msalcache.Store
+	driver.Store
 	n       int
 	mu      sync.Mutex
 	arrived int
 	open    chan struct{}
 }
 
-func newGateStore(s msalcache.Store, n int) *gateStore {
+func newGateStore(s driver.Store, n int) *gateStore {
 	return &gateStore{Store: s, n: n, open: make(chan struct{})}
 }
 
-func (s *gateStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *gateStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if key == protect.DefaultRingKey {
 		s.mu.Lock()
 		s.arrived++
@@ -184,16 +184,16 @@ func (s *gateStore) Load(ctx context.Context, key string) ([]byte, msalcache.Ver
 			select {
 			case <-s.open:
 			case <-ctx.Done():
-				return nil, msalcache.NoVersion, ctx.Err()
+				return nil, driver.NoVersion, ctx.Err()
 			}
 		}
 	}
 	return s.Store.Load(ctx, key)
 }
 
-func (s *faultyStore) Save(ctx context.Context, key string, value []byte, v msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *faultyStore) Save(ctx context.Context, key string, value []byte, v driver.Version, ttl time.Duration) (driver.Version, error) {
 	if s.failSave.Load() {
-		return msalcache.NoVersion, errInjected
+		return driver.NoVersion, errInjected
 	}
 	return s.Store.Save(ctx, key, value, v, ttl)
 }
@@ -258,21 +258,21 @@ func (d ringDoc) encode(t testing.TB) []byte {
 // that finds nothing and before that answer is returned: another server
 // acting in the gap between two of this one's reads.
 type hookStore struct {
-	msalcache.Store
+	driver.Store
 	once sync.Once
 	hook func()
 }
 
-func (s *hookStore) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *hookStore) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	b, v, err := s.Store.Load(ctx, key)
-	if key == protect.DefaultRingKey && errors.Is(err, msalcache.ErrNotFound) {
+	if key == protect.DefaultRingKey && errors.Is(err, driver.ErrNotFound) {
 		s.once.Do(s.hook)
 	}
 	return b, v, err
 }
 
 // ringRecord returns the ring's record as stored now.
-func ringRecord(t testing.TB, store msalcache.Store) []byte {
+func ringRecord(t testing.TB, store driver.Store) []byte {
 	t.Helper()
 	rec, _, err := store.Load(ctx, protect.DefaultRingKey)
 	if err != nil {
@@ -283,7 +283,7 @@ func ringRecord(t testing.TB, store msalcache.Store) []byte {
 
 // replayRing puts an older copy of the ring's record back, as an attacker
 // with write access to the store, or a restored backup, would.
-func replayRing(t testing.TB, store msalcache.Store, old []byte) {
+func replayRing(t testing.TB, store driver.Store, old []byte) {
 	t.Helper()
 	_, v, err := store.Load(ctx, protect.DefaultRingKey)
 	if err != nil {

@@ -222,6 +222,6 @@ func (c *countedKEK) BoundsContext() bool {
 	if _, local := c.KeyWrapper.(*aesWrapper); local {
 		return true
 	}
-	b, ok := c.KeyWrapper.(msalcache.ContextBounder)
+	b, ok := c.KeyWrapper.(driver.ContextBounder)
 	return ok && b.BoundsContext()
 }

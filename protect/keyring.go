@@ -14,11 +14,11 @@ import (
 // KeyRing seals and opens payloads with a ring of AES-256 keys that it
 // keeps, wrapped by a KEK, in one record of a Store shared by every server
 // of a farm. It creates, rotates and retires keys on its own; see the
-// package documentation for the rules. It implements msalcache.Protector,
-// msalcache.Reprotector and msalcache.KeyHasher and is safe for concurrent
+// package documentation for the rules. It implements driver.Protector,
+// driver.Reprotector and driver.KeyHasher and is safe for concurrent
 // use.
 type KeyRing struct {
-	store   msalcache.Store
+	store   driver.Store
 	cfg     config
 	primary KeyWrapper
 	keks    map[string]KeyWrapper
@@ -39,7 +39,7 @@ type KeyRing struct {
 	// ver is the version of the record this ring's state was last read
 	// from or written as; under sem. The push watch skips a reload for a
 	// change that is this very version (the ring's own write).
-	ver  msalcache.Version
+	ver  driver.Version
 	push pushWatch // the store's change notifications; see storewatch.go
 
 	bgCtx     context.Context
@@ -49,8 +49,8 @@ type KeyRing struct {
 }
 
 var (
-	_ msalcache.Protector   = (*KeyRing)(nil)
-	_ msalcache.Reprotector = (*KeyRing)(nil)
+	_ driver.Protector   = (*KeyRing)(nil)
+	_ driver.Reprotector = (*KeyRing)(nil)
 )
 
 // NewKeyRing loads the ring kept under DefaultRingKey (see WithRingKey) in
@@ -64,7 +64,7 @@ var (
 // it is wrapped by a KEK this ring lacks or written by a newer version
 // (ErrInvalidRing), when the record vanished from a store that held one
 // (ErrRingMissing), and for a store that may evict keys (ErrVolatileStore).
-func NewKeyRing(ctx context.Context, store msalcache.Store, kek KeyWrapper, opts ...Option) (*KeyRing, error) {
+func NewKeyRing(ctx context.Context, store driver.Store, kek KeyWrapper, opts ...Option) (*KeyRing, error) {
 	r, err := newRing("NewKeyRing", store, kek, opts)
 	if err != nil {
 		return nil, err
@@ -91,11 +91,11 @@ func NewKeyRing(ctx context.Context, store msalcache.Store, kek KeyWrapper, opts
 
 // newRing checks the arguments of NewKeyRing and OpenReadOnly (fn names
 // the caller in errors) and builds a ring that has not read its store yet.
-func newRing(fn string, store msalcache.Store, kek KeyWrapper, opts []Option) (*KeyRing, error) {
+func newRing(fn string, store driver.Store, kek KeyWrapper, opts []Option) (*KeyRing, error) {
 	if store == nil {
 		return nil, fmt.Errorf("protect: %s: nil store", fn)
 	}
-	if msalcache.IsVolatile(store) {
+	if driver.IsVolatile(store) {
 		return nil, ErrVolatileStore
 	}
 	if kek == nil {
@@ -212,7 +212,7 @@ func (r *KeyRing) Unprotect(ctx context.Context, ciphertext, aad []byte) ([]byte
 func (r *KeyRing) reloadFor(ctx context.Context, id keyID) (*dataKey, error) {
 	var k *dataKey
 	var start time.Time // when this call reloaded, if it did
-	reason := msalcache.ReasonNone
+	reason := observe.ReasonNone
 	err := r.withLock(ctx, func() error {
 		lookup := func() (err error) {
 			k, err = r.state.Load().key(id)
@@ -230,14 +230,14 @@ func (r *KeyRing) reloadFor(ctx context.Context, id keyID) (*dataKey, error) {
 		start = time.Now()
 		if err := r.reload(ctx); err != nil {
 			if ctxErr := ctx.Err(); ctxErr != nil {
-				reason = msalcache.ReasonCanceled
+				reason = observe.ReasonCanceled
 				return ctxErr
 			}
-			reason = msalcache.ReasonStore
+			reason = observe.ReasonStore
 			return fmt.Errorf("%w: %s (reload failed: %w)", ErrKeyNotFound, id, err)
 		}
 		if err := lookup(); err != nil {
-			reason = msalcache.ReasonDecrypt // the record does not hold it either
+			reason = observe.ReasonDecrypt // the record does not hold it either
 			return err
 		}
 		return nil

@@ -106,7 +106,7 @@ func TestVolatileStoreRefused(t *testing.T) {
 	}
 }
 
-type volatileStore struct{ msalcache.Store }
+type volatileStore struct{ driver.Store }
 
 func (volatileStore) Volatile() bool { return true }
 
@@ -203,7 +203,7 @@ func TestStartupReadErrorMintsNothing(t *testing.T) {
 		}
 		fail.Store(false)
 		for _, key := range []string{protect.DefaultRingKey, protect.DefaultRingKey + ".created"} {
-			if _, _, err := mem.Load(ctx, key); !errors.Is(err, msalcache.ErrNotFound) {
+			if _, _, err := mem.Load(ctx, key); !errors.Is(err, driver.ErrNotFound) {
 				t.Fatalf("%s was written after a failed read (err %v)", key, err)
 			}
 		}
@@ -252,7 +252,7 @@ func TestRingDeletedWhileRunning(t *testing.T) {
 	if !errors.Is(err, protect.ErrRingMissing) || !strings.Contains(err.Error(), ".created") {
 		t.Fatalf("newcomer: err = %v, want ErrRingMissing naming the marker", err)
 	}
-	if _, _, err := store.Load(ctx, protect.DefaultRingKey); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, _, err := store.Load(ctx, protect.DefaultRingKey); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatal("the newcomer wrote a ring")
 	}
 
@@ -262,7 +262,7 @@ func TestRingDeletedWhileRunning(t *testing.T) {
 	if _, err := a.Unprotect(ctx, unknown, []byte("k")); !errors.Is(err, protect.ErrKeyNotFound) {
 		t.Fatalf("err = %v", err)
 	}
-	if _, _, err := store.Load(ctx, protect.DefaultRingKey); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, _, err := store.Load(ctx, protect.DefaultRingKey); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatal("a read-only reload wrote the ring")
 	}
 
@@ -396,7 +396,7 @@ func TestClosedRingSaysRingClosed(t *testing.T) {
 	}
 	for name, call := range calls {
 		err := call()
-		if !errors.Is(err, protect.ErrRingClosed) || errors.Is(err, msalcache.ErrClosed) {
+		if !errors.Is(err, protect.ErrRingClosed) || errors.Is(err, driver.ErrClosed) {
 			t.Errorf("%s after Close: %v, want ErrRingClosed and not the store's ErrClosed", name, err)
 		}
 		if err != nil && err.Error() != "protect: key ring closed" {

@@ -23,9 +23,9 @@ func (r *KeyRing) markerState(ctx context.Context) (present, corrupt bool, err e
 	switch {
 	case err == nil:
 		return true, false, nil
-	case errors.Is(err, msalcache.ErrNotFound):
+	case errors.Is(err, driver.ErrNotFound):
 		return false, false, nil
-	case errors.Is(err, msalcache.ErrCorrupt):
+	case errors.Is(err, driver.ErrCorrupt):
 		return true, true, nil
 	default:
 		return false, false, fmt.Errorf("protect: load key ring marker %q: %w", r.marker, err)
@@ -41,8 +41,8 @@ func (r *KeyRing) ensureMarker(ctx context.Context) {
 	present, corrupt, err := r.markerState(ctx)
 	if err == nil && (!present || corrupt) {
 		// NoVersion creates the marker, or replaces a corrupt one.
-		_, err = r.store.Save(ctx, r.marker, markerValue, msalcache.NoVersion, 0)
-		if errors.Is(err, msalcache.ErrConflict) {
+		_, err = r.store.Save(ctx, r.marker, markerValue, driver.NoVersion, 0)
+		if errors.Is(err, driver.ErrConflict) {
 			err = nil
 		}
 	}

@@ -14,10 +14,10 @@ import (
 	"github.com/msalcache/msalcache"
 )
 
-var _ msalcache.KeyHasher = (*KeyRing)(nil)
+var _ driver.KeyHasher = (*KeyRing)(nil)
 
 // HashKey names a partition in the store: HMAC-SHA256 of partitionKey
-// under the ring's naming secret. It implements msalcache.KeyHasher, so
+// under the ring's naming secret. It implements driver.KeyHasher, so
 // an Adapter whose Protector is this ring stores partitions under these
 // names instead of a plain SHA-256 of the partition key. Someone who can
 // read the store (a dump, a backup, a leaked password) but holds no KEK

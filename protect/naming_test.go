@@ -11,7 +11,7 @@ import (
 	"github.com/msalcache/msalcache/protect"
 )
 
-var _ msalcache.KeyHasher = (*protect.KeyRing)(nil)
+var _ driver.KeyHasher = (*protect.KeyRing)(nil)
 
 const partition = "00000000-0000-0000-0000-000000000001.00000000-0000-0000-0000-0000000000aa"
 
@@ -79,10 +79,10 @@ func TestFormat1RecordGetsOneSecretUnderConcurrency(t *testing.T) {
 	old.Close()
 
 	mem := newMem(t)
-	if _, err := mem.Save(ctx, protect.DefaultRingKey, v1, msalcache.NoVersion, 0); err != nil {
+	if _, err := mem.Save(ctx, protect.DefaultRingKey, v1, driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mem.Save(ctx, protect.DefaultRingKey+".created", []byte("marker"), msalcache.NoVersion, 0); err != nil {
+	if _, err := mem.Save(ctx, protect.DefaultRingKey+".created", []byte("marker"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	store := newGateStore(mem, n)

@@ -10,15 +10,15 @@ import (
 )
 
 // WithObserver tells o what the ring does that an operator watches: an
-// msalcache.OpRotation Event each time the ring starts sealing under a new
+// observe.OpRotation Event each time the ring starts sealing under a new
 // default key (minted here or by another server; the first key it seals
-// under is not a rotation), and an msalcache.OpKeyReload Event each time
+// under is not a rotation), and an observe.OpKeyReload Event each time
 // it reloads its record for a blob under a key it did not know
 // (OutcomeOK: the reload found it; OutcomeError with ReasonStore: the
 // store failed; with ReasonDecrypt: the record does not hold it either).
 // The Events carry no key, key id or ciphertext. Pass the same Observer as
 // msalcache.WithObserver, such as package msalcacheotel's.
-func WithObserver(o msalcache.Observer) Option {
+func WithObserver(o observe.Observer) Option {
 	return func(c *config) error {
 		if o == nil {
 			return errors.New("protect: WithObserver(nil): pass an Observer")
@@ -30,7 +30,7 @@ func WithObserver(o msalcache.Observer) Option {
 
 // watch is what the ring tells its Observer from.
 type watch struct {
-	obs    msalcache.Observer
+	obs    observe.Observer
 	system string                // the store's SystemName
 	sealer atomic.Pointer[keyID] // the key Protect last sealed under
 }
@@ -40,7 +40,7 @@ func (r *KeyRing) newWatch() {
 		return
 	}
 	r.watch = &watch{obs: r.cfg.observer}
-	if n, ok := r.store.(msalcache.SystemNamer); ok {
+	if n, ok := r.store.(driver.SystemNamer); ok {
 		r.watch.system = n.SystemName()
 	}
 }
@@ -59,19 +59,19 @@ func (r *KeyRing) sealing(ctx context.Context, k *dataKey) {
 	if w.sealer.Swap(&id) == nil {
 		return // the first key is no rotation
 	}
-	w.obs.Observe(ctx, msalcache.Event{Op: msalcache.OpRotation, Outcome: msalcache.OutcomeOK, Store: w.system, Start: time.Now()})
+	w.obs.Observe(ctx, observe.Event{Op: observe.OpRotation, Outcome: observe.OutcomeOK, Store: w.system, Start: time.Now()})
 }
 
 // reloaded reports a reload for an unknown key that started at start and
 // ended as reason says (ReasonNone: it found the key).
-func (r *KeyRing) reloaded(ctx context.Context, start time.Time, reason msalcache.Reason) {
+func (r *KeyRing) reloaded(ctx context.Context, start time.Time, reason observe.Reason) {
 	w := r.watch
 	if w == nil {
 		return
 	}
-	e := msalcache.Event{Op: msalcache.OpKeyReload, Outcome: msalcache.OutcomeOK, Store: w.system, Start: start, Duration: time.Since(start)}
-	if reason != msalcache.ReasonNone {
-		e.Outcome, e.Reason = msalcache.OutcomeError, reason
+	e := observe.Event{Op: observe.OpKeyReload, Outcome: observe.OutcomeOK, Store: w.system, Start: start, Duration: time.Since(start)}
+	if reason != observe.ReasonNone {
+		e.Outcome, e.Reason = observe.OutcomeError, reason
 	}
 	w.obs.Observe(ctx, e)
 }

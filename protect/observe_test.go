@@ -13,10 +13,10 @@ import (
 
 type events struct {
 	mu sync.Mutex
-	l  []msalcache.Event
+	l  []observe.Event
 }
 
-func (e *events) Observe(_ context.Context, ev msalcache.Event) {
+func (e *events) Observe(_ context.Context, ev observe.Event) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.l = append(e.l, ev)

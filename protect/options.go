@@ -54,7 +54,7 @@ type config struct {
 	reloadInterval  time.Duration
 	autoRefresh     bool
 	logger          *slog.Logger
-	observer        msalcache.Observer
+	observer        observe.Observer
 }
 
 func defaultConfig() config {

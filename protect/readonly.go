@@ -39,7 +39,7 @@ var ErrNoRing = errors.New("protect: the store holds no key ring")
 // wrapped by a KEK it was not given or written by a newer version, and
 // with ErrVolatileStore for a store that may evict keys, as NewKeyRing
 // does. Options are NewKeyRing's; WithAutoRefresh is ignored.
-func OpenReadOnly(ctx context.Context, store msalcache.Store, kek KeyWrapper, opts ...Option) (*KeyRing, error) {
+func OpenReadOnly(ctx context.Context, store driver.Store, kek KeyWrapper, opts ...Option) (*KeyRing, error) {
 	r, err := newRing("OpenReadOnly", store, kek, opts)
 	if err != nil {
 		return nil, err
@@ -62,10 +62,10 @@ func OpenReadOnly(ctx context.Context, store msalcache.Store, kek KeyWrapper, op
 
 // readOnlyStore refuses every write, so that no path of the ring (a
 // repair, a marker, a rotation) can change the store.
-type readOnlyStore struct{ msalcache.Store }
+type readOnlyStore struct{ driver.Store }
 
-func (readOnlyStore) Save(context.Context, string, []byte, msalcache.Version, time.Duration) (msalcache.Version, error) {
-	return msalcache.NoVersion, ErrReadOnly
+func (readOnlyStore) Save(context.Context, string, []byte, driver.Version, time.Duration) (driver.Version, error) {
+	return driver.NoVersion, ErrReadOnly
 }
 
 func (readOnlyStore) Delete(context.Context, string) error { return ErrReadOnly }

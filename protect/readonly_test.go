@@ -15,9 +15,9 @@ import (
 
 // snapshot is every key of a memstore with its version: two equal
 // snapshots mean nothing was written in between.
-func snapshot(t *testing.T, s *memstore.Store) map[string]msalcache.Version {
+func snapshot(t *testing.T, s *memstore.Store) map[string]driver.Version {
 	t.Helper()
-	out := map[string]msalcache.Version{}
+	out := map[string]driver.Version{}
 	err := s.List(context.Background(), "", func(k string) error {
 		_, v, err := s.Load(context.Background(), k)
 		out[k] = v
@@ -29,14 +29,14 @@ func snapshot(t *testing.T, s *memstore.Store) map[string]msalcache.Version {
 	return out
 }
 
-func wantUnchanged(t *testing.T, s *memstore.Store, before map[string]msalcache.Version) {
+func wantUnchanged(t *testing.T, s *memstore.Store, before map[string]driver.Version) {
 	t.Helper()
 	if after := snapshot(t, s); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("the store changed: before %v, after %v", before, after)
 	}
 }
 
-func openRO(t *testing.T, s msalcache.Store, kek protect.KeyWrapper, opts ...protect.Option) (*protect.KeyRing, error) {
+func openRO(t *testing.T, s driver.Store, kek protect.KeyWrapper, opts ...protect.Option) (*protect.KeyRing, error) {
 	t.Helper()
 	r, err := protect.OpenReadOnly(context.Background(), s, kek, append([]protect.Option{protect.WithLogger(quiet)}, opts...)...)
 	if err == nil {
@@ -51,7 +51,7 @@ func TestOpenReadOnlyEmptyStoreMintsNothing(t *testing.T) {
 	if !errors.Is(err, protect.ErrNoRing) || !strings.Contains(err.Error(), protect.DefaultRingKey) {
 		t.Fatalf("OpenReadOnly on an empty store: %v; want ErrNoRing naming the ring key", err)
 	}
-	wantUnchanged(t, s, map[string]msalcache.Version{})
+	wantUnchanged(t, s, map[string]driver.Version{})
 }
 
 func TestOpenReadOnlyReadsAndNeverWrites(t *testing.T) {

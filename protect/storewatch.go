@@ -21,7 +21,7 @@ const (
 )
 
 // pushWatch is the ring's subscription to its store's changes, when the
-// store is an msalcache.Watcher and the background refresh is on.
+// store is an driver.Watcher and the background refresh is on.
 type pushWatch struct {
 	stop func()        // ends the store's watch; nil when not watching
 	kick chan struct{} // one pending reload; capacity 1
@@ -42,7 +42,7 @@ type pushWatch struct {
 // since that read follows it; one delivered later (Redis confirms its
 // subscription asynchronously) makes the ring reload once.
 func (r *KeyRing) startPush() {
-	w, ok := r.store.(msalcache.Watcher)
+	w, ok := r.store.(driver.Watcher)
 	if !ok {
 		return
 	}
@@ -56,7 +56,7 @@ func (r *KeyRing) startPush() {
 		return
 	}
 	r.push.stop = stop
-	if r.push.heard.Load() == uint64(msalcache.NoVersion) {
+	if r.push.heard.Load() == uint64(driver.NoVersion) {
 		select {
 		case <-r.push.kick: // the Up of Watch itself: the first read follows
 		default:
@@ -91,18 +91,18 @@ func (p *pushWatch) wait() {
 // onStoreChange is the store's callback. It runs inside the store (on its
 // watch goroutine, or inside the writer's Save), so it only notes what it
 // heard and wakes pushLoop, never blocking and never calling the store.
-func (r *KeyRing) onStoreChange(ch msalcache.Change) {
+func (r *KeyRing) onStoreChange(ch driver.Change) {
 	switch ch.Kind {
-	case msalcache.ChangeKey:
+	case driver.ChangeKey:
 		if ch.Key != r.cfg.ringKey {
 			return // a token partition, or the ring's marker
 		}
 		r.push.heard.Store(uint64(ch.Version))
-	case msalcache.ChangeWatchUp:
+	case driver.ChangeWatchUp:
 		// Changes made while the watch was down (or before it started)
 		// went unheard: reload once.
-		r.push.heard.Store(uint64(msalcache.NoVersion))
-	case msalcache.ChangeWatchDown:
+		r.push.heard.Store(uint64(driver.NoVersion))
+	case driver.ChangeWatchDown:
 		// Until the watch is up again, the refresh interval is all
 		// there is.
 		return
@@ -134,7 +134,7 @@ func (r *KeyRing) pushLoop() {
 		ctx, cancel := context.WithTimeout(r.bgCtx, pushTimeout)
 		err := r.withLock(ctx, func() error {
 			// The ring's own write, or a version already reloaded.
-			if h := msalcache.Version(r.push.heard.Load()); h != msalcache.NoVersion && h == r.ver {
+			if h := driver.Version(r.push.heard.Load()); h != driver.NoVersion && h == r.ver {
 				return nil
 			}
 			return r.reload(ctx)

@@ -31,9 +31,9 @@ const pushDeadline = 10 * time.Second
 
 // pushStores opens, for each store that pushes changes, one store that two
 // rings ("two instances") share.
-var pushStores = map[string]func(t *testing.T) msalcache.Store{
-	"memstore": func(t *testing.T) msalcache.Store { return newMem(t) },
-	"boltstore": func(t *testing.T) msalcache.Store {
+var pushStores = map[string]func(t *testing.T) driver.Store{
+	"memstore": func(t *testing.T) driver.Store { return newMem(t) },
+	"boltstore": func(t *testing.T) driver.Store {
 		s, err := boltstore.Open(filepath.Join(t.TempDir(), "ring.db"))
 		if err != nil {
 			t.Fatal(err)
@@ -41,7 +41,7 @@ var pushStores = map[string]func(t *testing.T) msalcache.Store{
 		t.Cleanup(func() { s.Close() })
 		return s
 	},
-	"redis": func(t *testing.T) msalcache.Store { return newRedisStore(t, testserver.Redis(t).Addr()) },
+	"redis": func(t *testing.T) driver.Store { return newRedisStore(t, testserver.Redis(t).Addr()) },
 }
 
 // newRedisStore is a redisstore on the server at addr, closed (with its
@@ -55,7 +55,7 @@ func newRedisStore(t *testing.T, addr string) *redisstore.Store {
 
 // pushRing is a ring with the background refresh (and so the watch) on,
 // refreshing once an hour.
-func pushRing(t *testing.T, store msalcache.Store) *protect.KeyRing {
+func pushRing(t *testing.T, store driver.Store) *protect.KeyRing {
 	t.Helper()
 	r, err := protect.NewKeyRing(ctx, store, testKEK(t, "kek-1", 7),
 		protect.WithRefreshInterval(pushRefresh), protect.WithLogger(quiet))
@@ -150,7 +150,7 @@ func TestRevokeAndRotateReachOtherRingsByPush(t *testing.T) {
 }
 
 // noPush hides a store's Watcher, as a store that cannot push would.
-type noPush struct{ msalcache.Store }
+type noPush struct{ driver.Store }
 
 // Without a store that pushes, B goes on sealing under a key A revoked
 // until its refresh: what TestRevokeAndRotateReachOtherRingsByPush
@@ -181,15 +181,15 @@ type flakyWatch struct {
 	*memstore.Store
 	down atomic.Bool
 	mu   sync.Mutex
-	fns  []func(msalcache.Change)
+	fns  []func(driver.Change)
 }
 
-func (s *flakyWatch) Watch(ctx context.Context, fn func(msalcache.Change)) (func(), error) {
+func (s *flakyWatch) Watch(ctx context.Context, fn func(driver.Change)) (func(), error) {
 	s.mu.Lock()
 	s.fns = append(s.fns, fn)
 	s.mu.Unlock()
-	return s.Store.Watch(ctx, func(ch msalcache.Change) {
-		if ch.Kind == msalcache.ChangeKey && s.down.Load() {
+	return s.Store.Watch(ctx, func(ch driver.Change) {
+		if ch.Kind == driver.ChangeKey && s.down.Load() {
 			return
 		}
 		fn(ch)
@@ -198,14 +198,14 @@ func (s *flakyWatch) Watch(ctx context.Context, fn func(msalcache.Change)) (func
 
 func (s *flakyWatch) set(down bool) {
 	s.down.Store(down)
-	kind := msalcache.ChangeWatchUp
+	kind := driver.ChangeWatchUp
 	if down {
-		kind = msalcache.ChangeWatchDown
+		kind = driver.ChangeWatchDown
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, fn := range s.fns {
-		fn(msalcache.Change{Kind: kind})
+		fn(driver.Change{Kind: kind})
 	}
 }
 
@@ -281,7 +281,7 @@ func TestCloseEndsPush(t *testing.T) {
 				t.Fatalf("Protect after Close: %v", err)
 			}
 		}
-		if err := mem.Close(); err != nil && !errors.Is(err, msalcache.ErrClosed) {
+		if err := mem.Close(); err != nil && !errors.Is(err, driver.ErrClosed) {
 			t.Fatal(err)
 		}
 	}

@@ -107,7 +107,7 @@ var errLookAgain = errors.New("protect: read the key ring record again")
 type loaded struct {
 	w       *working
 	held    *ringState        // this ring's copy before the read; nil for a newcomer
-	ver     msalcache.Version // what the write-back's compare-and-set expects
+	ver     driver.Version // what the write-back's compare-and-set expects
 	missing bool              // the store holds no record
 	damage  error             // why the record cannot be verified; nil if it can
 }
@@ -123,8 +123,8 @@ type loaded struct {
 // record before the marker.
 func (r *KeyRing) read(ctx context.Context, held *ringState, firstAttempt bool) (*loaded, error) {
 	data, ver, err := r.store.Load(ctx, r.cfg.ringKey)
-	l := &loaded{held: held, ver: ver, missing: errors.Is(err, msalcache.ErrNotFound)}
-	corrupt := errors.Is(err, msalcache.ErrCorrupt)
+	l := &loaded{held: held, ver: ver, missing: errors.Is(err, driver.ErrNotFound)}
+	corrupt := errors.Is(err, driver.ErrCorrupt)
 	if err != nil && !l.missing && !corrupt {
 		return nil, fmt.Errorf("protect: load key ring %q: %w", r.cfg.ringKey, err)
 	}
@@ -145,12 +145,12 @@ func (r *KeyRing) read(ctx context.Context, held *ringState, firstAttempt bool) 
 		}
 		l.w = newWorking()
 		l.w.dirty = true
-		l.ver = msalcache.NoVersion
+		l.ver = driver.NoVersion
 	case corrupt:
 		// The store cannot decode what it holds; Save with NoVersion
-		// replaces such a record (msalcache.ErrCorrupt's contract).
+		// replaces such a record (driver.ErrCorrupt's contract).
 		l.damage = fmt.Errorf("the store reports it as corrupt: %w", err)
-		l.ver = msalcache.NoVersion
+		l.ver = driver.NoVersion
 	default:
 		if l.w, l.damage, err = r.classify(ctx, data, held); err != nil {
 			return nil, err
@@ -190,7 +190,7 @@ func (r *KeyRing) writeBack(ctx context.Context, l *loaded) (lost bool, err erro
 			return false, fmt.Errorf("protect: encode key ring: %w", err)
 		}
 		ver, err = r.store.Save(ctx, r.cfg.ringKey, enc, l.ver, 0)
-		if errors.Is(err, msalcache.ErrConflict) {
+		if errors.Is(err, driver.ErrConflict) {
 			return true, nil // another server wrote (or healed): start over from its record
 		}
 		if l.damage != nil {

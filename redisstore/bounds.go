@@ -1,6 +1,6 @@
 package redisstore
 
-// BoundsContext implements msalcache.ContextBounder: every call returns
+// BoundsContext implements driver.ContextBounder: every call returns
 // once ctx is done, by the socket deadline of a client built with
 // ContextTimeoutEnabled or else by watching ctx on a goroutine of its own,
 // so the Adapter need not add another.

@@ -89,22 +89,22 @@ return 1
 // cas runs casScript for the full redis key k (the store's prefix and
 // its key) and the encoded record rec (whose first 8 bytes are its new
 // version), and returns the script's reply.
-func (s *Store) cas(ctx context.Context, k string, ifVersion msalcache.Version, rec []byte, ttl time.Duration) (int64, error) {
+func (s *Store) cas(ctx context.Context, k string, ifVersion driver.Version, rec []byte, ttl time.Duration) (int64, error) {
 	return casScript.Run(ctx, s.c, []string{k}, s.casArgs(k, ifVersion, rec, ttl)...).Int64()
 }
 
 // casArgs is ARGV of casScript for the full redis key k.
-func (s *Store) casArgs(k string, ifVersion msalcache.Version, rec []byte, ttl time.Duration) []any {
+func (s *Store) casArgs(k string, ifVersion driver.Version, rec []byte, ttl time.Duration) []any {
 	var expect []byte
-	if ifVersion != msalcache.NoVersion {
+	if ifVersion != driver.NoVersion {
 		expect = binary.BigEndian.AppendUint64(make([]byte, 0, headerSize), uint64(ifVersion))
 	}
-	msg := changeMessage(strings.TrimPrefix(k, s.prefix), msalcache.Version(binary.BigEndian.Uint64(rec)))
+	msg := changeMessage(strings.TrimPrefix(k, s.prefix), driver.Version(binary.BigEndian.Uint64(rec)))
 	return []any{expect, rec, ttlArg(ttl), s.channel, msg}
 }
 
 // del runs deleteScript for the full redis key k.
 func (s *Store) del(ctx context.Context, k string) error {
-	msg := changeMessage(strings.TrimPrefix(k, s.prefix), msalcache.NoVersion)
+	msg := changeMessage(strings.TrimPrefix(k, s.prefix), driver.NoVersion)
 	return deleteScript.Run(ctx, s.c, []string{k}, s.channel, msg).Err()
 }

@@ -17,7 +17,7 @@ import (
 func TestClusterCorrupt(t *testing.T) {
 	t.Parallel()
 	c := newClusterClient(t, testserver.RedisCluster(t, 3))
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 		return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(smallMax))
 	}, withRaw(conformance.Capabilities{MaxValueSize: smallMax}))
 }

@@ -47,7 +47,7 @@ func TestCluster(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("Conformance", func(t *testing.T) {
-		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+		conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 			return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(smallMax))
 		}, withWatch(conformance.Capabilities{MaxValueSize: smallMax}, clusterDeployment(t, cl).newClient))
 	})
@@ -61,7 +61,7 @@ func TestCluster(t *testing.T) {
 		var want []string
 		for i := range 30 {
 			k := fmt.Sprintf("list/%02d", i)
-			if _, err := s.Save(ctx, k, []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+			if _, err := s.Save(ctx, k, []byte("v"), driver.NoVersion, time.Minute); err != nil {
 				t.Fatal(err)
 			}
 			owners[cl.SlotOwner(t, keySlot(t, c, k))] = true
@@ -77,7 +77,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("SlotMigration", func(t *testing.T) {
 		const k = "migrating"
-		v, err := s.Save(ctx, k, []byte("before"), msalcache.NoVersion, time.Minute)
+		v, err := s.Save(ctx, k, []byte("before"), driver.NoVersion, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,7 +111,7 @@ func TestCluster(t *testing.T) {
 	t.Run("NodeKilledAndRestarted", func(t *testing.T) {
 		const k = "survivor"
 		node := cl.SlotOwner(t, keySlot(t, c, k))
-		v, err := s.Save(ctx, k, []byte("v"), msalcache.NoVersion, time.Hour)
+		v, err := s.Save(ctx, k, []byte("v"), driver.NoVersion, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +134,7 @@ func TestCluster(t *testing.T) {
 		deadline := healthy.Add(5 * time.Second)
 		for {
 			_, _, err = s.Load(ctx, k)
-			if errors.Is(err, msalcache.ErrNotFound) {
+			if errors.Is(err, driver.ErrNotFound) {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -143,10 +143,10 @@ func TestCluster(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		t.Logf("served again %v after the cluster was healthy", time.Since(healthy).Round(time.Millisecond))
-		if _, err := s.Save(ctx, k, []byte("v2"), v, time.Hour); !errors.Is(err, msalcache.ErrConflict) {
+		if _, err := s.Save(ctx, k, []byte("v2"), v, time.Hour); !errors.Is(err, driver.ErrConflict) {
 			t.Fatalf("CAS with a version the node lost = %v, want ErrConflict", err)
 		}
-		v2, err := s.Save(ctx, k, []byte("v2"), msalcache.NoVersion, time.Hour)
+		v2, err := s.Save(ctx, k, []byte("v2"), driver.NoVersion, time.Hour)
 		if err != nil {
 			t.Fatalf("Save after the node came back = %v", err)
 		}

@@ -41,10 +41,10 @@ func withRaw(caps conformance.Capabilities) conformance.Capabilities {
 // a store's keys, through a client of its own from newClient (another
 // instance of the application), and a way to cut the subscription.
 func withWatch(caps conformance.Capabilities, newClient func(t testing.TB) redis.UniversalClient) conformance.Capabilities {
-	caps.OpenHandle = func(t *testing.T, s msalcache.Store) msalcache.Store {
+	caps.OpenHandle = func(t *testing.T, s driver.Store) driver.Store {
 		return redisstore.New(newClient(t), redisstore.WithPrefix(redisstore.Prefix(s)), redisstore.WithMaxValueSize(caps.MaxValueSize))
 	}
-	caps.BreakWatch = func(t *testing.T, s msalcache.Store) {
+	caps.BreakWatch = func(t *testing.T, s driver.Store) {
 		killPubSub(t, redisstore.Client(s))
 	}
 	return caps
@@ -53,7 +53,7 @@ func withWatch(caps conformance.Capabilities, newClient func(t testing.TB) redis
 func TestConformanceSingle(t *testing.T) {
 	d := singleDeployment(t)
 	c := d.newClient(t)
-	conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+	conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 		return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(singleMax))
 	}, withWatch(withRaw(conformance.Capabilities{MaxValueSize: singleMax}), d.newClient))
 }
@@ -66,7 +66,7 @@ func TestDefaultMaxValueSize(t *testing.T) {
 	_, _, s := newSingle(t)
 	big := make([]byte, redisstore.DefaultMaxValueSize)
 	big[0], big[len(big)-1] = 1, 2
-	v, err := s.Save(ctx, "big", big, msalcache.NoVersion, time.Minute)
+	v, err := s.Save(ctx, "big", big, driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatalf("Save of DefaultMaxValueSize bytes = %v", err)
 	}
@@ -74,7 +74,7 @@ func TestDefaultMaxValueSize(t *testing.T) {
 	if err != nil || gv != v || len(got) != len(big) || got[0] != 1 || got[len(got)-1] != 2 {
 		t.Fatalf("Load = %d bytes, %#x, %v; want %d bytes, %#x", len(got), gv, err, len(big), v)
 	}
-	if _, err := s.Save(ctx, "big", append(big, 0), v, time.Minute); !errors.Is(err, msalcache.ErrTooLarge) {
+	if _, err := s.Save(ctx, "big", append(big, 0), v, time.Minute); !errors.Is(err, driver.ErrTooLarge) {
 		t.Fatalf("Save of DefaultMaxValueSize+1 bytes = %v, want ErrTooLarge", err)
 	}
 }
@@ -99,7 +99,7 @@ func TestSentinel(t *testing.T) {
 	setup := testserver.RedisSentinel(t)
 	c := newFailoverClient(t, setup)
 	t.Run("Conformance", func(t *testing.T) {
-		conformance.RunStoreTests(t, func(t *testing.T) msalcache.Store {
+		conformance.RunStoreTests(t, func(t *testing.T) driver.Store {
 			return redisstore.New(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithMaxValueSize(smallMax))
 		}, withWatch(withRaw(conformance.Capabilities{MaxValueSize: smallMax}), sentinelDeployment(setup).newClient))
 	})
@@ -112,7 +112,7 @@ func TestSentinel(t *testing.T) {
 		ctx := context.Background()
 		prefix := freshPrefix()
 		s := redisstore.New(c, redisstore.WithPrefix(prefix))
-		v, err := s.Save(ctx, "k", []byte("before"), msalcache.NoVersion, time.Hour)
+		v, err := s.Save(ctx, "k", []byte("before"), driver.NoVersion, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +129,7 @@ func TestSentinel(t *testing.T) {
 		// The client learns the new master from the sentinels; until then a
 		// write may hit the demoted master (READONLY, retried by go-redis).
 		deadline := time.Now().Add(10 * time.Second)
-		var v2 msalcache.Version
+		var v2 driver.Version
 		for {
 			b, got, err := s.Load(ctx, "k")
 			if err == nil && (got != v || string(b) != "before") {
@@ -141,7 +141,7 @@ func TestSentinel(t *testing.T) {
 					break
 				}
 			}
-			if errors.Is(err, msalcache.ErrConflict) || time.Now().After(deadline) {
+			if errors.Is(err, driver.ErrConflict) || time.Now().After(deadline) {
 				t.Fatalf("CAS after failover = %v", err)
 			}
 			time.Sleep(50 * time.Millisecond)

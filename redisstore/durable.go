@@ -33,7 +33,7 @@ const replicaInfoTTL = 5 * time.Second
 // before it reports a write as durable. 0 turns the wait off: SaveDurable
 // is then Save. n > 0 waits for n replicas whatever the master reports, so
 // a missing replica makes every SaveDurable wait until its deadline and
-// return msalcache.ErrNotReplicated. Without the option, SaveDurable waits
+// return driver.ErrNotReplicated. Without the option, SaveDurable waits
 // for one replica where the master reports connected replicas (INFO
 // replication, asked again every 5 s at most) and does not wait where it
 // reports none (a single node: WAIT would only time out).
@@ -83,7 +83,7 @@ func (c *replicaCache) forget(node *redis.Client) {
 	delete(c.m, node)
 }
 
-// SaveDurable implements msalcache.DurableSaver: it is Save, followed, on
+// SaveDurable implements driver.DurableSaver: it is Save, followed, on
 // the same connection, by WAIT for replicas to acknowledge the write, so
 // that a failover right after it cannot lose it. The compare-and-set
 // script and WAIT go in one pipeline to the master that owns the key (on a
@@ -98,9 +98,9 @@ func (c *replicaCache) forget(node *redis.Client) {
 // the client's ReadTimeout, which go-redis applies to a pipeline's replies.
 // When fewer replicas than asked confirmed in that time, the write stands
 // on the master and SaveDurable returns its version with an error wrapping
-// msalcache.ErrNotReplicated; an unanswered WAIT also invalidates the
+// driver.ErrNotReplicated; an unanswered WAIT also invalidates the
 // cached count of replicas. A compare-and-set that loses returns
-// msalcache.ErrConflict, and any other error is Save's. When go-redis
+// driver.ErrConflict, and any other error is Save's. When go-redis
 // retried the pipeline after a network error and the script found its own
 // earlier attempt in place, WAIT on the new connection proves nothing, and
 // SaveDurable reports ErrNotReplicated too.
@@ -110,15 +110,15 @@ func (c *replicaCache) forget(node *redis.Client) {
 // the client's map of the slots, so that a retry finds the new master. A
 // user whose ACL refuses INFO makes the default (no WithReplicaWait) count
 // no replicas, and so not wait: grant INFO, or set WithReplicaWait(1).
-func (s *Store) SaveDurable(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *Store) SaveDurable(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
 	if err := s.start(ctx, "save durable"); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	if s.replicaWait == 0 {
 		return s.Save(ctx, key, value, ifVersion, ttl)
 	}
 	if len(value) > s.maxValue {
-		return msalcache.NoVersion, fmt.Errorf("redisstore: save durable: %d bytes, limit %d: %w", len(value), s.maxValue, msalcache.ErrTooLarge)
+		return driver.NoVersion, fmt.Errorf("redisstore: save durable: %d bytes, limit %d: %w", len(value), s.maxValue, driver.ErrTooLarge)
 	}
 	k := s.prefix + key
 	var node *redis.Client
@@ -138,14 +138,14 @@ func (s *Store) SaveDurable(ctx context.Context, key string, value []byte, ifVer
 		return nil
 	})
 	if err != nil {
-		return msalcache.NoVersion, s.wrap(ctx, "save durable", err)
+		return driver.NoVersion, s.wrap(ctx, "save durable", err)
 	}
 	if node == nil || want == 0 {
 		// No replica to wait for, or a client whose masters this store
 		// cannot reach one by one (not a Client, ClusterClient or Ring).
 		v, err := s.Save(ctx, key, value, ifVersion, ttl)
 		if err == nil && node == nil && want > 0 {
-			err = fmt.Errorf("redisstore: save durable: a %T cannot WAIT on the connection that wrote: %w", s.c, msalcache.ErrNotReplicated)
+			err = fmt.Errorf("redisstore: save durable: a %T cannot WAIT on the connection that wrote: %w", s.c, driver.ErrNotReplicated)
 		}
 		return v, err
 	}
@@ -171,28 +171,28 @@ func (s *Store) SaveDurable(ctx context.Context, key string, value []byte, ifVer
 			cc.ReloadState(context.WithoutCancel(ctx))
 		}
 		if perr := s.publishDenied("save durable", err); perr != nil {
-			return msalcache.NoVersion, perr
+			return driver.NoVersion, perr
 		}
-		return msalcache.NoVersion, s.wrap(ctx, "save durable", err)
+		return driver.NoVersion, s.wrap(ctx, "save durable", err)
 	}
 	res, err := casCmd.Int64()
 	if err != nil {
-		return msalcache.NoVersion, s.wrap(ctx, "save durable", err)
+		return driver.NoVersion, s.wrap(ctx, "save durable", err)
 	}
 	switch res {
 	case casConflict:
-		return msalcache.NoVersion, fmt.Errorf("redisstore: save durable: %w", msalcache.ErrConflict)
+		return driver.NoVersion, fmt.Errorf("redisstore: save durable: %w", driver.ErrConflict)
 	case casAlready:
-		return v, fmt.Errorf("redisstore: save durable: written by an attempt that go-redis retried on another connection, whose WAIT cannot vouch for it: %w", msalcache.ErrNotReplicated)
+		return v, fmt.Errorf("redisstore: save durable: written by an attempt that go-redis retried on another connection, whose WAIT cannot vouch for it: %w", driver.ErrNotReplicated)
 	}
 	acked, err := waitCmd.Result()
 	if err != nil {
 		s.replica.forget(node)
-		return v, fmt.Errorf("redisstore: save durable: written, but WAIT failed (%w): %w", err, msalcache.ErrNotReplicated)
+		return v, fmt.Errorf("redisstore: save durable: written, but WAIT failed (%w): %w", err, driver.ErrNotReplicated)
 	}
 	if acked < int64(want) {
 		s.replica.forget(node)
-		return v, fmt.Errorf("redisstore: save durable: written, but %d of %d replicas confirmed it within %v: %w", acked, want, wait, msalcache.ErrNotReplicated)
+		return v, fmt.Errorf("redisstore: save durable: written, but %d of %d replicas confirmed it within %v: %w", acked, want, wait, driver.ErrNotReplicated)
 	}
 	return v, nil
 }
@@ -260,4 +260,4 @@ func waitBudget(ctx context.Context, node *redis.Client) time.Duration {
 	return max(wait, time.Millisecond)
 }
 
-var _ msalcache.DurableSaver = (*Store)(nil)
+var _ driver.DurableSaver = (*Store)(nil)

@@ -84,7 +84,7 @@ func TestSaveDurableConfirmedByReplica(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	var v msalcache.Version
+	var v driver.Version
 	for i := range 20 {
 		var err error
 		val := []byte("removal " + strconv.Itoa(i))
@@ -101,7 +101,7 @@ func TestSaveDurableConfirmedByReplica(t *testing.T) {
 	}
 
 	// A compare-and-set that loses writes nothing and says so.
-	if _, err := s.SaveDurable(ctx, "k", []byte("stale"), msalcache.NoVersion, 0); !errors.Is(err, msalcache.ErrConflict) {
+	if _, err := s.SaveDurable(ctx, "k", []byte("stale"), driver.NoVersion, 0); !errors.Is(err, driver.ErrConflict) {
 		t.Fatalf("SaveDurable with a stale version: %v, want ErrConflict", err)
 	}
 }
@@ -126,10 +126,10 @@ func TestSaveDurableReplicaPaused(t *testing.T) {
 	const budget = 2 * time.Second
 	ctx, cancel := context.WithTimeout(bg, budget)
 	start := time.Now()
-	v, err := s.SaveDurable(ctx, "k", []byte("removal"), msalcache.NoVersion, time.Hour)
+	v, err := s.SaveDurable(ctx, "k", []byte("removal"), driver.NoVersion, time.Hour)
 	took := time.Since(start)
 	cancel()
-	if !errors.Is(err, msalcache.ErrNotReplicated) {
+	if !errors.Is(err, driver.ErrNotReplicated) {
 		t.Fatalf("SaveDurable with the replica frozen: %v, want ErrNotReplicated", err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) || took > budget {
@@ -164,7 +164,7 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		ctx, cancel := context.WithTimeout(bg, 30*time.Second)
 		defer cancel()
 		start := time.Now()
-		var v msalcache.Version
+		var v driver.Version
 		for range 3 {
 			var err error
 			if v, err = s.SaveDurable(ctx, "k", []byte("x"), v, 0); err != nil {
@@ -181,7 +181,7 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		s1 := redisstore.New(newClient(t, &redis.Options{Addr: srv.Addr()}), redisstore.WithReplicaWait(1))
 		ctx, cancel = context.WithTimeout(bg, 300*time.Millisecond)
 		defer cancel()
-		if _, err := s1.SaveDurable(ctx, "k", []byte("y"), v, 0); !errors.Is(err, msalcache.ErrNotReplicated) {
+		if _, err := s1.SaveDurable(ctx, "k", []byte("y"), v, 0); !errors.Is(err, driver.ErrNotReplicated) {
 			t.Fatalf("WithReplicaWait(1) without a replica: %v, want ErrNotReplicated", err)
 		}
 
@@ -191,7 +191,7 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		before := waits(t, srv.Addr())
 		rctx, rcancel := context.WithTimeout(bg, 10*time.Second)
 		defer rcancel()
-		rv, err := redisstore.New(ring).SaveDurable(rctx, "r", []byte("x"), msalcache.NoVersion, 0)
+		rv, err := redisstore.New(ring).SaveDurable(rctx, "r", []byte("x"), driver.NoVersion, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,7 +200,7 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		}
 		rctx1, rcancel1 := context.WithTimeout(bg, 500*time.Millisecond)
 		defer rcancel1()
-		if _, err := redisstore.New(ring, redisstore.WithReplicaWait(1)).SaveDurable(rctx1, "r", []byte("y"), rv, 0); !errors.Is(err, msalcache.ErrNotReplicated) {
+		if _, err := redisstore.New(ring, redisstore.WithReplicaWait(1)).SaveDurable(rctx1, "r", []byte("y"), rv, 0); !errors.Is(err, driver.ErrNotReplicated) {
 			t.Fatalf("WithReplicaWait(1) on a Ring without a replica: %v, want ErrNotReplicated", err)
 		}
 		if n := waits(t, srv.Addr()) - before; n != 1 {
@@ -213,7 +213,7 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		off := redisstore.New(newClient(t, &redis.Options{Addr: master.Addr()}), redisstore.WithReplicaWait(0))
 		ctx, cancel := context.WithTimeout(bg, 10*time.Second)
 		defer cancel()
-		v, err := off.SaveDurable(ctx, "k", []byte("x"), msalcache.NoVersion, 0)
+		v, err := off.SaveDurable(ctx, "k", []byte("x"), driver.NoVersion, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,13 +223,13 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 		two := redisstore.New(newClient(t, &redis.Options{Addr: master.Addr()}), redisstore.WithReplicaWait(2))
 		ctx2, cancel2 := context.WithTimeout(bg, 500*time.Millisecond)
 		defer cancel2()
-		if _, err := two.SaveDurable(ctx2, "k", []byte("y"), v, 0); !errors.Is(err, msalcache.ErrNotReplicated) || !strings.Contains(err.Error(), "of 2 replicas") {
+		if _, err := two.SaveDurable(ctx2, "k", []byte("y"), v, 0); !errors.Is(err, driver.ErrNotReplicated) || !strings.Contains(err.Error(), "of 2 replicas") {
 			t.Fatalf("WithReplicaWait(2) with one replica: %v, want ErrNotReplicated", err)
 		}
 	})
 	t.Run("invalid", func(t *testing.T) {
 		s := redisstore.New(newClient(t, &redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), redisstore.WithReplicaWait(-1))
-		_, err := s.SaveDurable(bg, "k", nil, msalcache.NoVersion, 0)
+		_, err := s.SaveDurable(bg, "k", nil, driver.NoVersion, 0)
 		if err == nil || !strings.Contains(err.Error(), "WithReplicaWait(-1): pass the number of replicas") {
 			t.Fatalf("WithReplicaWait(-1): %v", err)
 		}
@@ -250,7 +250,7 @@ func TestSaveDurableCluster(t *testing.T) {
 
 	s := redisstore.New(cc)
 	for _, key := range []string{"a", "b", "c", "d"} {
-		if _, err := s.SaveDurable(ctx, key, []byte("x"), msalcache.NoVersion, 0); err != nil {
+		if _, err := s.SaveDurable(ctx, key, []byte("x"), driver.NoVersion, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -269,9 +269,9 @@ func TestSaveDurableCluster(t *testing.T) {
 		owner := cl.SlotOwner(t, int(slot))
 		before := waits(t, cl.Node(owner).Addr())
 		wctx, wcancel := context.WithTimeout(bg, 500*time.Millisecond)
-		_, err = s1.SaveDurable(wctx, key, []byte("y"), msalcache.NoVersion, 0)
+		_, err = s1.SaveDurable(wctx, key, []byte("y"), driver.NoVersion, 0)
 		wcancel()
-		if !errors.Is(err, msalcache.ErrConflict) {
+		if !errors.Is(err, driver.ErrConflict) {
 			t.Fatalf("SaveDurable over an existing key: %v, want ErrConflict", err)
 		}
 		_, cur, err := s.Load(ctx, key)
@@ -281,7 +281,7 @@ func TestSaveDurableCluster(t *testing.T) {
 		wctx, wcancel = context.WithTimeout(bg, 500*time.Millisecond)
 		v, err := s1.SaveDurable(wctx, key, []byte("y"), cur, 0)
 		wcancel()
-		if !errors.Is(err, msalcache.ErrNotReplicated) || v == msalcache.NoVersion {
+		if !errors.Is(err, driver.ErrNotReplicated) || v == driver.NoVersion {
 			t.Fatalf("WithReplicaWait(1) on a cluster without replicas: %x %v, want a version and ErrNotReplicated", v, err)
 		}
 		if got, _, err := s.Load(ctx, key); err != nil || string(got) != "y" {
@@ -304,7 +304,7 @@ func TestSaveDurableSentinel(t *testing.T) {
 	onReplica := redisstore.New(newClient(t, &redis.Options{Addr: st.Replica().Addr()}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	v, err := s.SaveDurable(ctx, "k", []byte("removal"), msalcache.NoVersion, time.Hour)
+	v, err := s.SaveDurable(ctx, "k", []byte("removal"), driver.NoVersion, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func TestSaveDurableSentinel(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 		if _, v, err = s.Load(ctx, "k"); err != nil {
-			v = msalcache.NoVersion
+			v = driver.NoVersion
 		}
 	}
 	got, gv, err = onReplica.Load(ctx, "k")

@@ -30,9 +30,9 @@ func ExampleStore_SaveDurable() {
 func saveDurably(ctx context.Context, store *redisstore.Store) string {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err := store.SaveDurable(ctx, "removed-user", []byte("tombstone"), msalcache.NoVersion, time.Hour)
+	_, err := store.SaveDurable(ctx, "removed-user", []byte("tombstone"), driver.NoVersion, time.Hour)
 	switch {
-	case errors.Is(err, msalcache.ErrNotReplicated):
+	case errors.Is(err, driver.ErrNotReplicated):
 		// Written on the master only: a failover now could lose it.
 		// Keep it, and write it again later.
 		return "written, not yet replicated"

@@ -18,8 +18,8 @@ func ExampleWithMaxValueSize() {
 	defer c.Close()
 	store := redisstore.New(c, redisstore.WithMaxValueSize(1<<20))
 
-	_, err := store.Save(context.Background(), "partition", make([]byte, 2<<20), msalcache.NoVersion, time.Hour)
-	fmt.Println(errors.Is(err, msalcache.ErrTooLarge))
+	_, err := store.Save(context.Background(), "partition", make([]byte, 2<<20), driver.NoVersion, time.Hour)
+	fmt.Println(errors.Is(err, driver.ErrTooLarge))
 	fmt.Println(err)
 	// Output:
 	// true

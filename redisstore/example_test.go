@@ -61,18 +61,18 @@ func newSentinel(masterName string, sentinels []string) redis.UniversalClient {
 
 // saveAndUpdate creates a key, updates it with compare-and-set, shows that
 // a writer holding the old version loses, and returns what is stored.
-func saveAndUpdate(ctx context.Context, store msalcache.Store) (string, error) {
+func saveAndUpdate(ctx context.Context, store driver.Store) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_ = store.Delete(ctx, "example")
-	v1, err := store.Save(ctx, "example", []byte("first"), msalcache.NoVersion, time.Hour)
+	v1, err := store.Save(ctx, "example", []byte("first"), driver.NoVersion, time.Hour)
 	if err != nil {
 		return "", err
 	}
 	if _, err := store.Save(ctx, "example", []byte("second"), v1, time.Hour); err != nil {
 		return "", err
 	}
-	if _, err := store.Save(ctx, "example", []byte("stale"), v1, time.Hour); !errors.Is(err, msalcache.ErrConflict) {
+	if _, err := store.Save(ctx, "example", []byte("stale"), v1, time.Hour); !errors.Is(err, driver.ErrConflict) {
 		return "", fmt.Errorf("stale write: got %v, want ErrConflict", err)
 	}
 	b, _, err := store.Load(ctx, "example")

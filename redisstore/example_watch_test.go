@@ -50,27 +50,27 @@ func ExampleStore_Watch() {
 // watchOtherInstance watches store, writes and deletes a key through
 // other, and returns what the watch was told, one line per change.
 func watchOtherInstance(ctx context.Context, store, other *redisstore.Store) ([]string, error) {
-	changes := make(chan msalcache.Change, 16)
+	changes := make(chan driver.Change, 16)
 	// The callback runs on the store's goroutine: hand the change over and
 	// return, never call the store from it.
-	stop, err := store.Watch(ctx, func(ch msalcache.Change) { changes <- ch })
+	stop, err := store.Watch(ctx, func(ch driver.Change) { changes <- ch })
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
 
 	var lines []string
-	next := func() (msalcache.Change, error) {
+	next := func() (driver.Change, error) {
 		select {
 		case ch := <-changes:
 			return ch, nil
 		case <-time.After(10 * time.Second):
-			return msalcache.Change{}, fmt.Errorf("no change within 10 s; so far %q", lines)
+			return driver.Change{}, fmt.Errorf("no change within 10 s; so far %q", lines)
 		}
 	}
 	if ch, err := next(); err != nil {
 		return nil, err
-	} else if ch.Kind != msalcache.ChangeWatchUp {
+	} else if ch.Kind != driver.ChangeWatchUp {
 		return nil, fmt.Errorf("first change %+v, want ChangeWatchUp", ch)
 	}
 	lines = append(lines, "watch up") // from now on every change is reported
@@ -81,7 +81,7 @@ func watchOtherInstance(ctx context.Context, store, other *redisstore.Store) ([]
 	} else if ch.Key != "example" {
 		return nil, fmt.Errorf("change %+v, want key example", ch)
 	}
-	v, err := other.Save(ctx, "example", []byte("token cache"), msalcache.NoVersion, time.Hour)
+	v, err := other.Save(ctx, "example", []byte("token cache"), driver.NoVersion, time.Hour)
 	if err != nil {
 		return nil, err
 	}
@@ -94,11 +94,11 @@ func watchOtherInstance(ctx context.Context, store, other *redisstore.Store) ([]
 			return nil, err
 		}
 		switch {
-		case ch.Kind != msalcache.ChangeKey:
+		case ch.Kind != driver.ChangeKey:
 			lines = append(lines, fmt.Sprintf("unexpected change %+v", ch))
 		case ch.Version == v:
 			lines = append(lines, "key "+ch.Key+" written")
-		case ch.Version == msalcache.NoVersion:
+		case ch.Version == driver.NoVersion:
 			lines = append(lines, "key "+ch.Key+" deleted")
 		}
 	}

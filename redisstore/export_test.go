@@ -11,7 +11,7 @@ import (
 // PutRaw is the conformance suite's Capabilities.PutRaw for this store: it
 // SETs raw as the whole value of key, past the record format, on whatever
 // deployment the store's client reaches (single node, Sentinel, Cluster).
-func PutRaw(ctx context.Context, s msalcache.Store, key string, raw []byte) error {
+func PutRaw(ctx context.Context, s driver.Store, key string, raw []byte) error {
 	rs, ok := s.(*Store)
 	if !ok {
 		return fmt.Errorf("PutRaw: %T is not a *redisstore.Store", s)
@@ -41,10 +41,10 @@ func WatchBarrier(s *Store) {
 
 // Prefix returns the prefix s was built with, so that a test can open a
 // second handle on the same keys.
-func Prefix(s msalcache.Store) string { return s.(*Store).prefix }
+func Prefix(s driver.Store) string { return s.(*Store).prefix }
 
 // Client returns the client s was built on.
-func Client(s msalcache.Store) redis.UniversalClient { return s.(*Store).c }
+func Client(s driver.Store) redis.UniversalClient { return s.(*Store).c }
 
 // Channel returns the channel s publishes its changes on.
 func Channel(s *Store) string { return s.channel }

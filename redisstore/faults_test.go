@@ -64,12 +64,12 @@ func fastOptions(addr string) *redis.Options {
 type farm struct {
 	t       *testing.T
 	entra   *entratest.Server
-	store   msalcache.Store
+	store   driver.Store
 	timeout time.Duration
 	probes  atomic.Int64
 }
 
-func newFarm(t *testing.T, store msalcache.Store, timeout time.Duration) *farm {
+func newFarm(t *testing.T, store driver.Store, timeout time.Duration) *farm {
 	entra := entratest.NewServer()
 	t.Cleanup(entra.Close)
 	return &farm{t: t, entra: entra, store: store, timeout: timeout}

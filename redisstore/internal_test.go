@@ -22,7 +22,7 @@ func newInternalStore(t *testing.T) *Store {
 	return New(c)
 }
 
-func rec(v msalcache.Version, data string) []byte {
+func rec(v driver.Version, data string) []byte {
 	return record.Encode(v, []byte(data))
 }
 
@@ -37,7 +37,7 @@ func TestCASScriptIdempotent(t *testing.T) {
 	// Create, twice.
 	rec1 := rec(0x1111, "first")
 	for i, want := range []int64{casWritten, casAlready} {
-		got, err := s.cas(ctx, k, msalcache.NoVersion, rec1, time.Minute)
+		got, err := s.cas(ctx, k, driver.NoVersion, rec1, time.Minute)
 		if err != nil || got != want {
 			t.Fatalf("create attempt %d = %d, %v; want %d", i+1, got, err, want)
 		}
@@ -58,7 +58,7 @@ func TestCASScriptIdempotent(t *testing.T) {
 	if got, err := s.cas(ctx, k, 0x1111, rec(0x3333, "third"), time.Minute); err != nil || got != casConflict {
 		t.Fatalf("stale update = %d, %v; want conflict", got, err)
 	}
-	if got, err := s.cas(ctx, k, msalcache.NoVersion, rec(0x4444, "fourth"), time.Minute); err != nil || got != casConflict {
+	if got, err := s.cas(ctx, k, driver.NoVersion, rec(0x4444, "fourth"), time.Minute); err != nil || got != casConflict {
 		t.Fatalf("create over existing = %d, %v; want conflict", got, err)
 	}
 	// An update of an absent key is a conflict.
@@ -92,12 +92,12 @@ func TestCASScriptReplacesCorrupt(t *testing.T) {
 		}
 		r := rec(0x3333, "repaired")
 		for i, want := range []int64{casWritten, casAlready} {
-			if got, err := s.cas(ctx, k, msalcache.NoVersion, r, time.Minute); err != nil || got != want {
+			if got, err := s.cas(ctx, k, driver.NoVersion, r, time.Minute); err != nil || got != want {
 				t.Fatalf("%s: create attempt %d = %d, %v; want %d", name, i+1, got, err, want)
 			}
 		}
 		// Once repaired, the record is live: another create loses.
-		if got, err := s.cas(ctx, k, msalcache.NoVersion, rec(0x4444, "late"), time.Minute); err != nil || got != casConflict {
+		if got, err := s.cas(ctx, k, driver.NoVersion, rec(0x4444, "late"), time.Minute); err != nil || got != casConflict {
 			t.Fatalf("%s: create over the repaired record = %d, %v; want a conflict", name, got, err)
 		}
 	}
@@ -108,7 +108,7 @@ func TestCASScriptReplacesCorrupt(t *testing.T) {
 	}
 	r := rec(0x5555, "repaired")
 	for i, want := range []int64{casWritten, casAlready} {
-		if got, err := s.cas(ctx, k, msalcache.NoVersion, r, time.Minute); err != nil || got != want {
+		if got, err := s.cas(ctx, k, driver.NoVersion, r, time.Minute); err != nil || got != want {
 			t.Fatalf("hash: create attempt %d = %d, %v; want %d", i+1, got, err, want)
 		}
 	}
@@ -117,13 +117,13 @@ func TestCASScriptReplacesCorrupt(t *testing.T) {
 func TestCASScriptTTL(t *testing.T) {
 	ctx := context.Background()
 	s := newInternalStore(t)
-	if _, err := s.Save(ctx, "persistent", []byte("x"), msalcache.NoVersion, 0); err != nil {
+	if _, err := s.Save(ctx, "persistent", []byte("x"), driver.NoVersion, 0); err != nil {
 		t.Fatal(err)
 	}
 	if ttl := s.c.PTTL(ctx, s.prefix+"persistent").Val(); ttl != -1 {
 		t.Fatalf("ttl 0: PTTL = %v, want -1 (no expiry)", ttl)
 	}
-	v, err := s.Save(ctx, "expiring", []byte("x"), msalcache.NoVersion, 90*time.Second)
+	v, err := s.Save(ctx, "expiring", []byte("x"), driver.NoVersion, 90*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,10 +172,10 @@ func TestGlobEscape(t *testing.T) {
 func TestWrapNeverLosesSentinels(t *testing.T) {
 	s := New(nil)
 	ctx := context.Background()
-	if err := s.wrap(ctx, "load", redis.Nil); !errors.Is(err, msalcache.ErrNotFound) {
+	if err := s.wrap(ctx, "load", redis.Nil); !errors.Is(err, driver.ErrNotFound) {
 		t.Errorf("redis.Nil -> %v, want ErrNotFound", err)
 	}
-	if err := s.wrap(ctx, "load", redis.ErrClosed); !errors.Is(err, msalcache.ErrClosed) || !errors.Is(err, redis.ErrClosed) {
+	if err := s.wrap(ctx, "load", redis.ErrClosed); !errors.Is(err, driver.ErrClosed) || !errors.Is(err, redis.ErrClosed) {
 		t.Errorf("redis.ErrClosed -> %v, want both ErrClosed", err)
 	}
 	if err := s.wrap(ctx, "load", redis.ErrPoolTimeout); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, redis.ErrPoolTimeout) {
@@ -216,13 +216,13 @@ func TestContextTimeoutEnabledDetected(t *testing.T) {
 func TestChangeMessage(t *testing.T) {
 	for _, tc := range []struct {
 		key string
-		v   msalcache.Version
+		v   driver.Version
 	}{
-		{"k", 1}, {"tc/ns/AbC-_.:/9", 0xffffffffffffffff}, {"deleted", msalcache.NoVersion}, {"x", 0x10},
+		{"k", 1}, {"tc/ns/AbC-_.:/9", 0xffffffffffffffff}, {"deleted", driver.NoVersion}, {"x", 0x10},
 	} {
 		msg := changeMessage(tc.key, tc.v)
 		got, ok := parseChange(string(msg))
-		if want := (msalcache.Change{Kind: msalcache.ChangeKey, Key: tc.key, Version: tc.v}); !ok || got != want {
+		if want := (driver.Change{Kind: driver.ChangeKey, Key: tc.key, Version: tc.v}); !ok || got != want {
 			t.Errorf("parseChange(%q) = %+v, %v; want %+v", msg, got, ok, want)
 		}
 	}

@@ -63,7 +63,7 @@ func testAdaptersShareThroughL1(t *testing.T, d deployment) {
 	redisstore.WatchBarrier(sb)
 	key := a.StoreKey(l1Partition)
 
-	write := func(secret string) msalcache.Version {
+	write := func(secret string) driver.Version {
 		t.Helper()
 		c := &msalCache{}
 		if err := a.Replace(ctx, c, cache.ReplaceHints{PartitionKey: l1Partition}); err != nil {
@@ -91,7 +91,7 @@ func testAdaptersShareThroughL1(t *testing.T, d deployment) {
 	}
 	// arrived waits until b's store was told that key changed to v, and
 	// until every watcher of it (b's L1 among them) was.
-	arrived := func(from int, v msalcache.Version) int {
+	arrived := func(from int, v driver.Version) int {
 		t.Helper()
 		i := rec.waitFrom(t, from, fmt.Sprintf("the change of %s to %x on b", key, uint64(v)), isKey(key, v))
 		redisstore.WatchBarrier(sb)

@@ -8,12 +8,12 @@ import (
 	"github.com/msalcache/msalcache"
 )
 
-var _ msalcache.Lifetimer = (*Store)(nil)
+var _ driver.Lifetimer = (*Store)(nil)
 
-// Lifetime implements msalcache.Lifetimer with one PTTL: the key's
+// Lifetime implements driver.Lifetimer with one PTTL: the key's
 // remaining lifetime to the millisecond (at least one millisecond for a
-// key about to expire), msalcache.NoExpiry for a key without one, or an
-// error wrapping msalcache.ErrNotFound for an absent key. It does not read
+// key about to expire), driver.NoExpiry for a key without one, or an
+// error wrapping driver.ErrNotFound for an absent key. It does not read
 // the value, so it reports the lifetime of a key Load would call corrupt.
 func (s *Store) Lifetime(ctx context.Context, key string) (time.Duration, error) {
 	if err := s.start(ctx, "lifetime"); err != nil {
@@ -32,9 +32,9 @@ func (s *Store) Lifetime(ctx context.Context, key string) (time.Duration, error)
 	}
 	switch {
 	case ms == -2:
-		return 0, fmt.Errorf("redisstore: lifetime: %w", msalcache.ErrNotFound)
+		return 0, fmt.Errorf("redisstore: lifetime: %w", driver.ErrNotFound)
 	case ms == -1:
-		return msalcache.NoExpiry, nil
+		return driver.NoExpiry, nil
 	case ms < 0:
 		return 0, fmt.Errorf("redisstore: lifetime: PTTL answered %d", ms)
 	}

@@ -14,7 +14,7 @@ import (
 func TestLifetimeIsPTTL(t *testing.T) {
 	_, c, s := newSingle(t)
 	ctx := context.Background()
-	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, 90*24*time.Hour); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, 90*24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	// Between a PTTL before and one after, whatever the machine's load.
@@ -36,10 +36,10 @@ func TestLifetimeIsPTTL(t *testing.T) {
 	if err := c.Persist(ctx, "msalcache:k").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := s.Lifetime(ctx, "k"); err != nil || d != msalcache.NoExpiry {
+	if d, err := s.Lifetime(ctx, "k"); err != nil || d != driver.NoExpiry {
 		t.Fatalf("Lifetime after PERSIST = %v, %v; want NoExpiry", d, err)
 	}
-	if _, err := s.Lifetime(ctx, "absent"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, err := s.Lifetime(ctx, "absent"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Lifetime(absent) = %v; want ErrNotFound", err)
 	}
 }

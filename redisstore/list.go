@@ -13,7 +13,7 @@ import (
 // server.
 const scanCount = 1000
 
-// List implements msalcache.Lister. It runs SCAN over every master (every
+// List implements driver.Lister. It runs SCAN over every master (every
 // shard of a Ring), one after the other, and calls fn with each key that
 // starts with prefix, without the store's own prefix. fn is never called
 // concurrently and may call back into the store.

@@ -19,7 +19,7 @@ import (
 // load subtests measure the Adapter, not the store nor its deployment:
 // they run once, over memstore, in the root package.
 func runMSAL(t *testing.T, c redis.UniversalClient) {
-	newStore := func(t *testing.T) msalcache.Store {
+	newStore := func(t *testing.T) driver.Store {
 		return redisstore.New(c, redisstore.WithPrefix(freshPrefix()))
 	}
 	t.Run("Plain", func(t *testing.T) {

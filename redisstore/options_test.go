@@ -73,7 +73,7 @@ func TestEmptyPrefixMeansNoPrefix(t *testing.T) {
 	ctx := context.Background()
 	_, c, _ := newSingle(t)
 	s := redisstore.New(c, redisstore.WithPrefix(""))
-	if _, err := s.Save(ctx, "bare", []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+	if _, err := s.Save(ctx, "bare", []byte("v"), driver.NoVersion, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if n := c.Exists(ctx, "bare").Val(); n != 1 {

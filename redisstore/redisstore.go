@@ -26,8 +26,8 @@
 // A key under the prefix that holds no such record (a value shorter than 8
 // bytes, a version of 0, which no store writes, or a Redis type other than
 // a string: something else wrote it, or it was damaged) is corrupt: Load
-// fails with an error wrapping msalcache.ErrCorrupt, and the script treats
-// it as absent, so a Save with msalcache.NoVersion replaces it and a Save
+// fails with an error wrapping driver.ErrCorrupt, and the script treats
+// it as absent, so a Save with driver.NoVersion replaces it and a Save
 // with any other version conflicts. The Adapter's next write therefore
 // repairs such a key without anyone deleting it first.
 //
@@ -116,9 +116,9 @@
 //
 // A write that must survive a failover (the Adapter's record of a
 // sign-out, which a lost write would undo) goes through Store.SaveDurable
-// (msalcache.DurableSaver): the compare-and-set and a WAIT for a replica
+// (driver.DurableSaver): the compare-and-set and a WAIT for a replica
 // in one pipeline on the key's master, bounded by the call's deadline. It
-// returns msalcache.ErrNotReplicated when no replica confirmed in time (the
+// returns driver.ErrNotReplicated when no replica confirmed in time (the
 // write stands on the master). By default it waits for one replica where
 // the master has any and not at all on a single node; WithReplicaWait sets
 // the number, or turns the wait off. WAIT narrows the window, it does not
@@ -161,9 +161,9 @@ const DefaultMaxValueSize = 64 << 20
 // headerSize is the length of the version in front of every record.
 const headerSize = record.HeaderSize
 
-// Store is an msalcache.Store backed by Redis. It also implements
-// msalcache.Lister, msalcache.Pinger, msalcache.Watcher (changes published
-// from the compare-and-set script, see Watch) and msalcache.Versioner (a
+// Store is an driver.Store backed by Redis. It also implements
+// driver.Lister, driver.Pinger, driver.Watcher (changes published
+// from the compare-and-set script, see Watch) and driver.Versioner (a
 // version-only read, see Version), so an Adapter with msalcache.WithL1
 // stays coherent across a farm. It is safe for concurrent use.
 type Store struct {
@@ -205,7 +205,7 @@ func WithPrefix(p string) Option {
 }
 
 // WithMaxValueSize sets the largest value Save accepts, 1 to MaxValueSize
-// bytes; larger values fail with msalcache.ErrTooLarge before anything is
+// bytes; larger values fail with driver.ErrTooLarge before anything is
 // sent. A server configured with a smaller proto-max-bulk-len drops the
 // connection in the middle of a larger write, which go-redis reports as a
 // network error; set the limit below the server's so that such values fail
@@ -271,7 +271,7 @@ var errNilClient = errors.New("New(nil): pass a redis.UniversalClient, such as t
 
 // errWrongType reports a key under the store's prefix that holds a hash, a
 // list or another type that is not a string: something else wrote it.
-var errWrongType = fmt.Errorf("the key holds a Redis type other than a string: %w", msalcache.ErrCorrupt)
+var errWrongType = fmt.Errorf("the key holds a Redis type other than a string: %w", driver.ErrCorrupt)
 
 // start checks that a call may proceed.
 func (s *Store) start(ctx context.Context, op string) error {
@@ -279,7 +279,7 @@ func (s *Store) start(ctx context.Context, op string) error {
 		return fmt.Errorf("redisstore: %s: %w", op, s.cfgErr)
 	}
 	if s.closed.Load() {
-		return fmt.Errorf("redisstore: %s: %w", op, msalcache.ErrClosed)
+		return fmt.Errorf("redisstore: %s: %w", op, driver.ErrClosed)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("redisstore: %s: %w", op, err)
@@ -287,12 +287,12 @@ func (s *Store) start(ctx context.Context, op string) error {
 	return nil
 }
 
-// Load implements msalcache.Store with one GET. A key that does not hold a
-// record of this store fails with an error wrapping msalcache.ErrCorrupt
+// Load implements driver.Store with one GET. A key that does not hold a
+// record of this store fails with an error wrapping driver.ErrCorrupt
 // (see the package documentation).
-func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+func (s *Store) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if err := s.start(ctx, "load"); err != nil {
-		return nil, msalcache.NoVersion, err
+		return nil, driver.NoVersion, err
 	}
 	var rec []byte
 	err := s.run(ctx, func(ctx context.Context) error {
@@ -303,30 +303,30 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, msalcache.Version
 		return err
 	})
 	if redis.HasErrorPrefix(err, "WRONGTYPE") {
-		return nil, msalcache.NoVersion, fmt.Errorf("redisstore: load: %w", errWrongType)
+		return nil, driver.NoVersion, fmt.Errorf("redisstore: load: %w", errWrongType)
 	}
 	if err != nil {
-		return nil, msalcache.NoVersion, s.wrap(ctx, "load", err)
+		return nil, driver.NoVersion, s.wrap(ctx, "load", err)
 	}
 	value, v, err := record.Decode(rec)
 	if err != nil {
-		return nil, msalcache.NoVersion, fmt.Errorf("redisstore: load: %w", err)
+		return nil, driver.NoVersion, fmt.Errorf("redisstore: load: %w", err)
 	}
 	return value, v, nil
 }
 
-// Version implements msalcache.Versioner: it reads the record's 8-byte
+// Version implements driver.Versioner: it reads the record's 8-byte
 // version header alone, with GETRANGE, so that an Adapter with WithL1
 // revalidates an entry without moving the partition over the network
 // (measured on loopback: 16–17.5 µs against a GET's 18–20 µs for 4 KiB and
 // 49–51 µs for 40 KiB). An absent key fails with an error wrapping
-// msalcache.ErrNotFound, a header Load could not decode with one wrapping
-// msalcache.ErrCorrupt. GETRANGE answers the same empty string for an
+// driver.ErrNotFound, a header Load could not decode with one wrapping
+// driver.ErrCorrupt. GETRANGE answers the same empty string for an
 // absent key and an empty one, so a key holding an empty string (which no
 // store writes) reads as absent here, where Load reports it as corrupt.
-func (s *Store) Version(ctx context.Context, key string) (msalcache.Version, error) {
+func (s *Store) Version(ctx context.Context, key string) (driver.Version, error) {
 	if err := s.start(ctx, "version"); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	var head []byte
 	err := s.run(ctx, func(ctx context.Context) error {
@@ -335,31 +335,31 @@ func (s *Store) Version(ctx context.Context, key string) (msalcache.Version, err
 		return err
 	})
 	if redis.HasErrorPrefix(err, "WRONGTYPE") {
-		return msalcache.NoVersion, fmt.Errorf("redisstore: version: %w", errWrongType)
+		return driver.NoVersion, fmt.Errorf("redisstore: version: %w", errWrongType)
 	}
 	if err != nil {
-		return msalcache.NoVersion, s.wrap(ctx, "version", err)
+		return driver.NoVersion, s.wrap(ctx, "version", err)
 	}
 	if len(head) == 0 {
-		return msalcache.NoVersion, fmt.Errorf("redisstore: version: %w", msalcache.ErrNotFound)
+		return driver.NoVersion, fmt.Errorf("redisstore: version: %w", driver.ErrNotFound)
 	}
 	_, v, err := record.Decode(head)
 	if err != nil {
-		return msalcache.NoVersion, fmt.Errorf("redisstore: version: %w", err)
+		return driver.NoVersion, fmt.Errorf("redisstore: version: %w", err)
 	}
 	return v, nil
 }
 
-// Save implements msalcache.Store with the compare-and-set script described
+// Save implements driver.Store with the compare-and-set script described
 // in the package documentation. A key that Load reports as corrupt counts
-// as absent: Save with msalcache.NoVersion replaces it, any other version
+// as absent: Save with driver.NoVersion replaces it, any other version
 // conflicts.
-func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion driver.Version, ttl time.Duration) (driver.Version, error) {
 	if err := s.start(ctx, "save"); err != nil {
-		return msalcache.NoVersion, err
+		return driver.NoVersion, err
 	}
 	if len(value) > s.maxValue {
-		return msalcache.NoVersion, fmt.Errorf("redisstore: save: %d bytes, limit %d: %w", len(value), s.maxValue, msalcache.ErrTooLarge)
+		return driver.NoVersion, fmt.Errorf("redisstore: save: %d bytes, limit %d: %w", len(value), s.maxValue, driver.ErrTooLarge)
 	}
 	v := netstore.NewVersion()
 	rec := record.Encode(v, value)
@@ -371,17 +371,17 @@ func (s *Store) Save(ctx context.Context, key string, value []byte, ifVersion ms
 	})
 	if err != nil {
 		if perr := s.publishDenied("save", err); perr != nil {
-			return msalcache.NoVersion, perr
+			return driver.NoVersion, perr
 		}
-		return msalcache.NoVersion, s.wrap(ctx, "save", err)
+		return driver.NoVersion, s.wrap(ctx, "save", err)
 	}
 	if res == casConflict {
-		return msalcache.NoVersion, fmt.Errorf("redisstore: save: %w", msalcache.ErrConflict)
+		return driver.NoVersion, fmt.Errorf("redisstore: save: %w", driver.ErrConflict)
 	}
 	return v, nil
 }
 
-// Delete implements msalcache.Store. It runs a short script that deletes
+// Delete implements driver.Store. It runs a short script that deletes
 // the key and publishes the delete to the store's watchers (see Watch), in
 // one atomic step.
 func (s *Store) Delete(ctx context.Context, key string) error {
@@ -400,7 +400,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Ping implements msalcache.Pinger. On Cluster it asks one node.
+// Ping implements driver.Pinger. On Cluster it asks one node.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.start(ctx, "ping"); err != nil {
 		return err
@@ -414,8 +414,8 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close implements msalcache.Store. Calls made after Close fail with
-// msalcache.ErrClosed. It closes the redis client only when the store was
+// Close implements driver.Store. Calls made after Close fail with
+// driver.ErrClosed. It closes the redis client only when the store was
 // built WithCloseClient.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
@@ -447,13 +447,13 @@ func (s *Store) wrap(ctx context.Context, op string, err error) error {
 	var kind error
 	switch {
 	case errors.Is(err, redis.Nil):
-		kind = msalcache.ErrNotFound
+		kind = driver.ErrNotFound
 	case netstore.IsTimeout(err), errors.Is(err, redis.ErrPoolTimeout):
 		// Socket deadlines from ReadTimeout/WriteTimeout, and waiting
 		// for a pooled connection.
 		kind = context.DeadlineExceeded
 	case errors.Is(err, redis.ErrClosed):
-		kind = msalcache.ErrClosed
+		kind = driver.ErrClosed
 	}
 	return netstore.Wrap(ctx, "redisstore: "+op, err, kind)
 }
@@ -471,6 +471,6 @@ func ttlArg(ttl time.Duration) string {
 	return strconv.FormatInt(ms, 10)
 }
 
-// SystemName implements msalcache.SystemNamer: "redis", the db.system.name of
+// SystemName implements driver.SystemNamer: "redis", the db.system.name of
 // the metrics and traces built on msalcache.WithObserver.
 func (s *Store) SystemName() string { return "redis" }

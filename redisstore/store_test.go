@@ -61,7 +61,7 @@ func TestKeysArePrefixedAndExpire(t *testing.T) {
 	ctx := context.Background()
 	_, c, _ := newSingle(t)
 	s := redisstore.New(c, redisstore.WithPrefix("app1:"))
-	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Hour); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if n := c.Exists(ctx, "app1:k").Val(); n != 1 {
@@ -72,7 +72,7 @@ func TestKeysArePrefixedAndExpire(t *testing.T) {
 	}
 	// Another prefix does not see it.
 	other := redisstore.New(c)
-	if _, _, err := other.Load(ctx, "k"); !errors.Is(err, msalcache.ErrNotFound) {
+	if _, _, err := other.Load(ctx, "k"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Load under the default prefix = %v, want ErrNotFound", err)
 	}
 }
@@ -80,10 +80,10 @@ func TestKeysArePrefixedAndExpire(t *testing.T) {
 func TestDeleteThenCreateNeverReusesAVersion(t *testing.T) {
 	ctx := context.Background()
 	_, _, s := newSingle(t)
-	seen := map[msalcache.Version]bool{}
-	var stale []msalcache.Version
+	seen := map[driver.Version]bool{}
+	var stale []driver.Version
 	for range 50 {
-		v, err := s.Save(ctx, "aba", []byte("x"), msalcache.NoVersion, time.Minute)
+		v, err := s.Save(ctx, "aba", []byte("x"), driver.NoVersion, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,12 +96,12 @@ func TestDeleteThenCreateNeverReusesAVersion(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cur, err := s.Save(ctx, "aba", []byte("fresh"), msalcache.NoVersion, time.Minute)
+	cur, err := s.Save(ctx, "aba", []byte("fresh"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range stale {
-		if _, err := s.Save(ctx, "aba", []byte("stale writer"), v, time.Minute); !errors.Is(err, msalcache.ErrConflict) {
+		if _, err := s.Save(ctx, "aba", []byte("stale writer"), v, time.Minute); !errors.Is(err, driver.ErrConflict) {
 			t.Fatalf("Save with the version of a deleted incarnation = %v, want ErrConflict", err)
 		}
 	}
@@ -128,7 +128,7 @@ func TestRetriedSaveSucceeds(t *testing.T) {
 		PoolSize:        8,
 	})
 	s := redisstore.New(c)
-	v0, err := s.Save(ctx, "retry", []byte("v0"), msalcache.NoVersion, time.Minute) // also loads the script
+	v0, err := s.Save(ctx, "retry", []byte("v0"), driver.NoVersion, time.Minute) // also loads the script
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestRetriedSaveSucceeds(t *testing.T) {
 
 	srv.Freeze()
 	type result struct {
-		v   msalcache.Version
+		v   driver.Version
 		err error
 	}
 	done := make(chan result, 1)
@@ -201,7 +201,7 @@ func warmPool(t *testing.T, c *redis.Client, n int) {
 func TestVersionsSurviveRestart(t *testing.T) {
 	ctx := context.Background()
 	srv, c, s := newSingle(t, testserver.RedisArgs("--appendonly", "yes"))
-	v, err := s.Save(ctx, "durable", []byte("ring"), msalcache.NoVersion, 0)
+	v, err := s.Save(ctx, "durable", []byte("ring"), driver.NoVersion, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestVersionsSurviveRestart(t *testing.T) {
 	if n := commandCalls(t, c, "eval"); n != 1 {
 		t.Fatalf("EVAL ran %d times after the restart, want 1 (the NOSCRIPT fallback)", n)
 	}
-	if _, err := s.Save(ctx, "durable", []byte("ring3"), msalcache.NoVersion, 0); !errors.Is(err, msalcache.ErrConflict) {
+	if _, err := s.Save(ctx, "durable", []byte("ring3"), driver.NoVersion, 0); !errors.Is(err, driver.ErrConflict) {
 		t.Fatalf("create over the restored key = %v, want ErrConflict", err)
 	}
 	if n := commandCalls(t, c, "eval"); n != 1 {
@@ -228,12 +228,12 @@ func TestVersionsSurviveRestart(t *testing.T) {
 
 // loadEventually retries Load until it succeeds or d passes: the client's
 // pooled connections died with the server and are replaced lazily.
-func loadEventually(ctx context.Context, t *testing.T, s msalcache.Store, key string, d time.Duration) ([]byte, msalcache.Version, error) {
+func loadEventually(ctx context.Context, t *testing.T, s driver.Store, key string, d time.Duration) ([]byte, driver.Version, error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
 		b, v, err := s.Load(ctx, key)
-		if err == nil || errors.Is(err, msalcache.ErrNotFound) || time.Now().After(deadline) {
+		if err == nil || errors.Is(err, driver.ErrNotFound) || time.Now().After(deadline) {
 			return b, v, err
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -260,7 +260,7 @@ func testFrozenServerHonoursDeadline(t *testing.T, ctxTimeout bool) {
 	c := newClient(t, &redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: ctxTimeout})
 	s := redisstore.New(c)
 	ctx := context.Background()
-	v, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Minute)
+	v, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +318,7 @@ func testFrozenServerHonoursDeadline(t *testing.T, ctxTimeout bool) {
 	thawed = true
 	// The Save and Delete sent to the frozen server may have run after the
 	// thaw; whatever happened, the store answers again.
-	if _, _, err := s.Load(ctx, "k"); err != nil && !errors.Is(err, msalcache.ErrNotFound) {
+	if _, _, err := s.Load(ctx, "k"); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("Load after thaw = %v", err)
 	}
 }
@@ -356,7 +356,7 @@ func TestNetworkTimeoutIsDeadlineExceeded(t *testing.T) {
 func TestServerKilledAndRestarted(t *testing.T) {
 	srv, _, s := newSingle(t, testserver.RedisArgs("--appendonly", "yes", "--appendfsync", "always"))
 	ctx := context.Background()
-	v, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Hour)
+	v, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +410,7 @@ func TestServerKilledAndRestarted(t *testing.T) {
 			}
 			el := time.Since(start)
 			cancel()
-			if err == nil || errors.Is(err, msalcache.ErrNotFound) || errors.Is(err, msalcache.ErrConflict) {
+			if err == nil || errors.Is(err, driver.ErrNotFound) || errors.Is(err, driver.ErrConflict) {
 				t.Fatalf("%s on a dead server = %v, want a connection error", name, err)
 			}
 			// With a deadline, well under the 2 s of go-redis's own
@@ -451,8 +451,8 @@ func TestTooLargeFailsBeforeTheNetwork(t *testing.T) {
 	if got := s.MaxValueSize(); got != 16 {
 		t.Fatalf("MaxValueSize = %d", got)
 	}
-	_, err := s.Save(context.Background(), "k", make([]byte, 17), msalcache.NoVersion, time.Minute)
-	if !errors.Is(err, msalcache.ErrTooLarge) {
+	_, err := s.Save(context.Background(), "k", make([]byte, 17), driver.NoVersion, time.Minute)
+	if !errors.Is(err, driver.ErrTooLarge) {
 		t.Fatalf("Save of 17 bytes = %v, want ErrTooLarge", err)
 	}
 	if got := redisstore.New(c).MaxValueSize(); got != redisstore.DefaultMaxValueSize {
@@ -489,19 +489,19 @@ func TestMalformedRecord(t *testing.T) {
 		}
 		typ := c.Type(ctx, redisstore.DefaultPrefix+k).Val()
 		_, _, err := s.Load(ctx, k)
-		if !errors.Is(err, msalcache.ErrCorrupt) {
+		if !errors.Is(err, driver.ErrCorrupt) {
 			t.Fatalf("Load of a %s (%s) = %v, want ErrCorrupt", name, typ, err)
 		}
 		if strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), k) {
 			t.Fatalf("Load's error %q quotes the value or names the key", err)
 		}
-		if _, err := s.Save(ctx, k, []byte("x"), 0x1234, time.Minute); !errors.Is(err, msalcache.ErrConflict) {
+		if _, err := s.Save(ctx, k, []byte("x"), 0x1234, time.Minute); !errors.Is(err, driver.ErrConflict) {
 			t.Fatalf("versioned Save over a %s = %v, want ErrConflict", name, err)
 		}
 		if got := c.Type(ctx, redisstore.DefaultPrefix+k).Val(); got != typ {
 			t.Fatalf("a conflicting Save changed the %s's type to %s", typ, got)
 		}
-		v, err := s.Save(ctx, k, []byte("x"), msalcache.NoVersion, time.Minute)
+		v, err := s.Save(ctx, k, []byte("x"), driver.NoVersion, time.Minute)
 		if err != nil {
 			t.Fatalf("create over a %s = %v, want it replaced", name, err)
 		}
@@ -524,7 +524,7 @@ func TestCloseLeavesTheClientOpen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close = %v", err)
 	}
-	if _, _, err := s.Load(ctx, "k"); !errors.Is(err, msalcache.ErrClosed) {
+	if _, _, err := s.Load(ctx, "k"); !errors.Is(err, driver.ErrClosed) {
 		t.Fatalf("Load after Close = %v, want ErrClosed", err)
 	}
 	if err := c.Ping(ctx).Err(); err != nil {
@@ -539,7 +539,7 @@ func TestCloseLeavesTheClientOpen(t *testing.T) {
 		t.Fatalf("client after Close WithCloseClient: Ping = %v, want redis.ErrClosed", err)
 	}
 	// A store over a closed client reports ErrClosed too.
-	if _, _, err := redisstore.New(c).Load(ctx, "k"); !errors.Is(err, msalcache.ErrClosed) {
+	if _, _, err := redisstore.New(c).Load(ctx, "k"); !errors.Is(err, driver.ErrClosed) {
 		t.Fatalf("Load over a closed client = %v, want ErrClosed", err)
 	}
 }
@@ -573,10 +573,10 @@ func TestListPrefixWithGlobCharacters(t *testing.T) {
 	s := redisstore.New(c, redisstore.WithPrefix("a*["))
 	other := redisstore.New(c, redisstore.WithPrefix("ab["))
 	for _, k := range []string{"x1", "x2", "y1"} {
-		if _, err := s.Save(ctx, k, []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+		if _, err := s.Save(ctx, k, []byte("v"), driver.NoVersion, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := other.Save(ctx, k+"-other", []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+		if _, err := other.Save(ctx, k+"-other", []byte("v"), driver.NoVersion, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -595,7 +595,7 @@ func TestListPrefixWithGlobCharacters(t *testing.T) {
 	}
 }
 
-func listAll(t *testing.T, s msalcache.Lister, prefix string) []string {
+func listAll(t *testing.T, s driver.Lister, prefix string) []string {
 	t.Helper()
 	var keys []string
 	if err := s.List(context.Background(), prefix, func(k string) error {
@@ -612,7 +612,7 @@ func TestLoadReturnsACopy(t *testing.T) {
 	ctx := context.Background()
 	_, _, s := newSingle(t)
 	val := bytes.Repeat([]byte("abc"), 100)
-	if _, err := s.Save(ctx, "k", val, msalcache.NoVersion, time.Minute); err != nil {
+	if _, err := s.Save(ctx, "k", val, driver.NoVersion, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	val[0] = 'X' // the store must not have kept the caller's slice
@@ -639,7 +639,7 @@ func TestPublishDeniedByACL(t *testing.T) {
 	c := newClient(t, &redis.Options{Addr: srv.Addr(), Username: "app", Password: "pw"})
 	s := redisstore.New(c)
 	ref := redisstore.New(admin)
-	v, err := ref.Save(ctx, "k", []byte("v1"), msalcache.NoVersion, time.Minute)
+	v, err := ref.Save(ctx, "k", []byte("v1"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ func TestVersion(t *testing.T) {
 	ctx := context.Background()
 	_, c, s := newSingle(t)
 	big := make([]byte, 40<<10)
-	v1, err := s.Save(ctx, "k", big, msalcache.NoVersion, time.Minute)
+	v1, err := s.Save(ctx, "k", big, driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestVersion(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if _, err := s.Version(ctx, key); !errors.Is(err, msalcache.ErrNotFound) {
+		if _, err := s.Version(ctx, key); !errors.Is(err, driver.ErrNotFound) {
 			t.Errorf("Version of %s = %v, want ErrNotFound", key, err)
 		}
 	}
@@ -54,17 +54,17 @@ func TestVersion(t *testing.T) {
 		if err := redisstore.PutRaw(ctx, s, "bad-"+name, raw); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := s.Load(ctx, "bad-"+name); !errors.Is(err, msalcache.ErrCorrupt) {
+		if _, _, err := s.Load(ctx, "bad-"+name); !errors.Is(err, driver.ErrCorrupt) {
 			t.Fatalf("Load of %s = %v, want ErrCorrupt", name, err)
 		}
-		if v, err := s.Version(ctx, "bad-"+name); !errors.Is(err, msalcache.ErrCorrupt) {
+		if v, err := s.Version(ctx, "bad-"+name); !errors.Is(err, driver.ErrCorrupt) {
 			t.Errorf("Version of %s = %#x, %v; want ErrCorrupt, as Load", name, v, err)
 		}
 	}
 	if err := c.HSet(ctx, redisstore.DefaultPrefix+"hash", "f", "v").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Version(ctx, "hash"); !errors.Is(err, msalcache.ErrCorrupt) {
+	if _, err := s.Version(ctx, "hash"); !errors.Is(err, driver.ErrCorrupt) {
 		t.Errorf("Version of a hash = %v, want ErrCorrupt", err)
 	}
 
@@ -74,7 +74,7 @@ func TestVersion(t *testing.T) {
 		t.Errorf("Version with a cancelled ctx = %v, want Canceled", err)
 	}
 	s.Close()
-	if _, err := s.Version(ctx, "k"); !errors.Is(err, msalcache.ErrClosed) {
+	if _, err := s.Version(ctx, "k"); !errors.Is(err, driver.ErrClosed) {
 		t.Errorf("Version after Close = %v, want ErrClosed", err)
 	}
 }

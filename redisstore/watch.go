@@ -45,7 +45,7 @@ type watchHub struct {
 	// mu is held while callbacks run, so that stop, by taking it, waits
 	// for a callback in progress and no callback starts after it.
 	mu     sync.Mutex
-	fns    map[uint64]func(msalcache.Change)
+	fns    map[uint64]func(driver.Change)
 	nextID uint64
 	run    *subRun // the running subscription, nil while nobody watches
 	up     bool    // run reported ChangeWatchUp last
@@ -95,7 +95,7 @@ func (r *subRun) setPubSub(ctx context.Context, ps *redis.PubSub) bool {
 
 var errWatchRing = errors.New("a *redis.Ring cannot be watched: its shards do not share published messages, so one subscription would miss the changes of every other shard; use the L1 without a watch only with a client of another kind")
 
-// Watch implements msalcache.Watcher, so that an Adapter with
+// Watch implements driver.Watcher, so that an Adapter with
 // msalcache.WithL1 drops what it keeps in memory as soon as another
 // instance writes or deletes it. Every successful Save and every Delete
 // publishes the key and its new version, from the same script as the
@@ -143,7 +143,7 @@ var errWatchRing = errors.New("a *redis.Ring cannot be watched: its shards do no
 // A watch that Redis refuses for lack of permission (NOPERM: an ACL user
 // without +subscribe, or without the store's channel) is not retried: fn
 // is told ChangeWatchDenied once, with an error wrapping
-// msalcache.ErrWatchDenied that names the channel and the ACL SETUSER to
+// driver.ErrWatchDenied that names the channel and the ACL SETUSER to
 // run, and so is every later Watch while one still runs. An Adapter then
 // warns once and works without its L1.
 //
@@ -153,7 +153,7 @@ var errWatchRing = errors.New("a *redis.Ring cannot be watched: its shards do no
 // bounds the Watch call only (which does no I/O); the watch lasts until
 // stop. stop waits for a callback in progress and no callback starts
 // after it returns. A Store built on a *redis.Ring cannot be watched.
-func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func(), err error) {
+func (s *Store) Watch(ctx context.Context, fn func(driver.Change)) (stop func(), err error) {
 	if err := s.start(ctx, "watch"); err != nil {
 		return nil, err
 	}
@@ -167,10 +167,10 @@ func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return nil, fmt.Errorf("redisstore: watch: %w", msalcache.ErrClosed)
+		return nil, fmt.Errorf("redisstore: watch: %w", driver.ErrClosed)
 	}
 	if h.fns == nil {
-		h.fns = make(map[uint64]func(msalcache.Change))
+		h.fns = make(map[uint64]func(driver.Change))
 	}
 	h.nextID++
 	id := h.nextID
@@ -184,13 +184,13 @@ func (s *Store) Watch(ctx context.Context, fn func(msalcache.Change)) (stop func
 		} else {
 			go func() {
 				defer close(r.done)
-				s.subscribeLoop(rctx, r, subTarget{c: s.c, checkMaster: true, emit: func(ch msalcache.Change) { s.watch.emit(r, ch) }})
+				s.subscribeLoop(rctx, r, subTarget{c: s.c, checkMaster: true, emit: func(ch driver.Change) { s.watch.emit(r, ch) }})
 			}()
 		}
 	} else if h.up {
-		fn(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+		fn(driver.Change{Kind: driver.ChangeWatchUp})
 	} else if h.denied != nil {
-		fn(msalcache.Change{Kind: msalcache.ChangeWatchDenied, Err: h.denied})
+		fn(driver.Change{Kind: driver.ChangeWatchDenied, Err: h.denied})
 	}
 	h.mu.Unlock()
 
@@ -219,7 +219,7 @@ func (s *Store) closeWatch() {
 	h.closed = true
 	if h.up {
 		for _, fn := range h.fns {
-			fn(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+			fn(driver.Change{Kind: driver.ChangeWatchDown})
 		}
 	}
 	r := h.run
@@ -233,24 +233,24 @@ func (s *Store) closeWatch() {
 // emit delivers ch to every watcher, if r is still the running
 // subscription. Up and Down are delivered only when they change the state,
 // so that every watcher hears Up first and never two Downs in a row.
-func (h *watchHub) emit(r *subRun, ch msalcache.Change) {
+func (h *watchHub) emit(r *subRun, ch driver.Change) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.run != r {
 		return
 	}
 	switch ch.Kind {
-	case msalcache.ChangeWatchUp:
+	case driver.ChangeWatchUp:
 		if h.up {
 			return
 		}
 		h.up = true
-	case msalcache.ChangeWatchDown:
+	case driver.ChangeWatchDown:
 		if !h.up {
 			return
 		}
 		h.up = false
-	case msalcache.ChangeWatchDenied:
+	case driver.ChangeWatchDenied:
 		if h.denied != nil {
 			return
 		}
@@ -288,7 +288,7 @@ type subTarget struct {
 	checkMaster bool
 	// emit is told ChangeWatchUp once the subscription is confirmed,
 	// every message, and ChangeWatchDown when it ends.
-	emit func(msalcache.Change)
+	emit func(driver.Change)
 }
 
 // subscribeLoop keeps r's subscription up until r is halted, or until
@@ -297,14 +297,14 @@ func (s *Store) subscribeLoop(ctx context.Context, r *subRun, t subTarget) {
 	delay := time.Duration(0)
 	for {
 		wasUp, err := s.subscribeOnce(ctx, r, t)
-		t.emit(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+		t.emit(driver.Change{Kind: driver.ChangeWatchDown})
 		if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
 			return // halted, or the client was closed: nothing to retry
 		}
 		if err := s.watchDenied(err); err != nil {
 			// A permission does not come back by retrying: say so
-			// once, and stop (see msalcache.ErrWatchDenied).
-			t.emit(msalcache.Change{Kind: msalcache.ChangeWatchDenied, Err: err})
+			// once, and stop (see driver.ErrWatchDenied).
+			t.emit(driver.Change{Kind: driver.ChangeWatchDenied, Err: err})
 			return
 		}
 		switch {
@@ -377,7 +377,7 @@ func (s *Store) subscribeOnce(ctx context.Context, r *subRun, t subTarget) (wasU
 			return false, fmt.Errorf("redisstore: watch: the master changed while subscribing: %v", err)
 		}
 	}
-	t.emit(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+	t.emit(driver.Change{Kind: driver.ChangeWatchUp})
 
 	next := time.Now().Add(interval)
 	var pingSent time.Time // zero: no PING outstanding
@@ -402,8 +402,8 @@ func (s *Store) subscribeOnce(ctx context.Context, r *subRun, t subTarget) (wasU
 				// Not a message of this store's format (another
 				// program, another version of this package): some key
 				// changed, which one is unknown, so forget everything.
-				t.emit(msalcache.Change{Kind: msalcache.ChangeWatchDown})
-				t.emit(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+				t.emit(driver.Change{Kind: driver.ChangeWatchDown})
+				t.emit(driver.Change{Kind: driver.ChangeWatchUp})
 			}
 		case *redis.Pong:
 			pingSent = time.Time{}
@@ -461,7 +461,7 @@ func (s *Store) masterID(ctx context.Context, c redis.UniversalClient, timeout t
 
 // watchDenied returns the error of a watch that Redis refused for lack of
 // permission (an ACL without +subscribe, or without the store's channel:
-// NOPERM), wrapping msalcache.ErrWatchDenied and naming the fix; nil for
+// NOPERM), wrapping driver.ErrWatchDenied and naming the fix; nil for
 // any other error.
 func (s *Store) watchDenied(err error) error {
 	var rerr redis.Error
@@ -469,7 +469,7 @@ func (s *Store) watchDenied(err error) error {
 		return nil
 	}
 	return fmt.Errorf("redisstore: watch: %w: the Redis user may not subscribe to channel %q, where the store announces every write (%v). "+
-		"Grant it the command and the channel (ACL SETUSER <user> +subscribe &%s*) and restart; until then the L1 is off", msalcache.ErrWatchDenied, s.channel, err, channelPrefix)
+		"Grant it the command and the channel (ACL SETUSER <user> +subscribe &%s*) and restart; until then the L1 is off", driver.ErrWatchDenied, s.channel, err, channelPrefix)
 }
 
 // publishDenied returns the error of a Save or Delete (op) that Redis
@@ -496,7 +496,7 @@ func (s *Store) publishDenied(op string, err error) error {
 // changeMessage is what Save and Delete publish for key at version v
 // (NoVersion for a delete): the key, a space, the version in hexadecimal.
 // It is built in one allocation, as it is on every write's path.
-func changeMessage(key string, v msalcache.Version) []byte {
+func changeMessage(key string, v driver.Version) []byte {
 	b := make([]byte, 0, len(key)+1+16)
 	b = append(b, key...)
 	b = append(b, ' ')
@@ -504,22 +504,22 @@ func changeMessage(key string, v msalcache.Version) []byte {
 }
 
 // parseChange reads a changeMessage.
-func parseChange(msg string) (msalcache.Change, bool) {
+func parseChange(msg string) (driver.Change, bool) {
 	i := strings.LastIndexByte(msg, ' ')
 	if i <= 0 || i == len(msg)-1 || len(msg)-i-1 > 16 {
-		return msalcache.Change{}, false
+		return driver.Change{}, false
 	}
 	v, err := strconv.ParseUint(msg[i+1:], 16, 64)
 	if err != nil {
-		return msalcache.Change{}, false
+		return driver.Change{}, false
 	}
-	return msalcache.Change{Kind: msalcache.ChangeKey, Key: msg[:i], Version: msalcache.Version(v)}, true
+	return driver.Change{Kind: driver.ChangeKey, Key: msg[:i], Version: driver.Version(v)}, true
 }
 
 // The capabilities an Adapter looks for.
 var (
-	_ msalcache.Watcher   = (*Store)(nil)
-	_ msalcache.Versioner = (*Store)(nil)
-	_ msalcache.Lister    = (*Store)(nil)
-	_ msalcache.Pinger    = (*Store)(nil)
+	_ driver.Watcher   = (*Store)(nil)
+	_ driver.Versioner = (*Store)(nil)
+	_ driver.Lister    = (*Store)(nil)
+	_ driver.Pinger    = (*Store)(nil)
 )

@@ -91,7 +91,7 @@ type nodeSub struct {
 // Change, or that its loop ended.
 type nodeEvent struct {
 	sub   *nodeSub
-	ch    msalcache.Change
+	ch    driver.Change
 	ended bool
 }
 
@@ -106,7 +106,7 @@ type topology struct {
 // changeID names one saved version of one key.
 type changeID struct {
 	key string
-	v   msalcache.Version
+	v   driver.Version
 }
 
 // watchCluster keeps a subscription on every master of c until r is
@@ -145,14 +145,14 @@ func (s *Store) watchCluster(ctx context.Context, r *subRun, c *redis.ClusterCli
 			return
 		case t := <-w.found:
 			if t.closed {
-				w.emit(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+				w.emit(driver.Change{Kind: driver.ChangeWatchDown})
 				return
 			}
 			if t.err == nil {
 				w.update(ctx, t.masters)
 			}
 		case ev := <-w.events:
-			if ev.ch.Kind == msalcache.ChangeWatchDenied && w.subs[ev.sub.addr] == ev.sub {
+			if ev.ch.Kind == driver.ChangeWatchDenied && w.subs[ev.sub.addr] == ev.sub {
 				// A master refused the subscription for lack of
 				// permission: the others would too, and a watch that
 				// misses one master's changes is no watch. Tell, and
@@ -171,7 +171,7 @@ func (s *Store) watchCluster(ctx context.Context, r *subRun, c *redis.ClusterCli
 }
 
 // emit passes ch to the hub, which drops what r may no longer report.
-func (w *clusterWatch) emit(ch msalcache.Change) { w.s.watch.emit(w.run, ch) }
+func (w *clusterWatch) emit(ch driver.Change) { w.s.watch.emit(w.run, ch) }
 
 // update brings the subscriptions in line with masters: a subscription
 // for each, none for any other node.
@@ -206,7 +206,7 @@ func (w *clusterWatch) subscribe(ctx context.Context, addr string, client *redis
 	}
 	go func() {
 		defer close(n.run.done)
-		w.s.subscribeLoop(nctx, n.run, subTarget{c: client, emit: func(ch msalcache.Change) {
+		w.s.subscribeLoop(nctx, n.run, subTarget{c: client, emit: func(ch driver.Change) {
 			send(nodeEvent{sub: n, ch: ch})
 		}})
 		if nctx.Err() == nil {
@@ -227,10 +227,10 @@ func (w *clusterWatch) handle(ev nodeEvent) {
 		w.lastFail = time.Now()
 		w.report()
 		w.lookAgain(true)
-	case ev.ch.Kind == msalcache.ChangeWatchUp:
+	case ev.ch.Kind == driver.ChangeWatchUp:
 		n.up = true
 		w.report()
-	case ev.ch.Kind == msalcache.ChangeWatchDown:
+	case ev.ch.Kind == driver.ChangeWatchDown:
 		n.up = false
 		w.lastFail = time.Now()
 		w.report()
@@ -259,9 +259,9 @@ func (w *clusterWatch) report() {
 	if up != w.up {
 		w.up = up
 		if up {
-			w.emit(msalcache.Change{Kind: msalcache.ChangeWatchUp})
+			w.emit(driver.Change{Kind: driver.ChangeWatchUp})
 		} else {
-			w.emit(msalcache.Change{Kind: msalcache.ChangeWatchDown})
+			w.emit(driver.Change{Kind: driver.ChangeWatchDown})
 		}
 	}
 }
@@ -287,8 +287,8 @@ func (w *clusterWatch) lookAgain(checkClosed bool) {
 // copy came. A delete reports no version, so a second delete of the key
 // cannot be told from a copy of the first; its copies pass, and can only
 // make an L1 drop an entry.
-func (w *clusterWatch) firstCopy(ch msalcache.Change) bool {
-	if ch.Version == msalcache.NoVersion {
+func (w *clusterWatch) firstCopy(ch driver.Change) bool {
+	if ch.Version == driver.NoVersion {
 		return true
 	}
 	id := changeID{ch.Key, ch.Version}

@@ -26,14 +26,14 @@ const watchLimit = 15 * time.Second
 // recorder collects what a Watch callback is told.
 type recorder struct {
 	mu      sync.Mutex
-	changes []msalcache.Change
+	changes []driver.Change
 	at      []time.Time
 	notify  chan struct{}
 }
 
 func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1)} }
 
-func (r *recorder) fn(ch msalcache.Change) {
+func (r *recorder) fn(ch driver.Change) {
 	r.mu.Lock()
 	r.changes = append(r.changes, ch)
 	r.at = append(r.at, time.Now())
@@ -45,7 +45,7 @@ func (r *recorder) fn(ch msalcache.Change) {
 }
 
 // snapshot returns what was recorded so far.
-func (r *recorder) snapshot() ([]msalcache.Change, []time.Time) {
+func (r *recorder) snapshot() ([]driver.Change, []time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.changes), slices.Clone(r.at)
@@ -53,7 +53,7 @@ func (r *recorder) snapshot() ([]msalcache.Change, []time.Time) {
 
 // waitFrom waits until a change at index from or later satisfies match,
 // and returns its index, or fails the test after watchLimit.
-func (r *recorder) waitFrom(t *testing.T, from int, what string, match func(msalcache.Change) bool) int {
+func (r *recorder) waitFrom(t *testing.T, from int, what string, match func(driver.Change) bool) int {
 	t.Helper()
 	deadline := time.NewTimer(watchLimit)
 	defer deadline.Stop()
@@ -86,26 +86,26 @@ func (r *recorder) len() int {
 	return len(r.changes)
 }
 
-func isKind(k msalcache.ChangeKind) func(msalcache.Change) bool {
-	return func(ch msalcache.Change) bool { return ch.Kind == k }
+func isKind(k driver.ChangeKind) func(driver.Change) bool {
+	return func(ch driver.Change) bool { return ch.Kind == k }
 }
 
-func isKey(key string, v msalcache.Version) func(msalcache.Change) bool {
-	return func(ch msalcache.Change) bool {
-		return ch.Kind == msalcache.ChangeKey && ch.Key == key && ch.Version == v
+func isKey(key string, v driver.Version) func(driver.Change) bool {
+	return func(ch driver.Change) bool {
+		return ch.Kind == driver.ChangeKey && ch.Key == key && ch.Version == v
 	}
 }
 
-func describe(changes []msalcache.Change) string {
+func describe(changes []driver.Change) string {
 	if len(changes) == 0 {
 		return "nothing"
 	}
 	var s []string
 	for _, ch := range changes {
 		switch ch.Kind {
-		case msalcache.ChangeWatchUp:
+		case driver.ChangeWatchUp:
 			s = append(s, "up")
-		case msalcache.ChangeWatchDown:
+		case driver.ChangeWatchDown:
 			s = append(s, "down")
 		default:
 			s = append(s, fmt.Sprintf("%s@%x", ch.Key, uint64(ch.Version)))
@@ -127,7 +127,7 @@ func watch(t *testing.T, s *redisstore.Store) (*recorder, func()) {
 		t.Fatalf("Watch = %v", err)
 	}
 	t.Cleanup(stop)
-	if i := r.waitFrom(t, 0, "the watch to come up", isKind(msalcache.ChangeWatchUp)); i != 0 {
+	if i := r.waitFrom(t, 0, "the watch to come up", isKind(driver.ChangeWatchUp)); i != 0 {
 		changes, _ := r.snapshot()
 		t.Fatalf("the first change reported was not ChangeWatchUp: %s", describe(changes))
 	}
@@ -220,7 +220,7 @@ func testWatchDelivery(t *testing.T, d deployment) {
 	rec, _ := watch(t, a)
 
 	// A write and a delete through b, each announced with its version.
-	v, err := b.Save(ctx, "k", []byte("v1"), msalcache.NoVersion, time.Minute)
+	v, err := b.Save(ctx, "k", []byte("v1"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,14 +228,14 @@ func testWatchDelivery(t *testing.T, d deployment) {
 	if err := b.Delete(ctx, "k"); err != nil {
 		t.Fatal(err)
 	}
-	i = rec.waitFrom(t, i+1, "the Delete of k", isKey("k", msalcache.NoVersion))
+	i = rec.waitFrom(t, i+1, "the Delete of k", isKey("k", driver.NoVersion))
 
 	// A conflicting Save writes nothing and announces nothing; a write
 	// through a reaches its own watcher too.
-	if _, err := b.Save(ctx, "k", []byte("stale"), v, time.Minute); !errors.Is(err, msalcache.ErrConflict) {
+	if _, err := b.Save(ctx, "k", []byte("stale"), v, time.Minute); !errors.Is(err, driver.ErrConflict) {
 		t.Fatalf("stale Save = %v, want ErrConflict", err)
 	}
-	v2, err := a.Save(ctx, "k", []byte("v2"), msalcache.NoVersion, time.Minute)
+	v2, err := a.Save(ctx, "k", []byte("v2"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,11 +249,11 @@ func testWatchDelivery(t *testing.T, d deployment) {
 	// subscription: only the order of one key's changes is kept.
 	start := rec.len()
 	sent := make(map[string]time.Time, watchMessages)
-	versions := make(map[string]msalcache.Version, watchMessages)
+	versions := make(map[string]driver.Version, watchMessages)
 	for n := range watchMessages {
 		k := fmt.Sprintf("d%d", n)
 		sent[k] = time.Now()
-		versions[k], err = b.Save(ctx, k, []byte("v"), msalcache.NoVersion, time.Minute)
+		versions[k], err = b.Save(ctx, k, []byte("v"), driver.NoVersion, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,7 +267,7 @@ func testWatchDelivery(t *testing.T, d deployment) {
 			if isCopyOfDelete(ch) {
 				continue // a late copy of the Delete of k
 			}
-			if ch.Kind != msalcache.ChangeKey || ch.Version != versions[ch.Key] {
+			if ch.Kind != driver.ChangeKey || ch.Version != versions[ch.Key] {
 				t.Fatalf("the watch reported %s during the timed writes", describe(changes[next:next+1]))
 			}
 			delays = append(delays, at[next].Sub(sent[ch.Key]))
@@ -294,12 +294,12 @@ func testWatchDelivery(t *testing.T, d deployment) {
 // and the store passes the later copies of a delete (it cannot tell them
 // from a second delete of the key; they can only make an L1 drop an
 // entry), so such a copy may come at any time shortly after.
-func isCopyOfDelete(ch msalcache.Change) bool {
-	return isKey("k", msalcache.NoVersion)(ch)
+func isCopyOfDelete(ch driver.Change) bool {
+	return isKey("k", driver.NoVersion)(ch)
 }
 
 // notCopyOfDelete is the opposite of isCopyOfDelete.
-func notCopyOfDelete(ch msalcache.Change) bool { return !isCopyOfDelete(ch) }
+func notCopyOfDelete(ch driver.Change) bool { return !isCopyOfDelete(ch) }
 
 func testWatchClientKill(t *testing.T, d deployment) {
 	ctx := context.Background()
@@ -308,15 +308,15 @@ func testWatchClientKill(t *testing.T, d deployment) {
 	from := rec.len()
 	start := time.Now()
 	d.kill(t, d.newClient(t))
-	i := rec.waitFrom(t, from, "ChangeWatchDown after CLIENT KILL TYPE pubsub", isKind(msalcache.ChangeWatchDown))
+	i := rec.waitFrom(t, from, "ChangeWatchDown after CLIENT KILL TYPE pubsub", isKind(driver.ChangeWatchDown))
 	down := time.Since(start)
-	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the kill", isKind(msalcache.ChangeWatchUp))
+	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the kill", isKind(driver.ChangeWatchUp))
 	t.Logf("%s: down %v after the kill, up again %v after it", d.name, down.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	if changes, _ := rec.snapshot(); j != i+1 {
 		t.Fatalf("between down and up the watch reported %s", describe(changes[i+1:j]))
 	}
 	// Up means subscribed: the next change arrives.
-	v, err := b.Save(ctx, "after-kill", []byte("v"), msalcache.NoVersion, time.Minute)
+	v, err := b.Save(ctx, "after-kill", []byte("v"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +339,7 @@ func TestWatchCluster(t *testing.T) {
 		a, b := d.handles(t)
 		rec, _ := watch(t, a)
 		const k = "moving"
-		v, err := b.Save(ctx, k, []byte("v1"), msalcache.NoVersion, time.Minute)
+		v, err := b.Save(ctx, k, []byte("v1"), driver.NoVersion, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -519,13 +519,13 @@ func keyOnNode(t *testing.T, c *redis.Client, s *redisstore.Store, node int, ste
 // or every ClusterStateReloadInterval (60 s by default), not when a node
 // cannot be reached. A Store whose watch runs has its client's map
 // reloaded at every topology poll; s has none, so it is asked.
-func saveEventually(t *testing.T, s *redisstore.Store, key string) msalcache.Version {
+func saveEventually(t *testing.T, s *redisstore.Store, key string) driver.Version {
 	t.Helper()
 	ctx := context.Background()
-	var v msalcache.Version
+	var v driver.Version
 	pollUntil(t, watchLimit, "a Save of "+key+" to succeed", func() error {
 		var err error
-		v, err = s.Save(ctx, key, []byte("v"), msalcache.NoVersion, time.Minute)
+		v, err = s.Save(ctx, key, []byte("v"), driver.NoVersion, time.Minute)
 		if err != nil {
 			redisstore.Client(s).(*redis.ClusterClient).ReloadState(ctx)
 		}
@@ -568,7 +568,7 @@ func TestWatchClusterFailover(t *testing.T) {
 	if n := numSub(t, rc, channel); n != 0 {
 		t.Fatalf("the replica has %d subscribers of the channel, want 0", n)
 	}
-	saved := map[msalcache.Version]bool{}
+	saved := map[driver.Version]bool{}
 	for i := range 3 {
 		k := keyOnNode(t, n1, b, i, fmt.Sprintf("on%d-", i))
 		v := saveEventually(t, b, k)
@@ -581,11 +581,11 @@ func TestWatchClusterFailover(t *testing.T) {
 	from := rec.len()
 	killed := time.Now()
 	cl.Node(0).Kill()
-	i := rec.waitFrom(t, from, "down after master 0 was killed", isKind(msalcache.ChangeWatchDown))
+	i := rec.waitFrom(t, from, "down after master 0 was killed", isKind(driver.ChangeWatchDown))
 	down := time.Since(killed)
 	pollUntil(t, clusterLimit, "the replica to be elected", func() error { return isMaster(ctx, rc) })
 	elected := time.Since(killed)
-	j := rec.waitFrom(t, i+1, "up after the failover", isKind(msalcache.ChangeWatchUp))
+	j := rec.waitFrom(t, i+1, "up after the failover", isKind(driver.ChangeWatchUp))
 	up := time.Since(killed)
 	if changes, _ := rec.snapshot(); j != i+1 {
 		t.Fatalf("between down and up the watch reported %s", describe(changes[i+1:j]))
@@ -619,8 +619,8 @@ func TestWatchClusterFailover(t *testing.T) {
 		}
 		return err
 	})
-	i = rec.waitFrom(t, from, "down after the manual failover", isKind(msalcache.ChangeWatchDown))
-	j = rec.waitFrom(t, i+1, "up after the manual failover", isKind(msalcache.ChangeWatchUp))
+	i = rec.waitFrom(t, from, "down after the manual failover", isKind(driver.ChangeWatchDown))
+	j = rec.waitFrom(t, i+1, "up after the manual failover", isKind(driver.ChangeWatchUp))
 	t.Logf("manual failover: watch down after %v, up %v after it began", rec.when(i).Sub(start).Round(time.Millisecond), rec.when(j).Sub(start).Round(time.Millisecond))
 	if n := numSub(t, n0, channel); n != 1 {
 		t.Fatalf("up again, with %d subscribers of the channel on node 0, master again, want 1", n)
@@ -633,9 +633,9 @@ func TestWatchClusterFailover(t *testing.T) {
 
 	// Every master relayed every save; each was reported once.
 	changes, _ := rec.snapshot()
-	reported := map[msalcache.Version]int{}
+	reported := map[driver.Version]int{}
 	for _, ch := range changes {
-		if ch.Kind == msalcache.ChangeKey && saved[ch.Version] {
+		if ch.Kind == driver.ChangeKey && saved[ch.Version] {
 			reported[ch.Version]++
 		}
 	}
@@ -658,7 +658,7 @@ func TestWatchClusterClientClosed(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitFrom(t, 1, "down after the client was closed", isKind(msalcache.ChangeWatchDown))
+	rec.waitFrom(t, 1, "down after the client was closed", isKind(driver.ChangeWatchDown))
 	for i := range 3 {
 		waitNumSub(t, newClient(t, &redis.Options{Addr: cl.Node(i).Addr()}), channel, 0)
 	}
@@ -685,7 +685,7 @@ func TestWatchStalledConnection(t *testing.T) {
 			srv.Thaw()
 		}
 	}()
-	i := rec.waitFrom(t, from, "ChangeWatchDown with the server frozen", isKind(msalcache.ChangeWatchDown))
+	i := rec.waitFrom(t, from, "ChangeWatchDown with the server frozen", isKind(driver.ChangeWatchDown))
 	down := time.Since(start)
 	// watchInterval+watchTimeout is 2 s; the rest is slack for a loaded
 	// machine. A watch that never noticed would wait for watchLimit.
@@ -695,9 +695,9 @@ func TestWatchStalledConnection(t *testing.T) {
 	srv.Thaw()
 	thawed = true
 	thaw := time.Now()
-	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the thaw", isKind(msalcache.ChangeWatchUp))
+	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the thaw", isKind(driver.ChangeWatchUp))
 	t.Logf("down %v after the freeze; up %v after the thaw", down.Round(time.Millisecond), time.Since(thaw).Round(time.Millisecond))
-	v, err := b.Save(context.Background(), "after-thaw", []byte("v"), msalcache.NoVersion, time.Minute)
+	v, err := b.Save(context.Background(), "after-thaw", []byte("v"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -751,13 +751,13 @@ func TestWatchOneSubscriptionPerStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Already up: the second watcher is told so before Watch returns.
-	if changes, _ := r2.snapshot(); len(changes) != 1 || changes[0].Kind != msalcache.ChangeWatchUp {
+	if changes, _ := r2.snapshot(); len(changes) != 1 || changes[0].Kind != driver.ChangeWatchUp {
 		t.Fatalf("a Watch on a store whose subscription is up was told %s before it returned, want up", describe(changes))
 	}
 	if n := numSub(t, c, ch); n != 1 {
 		t.Fatalf("two Watches on one Store: %d subscribers, want 1", n)
 	}
-	v, err := b.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Minute)
+	v, err := b.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -769,12 +769,12 @@ func TestWatchOneSubscriptionPerStore(t *testing.T) {
 	var mu sync.Mutex
 	stopped, lateCalls := false, 0
 	blocking := true
-	stop3, err := a.Watch(ctx, func(ch msalcache.Change) {
+	stop3, err := a.Watch(ctx, func(ch driver.Change) {
 		mu.Lock()
 		if stopped {
 			lateCalls++
 		}
-		block := blocking && ch.Kind == msalcache.ChangeKey
+		block := blocking && ch.Kind == driver.ChangeKey
 		blocking = blocking && !block
 		mu.Unlock()
 		if block {
@@ -785,7 +785,7 @@ func TestWatchOneSubscriptionPerStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Save(ctx, "k2", []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+	if _, err := b.Save(ctx, "k2", []byte("v"), driver.NoVersion, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	<-entered
@@ -805,11 +805,11 @@ func TestWatchOneSubscriptionPerStore(t *testing.T) {
 	close(release)
 	<-stopDone
 	for n := range 20 {
-		if _, err := b.Save(ctx, fmt.Sprintf("late%d", n), []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+		if _, err := b.Save(ctx, fmt.Sprintf("late%d", n), []byte("v"), driver.NoVersion, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r1.waitFrom(t, 0, "the last late write", func(ch msalcache.Change) bool { return ch.Key == "late19" })
+	r1.waitFrom(t, 0, "the last late write", func(ch driver.Change) bool { return ch.Key == "late19" })
 	redisstore.WatchBarrier(a)
 	mu.Lock()
 	if lateCalls != 0 {
@@ -826,7 +826,7 @@ func TestWatchOneSubscriptionPerStore(t *testing.T) {
 	stop2()
 	waitNumSub(t, c, ch, 0)
 	n := r2.len()
-	if _, err := b.Save(ctx, "k3", []byte("v"), msalcache.NoVersion, time.Minute); err != nil {
+	if _, err := b.Save(ctx, "k3", []byte("v"), driver.NoVersion, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	// And a new Watch subscribes afresh.
@@ -834,7 +834,7 @@ func TestWatchOneSubscriptionPerStore(t *testing.T) {
 	if got := r2.len(); got != n {
 		t.Fatalf("a stopped watcher was told %d more changes", got-n)
 	}
-	v5, err := b.Save(ctx, "k5", []byte("v"), msalcache.NoVersion, time.Minute)
+	v5, err := b.Save(ctx, "k5", []byte("v"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -859,9 +859,9 @@ func testWatchFailover(t *testing.T, setup *testserver.SentinelSetup) {
 	start := time.Now()
 	setup.Failover(t)
 	done := time.Now()
-	i := rec.waitFrom(t, from, "ChangeWatchDown across the failover", isKind(msalcache.ChangeWatchDown))
+	i := rec.waitFrom(t, from, "ChangeWatchDown across the failover", isKind(driver.ChangeWatchDown))
 	downAt := time.Since(start)
-	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the failover", isKind(msalcache.ChangeWatchUp))
+	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the failover", isKind(driver.ChangeWatchUp))
 	t.Logf("failover took %v; watch down %v and up %v after it began",
 		done.Sub(start).Round(time.Millisecond), downAt.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	if n := numSub(t, newClient(t, &redis.Options{Addr: setup.Master().Addr()}), redisstore.Channel(a)); n != 1 {
@@ -871,7 +871,7 @@ func testWatchFailover(t *testing.T, setup *testserver.SentinelSetup) {
 	// demoted one fails READONLY).
 	deadline := time.Now().Add(watchLimit)
 	for {
-		v, err := b.Save(ctx, "after-failover", []byte("v"), msalcache.NoVersion, time.Minute)
+		v, err := b.Save(ctx, "after-failover", []byte("v"), driver.NoVersion, time.Minute)
 		if err == nil {
 			rec.waitFrom(t, j+1, "a change written on the new master", isKey("after-failover", v))
 			return
@@ -893,12 +893,12 @@ func TestWatchClose(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if changes, _ := rec.snapshot(); len(changes) != 2 || changes[1].Kind != msalcache.ChangeWatchDown {
+	if changes, _ := rec.snapshot(); len(changes) != 2 || changes[1].Kind != driver.ChangeWatchDown {
 		t.Fatalf("after Close the watcher was told %s, want up, down", describe(changes))
 	}
 	waitNumSub(t, c, redisstore.Channel(a), 0)
 	stop() // harmless after Close
-	if _, err := a.Watch(context.Background(), rec.fn); !errors.Is(err, msalcache.ErrClosed) {
+	if _, err := a.Watch(context.Background(), rec.fn); !errors.Is(err, driver.ErrClosed) {
 		t.Fatalf("Watch after Close = %v, want ErrClosed", err)
 	}
 }
@@ -908,7 +908,7 @@ func TestWatchClose(t *testing.T) {
 func TestWatchRefusals(t *testing.T) {
 	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
 	defer ring.Close()
-	if _, err := redisstore.New(ring).Watch(context.Background(), func(msalcache.Change) {}); err == nil || !strings.Contains(err.Error(), "Ring") {
+	if _, err := redisstore.New(ring).Watch(context.Background(), func(driver.Change) {}); err == nil || !strings.Contains(err.Error(), "Ring") {
 		t.Errorf("Watch on a Ring = %v, want an error naming the Ring", err)
 	}
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
@@ -919,7 +919,7 @@ func TestWatchRefusals(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := s.Watch(ctx, func(msalcache.Change) {}); !errors.Is(err, context.Canceled) {
+	if _, err := s.Watch(ctx, func(driver.Change) {}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Watch with a cancelled ctx = %v, want Canceled", err)
 	}
 }
@@ -938,14 +938,14 @@ func TestWatchForeignMessage(t *testing.T) {
 		if err := c.Publish(ctx, redisstore.Channel(a), msg).Err(); err != nil {
 			t.Fatal(err)
 		}
-		i := rec.waitFrom(t, from, fmt.Sprintf("down after %q", msg), isKind(msalcache.ChangeWatchDown))
+		i := rec.waitFrom(t, from, fmt.Sprintf("down after %q", msg), isKind(driver.ChangeWatchDown))
 		if i != from {
 			changes, _ := rec.snapshot()
 			t.Fatalf("%q was reported as %s", msg, describe(changes[from:]))
 		}
-		rec.waitFrom(t, i+1, fmt.Sprintf("up after %q", msg), isKind(msalcache.ChangeWatchUp))
+		rec.waitFrom(t, i+1, fmt.Sprintf("up after %q", msg), isKind(driver.ChangeWatchUp))
 	}
-	v, err := b.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Minute)
+	v, err := b.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -973,13 +973,13 @@ func TestWatchServerRestart(t *testing.T) {
 	from := rec.len()
 	start := time.Now()
 	d.server.Kill()
-	i := rec.waitFrom(t, from, "ChangeWatchDown after the kill", isKind(msalcache.ChangeWatchDown))
+	i := rec.waitFrom(t, from, "ChangeWatchDown after the kill", isKind(driver.ChangeWatchDown))
 	down := time.Since(start)
 	d.server.Restart(t)
 	restarted := time.Now()
-	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the restart", isKind(msalcache.ChangeWatchUp))
+	j := rec.waitFrom(t, i+1, "ChangeWatchUp after the restart", isKind(driver.ChangeWatchUp))
 	t.Logf("down %v after the kill; up %v after the server answered again", down.Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond))
-	v, err := b.Save(context.Background(), "after-restart", []byte("v"), msalcache.NoVersion, time.Minute)
+	v, err := b.Save(context.Background(), "after-restart", []byte("v"), driver.NoVersion, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1003,7 +1003,7 @@ func TestWatchConcurrentStartStop(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := b.Save(ctx, fmt.Sprintf("w%d", n%50), []byte("v"), msalcache.NoVersion, time.Minute); err != nil && !errors.Is(err, msalcache.ErrConflict) {
+			if _, err := b.Save(ctx, fmt.Sprintf("w%d", n%50), []byte("v"), driver.NoVersion, time.Minute); err != nil && !errors.Is(err, driver.ErrConflict) {
 				t.Error(err)
 				return
 			}
@@ -1016,9 +1016,9 @@ func TestWatchConcurrentStartStop(t *testing.T) {
 			defer wg.Done()
 			for i := range 10 {
 				var mu sync.Mutex
-				var seen []msalcache.Change
+				var seen []driver.Change
 				stopped := false
-				stop, err := a.Watch(ctx, func(ch msalcache.Change) {
+				stop, err := a.Watch(ctx, func(ch driver.Change) {
 					mu.Lock()
 					defer mu.Unlock()
 					if stopped {
@@ -1034,7 +1034,7 @@ func TestWatchConcurrentStartStop(t *testing.T) {
 				stop()
 				mu.Lock()
 				stopped = true
-				if len(seen) > 0 && seen[0].Kind != msalcache.ChangeWatchUp {
+				if len(seen) > 0 && seen[0].Kind != driver.ChangeWatchUp {
 					t.Errorf("goroutine %d watch %d: first change %s, want up", g, i, describe(seen[:1]))
 				}
 				mu.Unlock()

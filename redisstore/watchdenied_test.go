@@ -44,14 +44,14 @@ type deniedAdapter struct {
 	*msalcache.Adapter
 	logs   *lockedBuffer
 	mu     sync.Mutex
-	events []msalcache.Event
+	events []observe.Event
 }
 
-func newDeniedAdapter(t *testing.T, s msalcache.Store) *deniedAdapter {
+func newDeniedAdapter(t *testing.T, s driver.Store) *deniedAdapter {
 	t.Helper()
 	d := &deniedAdapter{logs: &lockedBuffer{}}
-	obs := msalcache.ObserverFunc(func(_ context.Context, e msalcache.Event) {
-		if e.Op == msalcache.OpInvalidation {
+	obs := observe.Func(func(_ context.Context, e observe.Event) {
+		if e.Op == observe.OpInvalidation {
 			d.mu.Lock()
 			d.events = append(d.events, e)
 			d.mu.Unlock()
@@ -92,9 +92,9 @@ func (d *deniedAdapter) checkReported(t *testing.T) {
 	defer d.mu.Unlock()
 	denied := 0
 	for _, e := range d.events {
-		if e.Reason == msalcache.ReasonWatchDenied {
+		if e.Reason == observe.ReasonWatchDenied {
 			denied++
-			if e.Outcome != msalcache.OutcomeError {
+			if e.Outcome != observe.OutcomeError {
 				t.Fatalf("denial event with outcome %v", e.Outcome)
 			}
 		}
@@ -160,14 +160,14 @@ func TestWatchDeniedByACL(t *testing.T) {
 
 	// The store itself: the watch reports the denial, wrapping the
 	// sentinel, and does not report it as a plain gap.
-	got := make(chan msalcache.Change, 16)
-	stop, err := s.Watch(ctx, func(ch msalcache.Change) { got <- ch })
+	got := make(chan driver.Change, 16)
+	stop, err := s.Watch(ctx, func(ch driver.Change) { got <- ch })
 	if err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case ch := <-got:
-		if ch.Kind != msalcache.ChangeWatchDenied || !errors.Is(ch.Err, msalcache.ErrWatchDenied) || !strings.Contains(ch.Err.Error(), "+subscribe") {
+		if ch.Kind != driver.ChangeWatchDenied || !errors.Is(ch.Err, driver.ErrWatchDenied) || !strings.Contains(ch.Err.Error(), "+subscribe") {
 			t.Fatalf("first change %+v (%v), want ChangeWatchDenied wrapping ErrWatchDenied", ch, ch.Err)
 		}
 	case <-time.After(20 * time.Second):

@@ -41,12 +41,12 @@ func WithPrefix(p string) Option {
 }
 
 // Store is an open store and the client under it, for what the
-// msalcache.Store contract does not cover (a Redis INFO, a memcached
+// driver.Store contract does not cover (a Redis INFO, a memcached
 // server list).
 type Store struct {
-	// Store is the msalcache store. Test it for msalcache.Lister,
-	// msalcache.Lifetimer and the other optional interfaces.
-	msalcache.Store
+	// Store is the msalcache store. Test it for driver.Lister,
+	// driver.Lifetimer and the other optional interfaces.
+	driver.Store
 	// URL is the parsed URL it was opened from.
 	URL *URL
 	// Redis is the client of the Redis kinds; nil otherwise.

@@ -56,10 +56,10 @@ func TestOpenPostgres(t *testing.T) {
 	if s.Postgres == nil || s.Store.(*pgstore.Store).Table() != "from_url" {
 		t.Fatalf("%+v", s)
 	}
-	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Hour); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	lt, err := s.Store.(msalcache.Lifetimer).Lifetime(ctx, "k")
+	lt, err := s.Store.(driver.Lifetimer).Lifetime(ctx, "k")
 	if err != nil || lt <= 59*time.Minute || lt > time.Hour {
 		t.Fatalf("Lifetime = %v, %v", lt, err)
 	}

@@ -114,10 +114,10 @@ func TestOpenBolt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Hour); err != nil {
+	if _, err := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := s.Store.(msalcache.Lifetimer); !ok || s.Bolt == nil {
+	if _, ok := s.Store.(driver.Lifetimer); !ok || s.Bolt == nil {
 		t.Fatal("a bbolt store should be a Lifetimer")
 	}
 	s.Close()

@@ -117,13 +117,13 @@ func (f *farm) interruptMidway(env []string, srv *testserver.RedisServer, twice 
 
 // decodeAll checks that every partition in s, and the ring, is whole: each
 // one decrypts under the ring and is an MSAL cache document.
-func (f *farm) decodeAll(s msalcache.Store) int {
+func (f *farm) decodeAll(s driver.Store) int {
 	f.t.Helper()
 	ctx := context.Background()
 	ring := f.ring(s)
 	defer ring.Close()
 	n := 0
-	err := s.(msalcache.Lister).List(ctx, "tc/", func(k string) error {
+	err := s.(driver.Lister).List(ctx, "tc/", func(k string) error {
 		b, _, err := s.Load(ctx, k)
 		if err != nil {
 			return err

@@ -58,7 +58,7 @@ type farm struct {
 	secrets []string // every token value the cache holds, and the client secret
 }
 
-func newFarm(t *testing.T, store msalcache.Store, nusers int) *farm {
+func newFarm(t *testing.T, store driver.Store, nusers int) *farm {
 	t.Helper()
 	f := &farm{t: t, srv: entratest.NewServer(), kekFile: filepath.Join(t.TempDir(), "kek")}
 	t.Cleanup(f.srv.Close)
@@ -87,7 +87,7 @@ func newFarm(t *testing.T, store msalcache.Store, nusers int) *farm {
 	}
 	f.secrets = append(f.secrets, ar.AccessToken, clientSecret)
 	// Refresh tokens, as stored: read them back through the ring.
-	l := store.(msalcache.Lister)
+	l := store.(driver.Lister)
 	err = l.List(ctx, "tc/", func(k string) error {
 		b, _, err := store.Load(ctx, k)
 		if err != nil {
@@ -118,7 +118,7 @@ func newFarm(t *testing.T, store msalcache.Store, nusers int) *farm {
 	return f
 }
 
-func (f *farm) ring(store msalcache.Store) *protect.KeyRing {
+func (f *farm) ring(store driver.Store) *protect.KeyRing {
 	f.t.Helper()
 	key, err := protect.LoadKeyFile(f.kekFile)
 	if err != nil {
@@ -135,7 +135,7 @@ func (f *farm) ring(store msalcache.Store) *protect.KeyRing {
 	return r
 }
 
-func (f *farm) adapter(store msalcache.Store, ring *protect.KeyRing) *msalcache.Adapter {
+func (f *farm) adapter(store driver.Store, ring *protect.KeyRing) *msalcache.Adapter {
 	f.t.Helper()
 	ad, err := msalcache.New(store, msalcache.WithProtector(ring))
 	if err != nil {
@@ -160,7 +160,7 @@ func (f *farm) client(ad *msalcache.Adapter) confidential.Client {
 
 // serveAll checks that every user and the app are served from store with
 // no token request.
-func (f *farm) serveAll(store msalcache.Store) {
+func (f *farm) serveAll(store driver.Store) {
 	f.t.Helper()
 	ctx := context.Background()
 	ring := f.ring(store)
@@ -269,11 +269,11 @@ func blobKeys(t *testing.T, path string) map[string]string {
 }
 
 // storeBlobKeys returns the data key id of each partition of s.
-func storeBlobKeys(t *testing.T, s msalcache.Store) map[string]string {
+func storeBlobKeys(t *testing.T, s driver.Store) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	ctx := context.Background()
-	err := s.(msalcache.Lister).List(ctx, "tc/", func(k string) error {
+	err := s.(driver.Lister).List(ctx, "tc/", func(k string) error {
 		b, _, err := s.Load(ctx, k)
 		if err != nil {
 			return err

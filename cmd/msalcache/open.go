@@ -98,7 +98,7 @@ func (a *app) openURL(ctx context.Context, raw string, writes bool) (*storeurl.S
 	if err != nil {
 		return nil, err
 	}
-	if p, ok := s.Store.(msalcache.Pinger); ok {
+	if p, ok := s.Store.(driver.Pinger); ok {
 		cctx, cancel := a.callCtx(ctx)
 		defer cancel()
 		if err := p.Ping(cctx); err != nil {
@@ -170,7 +170,7 @@ func ringKEKID(ctx context.Context, a *app, s *storeurl.Store, skipID string) (s
 	cctx, cancel := a.callCtx(ctx)
 	defer cancel()
 	b, _, err := s.Load(cctx, protect.DefaultRingKey)
-	if errors.Is(err, msalcache.ErrNotFound) {
+	if errors.Is(err, driver.ErrNotFound) {
 		// No ring to name one: any id does, and opening the ring
 		// reports that there is none.
 		return "none", nil
@@ -219,7 +219,7 @@ func (e *env) openRing(ctx context.Context) (*protect.KeyRing, error) {
 	if e.kek == nil {
 		return nil, fmt.Errorf("no KEK: pass -kek-file PATH or -kek-cert PATH, or put the key in $%s (or name another variable with -kek-env)", e.a.kekEnv)
 	}
-	if msalcache.IsVolatile(e.ringStore.Store) {
+	if driver.IsVolatile(e.ringStore.Store) {
 		return nil, fmt.Errorf("%w: %s; name the ring's store with -ring-store", protect.ErrVolatileStore, e.ringStore.URL)
 	}
 	cctx, cancel := e.a.callCtx(ctx)
@@ -330,7 +330,7 @@ func (a *app) partitionPrefix() string { return "tc/" + a.namespace + "/" }
 // listKeys lists the keys under prefix; a store that cannot list gets an
 // error that says what to do instead.
 func (e *env) listKeys(ctx context.Context, s *storeurl.Store, prefix string) ([]string, error) {
-	l, ok := s.Store.(msalcache.Lister)
+	l, ok := s.Store.(driver.Lister)
 	if !ok {
 		return nil, fmt.Errorf("%s cannot be listed: memcached has no reliable way to enumerate keys. Use rm -partition or inspect -partition for one user; to move off memcached, point the servers at the new store and let it fill from misses (one token request per user)", s.URL)
 	}
@@ -349,7 +349,7 @@ func (e *env) listKeys(ctx context.Context, s *storeurl.Store, prefix string) ([
 // lifetime returns key's remaining lifetime, or ok false when the store
 // cannot tell.
 func (e *env) lifetime(ctx context.Context, s *storeurl.Store, key string) (time.Duration, bool, error) {
-	l, ok := s.Store.(msalcache.Lifetimer)
+	l, ok := s.Store.(driver.Lifetimer)
 	if !ok {
 		return 0, false, nil
 	}
@@ -366,7 +366,7 @@ func (e *env) lifetime(ctx context.Context, s *storeurl.Store, key string) (time
 }
 
 // load reads one key with a bounded, uncancelled call.
-func (e *env) load(ctx context.Context, s *storeurl.Store, key string) ([]byte, msalcache.Version, error) {
+func (e *env) load(ctx context.Context, s *storeurl.Store, key string) ([]byte, driver.Version, error) {
 	cctx, cancel := e.a.callCtx(ctx)
 	defer cancel()
 	return s.Load(cctx, key)
@@ -430,7 +430,7 @@ func fmtLifetime(d time.Duration, known bool) string {
 	switch {
 	case !known:
 		return "unknown"
-	case d == msalcache.NoExpiry:
+	case d == driver.NoExpiry:
 		return "none"
 	case d >= 48*time.Hour:
 		return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)

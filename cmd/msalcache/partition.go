@@ -23,7 +23,7 @@ type Blob struct {
 	lifetime     time.Duration
 	lifetimeKnow bool
 	raw          []byte
-	version      msalcache.Version
+	version      driver.Version
 }
 
 // readBlob loads key and describes it; ErrNotFound when it vanished.

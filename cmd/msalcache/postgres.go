@@ -119,14 +119,14 @@ const doctorProbeKey = "msalcache-doctor-probe"
 func doctorListener(ctx context.Context, a *app, ps *pgstore.Store, add func(level, check, detail, action string)) {
 	up := make(chan struct{}, 1)
 	heard := make(chan struct{}, 1)
-	stop, err := ps.Watch(ctx, func(ch msalcache.Change) {
+	stop, err := ps.Watch(ctx, func(ch driver.Change) {
 		switch {
-		case ch.Kind == msalcache.ChangeWatchUp:
+		case ch.Kind == driver.ChangeWatchUp:
 			select {
 			case up <- struct{}{}:
 			default:
 			}
-		case ch.Kind == msalcache.ChangeKey && ch.Key == doctorProbeKey:
+		case ch.Kind == driver.ChangeKey && ch.Key == doctorProbeKey:
 			select {
 			case heard <- struct{}{}:
 			default:

@@ -27,7 +27,7 @@ func TestPostgres(t *testing.T) {
 	}
 	want := map[string]time.Duration{}
 	for k := range storeBlobKeys(t, src.Store) {
-		d, err := src.Store.(msalcache.Lifetimer).Lifetime(ctx, k)
+		d, err := src.Store.(driver.Lifetimer).Lifetime(ctx, k)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +51,7 @@ func TestPostgres(t *testing.T) {
 	defer dst.Close()
 	elapsed := time.Since(measured)
 	for k, d := range want {
-		got, err := dst.Store.(msalcache.Lifetimer).Lifetime(ctx, k)
+		got, err := dst.Store.(driver.Lifetimer).Lifetime(ctx, k)
 		if err != nil {
 			t.Fatal(err)
 		}

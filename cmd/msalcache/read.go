@@ -61,7 +61,7 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 		return reportFindings(a, out, *asJSON)
 	}
 	defer e.close()
-	if p, ok := e.store.Store.(msalcache.Pinger); ok {
+	if p, ok := e.store.Store.(driver.Pinger); ok {
 		var lat []time.Duration
 		for range 5 {
 			cctx, cancel := a.callCtx(ctx)
@@ -83,16 +83,16 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 			add(level, "latency", fmt.Sprintf("%s answers in %v (median of %d pings)", e.store.URL, lat[len(lat)/2].Round(time.Microsecond), len(lat)), action)
 		}
 	}
-	if _, ok := e.store.Store.(msalcache.Lister); !ok {
+	if _, ok := e.store.Store.(driver.Lister); !ok {
 		add("info", "list", "memcached cannot list its keys: stats, rewrap and migrate do not run on it", "inspect and rm work by -partition")
 	}
 	ringHere := false
 	if cctx, cancel := a.callCtx(ctx); true {
 		_, _, err := e.ringStore.Load(cctx, protect.DefaultRingKey)
 		cancel()
-		ringHere = err == nil || errors.Is(err, msalcache.ErrCorrupt)
+		ringHere = err == nil || errors.Is(err, driver.ErrCorrupt)
 	}
-	if msalcache.IsVolatile(e.ringStore.Store) && ringHere {
+	if driver.IsVolatile(e.ringStore.Store) && ringHere {
 		add("fail", "ring-volatile", fmt.Sprintf("%s holds a key ring, and it may evict it at any time: every token would become unreadable", e.ringStore.URL),
 			"keep the ring in bbolt or a persistent Redis (-ring-store), then migrate -ring or reset it")
 	}
@@ -105,7 +105,7 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 		add("warn", "kek", "the store holds a key ring but no KEK was given, so the ring was not checked", "pass -kek-file or set MSALCACHE_KEK (and MSALCACHE_KEK_ID)")
 	case e.kek == nil:
 		add("info", "ring", "no key ring and no KEK: the cache is stored in clear (WithPlaintext) or not yet written", "")
-	case msalcache.IsVolatile(e.ringStore.Store):
+	case driver.IsVolatile(e.ringStore.Store):
 	default:
 		doctorRing(ctx, e, add)
 	}
@@ -412,7 +412,7 @@ func runStats(ctx context.Context, a *app, args []string) error {
 		}
 		p.step(i)
 		b, err := e.readBlob(ctx, e.store, k)
-		if errors.Is(err, msalcache.ErrNotFound) {
+		if errors.Is(err, driver.ErrNotFound) {
 			st.Vanished++
 			continue
 		}
@@ -426,7 +426,7 @@ func runStats(ctx context.Context, a *app, args []string) error {
 		switch {
 		case !b.lifetimeKnow:
 			st.Lifetimes["unknown"]++
-		case b.lifetime == msalcache.NoExpiry:
+		case b.lifetime == driver.NoExpiry:
 			st.Lifetimes["none"]++
 		default:
 			for _, bk := range lifetimeBuckets {
@@ -522,7 +522,7 @@ func runInspect(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	b, err := e.readBlob(ctx, e.store, k)
-	if errors.Is(err, msalcache.ErrNotFound) {
+	if errors.Is(err, driver.ErrNotFound) {
 		return fmt.Errorf("no partition under %s", k)
 	}
 	if err != nil {

@@ -27,7 +27,7 @@ func checkMigrate(t *testing.T, f *farm, env []string, from, to string) {
 		t.Fatal(err)
 	}
 	for k := range storeBlobKeys(t, src.Store) {
-		d, err := src.Store.(msalcache.Lifetimer).Lifetime(ctx, k)
+		d, err := src.Store.(driver.Lifetimer).Lifetime(ctx, k)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +178,7 @@ func checkRedisCommands(t *testing.T, url, prefix string, nusers int, beforeRm f
 		current = id
 	}
 	for k := range old {
-		if d, err := s.Store.(msalcache.Lifetimer).Lifetime(ctx, k); err != nil || d <= 0 {
+		if d, err := s.Store.(driver.Lifetimer).Lifetime(ctx, k); err != nil || d <= 0 {
 			t.Fatalf("%s: lifetime %v (%v) after rewrap; want it kept", k, d, err)
 		}
 	}

@@ -226,7 +226,7 @@ func runRewrap(ctx context.Context, a *app, args []string) error {
 		}
 		p.step(i)
 		b, err := e.readBlob(ctx, e.store, k)
-		if errors.Is(err, msalcache.ErrNotFound) {
+		if errors.Is(err, driver.ErrNotFound) {
 			out.Gone++
 			continue
 		}
@@ -269,7 +269,7 @@ func runRewrap(ctx context.Context, a *app, args []string) error {
 		}
 		cancel()
 		switch {
-		case errors.Is(err, msalcache.ErrConflict):
+		case errors.Is(err, driver.ErrConflict):
 			out.Changed++ // a server wrote it meanwhile, under the current key
 		case err != nil:
 			return fmt.Errorf("rewrite a partition: %w", err)
@@ -305,7 +305,7 @@ func (e *env) deleteIfUnchanged(ctx context.Context, s *storeurl.Store, b *Blob)
 	cctx, cancel := e.a.callCtx(ctx)
 	defer cancel()
 	_, v, err := s.Load(cctx, b.Key)
-	if errors.Is(err, msalcache.ErrNotFound) {
+	if errors.Is(err, driver.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
@@ -440,7 +440,7 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer dst.Close()
-	if p, ok := dst.Store.(msalcache.Pinger); ok {
+	if p, ok := dst.Store.(driver.Pinger); ok {
 		cctx, cancel := a.callCtx(ctx)
 		err := p.Ping(cctx)
 		cancel()
@@ -448,7 +448,7 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 			return fmt.Errorf("destination %s does not answer: %w", du, err)
 		}
 	}
-	if *ring && msalcache.IsVolatile(dst.Store) {
+	if *ring && driver.IsVolatile(dst.Store) {
 		return fmt.Errorf("%w: %s cannot hold the key ring; migrate without -ring and keep the ring where it is (-ring-store)", protect.ErrVolatileStore, du)
 	}
 	if *ring && dst.Redis != nil && !*force {
@@ -467,7 +467,7 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 	out := migrateOut{From: e.store.URL.String(), To: du.String(), Source: len(keys), DryRun: *dry}
 	copyKey := func(src *storeurl.Store, k string) (copied, kept bool, err error) {
 		b, err := e.readBlob(ctx, src, k)
-		if errors.Is(err, msalcache.ErrNotFound) {
+		if errors.Is(err, driver.ErrNotFound) {
 			return false, false, nil
 		}
 		if err != nil {
@@ -479,15 +479,15 @@ func runMigrate(ctx context.Context, a *app, args []string) error {
 			if err == nil {
 				return false, true, nil
 			}
-			if !errors.Is(err, msalcache.ErrNotFound) {
+			if !errors.Is(err, driver.ErrNotFound) {
 				return false, false, err
 			}
 			return true, false, nil
 		}
 		cctx, cancel := a.callCtx(ctx)
 		defer cancel()
-		_, err = dst.Save(cctx, k, b.raw, msalcache.NoVersion, saveTTL(b.lifetime, b.lifetimeKnow))
-		if errors.Is(err, msalcache.ErrConflict) {
+		_, err = dst.Save(cctx, k, b.raw, driver.NoVersion, saveTTL(b.lifetime, b.lifetimeKnow))
+		if errors.Is(err, driver.ErrConflict) {
 			return false, true, nil
 		}
 		return err == nil, false, err
@@ -607,11 +607,11 @@ func runRm(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 		_, _, err = e.load(ctx, e.store, k)
-		if errors.Is(err, msalcache.ErrNotFound) {
+		if errors.Is(err, driver.ErrNotFound) {
 			fmt.Fprintf(a.stdout, "no partition under %s: nothing to remove\n", k)
 			return nil
 		}
-		if err != nil && !errors.Is(err, msalcache.ErrCorrupt) {
+		if err != nil && !errors.Is(err, driver.ErrCorrupt) {
 			return err
 		}
 		ringRecord := isRingKey(k)
@@ -652,7 +652,7 @@ func runRm(ctx context.Context, a *app, args []string) error {
 		}
 		p.step(i)
 		b, err := e.readBlob(ctx, e.store, k)
-		if errors.Is(err, msalcache.ErrNotFound) {
+		if errors.Is(err, driver.ErrNotFound) {
 			continue
 		}
 		if err != nil {
@@ -713,7 +713,7 @@ func runRing(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer e.close()
-	if msalcache.IsVolatile(e.ringStore.Store) {
+	if driver.IsVolatile(e.ringStore.Store) {
 		return fmt.Errorf("%w: %s holds no ring to reset; name the ring's store with -ring-store", protect.ErrVolatileStore, e.ringStore.URL)
 	}
 	warning := fmt.Sprintf("This deletes the key ring %q and its marker in %s. Every token stored under it becomes unreadable: each is a cache miss, fetched again from Entra ID, then shared again. Servers still running keep their copy and write it back: stop them first, or restart them all after the reset.", protect.DefaultRingKey, e.ringStore.URL)

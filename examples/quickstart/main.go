@@ -138,7 +138,7 @@ type instance struct {
 	e       env
 }
 
-func newInstance(name string, store msalcache.Store, p msalcache.Protector, e env) (*instance, error) {
+func newInstance(name string, store driver.Store, p driver.Protector, e env) (*instance, error) {
 	a, err := msalcache.New(store, msalcache.WithProtector(p), msalcache.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		return nil, err
@@ -147,7 +147,7 @@ func newInstance(name string, store msalcache.Store, p msalcache.Protector, e en
 }
 
 // newFarm returns two instances over one store.
-func newFarm(store msalcache.Store, p msalcache.Protector, e env) ([]*instance, error) {
+func newFarm(store driver.Store, p driver.Protector, e env) ([]*instance, error) {
 	var farm []*instance
 	for _, name := range []string{"server-1", "server-2"} {
 		in, err := newInstance(name, store, p, e)
@@ -208,7 +208,7 @@ func (r *report) call(who, what string, f func() error) error {
 	return nil
 }
 
-func appTokens(ctx context.Context, out io.Writer, store msalcache.Store, p msalcache.Protector, e env, tenants []string, scope string) error {
+func appTokens(ctx context.Context, out io.Writer, store driver.Store, p driver.Protector, e env, tenants []string, scope string) error {
 	fmt.Fprintln(out, "App tokens (client credentials), two instances:")
 	r := &report{out: out, e: e}
 	instances, err := newFarm(store, p, e)
@@ -233,7 +233,7 @@ func appTokens(ctx context.Context, out io.Writer, store msalcache.Store, p msal
 	return nil
 }
 
-func userTokens(ctx context.Context, out io.Writer, store msalcache.Store, p msalcache.Protector, e env, srv *entratest.Server, users []entratest.User) error {
+func userTokens(ctx context.Context, out io.Writer, store driver.Store, p driver.Protector, e env, srv *entratest.Server, users []entratest.User) error {
 	fmt.Fprintln(out, "\nUser tokens (signed in once, then silent), two instances:")
 	r := &report{out: out, e: e}
 	instances, err := newFarm(store, p, e)

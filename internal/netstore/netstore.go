@@ -25,9 +25,9 @@ import (
 // practice, never reused (two writes collide with probability 2^-64).
 // math/rand/v2's global source is ChaCha8 seeded by the runtime from the
 // OS, so two processes do not produce the same sequence.
-func NewVersion() msalcache.Version {
+func NewVersion() driver.Version {
 	for {
-		if v := msalcache.Version(rand.Uint64()); v != msalcache.NoVersion {
+		if v := driver.Version(rand.Uint64()); v != driver.NoVersion {
 			return v
 		}
 	}
@@ -47,7 +47,7 @@ func IsTimeout(err error) bool {
 
 // Wrap turns err, the failure of a call that what names ("redisstore:
 // load"), into the store's error. kind is the sentinel the store found err
-// to stand for, or nil: msalcache.ErrNotFound for a miss,
+// to stand for, or nil: driver.ErrNotFound for a miss,
 // context.DeadlineExceeded for a timeout (see IsTimeout), or another
 // msalcache sentinel such as ErrClosed or ErrTooLarge.
 //
@@ -60,7 +60,7 @@ func IsTimeout(err error) bool {
 // pass errors that do not name one.
 func Wrap(ctx context.Context, what string, err, kind error) error {
 	switch {
-	case kind == msalcache.ErrNotFound:
+	case kind == driver.ErrNotFound:
 		return fmt.Errorf("%s: %w", what, kind)
 	case ctx.Err() != nil:
 		cerr := ctx.Err()

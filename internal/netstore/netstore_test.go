@@ -13,10 +13,10 @@ import (
 )
 
 func TestNewVersionNeverZero(t *testing.T) {
-	seen := map[msalcache.Version]bool{}
+	seen := map[driver.Version]bool{}
 	for range 10000 {
 		v := NewVersion()
-		if v == msalcache.NoVersion || seen[v] {
+		if v == driver.NoVersion || seen[v] {
 			t.Fatalf("NewVersion returned %#x twice or zero", v)
 		}
 		seen[v] = true
@@ -65,15 +65,15 @@ func TestWrap(t *testing.T) {
 		isNot   []error
 		message string
 	}{
-		{"miss", ctx, cause, msalcache.ErrNotFound, []error{msalcache.ErrNotFound}, []error{cause}, "s: op: msalcache: not found"},
-		{"miss after ctx ended", done, cause, msalcache.ErrNotFound, []error{msalcache.ErrNotFound}, []error{context.Canceled}, "s: op: msalcache: not found"},
+		{"miss", ctx, cause, driver.ErrNotFound, []error{driver.ErrNotFound}, []error{cause}, "s: op: msalcache: not found"},
+		{"miss after ctx ended", done, cause, driver.ErrNotFound, []error{driver.ErrNotFound}, []error{context.Canceled}, "s: op: msalcache: not found"},
 		{"ctx ended", done, cause, nil, []error{context.Canceled, cause}, nil, "s: op: context canceled: boom"},
-		{"ctx ended, kind lost to it", done, cause, msalcache.ErrClosed, []error{context.Canceled, cause}, []error{msalcache.ErrClosed}, "s: op: context canceled: boom"},
+		{"ctx ended, kind lost to it", done, cause, driver.ErrClosed, []error{context.Canceled, cause}, []error{driver.ErrClosed}, "s: op: context canceled: boom"},
 		{"ctx error returned", done, context.Canceled, nil, []error{context.Canceled}, nil, "s: op: context canceled"},
 		{"ctx error of another ctx", ctx, context.DeadlineExceeded, nil, []error{context.DeadlineExceeded}, nil, "s: op: context deadline exceeded"},
 		{"timeout", ctx, cause, context.DeadlineExceeded, []error{context.DeadlineExceeded, cause}, nil, "s: op: context deadline exceeded: boom"},
-		{"sentinel", ctx, cause, msalcache.ErrTooLarge, []error{msalcache.ErrTooLarge, cause}, nil, "s: op: msalcache: value too large: boom"},
-		{"plain", ctx, cause, nil, []error{cause}, []error{msalcache.ErrNotFound}, "s: op: boom"},
+		{"sentinel", ctx, cause, driver.ErrTooLarge, []error{driver.ErrTooLarge, cause}, nil, "s: op: msalcache: value too large: boom"},
+		{"plain", ctx, cause, nil, []error{cause}, []error{driver.ErrNotFound}, "s: op: boom"},
 	} {
 		err := Wrap(tc.ctx, "s: op", tc.err, tc.kind)
 		for _, want := range tc.is {

@@ -16,7 +16,7 @@ import (
 const HeaderSize = 8
 
 // Encode returns the record of value written at version v.
-func Encode(v msalcache.Version, value []byte) []byte {
+func Encode(v driver.Version, value []byte) []byte {
 	rec := make([]byte, HeaderSize+len(value))
 	binary.BigEndian.PutUint64(rec, uint64(v))
 	copy(rec[HeaderSize:], value)
@@ -26,17 +26,17 @@ func Encode(v msalcache.Version, value []byte) []byte {
 // Decode splits a record into its version and value. A record too short to
 // hold a version, or holding NoVersion (which no store writes, and which a
 // store must never hand out, since a Save with it would mean "create"),
-// fails with an error wrapping msalcache.ErrCorrupt. The error gives the
+// fails with an error wrapping driver.ErrCorrupt. The error gives the
 // record's length, never its bytes: a damaged record may still hold most of
 // a token cache. value aliases rec, with its capacity capped so that
 // appending to it cannot touch rec.
-func Decode(rec []byte) (value []byte, v msalcache.Version, err error) {
+func Decode(rec []byte) (value []byte, v driver.Version, err error) {
 	if len(rec) < HeaderSize {
-		return nil, msalcache.NoVersion, fmt.Errorf("%w: %d bytes, shorter than the %d-byte version", msalcache.ErrCorrupt, len(rec), HeaderSize)
+		return nil, driver.NoVersion, fmt.Errorf("%w: %d bytes, shorter than the %d-byte version", driver.ErrCorrupt, len(rec), HeaderSize)
 	}
-	v = msalcache.Version(binary.BigEndian.Uint64(rec))
-	if v == msalcache.NoVersion {
-		return nil, msalcache.NoVersion, fmt.Errorf("%w: version 0, which no store writes", msalcache.ErrCorrupt)
+	v = driver.Version(binary.BigEndian.Uint64(rec))
+	if v == driver.NoVersion {
+		return nil, driver.NoVersion, fmt.Errorf("%w: version 0, which no store writes", driver.ErrCorrupt)
 	}
 	return rec[HeaderSize:len(rec):len(rec)], v, nil
 }

@@ -26,11 +26,11 @@ func TestDecodeRejects(t *testing.T) {
 	for _, bad := range [][]byte{nil, {}, []byte("a"), []byte("abc"), []byte("secret!"),
 		make([]byte, HeaderSize), append(make([]byte, HeaderSize), "secret token"...)} {
 		value, v, err := Decode(bad)
-		if !errors.Is(err, msalcache.ErrCorrupt) {
+		if !errors.Is(err, driver.ErrCorrupt) {
 			t.Errorf("Decode(%x) = %q, %d, %v; want an error wrapping ErrCorrupt", bad, value, v, err)
 			continue
 		}
-		if v != msalcache.NoVersion || value != nil {
+		if v != driver.NoVersion || value != nil {
 			t.Errorf("Decode(%x) failed but returned %q, version %d", bad, value, v)
 		}
 		if strings.Contains(err.Error(), "secret") {
@@ -47,7 +47,7 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, rec []byte) {
 		value, v, err := Decode(rec)
 		if err != nil {
-			if !errors.Is(err, msalcache.ErrCorrupt) || v != msalcache.NoVersion || value != nil {
+			if !errors.Is(err, driver.ErrCorrupt) || v != driver.NoVersion || value != nil {
 				t.Fatalf("Decode(%x) = %x, %d, %v: a failure must wrap ErrCorrupt and return nothing else", rec, value, v, err)
 			}
 			if len(rec) >= 4 && strings.Contains(err.Error(), string(rec)) {
@@ -55,7 +55,7 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		if v == msalcache.NoVersion || !bytes.Equal(Encode(v, value), rec) {
+		if v == driver.NoVersion || !bytes.Equal(Encode(v, value), rec) {
 			t.Fatalf("Decode(%x) = %x, %d does not encode back", rec, value, v)
 		}
 		if cap(value) != len(value) {

@@ -44,7 +44,7 @@ func (c *fakeCache) Marshal() ([]byte, error) {
 
 // NewL1Adapter returns a plaintext Adapter over s with an L1 that trusts
 // what it confirmed for maxStale, closed when t ends.
-func NewL1Adapter(t testing.TB, s msalcache.Store, maxStale time.Duration) *msalcache.Adapter {
+func NewL1Adapter(t testing.TB, s driver.Store, maxStale time.Duration) *msalcache.Adapter {
 	t.Helper()
 	a, err := msalcache.New(s, msalcache.WithPlaintext(), msalcache.WithLogger(slog.New(slog.DiscardHandler)),
 		msalcache.WithL1(msalcache.L1Options{MaxStale: maxStale}))
@@ -85,7 +85,7 @@ func ReadApp(t testing.TB, a *msalcache.Adapter) string {
 // change before the change returns: two Adapters with an L1 over s, B
 // serves from memory, and a write or a Remove through A reaches B's very
 // next call (and the other way round), with MaxStale an hour away.
-func ExactL1(t *testing.T, s msalcache.Store) {
+func ExactL1(t *testing.T, s driver.Store) {
 	t.Helper()
 	a, b := NewL1Adapter(t, s, time.Hour), NewL1Adapter(t, s, time.Hour)
 	WriteApp(t, a, "one")

@@ -17,27 +17,27 @@ var ErrOutage = errors.New("storetest: store unreachable (outage)")
 // Load, Save and Delete fail with ErrOutage. It hides the store's optional
 // interfaces, and Close does not close the store it wraps.
 type Outage struct {
-	msalcache.Store
+	driver.Store
 	Down atomic.Bool
 }
 
-// Load implements msalcache.Store.
-func (s *Outage) Load(ctx context.Context, key string) ([]byte, msalcache.Version, error) {
+// Load implements driver.Store.
+func (s *Outage) Load(ctx context.Context, key string) ([]byte, driver.Version, error) {
 	if s.Down.Load() {
-		return nil, msalcache.NoVersion, ErrOutage
+		return nil, driver.NoVersion, ErrOutage
 	}
 	return s.Store.Load(ctx, key)
 }
 
-// Save implements msalcache.Store.
-func (s *Outage) Save(ctx context.Context, key string, v []byte, ifv msalcache.Version, ttl time.Duration) (msalcache.Version, error) {
+// Save implements driver.Store.
+func (s *Outage) Save(ctx context.Context, key string, v []byte, ifv driver.Version, ttl time.Duration) (driver.Version, error) {
 	if s.Down.Load() {
-		return msalcache.NoVersion, ErrOutage
+		return driver.NoVersion, ErrOutage
 	}
 	return s.Store.Save(ctx, key, v, ifv, ttl)
 }
 
-// Delete implements msalcache.Store.
+// Delete implements driver.Store.
 func (s *Outage) Delete(ctx context.Context, key string) error {
 	if s.Down.Load() {
 		return ErrOutage
@@ -45,5 +45,5 @@ func (s *Outage) Delete(ctx context.Context, key string) error {
 	return s.Store.Delete(ctx, key)
 }
 
-// Close implements msalcache.Store; the wrapped store stays open.
+// Close implements driver.Store; the wrapped store stays open.
 func (s *Outage) Close() error { return nil }

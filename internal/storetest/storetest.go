@@ -20,20 +20,20 @@ import (
 // so that the error says where it comes from, which option was wrong and
 // what to pass. It returns the errors by call name ("load", "save",
 // "delete", "list", "ping") for further checks. It does not close s.
-func RefusesEveryCall(t testing.TB, s msalcache.Store, pkg, want string) map[string]error {
+func RefusesEveryCall(t testing.TB, s driver.Store, pkg, want string) map[string]error {
 	t.Helper()
 	ctx := context.Background()
 	_, _, load := s.Load(ctx, "k")
-	_, save := s.Save(ctx, "k", []byte("v"), msalcache.NoVersion, time.Minute)
+	_, save := s.Save(ctx, "k", []byte("v"), driver.NoVersion, time.Minute)
 	errs := map[string]error{
 		"load":   load,
 		"save":   save,
 		"delete": s.Delete(ctx, "k"),
 	}
-	if l, ok := s.(msalcache.Lister); ok {
+	if l, ok := s.(driver.Lister); ok {
 		errs["list"] = l.List(ctx, "", func(string) error { return nil })
 	}
-	if p, ok := s.(msalcache.Pinger); ok {
+	if p, ok := s.(driver.Pinger); ok {
 		errs["ping"] = p.Ping(ctx)
 	}
 	for _, op := range []string{"load", "save", "delete", "list", "ping"} {

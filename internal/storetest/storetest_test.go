@@ -33,11 +33,11 @@ func (r refusing) err(op string) error {
 	return fmt.Errorf("%s: %s: %s", r.pkg, op, r.msg)
 }
 
-func (r refusing) Load(context.Context, string) ([]byte, msalcache.Version, error) {
-	return nil, msalcache.NoVersion, r.err("load")
+func (r refusing) Load(context.Context, string) ([]byte, driver.Version, error) {
+	return nil, driver.NoVersion, r.err("load")
 }
-func (r refusing) Save(context.Context, string, []byte, msalcache.Version, time.Duration) (msalcache.Version, error) {
-	return msalcache.NoVersion, r.err("save")
+func (r refusing) Save(context.Context, string, []byte, driver.Version, time.Duration) (driver.Version, error) {
+	return driver.NoVersion, r.err("save")
 }
 func (r refusing) Delete(context.Context, string) error { return r.err("delete") }
 func (r refusing) Close() error                         { return nil }

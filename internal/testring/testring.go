@@ -14,7 +14,7 @@ import (
 
 // New returns a KeyRing whose record lives in store, closed when t ends.
 // Its signature fits conformance.MSALSetup.NewProtector.
-func New(t *testing.T, store msalcache.Store) msalcache.Protector {
+func New(t *testing.T, store driver.Store) driver.Protector {
 	t.Helper()
 	kek := make([]byte, protect.KEKSize)
 	if _, err := rand.Read(kek); err != nil {

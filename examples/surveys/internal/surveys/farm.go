@@ -100,7 +100,7 @@ type Farm struct {
 
 	kek       protect.KeyWrapper
 	oldKEKs   []protect.KeyWrapper // with KEKCert: the AES KEK, kept to unwrap
-	newStore  func(ctx context.Context) (msalcache.Store, func(), error)
+	newStore  func(ctx context.Context) (driver.Store, func(), error)
 	cleanups  []func()
 	mu        sync.Mutex
 	instances []*instance
@@ -232,7 +232,7 @@ func (f *Farm) openStore(ctx context.Context, cfg Config, out io.Writer) error {
 			return err
 		}
 		// One client per instance, as separate servers would have.
-		f.newStore = func(ctx context.Context) (msalcache.Store, func(), error) {
+		f.newStore = func(ctx context.Context) (driver.Store, func(), error) {
 			rdb := redis.NewClient(opt)
 			s := redisstore.New(rdb, redisstore.WithPrefix(prefix))
 			if err := s.Ping(ctx); err != nil {
@@ -276,7 +276,7 @@ func (f *Farm) openStore(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	f.cleanups = append(f.cleanups, func() { store.Close() })
-	f.newStore = func(context.Context) (msalcache.Store, func(), error) { return store, func() {}, nil }
+	f.newStore = func(context.Context) (driver.Store, func(), error) { return store, func() {}, nil }
 	fmt.Fprintf(out, "Tokens: embedded store (bbolt) at %s%s, encrypted.\n", path, note)
 	return f.useCertificate(cfg, out)
 }
@@ -351,7 +351,7 @@ func (f *Farm) AddInstance(ctx context.Context) (name, instanceURL string, err e
 		return "", "", err
 	}
 	system := ""
-	if n, ok := store.(msalcache.SystemNamer); ok {
+	if n, ok := store.(driver.SystemNamer); ok {
 		system = n.SystemName()
 	}
 	unregister, err := f.metrics.Register(adapter, name, system)
