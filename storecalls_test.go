@@ -82,3 +82,43 @@ func TestContextBounderCalledDirectly(t *testing.T) {
 		}
 	}
 }
+
+// fixedStore answers every call with the same values and allocates nothing,
+// so that an allocation counted around it is the Adapter's.
+type fixedStore struct{ blob []byte }
+
+func (s fixedStore) Load(context.Context, string) ([]byte, driver.Version, error) {
+	return s.blob, driver.Version(1), nil
+}
+
+func (fixedStore) Save(context.Context, string, []byte, driver.Version, time.Duration) (driver.Version, error) {
+	return driver.Version(2), nil
+}
+
+func (fixedStore) Delete(context.Context, string) error { return nil }
+func (fixedStore) Close() error                         { return nil }
+func (fixedStore) BoundsContext() bool                  { return true }
+
+// The direct store call is on the path of every token call: the helper
+// that chooses between it and the goroutine must not allocate for it (a
+// capturing closure would, escaping through the goroutine path).
+func TestDirectStoreCallsAllocateNothing(t *testing.T) {
+	a, err := New(fixedStore{blob: []byte("value")}, WithPlaintext())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.direct {
+		t.Fatal("fixedStore declares ContextBounder, yet the Adapter calls it on a goroutine")
+	}
+	ctx := context.Background()
+	value := []byte("value")
+	for name, call := range map[string]func(){
+		"load":      func() { _, _, _ = a.load(ctx, "k") },
+		"save":      func() { _, _ = a.save(ctx, "k", value, driver.Version(1), time.Minute) },
+		"deleteKey": func() { _ = a.deleteKey(ctx, "k") },
+	} {
+		if n := testing.AllocsPerRun(100, call); n != 0 {
+			t.Errorf("%s on a direct store: %v allocations per call, want 0", name, n)
+		}
+	}
+}

@@ -205,10 +205,13 @@ func WithSweepInterval(d time.Duration) Option {
 	}
 }
 
-// WithClock makes the store read the time from now instead of time.Now, so
+// withClock makes the store read the time from now instead of time.Now, so
 // tests can step past a TTL without sleeping. It governs expiry on Save,
 // Load, List and the sweeper.
-func WithClock(now func() time.Time) Option {
+// It is a hook for this package's tests (export_test.go exports it to
+// them), not an option: a program has no use for a clock other than the
+// machine's.
+func withClock(now func() time.Time) Option {
 	return func(c *config) error {
 		if now == nil {
 			return storeopt.ErrNilClock
@@ -496,7 +499,7 @@ func (s *Store) Version(ctx context.Context, key string) (driver.Version, error)
 }
 
 // readLive calls fn, inside a read transaction, with the live record of
-// key and the store's time (see WithClock) it was found live at; rec.value
+// key and the store's time (see withClock) it was found live at; rec.value
 // aliases bbolt's memory map and is valid only during fn. It fails with
 // ErrNotFound when the key is absent or expired, and with an error
 // wrapping ErrCorrupt, naming op, when the record cannot be decoded. Load,

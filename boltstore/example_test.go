@@ -63,36 +63,6 @@ func Example() {
 	// after reopening: token cache v2
 }
 
-// ExampleWithClock steps a fake clock past a record's TTL: bbolt has no
-// expiry of its own, so the store keeps the expiry in the record, and an
-// expired record reads as absent at once, before the sweeper deletes it.
-func ExampleWithClock() {
-	dir, err := os.MkdirTemp("", "boltstore-example")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
-	store, err := boltstore.Open(filepath.Join(dir, "msalcache.db"), boltstore.WithClock(func() time.Time { return now }))
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer store.Close()
-	ctx := context.Background()
-
-	if _, err := store.Save(ctx, "app:partition", []byte("token cache"), driver.NoVersion, time.Hour); err != nil {
-		log.Fatal(err)
-	}
-	_, _, err = store.Load(ctx, "app:partition")
-	fmt.Println("within the TTL:", err)
-	now = now.Add(2 * time.Hour)
-	_, _, err = store.Load(ctx, "app:partition")
-	fmt.Println("after the TTL:", errors.Is(err, driver.ErrNotFound))
-	// Output:
-	// within the TTL: <nil>
-	// after the TTL: true
-}
-
 // Open fails with the first option it cannot honour, before it touches the
 // file, and says what to pass instead.
 func ExampleOpen_invalidOption() {

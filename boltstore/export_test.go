@@ -9,6 +9,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// WithClock is withClock, for the package's external tests: a test hook,
+// not part of the API.
+var WithClock = withClock
+
 // PutRaw is the conformance suite's RawPutter.PutRaw for this store: it
 // writes raw as the record under key in s's bucket, past the record format,
 // as a damaged file or another program would.

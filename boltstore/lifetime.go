@@ -10,7 +10,7 @@ import (
 var _ driver.Lifetimer = (*Store)(nil)
 
 // Lifetime implements driver.Lifetimer: it reads the expiry from the
-// record's header (nanoseconds, by the store's clock, see WithClock),
+// record's header (nanoseconds, by the store's clock, see withClock),
 // without copying the value. A record that cannot be decoded fails with an
 // error wrapping ErrCorrupt, as in Load.
 func (s *Store) Lifetime(ctx context.Context, key string) (time.Duration, error) {

@@ -52,3 +52,27 @@ func TestLifetimeSurvivesReopen(t *testing.T) {
 		t.Fatalf("Lifetime of a damaged record: %v; want ErrCorrupt", err)
 	}
 }
+
+// An expired record reads as absent at once, before the sweeper deletes
+// it: bbolt has no expiry of its own, so the store keeps the expiry in the
+// record and checks it on every read (this was ExampleWithClock, when the
+// clock was a public option).
+func TestExpiredRecordAbsentBeforeSweep(t *testing.T) {
+	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	store, err := boltstore.Open(filepath.Join(t.TempDir(), "msalcache.db"), boltstore.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ctx := context.Background()
+	if _, err := store.Save(ctx, "app:partition", []byte("token cache"), driver.NoVersion, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Load(ctx, "app:partition"); err != nil {
+		t.Fatalf("Load within the TTL: %v", err)
+	}
+	now = now.Add(2 * time.Hour)
+	if _, _, err := store.Load(ctx, "app:partition"); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("Load after the TTL: %v, want ErrNotFound", err)
+	}
+}

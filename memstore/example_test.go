@@ -13,11 +13,10 @@ import (
 )
 
 // Example shows the Store contract on the reference implementation:
-// create, compare-and-set, and expiry (driven by a fake clock).
+// create and compare-and-set.
 func Example() {
 	ctx := context.Background()
-	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
-	store := memstore.New(memstore.WithClock(func() time.Time { return now }))
+	store := memstore.New()
 	defer store.Close()
 
 	v1, err := store.Save(ctx, "app:partition", []byte("v1"), driver.NoVersion, time.Hour)
@@ -34,14 +33,9 @@ func Example() {
 	}
 	b, _, _ := store.Load(ctx, "app:partition")
 	fmt.Printf("loaded: %s\n", b)
-
-	now = now.Add(2 * time.Hour)
-	_, _, err = store.Load(ctx, "app:partition")
-	fmt.Println("after the TTL:", errors.Is(err, driver.ErrNotFound))
 	// Output:
 	// create again: true
 	// loaded: v2
-	// after the TTL: true
 }
 
 // ExampleStore_List walks the keys under a prefix, as code that inspects or

@@ -10,7 +10,7 @@ import (
 var _ driver.Lifetimer = (*Store)(nil)
 
 // Lifetime implements driver.Lifetimer: the time left until the key's
-// expiry, by the store's clock (see WithClock), or driver.NoExpiry.
+// expiry, by the store's clock (see withClock), or driver.NoExpiry.
 func (s *Store) Lifetime(ctx context.Context, key string) (time.Duration, error) {
 	if err := s.lock(ctx, "lifetime"); err != nil {
 		return 0, err

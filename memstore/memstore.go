@@ -96,9 +96,12 @@ type config struct {
 	now func() time.Time
 }
 
-// WithClock makes the store read time from now instead of time.Now, so
+// withClock makes the store read time from now instead of time.Now, so
 // tests can step through expiry without sleeping.
-func WithClock(now func() time.Time) Option {
+// It is a hook for this package's tests (export_test.go exports it to
+// them), not an option: a program has no use for a clock other than the
+// machine's.
+func withClock(now func() time.Time) Option {
 	return func(c *config) error {
 		if now == nil {
 			return storeopt.ErrNilClock
