@@ -12,6 +12,7 @@ import (
 
 	"github.com/msalcache/msalcache"
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/protect"
 )
 
@@ -259,7 +260,7 @@ func (h *wrapperHarness) testRotation(t *testing.T) {
 	if err := moved.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := moved.Keys(ctx)
+	keys, err := ringadmin.Keys(ctx, moved)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +380,7 @@ func (h *wrapperHarness) testMigration(t *testing.T) {
 	if err := both.Rotate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := both.Keys(context.Background())
+	keys, err := ringadmin.Keys(context.Background(), both)
 	if err != nil {
 		t.Fatal(err)
 	}

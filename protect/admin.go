@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/msalcache/msalcache/internal/ringadmin"
 )
 
 // Rotate adds a key that is the default at once, for an emergency: every
@@ -35,7 +37,7 @@ func (r *KeyRing) Rotate(ctx context.Context) error {
 	})
 }
 
-// Revoke stops the key with the given id (as KeyInfo.ID shows it) from
+// Revoke stops the key with the given id (as ringadmin.KeyInfo.ID shows it) from
 // decrypting and encrypting, here at once and on every other server as
 // soon as it hears of the change (within about a second where the store
 // pushes changes, see the package documentation), else at its next
@@ -73,66 +75,10 @@ func (r *KeyRing) Revoke(ctx context.Context, id string) error {
 	})
 }
 
-// KeyStatus says what a key is used for now.
-type KeyStatus int
-
-// Key statuses. Every status but KeyRevoked decrypts.
-const (
-	// KeyPending is a key written ahead of its activation: it decrypts but
-	// does not encrypt yet.
-	KeyPending KeyStatus = iota + 1
-	// KeyActive is activated and not expired: the newest such key is the
-	// default.
-	KeyActive
-	// KeyExpired no longer encrypts, and still decrypts old blobs.
-	KeyExpired
-	// KeyRevoked neither encrypts nor decrypts.
-	KeyRevoked
-)
-
-// String is the status as an operator reads it in logs and listings:
-// "pending", "active", "expired" or "revoked".
-func (s KeyStatus) String() string {
-	switch s {
-	case KeyPending:
-		return "pending"
-	case KeyActive:
-		return "active"
-	case KeyExpired:
-		return "expired"
-	case KeyRevoked:
-		return "revoked"
-	}
-	return fmt.Sprintf("KeyStatus(%d)", int(s))
-}
-
-// KeyInfo describes one key of the ring, for operators. It holds no key
-// material.
-type KeyInfo struct {
-	// ID names the key in payloads and in Revoke: 32 hex digits.
-	ID string
-	// Created, Activation and Expiration are the key's dates; zero for a
-	// revoked key whose entry is gone from the record.
-	Created, Activation, Expiration time.Time
-	// Revoked reports a revoked key, revoked at RevokedAt.
-	Revoked   bool
-	RevokedAt time.Time
-	// Status is the key's use now, by this server's clock.
-	Status KeyStatus
-	// Default marks the key Protect seals with now.
-	Default bool
-	// KEKID names the KEK that wraps the key in the record.
-	KEKID string
-	// KEKKind is that KEK's kind (KindAES, KindCertificate,
-	// "azure-keyvault", ...); empty for a key of a record written before
-	// kinds were recorded, until this version's first write records it.
-	KEKKind string
-}
-
-// Keys reloads the ring's record and describes every key this ring knows,
+// keys (ringadmin.Keys, for the CLI) reloads the ring's record and describes every key this ring knows,
 // oldest activation first. It never mints; it writes only to rewrite a
 // damaged record from this ring's verified copy.
-func (r *KeyRing) Keys(ctx context.Context) ([]KeyInfo, error) {
+func (r *KeyRing) keys(ctx context.Context) ([]ringadmin.KeyInfo, error) {
 	if err := r.checkOpen(); err != nil {
 		return nil, err
 	}
@@ -142,9 +88,9 @@ func (r *KeyRing) Keys(ctx context.Context) ([]KeyInfo, error) {
 	st := r.state.Load()
 	now := r.now()
 	def := st.defaultKey(now, r.cfg.clockSkew)
-	out := make([]KeyInfo, 0, len(st.keys)+len(st.revoked))
+	out := make([]ringadmin.KeyInfo, 0, len(st.keys)+len(st.revoked))
 	for id, k := range st.keys {
-		ki := KeyInfo{
+		ki := ringadmin.KeyInfo{
 			ID:         id.String(),
 			Created:    time.Unix(k.created, 0),
 			Activation: time.Unix(k.activation, 0),
@@ -155,19 +101,19 @@ func (r *KeyRing) Keys(ctx context.Context) ([]KeyInfo, error) {
 		}
 		switch {
 		case st.revoked[id] != nil:
-			ki.Status = KeyRevoked
+			ki.Status = ringadmin.KeyRevoked
 		case k.activation > now.Add(r.cfg.clockSkew).Unix():
-			ki.Status = KeyPending
+			ki.Status = ringadmin.KeyPending
 		case now.Unix() >= k.expiration:
-			ki.Status = KeyExpired
+			ki.Status = ringadmin.KeyExpired
 		default:
-			ki.Status = KeyActive
+			ki.Status = ringadmin.KeyActive
 		}
 		out = append(out, ki)
 	}
 	for id, rv := range st.revoked {
 		if st.keys[id] == nil {
-			out = append(out, KeyInfo{ID: id.String(), Status: KeyRevoked, KEKID: rv.kekID})
+			out = append(out, ringadmin.KeyInfo{ID: id.String(), Status: ringadmin.KeyRevoked, KEKID: rv.kekID})
 		}
 	}
 	for i := range out {
@@ -176,7 +122,7 @@ func (r *KeyRing) Keys(ctx context.Context) ([]KeyInfo, error) {
 			out[i].RevokedAt = time.Unix(rv.at, 0)
 		}
 	}
-	slices.SortFunc(out, func(a, b KeyInfo) int {
+	slices.SortFunc(out, func(a, b ringadmin.KeyInfo) int {
 		if c := a.Activation.Compare(b.Activation); c != 0 {
 			return c
 		}
@@ -191,4 +137,14 @@ func (r *KeyRing) Keys(ctx context.Context) ([]KeyInfo, error) {
 func keyIDFromString(s string) keyID {
 	id, _ := parseKeyID(s)
 	return id
+}
+
+func init() {
+	ringadmin.Keys = func(ctx context.Context, ring any) ([]ringadmin.KeyInfo, error) {
+		r, ok := ring.(*KeyRing)
+		if !ok || r == nil {
+			return nil, fmt.Errorf("protect: ringadmin.Keys needs a *protect.KeyRing, not %T", ring)
+		}
+		return r.keys(ctx)
+	}
 }

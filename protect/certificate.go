@@ -22,26 +22,15 @@ import (
 	"os"
 	"runtime"
 	"time"
-)
 
-// Kinds of KEK, as KeyInfo.KEKKind and KEKStat.Kind show them and as the
-// ring's record stores them beside each key's KEK id.
-const (
-	// KindAES is NewAESKeyWrapper's: a local AES-256 key.
-	KindAES = "aes"
-	// KindCertificate is NewCertificateKeyWrapper's: an X.509
-	// certificate's key pair.
-	KindCertificate = "certificate"
-	// KindCustom is the kind recorded for a KeyWrapper that does not
-	// name its own (see KindedKeyWrapper).
-	KindCustom = "custom"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 )
 
 // KindedKeyWrapper is a KeyWrapper that names its kind, which the ring
-// records beside its id (KeyInfo.KEKKind) so that an operator moving from
+// records beside its id so that an operator moving from
 // one kind of KEK to another sees which keys have moved. Package
 // azkeyvault's wrapper is one. A KeyWrapper without Kind is recorded as
-// KindCustom.
+// "custom".
 type KindedKeyWrapper interface {
 	KeyWrapper
 	// Kind is 1 to 32 lowercase letters, digits or '-'.
@@ -194,7 +183,7 @@ func (d *ecdhDecrypter) Decrypt(_ io.Reader, msg []byte, opts crypto.DecrypterOp
 }
 
 func (w *certWrapper) ID() string   { return w.id }
-func (w *certWrapper) Kind() string { return KindCertificate }
+func (w *certWrapper) Kind() string { return ringadmin.KindCertificate }
 
 // label binds the associated data and the KEK id (as the AES wrapper
 // does), under a domain of its own.

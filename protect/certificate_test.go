@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/internal/testcert"
 	"github.com/msalcache/msalcache/protect"
 )
@@ -34,7 +35,7 @@ func TestLoadCertificateKeyWrapper(t *testing.T) {
 			if want := "cert-sha256:" + hex.EncodeToString(sum[:]); w.ID() != want {
 				t.Fatalf("ID = %q, want %q", w.ID(), want)
 			}
-			if k, ok := w.(protect.KindedKeyWrapper); !ok || k.Kind() != protect.KindCertificate {
+			if k, ok := w.(protect.KindedKeyWrapper); !ok || k.Kind() != ringadmin.KindCertificate {
 				t.Fatalf("kind of %T", w)
 			}
 			// What the file-loaded key wraps, the same certificate with
@@ -136,8 +137,8 @@ func TestKEKKindRecorded(t *testing.T) {
 	store := newMem(t)
 	aes := testKEK(t, "env-kek", 3)
 	r := newRingWith(t, store, aes)
-	ks, err := r.Keys(ctx)
-	if err != nil || len(ks) != 1 || ks[0].KEKKind != protect.KindAES || ks[0].KEKID != "env-kek" {
+	ks, err := ringadmin.Keys(ctx, r)
+	if err != nil || len(ks) != 1 || ks[0].KEKKind != ringadmin.KindAES || ks[0].KEKID != "env-kek" {
 		t.Fatalf("keys %+v, %v", ks, err)
 	}
 	if doc := parseDoc(t, ringRecord(t, store)); doc.V != 3 || doc.Keys[0].Kind != "aes" {
@@ -148,9 +149,9 @@ func TestKEKKindRecorded(t *testing.T) {
 	if err := moved.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ks, _ = moved.Keys(ctx)
+	ks, _ = ringadmin.Keys(ctx, moved)
 	for _, k := range ks {
-		if k.KEKKind != protect.KindCertificate || k.KEKID != cert.ID() {
+		if k.KEKKind != ringadmin.KindCertificate || k.KEKID != cert.ID() {
 			t.Fatalf("after the migration: %+v", k)
 		}
 	}
@@ -195,7 +196,7 @@ func TestKEKStatsStartsAndRotationsOnly(t *testing.T) {
 	}
 	second := newRingWith(t, store, kek)
 	start := second.KEKStats()
-	if len(start) != 1 || !start[0].Primary || start[0].Kind != protect.KindCertificate || start[0].Unwraps != 3 || start[0].Wraps != 0 {
+	if len(start) != 1 || !start[0].Primary || start[0].Kind != ringadmin.KindCertificate || start[0].Unwraps != 3 || start[0].Wraps != 0 {
 		t.Fatalf("after start over 2 keys: %+v (want 3 unwraps: 2 keys and the naming secret)", start)
 	}
 	for range 200 {
@@ -240,7 +241,7 @@ func TestX25519Certificate(t *testing.T) {
 	}
 	r := newRingWith(t, newMem(t), w)
 	mustOpen(t, r, mustProtect(t, r, "x25519", "k"), "k", "x25519")
-	if ks, _ := r.Keys(ctx); ks[0].KEKID != w.ID() || ks[0].KEKKind != protect.KindCertificate {
+	if ks, _ := ringadmin.Keys(ctx, r); ks[0].KEKID != w.ID() || ks[0].KEKKind != ringadmin.KindCertificate {
 		t.Fatalf("keys %+v", ks)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/msalcache/msalcache/boltstore"
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
 )
@@ -275,7 +276,7 @@ func TestStoreCorruptRecordHealed(t *testing.T) {
 	_, err := tryRing(t, store, nil)
 	checkDamagedError(t, "store says corrupt", err)
 
-	if _, err := a.Keys(ctx); err != nil {
+	if _, err := ringadmin.Keys(ctx, a); err != nil {
 		t.Fatalf("Keys on a corrupt record: %v", err)
 	}
 	if got := ringRecord(t, store); !bytes.Equal(got, good) {

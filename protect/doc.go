@@ -39,7 +39,7 @@
 //     (to tokens that were valid then; Entra ID still checks them);
 //   - a compromised application server, or a leaked KEK: either holds what
 //     opens everything;
-//   - traffic analysis: the size of a blob (plaintext + Overhead) and the
+//   - traffic analysis: the size of a blob (plaintext + 65 bytes) and the
 //     times of writes are visible;
 //   - deletion: whoever can write to the store can delete blobs (a cache
 //     miss) or the ring's record (see below).

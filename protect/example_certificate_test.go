@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
 )
@@ -204,7 +205,7 @@ func ExampleKindedKeyWrapper() {
 	local, _ := protect.NewAESKeyWrapper("kms-key-1", bytes.Repeat([]byte{9}, protect.KEKSize))
 	kms := &kmsWrapper{KeyWrapper: local}
 	ring, _ := protect.NewKeyRing(ctx, store, kms)
-	keys, _ := ring.Keys(ctx)
+	keys, _ := ringadmin.Keys(ctx, ring)
 	fmt.Println(keys[0].KEKID, keys[0].KEKKind)
 	ring.Close()
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log"
 
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/observe"
 	"github.com/msalcache/msalcache/protect"
@@ -69,7 +70,7 @@ func ExampleKeyRing_Rotate() {
 	defer ring.Close()
 	aad := []byte("msalcache:default:user-1")
 	old, _ := ring.Protect(ctx, []byte("tokens"), aad)
-	keys, _ := ring.Keys(ctx)
+	keys, _ := ringadmin.Keys(ctx, ring)
 	oldID := keys[0].ID
 
 	if err := ring.Rotate(ctx); err != nil {
@@ -84,7 +85,7 @@ func ExampleKeyRing_Rotate() {
 	}
 	_, err = ring.Unprotect(ctx, old, aad)
 	fmt.Println("after Revoke:", err == nil, errors.Is(err, protect.ErrKeyRevoked))
-	keys, _ = ring.Keys(ctx)
+	keys, _ = ringadmin.Keys(ctx, ring)
 	for _, k := range keys {
 		fmt.Println(k.Status, k.Default)
 	}

@@ -1,6 +1,10 @@
 package protect
 
-import "github.com/msalcache/msalcache/internal/ringadmin"
+import (
+	"context"
+
+	"github.com/msalcache/msalcache/internal/ringadmin"
+)
 
 // The defaults, the test clock and the operator's helpers, under the
 // names the tests have always used; none of them is public API.
@@ -24,3 +28,24 @@ var (
 
 // markerSuffix is what MarkerKey appends, for the internal tests.
 var markerSuffix = ringadmin.MarkerKey("")
+
+// The ring listing and the KEK kinds, which live in internal/ringadmin for
+// the CLI, under the names protect's tests use.
+type (
+	KeyInfo   = ringadmin.KeyInfo
+	KeyStatus = ringadmin.KeyStatus
+)
+
+const (
+	KeyPending      = ringadmin.KeyPending
+	KeyActive       = ringadmin.KeyActive
+	KeyExpired      = ringadmin.KeyExpired
+	KeyRevoked      = ringadmin.KeyRevoked
+	KindAES         = ringadmin.KindAES
+	KindCertificate = ringadmin.KindCertificate
+	KindCustom      = ringadmin.KindCustom
+	Overhead        = overhead
+)
+
+// Keys is ringadmin.Keys, as a method for the tests.
+func (r *KeyRing) Keys(ctx context.Context) ([]KeyInfo, error) { return r.keys(ctx) }

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/protect"
 )
 
@@ -74,7 +75,7 @@ func TestSkewedClocksThreeLifetimes(t *testing.T) {
 		}
 	}
 
-	ks, err := farm[1].ring.Keys(ctx)
+	ks, err := ringadmin.Keys(ctx, farm[1].ring)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/memstore"
 )
 
@@ -210,7 +211,7 @@ func TestGoldenFormat(t *testing.T) {
 	if enc, _ := encodeRecord(old); !bytes.Equal(enc, after) {
 		t.Fatalf("opening a format 1 ring changed more than the naming secret:\n%s\n%s", after, enc)
 	}
-	ks, _ := r.Keys(ctx)
+	ks, _ := ringadmin.Keys(ctx, r)
 	if len(ks) != 2 || ks[0].Status != KeyRevoked || ks[1].Status != KeyActive || !ks[1].Default {
 		t.Fatalf("golden keys: %+v", ks)
 	}
@@ -262,7 +263,7 @@ func TestGoldenFormatV3(t *testing.T) {
 	if got, want := hex.EncodeToString(h[:]), "88ddbcb163ace35397fcc3ad2c4fdd75ab440a11db57f23b86d7c7b43f06fa86"; got != want {
 		t.Fatalf("HashKey of the golden record = %s, want %s", got, want)
 	}
-	ks, err := r.Keys(ctx)
+	ks, err := ringadmin.Keys(ctx, r)
 	if err != nil || len(ks) != 2 || ks[1].KEKKind != KindAES {
 		t.Fatalf("golden keys: %+v, %v", ks, err)
 	}

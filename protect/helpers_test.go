@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
 )
@@ -116,13 +117,13 @@ func keyIDs(t testing.TB, r *protect.KeyRing) []string {
 	return ids
 }
 
-func defaultKey(t testing.TB, r *protect.KeyRing) protect.KeyInfo {
+func defaultKey(t testing.TB, r *protect.KeyRing) ringadmin.KeyInfo {
 	t.Helper()
 	ks, err := r.Keys(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var def []protect.KeyInfo
+	var def []ringadmin.KeyInfo
 	for _, k := range ks {
 		if k.Default {
 			def = append(def, k)

@@ -10,9 +10,10 @@ import (
 	"sync/atomic"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 )
 
-func (w *aesWrapper) Kind() string { return KindAES }
+func (w *aesWrapper) Kind() string { return ringadmin.KindAES }
 
 // kindOf is what the record stores as w's kind.
 func kindOf(w KeyWrapper) string {
@@ -22,7 +23,7 @@ func kindOf(w KeyWrapper) string {
 	if k, ok := w.(KindedKeyWrapper); ok && validKEKKind(k.Kind()) == nil {
 		return k.Kind()
 	}
-	return KindCustom
+	return ringadmin.KindCustom
 }
 
 func validKEKKind(kind string) error {

@@ -137,7 +137,7 @@ func newRing(fn string, store driver.Store, kek KeyWrapper, opts []Option) (*Key
 }
 
 // Protect seals plaintext under the ring's default key, bound to aad and
-// to the ring's purpose. The result is Overhead bytes longer than
+// to the ring's purpose. The result is 65 bytes (a header and a GCM tag) longer than
 // plaintext. When no key may encrypt (the default expired and no refresh
 // ran since), Protect refreshes first, and fails with ErrNoKey if the store
 // cannot take a new key; it never seals under a key the store lacks.

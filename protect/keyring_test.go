@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/protect"
 )
 
@@ -392,7 +393,7 @@ func TestClosedRingSaysRingClosed(t *testing.T) {
 		"Refresh":   func() error { return r.Refresh(ctx) },
 		"Rotate":    func() error { return r.Rotate(ctx) },
 		"Revoke":    func() error { return r.Revoke(ctx, id) },
-		"Keys":      func() error { _, err := r.Keys(ctx); return err },
+		"Keys":      func() error { _, err := ringadmin.Keys(ctx, r); return err },
 	}
 	for name, call := range calls {
 		err := call()
@@ -414,7 +415,7 @@ func TestScheduledRotation(t *testing.T) {
 	store := newMem(t)
 	r := newRing(t, store, clock.Now)
 	first := defaultKey(t, r)
-	if first.Status != protect.KeyActive || first.Expiration.Sub(first.Created) != protect.DefaultKeyLifetime {
+	if first.Status != ringadmin.KeyActive || first.Expiration.Sub(first.Created) != protect.DefaultKeyLifetime {
 		t.Fatalf("first key %+v", first)
 	}
 	blob := mustProtect(t, r, "first", "k")
@@ -438,12 +439,12 @@ func TestScheduledRotation(t *testing.T) {
 	if err := r.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ks, _ := r.Keys(ctx)
+	ks, _ := ringadmin.Keys(ctx, r)
 	if len(ks) != 2 {
 		t.Fatalf("no successor at the lead time: %+v", ks)
 	}
 	next := ks[1]
-	if next.Status != protect.KeyPending || next.Default || !next.Activation.Equal(first.Expiration) {
+	if next.Status != ringadmin.KeyPending || next.Default || !next.Activation.Equal(first.Expiration) {
 		t.Fatalf("successor %+v, want pending, activating at %v", next, first.Expiration)
 	}
 	if d := next.Activation.Sub(next.Created); d < protect.DefaultActivationDelay {
@@ -461,8 +462,8 @@ func TestScheduledRotation(t *testing.T) {
 	}
 	clock.Add(time.Hour)
 	mustOpen(t, r, blob, "k", "first") // expired, not revoked: decrypts
-	ks, _ = r.Keys(ctx)
-	if ks[0].Status != protect.KeyExpired || ks[1].Status != protect.KeyActive || !ks[1].Default {
+	ks, _ = ringadmin.Keys(ctx, r)
+	if ks[0].Status != ringadmin.KeyExpired || ks[1].Status != ringadmin.KeyActive || !ks[1].Default {
 		t.Fatalf("statuses after the switch: %+v", ks)
 	}
 }
@@ -515,13 +516,13 @@ func TestRevoke(t *testing.T) {
 	if nd := keyOf(mustProtect(t, a, "x", "k")); nd == id {
 		t.Fatal("revoked key still seals")
 	}
-	ks, _ := a.Keys(ctx)
+	ks, _ := ringadmin.Keys(ctx, a)
 	if len(ks) != 2 {
 		t.Fatalf("keys after revoke: %+v", ks)
 	}
 	for _, k := range ks {
 		revoked := k.ID == id
-		if k.Revoked != revoked || (k.Status == protect.KeyRevoked) != revoked || k.RevokedAt.IsZero() == revoked || k.Default == revoked {
+		if k.Revoked != revoked || (k.Status == ringadmin.KeyRevoked) != revoked || k.RevokedAt.IsZero() == revoked || k.Default == revoked {
 			t.Fatalf("keys after revoking %s: %+v", id, ks)
 		}
 	}
@@ -750,7 +751,7 @@ func TestKEKRotation(t *testing.T) {
 	if err := b.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ks, _ := b.Keys(ctx)
+	ks, _ := ringadmin.Keys(ctx, b)
 	for _, k := range ks {
 		if k.KEKID != "kek-2" {
 			t.Fatalf("key %s still wrapped by %s after Rotate", k.ID, k.KEKID)

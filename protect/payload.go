@@ -33,9 +33,9 @@ const (
 	saltOff  = keyIDOff + keyIDLen
 	nonceOff = saltOff + saltLen
 
-	// Overhead is how many bytes Protect adds to a plaintext: a 49-byte
+	// overhead is how many bytes Protect adds to a plaintext: a 49-byte
 	// header and a 16-byte GCM tag.
-	Overhead = headerLen + tagLen
+	overhead = headerLen + tagLen
 
 	masterKeyLen = 32
 
@@ -85,8 +85,8 @@ type payloadHeader struct {
 // at least a tag after the header.
 func parsePayload(b []byte) (payloadHeader, error) {
 	var h payloadHeader
-	if len(b) < Overhead {
-		return h, fmt.Errorf("%w: %d bytes is shorter than the %d-byte minimum", ErrNotProtected, len(b), Overhead)
+	if len(b) < overhead {
+		return h, fmt.Errorf("%w: %d bytes is shorter than the %d-byte minimum", ErrNotProtected, len(b), overhead)
 	}
 	if [magicLen]byte(b[:magicLen]) != magic {
 		return h, fmt.Errorf("%w: no protect header", ErrNotProtected)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/msalcache/msalcache/driver"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
 )
@@ -143,7 +144,7 @@ func ExampleOpenReadOnly() {
 	}
 	defer ring.Close()
 	id, _ := protect.PayloadKeyID(blob)
-	keys, _ := ring.Keys(ctx)
+	keys, _ := ringadmin.Keys(ctx, ring)
 	plain, _ := ring.Unprotect(ctx, blob, []byte("tc/default/k"))
 	fmt.Println(id == keys[0].ID, string(plain))
 	fmt.Println(errors.Is(ring.Rotate(ctx), protect.ErrReadOnly))

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/protect"
 )
 
@@ -45,7 +46,7 @@ func TestCertificateKEK(t *testing.T) {
 		t.Fatalf("%d keys after the rotation, want 2", len(keys))
 	}
 	for _, k := range keys {
-		if k.KEK != w.ID() || k.KEKKind != protect.KindCertificate {
+		if k.KEK != w.ID() || k.KEKKind != ringadmin.KindCertificate {
 			t.Fatalf("key %s after the migration is under %s (%s)", k.ID, k.KEK, k.KEKKind)
 		}
 	}

@@ -301,20 +301,20 @@ func doctorRing(ctx context.Context, e *env, add func(level, check, detail, acti
 	}
 	add("ok", "kek", "the KEK unwraps every key of the ring", "")
 	doctorKEKs(ctx, e, r, add)
-	keys, err := r.Keys(ctx)
+	keys, err := ringadmin.Keys(ctx, r)
 	if err != nil {
 		add("fail", "ring", err.Error(), "")
 		return
 	}
 	now := time.Now()
-	var def *protect.KeyInfo
-	var next *protect.KeyInfo
+	var def *ringadmin.KeyInfo
+	var next *ringadmin.KeyInfo
 	var revoked []string
 	for i, k := range keys {
 		if k.Default {
 			def = &keys[i]
 		}
-		if k.Status == protect.KeyPending && (next == nil || k.Activation.Before(next.Activation)) {
+		if k.Status == ringadmin.KeyPending && (next == nil || k.Activation.Before(next.Activation)) {
 			next = &keys[i]
 		}
 		if k.Revoked {

@@ -121,7 +121,7 @@ func runKeys(ctx context.Context, a *app, args []string) error {
 func listKeys(ctx context.Context, a *app, r *protect.KeyRing, asJSON bool) error {
 	cctx, cancel := a.callCtx(ctx)
 	defer cancel()
-	keys, err := r.Keys(cctx)
+	keys, err := ringadmin.Keys(cctx, r)
 	if err != nil {
 		return err
 	}
@@ -196,7 +196,7 @@ func runRewrap(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	cctx, cancel := a.callCtx(ctx)
-	keys, err := r.Keys(cctx)
+	keys, err := ringadmin.Keys(cctx, r)
 	cancel()
 	if err != nil {
 		return err

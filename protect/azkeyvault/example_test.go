@@ -9,6 +9,7 @@ import (
 	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys/fake"
+	"github.com/msalcache/msalcache/internal/ringadmin"
 	"github.com/msalcache/msalcache/memstore"
 	"github.com/msalcache/msalcache/protect"
 	"github.com/msalcache/msalcache/protect/azkeyvault"
@@ -38,7 +39,7 @@ func ExampleNew() {
 		log.Fatal(err)
 	}
 	defer ring.Close()
-	keys, _ := ring.Keys(ctx)
+	keys, _ := ringadmin.Keys(ctx, ring)
 	fmt.Println(kek.ID(), keys[0].KEKKind)
 	fmt.Printf("%+v\n", kek.Stats())
 	// Output:
