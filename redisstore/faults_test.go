@@ -17,6 +17,7 @@ import (
 	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/entratest"
 	"github.com/msalcache/msalcache/internal/testserver"
+	"github.com/msalcache/msalcache/internal/wait"
 	"github.com/msalcache/msalcache/redisstore"
 	"github.com/redis/go-redis/v9"
 )
@@ -294,19 +295,6 @@ func (l *load) waitCalls(t *testing.T, from int64, n int64) {
 	}
 }
 
-// waitFor polls cond until it holds, and fails the test if it does not
-// within limit.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", limit, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // stop ends the load and fails the test if any token call failed.
 func (l *load) stop(t *testing.T) (calls int64) {
 	t.Helper()
@@ -371,7 +359,7 @@ func TestFaultRedisKilledMidLoad(t *testing.T) {
 	// one failed dial, so 2×PoolSize errors get there, however slow the
 	// machine.
 	poolSize := uint64(rdb.Options().PoolSize)
-	waitFor(t, 10*time.Second, "the instances to absorb 2×PoolSize store errors with Redis down", func() bool {
+	wait.Within(t, 10*time.Second, "the instances to absorb 2×PoolSize store errors with Redis down", func() bool {
 		return sumStats(instances...).StoreErrors-errsBefore >= 2*poolSize
 	})
 	down := l.calls.Load() - killed

@@ -14,6 +14,7 @@ import (
 
 	"github.com/msalcache/msalcache/driver"
 	"github.com/msalcache/msalcache/internal/testserver"
+	"github.com/msalcache/msalcache/internal/wait"
 	"github.com/msalcache/msalcache/redisstore"
 	"github.com/redis/go-redis/v9"
 )
@@ -373,23 +374,6 @@ func TestWatchCluster(t *testing.T) {
 // seconds; the rest is slack for a loaded machine.
 const clusterLimit = 30 * time.Second
 
-// pollUntil calls check until it returns nil, and fails the test with its
-// last error after limit.
-func pollUntil(t *testing.T, limit time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s: %v", limit, what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -434,10 +418,10 @@ func addClusterReplica(t *testing.T, cl *testserver.RedisClusterServer, master i
 		t.Fatal(err)
 	}
 	// The new node knows the master once the handshake is done.
-	pollUntil(t, clusterLimit, "the new node to replicate the master", func() error {
+	wait.Err(t, clusterLimit, "the new node to replicate the master", func() error {
 		return rc.ClusterReplicate(ctx, masterID).Err()
 	})
-	pollUntil(t, clusterLimit, "every node to know the replica", func() error {
+	wait.Err(t, clusterLimit, "every node to know the replica", func() error {
 		if err := replicaOf(ctx, rc, id, masterID); err != nil {
 			return fmt.Errorf("the replica itself: %w", err)
 		}
@@ -527,7 +511,7 @@ func saveEventually(t *testing.T, s *redisstore.Store, key string) driver.Versio
 	t.Helper()
 	ctx := context.Background()
 	var v driver.Version
-	pollUntil(t, watchLimit, "a Save of "+key+" to succeed", func() error {
+	wait.Err(t, watchLimit, "a Save of "+key+" to succeed", func() error {
 		var err error
 		v, err = s.Save(ctx, key, []byte("v"), driver.NoVersion, time.Minute)
 		if err != nil {
@@ -588,7 +572,7 @@ func TestWatchClusterFailover(t *testing.T) {
 	cl.Node(0).Kill()
 	i := rec.waitFrom(t, from, "down after master 0 was killed", isKind(driver.ChangeWatchDown))
 	down := time.Since(killed)
-	pollUntil(t, clusterLimit, "the replica to be elected", func() error { return isMaster(ctx, rc) })
+	wait.Err(t, clusterLimit, "the replica to be elected", func() error { return isMaster(ctx, rc) })
 	elected := time.Since(killed)
 	j := rec.waitFrom(t, i+1, "up after the failover", isKind(driver.ChangeWatchUp))
 	up := time.Since(killed)
@@ -608,11 +592,11 @@ func TestWatchClusterFailover(t *testing.T) {
 	// Node 0 comes back empty, as a replica of its successor, and takes
 	// its slots back: the demoted node keeps its connections.
 	cl.Node(0).Restart(t)
-	pollUntil(t, clusterLimit, "node 0 to resynchronise as a replica", func() error { return linkUp(ctx, n0) })
+	wait.Err(t, clusterLimit, "node 0 to resynchronise as a replica", func() error { return linkUp(ctx, n0) })
 	from = rec.len()
 	start := time.Now()
 	var asked time.Time
-	pollUntil(t, clusterLimit, "node 0 to be master again", func() error {
+	wait.Err(t, clusterLimit, "node 0 to be master again", func() error {
 		err := isMaster(ctx, n0)
 		// A manual failover that did not complete within its 5 s
 		// (cluster-node-timeout*2.5) is given up: ask again.

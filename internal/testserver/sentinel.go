@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/msalcache/msalcache/internal/wait"
 )
 
 const (
@@ -50,7 +52,7 @@ func RedisSentinel(t testing.TB) *SentinelSetup {
 	fast := []string{"--repl-diskless-sync-delay", "0"}
 	s.master = startRedis(t, redisConfig{args: fast}, 1, nil)
 	s.replica = startRedis(t, redisConfig{args: fast, conf: fmt.Sprintf("replicaof 127.0.0.1 %d\n", s.master.port(0))}, 1, nil)
-	waitFor(t, sentinelTimeout, "replica in sync", func() error {
+	wait.Err(t, sentinelTimeout, "replica in sync", func() error {
 		return replicaOf(s.replica.Addr(), s.master.port(0))
 	})
 
@@ -77,7 +79,7 @@ sentinel parallel-syncs %[1]s 1
 		r.launch(t)
 		s.sentinels = append(s.sentinels, r)
 	}
-	waitFor(t, sentinelTimeout, "sentinels see master, replica and each other", s.settled)
+	wait.Err(t, sentinelTimeout, "sentinels see master, replica and each other", s.settled)
 	return s
 }
 
@@ -118,7 +120,7 @@ func (s *SentinelSetup) Sentinel(i int) *RedisServer { return s.sentinels[i] }
 func (s *SentinelSetup) Failover(t testing.TB) {
 	t.Helper()
 	oldMaster, newMaster := s.master, s.replica
-	waitFor(t, sentinelTimeout, "SENTINEL FAILOVER accepted", func() error {
+	wait.Err(t, sentinelTimeout, "SENTINEL FAILOVER accepted", func() error {
 		var err error
 		for _, r := range s.sentinels {
 			if !r.running() {
@@ -131,7 +133,7 @@ func (s *SentinelSetup) Failover(t testing.TB) {
 		return err // e.g. NOGOODSLAVE while a sentinel still learns the replica
 	})
 	newPort := newMaster.port(0)
-	waitFor(t, sentinelTimeout, "failover done", func() error {
+	wait.Err(t, sentinelTimeout, "failover done", func() error {
 		for i, r := range s.sentinels {
 			if !r.running() {
 				continue
@@ -249,20 +251,4 @@ func replicaOf(addr string, port int) error {
 			addr, info["role"], info["master_port"], info["master_link_status"], port)
 	}
 	return nil
-}
-
-// waitFor polls check until it succeeds, or fails the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testserver: waiting for %s: not done after %v: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
