@@ -45,7 +45,7 @@ func (r *KeyRing) Rotate(ctx context.Context) error {
 // Revocation is permanent: a record replayed from before it does not bring
 // the key back on any server that saw it. Revoking the default key mints
 // a new default in the same write. Revoking a revoked key is a no-op; an
-// id the ring does not hold is ErrKeyNotFound.
+// id the ring does not hold fails with "key not found".
 func (r *KeyRing) Revoke(ctx context.Context, id string) error {
 	if err := r.checkOpen(); err != nil {
 		return err
@@ -60,7 +60,7 @@ func (r *KeyRing) Revoke(ctx context.Context, id string) error {
 				return nil
 			}
 			if w.keys[kid] == nil {
-				return fmt.Errorf("%w: %s", ErrKeyNotFound, kid)
+				return fmt.Errorf("%w: %s", errKeyNotFound, kid)
 			}
 			rv := &revEntry{id: kid, at: now.Unix(), kekID: r.primary.ID()}
 			tag, err := r.primary.Wrap(ctx, kid[:], revAAD(rv))

@@ -31,7 +31,7 @@
 //   - a blob moved to another user's key, another namespace or another
 //     application: the Adapter passes the store key as associated data and
 //     the ring adds its purpose (WithPurpose), so the blob fails to open
-//     (ErrDecrypt) instead of serving one user's tokens to another.
+//     (a decryption error) instead of serving one user's tokens to another.
 //
 // It does not protect against:
 //   - replay: whoever can write to the store can put back an older blob
@@ -87,10 +87,10 @@
 // so no key approaches GCM's limit of 2^32 random nonces however many
 // messages a ring seals. The associated data is the header, the purpose
 // and the caller's aad (both length-prefixed): no bit of a blob, and no
-// part of its context, can change without ErrDecrypt, which says nothing
-// more on purpose. Input that is not a payload is ErrNotProtected; a key id
-// the ring does not hold, even after a reload, is ErrKeyNotFound; a revoked
-// key is ErrKeyRevoked. Unprotect never panics, whatever the input.
+// part of its context, can change without Unprotect failing with "protect: decryption
+// failed", which says nothing more on purpose. Input that is not a payload,
+// and a key id the ring does not hold even after a reload, fail with errors
+// that say so; a revoked key is ErrKeyRevoked. Unprotect never panics, whatever the input.
 //
 // # Rotation
 //

@@ -8,18 +8,18 @@ import (
 
 // Errors reported by the KeyRing. Test them with errors.Is.
 var (
-	// ErrNotProtected reports input that is not a payload of this package:
+	// errNotProtected reports input that is not a payload of this package:
 	// too short, no magic, or an unknown suite.
-	ErrNotProtected = errors.New("protect: not a protected payload")
-	// ErrKeyNotFound reports a payload sealed under a key id the ring does
+	errNotProtected = errors.New("protect: not a protected payload")
+	// errKeyNotFound reports a payload sealed under a key id the ring does
 	// not hold, even after reloading its record.
-	ErrKeyNotFound = errors.New("protect: key not found in the key ring")
+	errKeyNotFound = errors.New("protect: key not found in the key ring")
 	// ErrKeyRevoked reports a payload sealed under a revoked key.
 	ErrKeyRevoked = errors.New("protect: key revoked")
-	// ErrDecrypt reports a payload that fails authentication: altered,
+	// errDecrypt reports a payload that fails authentication: altered,
 	// truncated, or bound to other associated data. It says no more, on
 	// purpose.
-	ErrDecrypt = errors.New("protect: decryption failed")
+	errDecrypt = errors.New("protect: decryption failed")
 	// ErrVolatileStore reports a store that may evict keys: losing the ring
 	// loses every token it protects, so it must live in a durable store.
 	ErrVolatileStore = errors.New("protect: the key ring needs a durable store (bbolt, or Redis with persistence); this store may evict keys (memcached)")
@@ -33,9 +33,9 @@ var (
 	// a key that contradicts the copy this ring verified before. Only
 	// damage is ever overwritten.
 	ErrInvalidRing = errors.New("protect: key ring record rejected")
-	// ErrNoKey reports that no key may encrypt now and none could be
+	// errNoKey reports that no key may encrypt now and none could be
 	// created (the store is unreachable).
-	ErrNoKey = errors.New("protect: no usable key to encrypt with")
+	errNoKey = errors.New("protect: no usable key to encrypt with")
 	// ErrRingDamaged reports a ring record that a newcomer cannot decode
 	// or authenticate: altered at rest (a damaged disk, a partial write,
 	// an edit), or reported corrupt by the store. Errors that wrap it also
@@ -44,10 +44,10 @@ var (
 	// error's text says how to reset the ring if none runs. A ring never
 	// mints a new ring over a damaged record.
 	ErrRingDamaged = errors.New("protect: key ring record is damaged")
-	// ErrRingClosed reports a call on a KeyRing after its Close. It is not
+	// errRingClosed reports a call on a KeyRing after its Close. It is not
 	// driver.ErrClosed on purpose: the store may well be open, and an
 	// operator reading "store closed" would look in the wrong place.
-	ErrRingClosed = errors.New("protect: key ring closed")
+	errRingClosed = errors.New("protect: key ring closed")
 )
 
 // damagedError is what a newcomer reports for a record it cannot verify.

@@ -49,3 +49,13 @@ const (
 
 // Keys is ringadmin.Keys, as a method for the tests.
 func (r *KeyRing) Keys(ctx context.Context) ([]KeyInfo, error) { return r.keys(ctx) }
+
+// The errors an application never meets through the Adapter (it counts
+// them as decrypt errors), under the names the tests use.
+var (
+	ErrNotProtected = errNotProtected
+	ErrDecrypt      = errDecrypt
+	ErrNoKey        = errNoKey
+	ErrRingClosed   = errRingClosed
+	ErrKeyNotFound  = errKeyNotFound
+)

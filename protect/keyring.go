@@ -139,7 +139,7 @@ func newRing(fn string, store driver.Store, kek KeyWrapper, opts []Option) (*Key
 // Protect seals plaintext under the ring's default key, bound to aad and
 // to the ring's purpose. The result is 65 bytes (a header and a GCM tag) longer than
 // plaintext. When no key may encrypt (the default expired and no refresh
-// ran since), Protect refreshes first, and fails with ErrNoKey if the store
+// ran since), Protect refreshes first, and fails with "no usable key to encrypt with" if the store
 // cannot take a new key; it never seals under a key the store lacks.
 func (r *KeyRing) Protect(ctx context.Context, plaintext, aad []byte) ([]byte, error) {
 	if err := r.checkOpen(); err != nil {
@@ -171,15 +171,15 @@ func (r *KeyRing) forceDefault(ctx context.Context) (*dataKey, error) {
 			return nil
 		}
 		if r.tooSoon(r.lastForced, now) {
-			return ErrNoKey
+			return errNoKey
 		}
 		if err := r.update(ctx, nil); err != nil {
 			r.lastForced = now
-			return fmt.Errorf("%w: %w", ErrNoKey, err)
+			return fmt.Errorf("%w: %w", errNoKey, err)
 		}
 		if k = r.state.Load().defaultKey(r.now(), r.cfg.clockSkew); k == nil {
 			r.lastForced = now
-			return ErrNoKey
+			return errNoKey
 		}
 		return nil
 	})
@@ -202,7 +202,7 @@ func (r *KeyRing) Unprotect(ctx context.Context, ciphertext, aad []byte) ([]byte
 		return nil, err
 	}
 	k, err := r.state.Load().key(h.id)
-	if errors.Is(err, ErrKeyNotFound) {
+	if errors.Is(err, errKeyNotFound) {
 		k, err = r.reloadFor(ctx, h.id)
 	}
 	if err != nil {
@@ -221,12 +221,12 @@ func (r *KeyRing) reloadFor(ctx context.Context, id keyID) (*dataKey, error) {
 			return err
 		}
 		// A caller that waited on another's reload looks first.
-		if err := lookup(); !errors.Is(err, ErrKeyNotFound) {
+		if err := lookup(); !errors.Is(err, errKeyNotFound) {
 			return err
 		}
 		now := r.now()
 		if r.tooSoon(r.lastReload, now) {
-			return fmt.Errorf("%w: %s", ErrKeyNotFound, id)
+			return fmt.Errorf("%w: %s", errKeyNotFound, id)
 		}
 		r.lastReload = now
 		start = time.Now()
@@ -236,7 +236,7 @@ func (r *KeyRing) reloadFor(ctx context.Context, id keyID) (*dataKey, error) {
 				return ctxErr
 			}
 			reason = observe.ReasonStore
-			return fmt.Errorf("%w: %s (reload failed: %w)", ErrKeyNotFound, id, err)
+			return fmt.Errorf("%w: %s (reload failed: %w)", errKeyNotFound, id, err)
 		}
 		if err := lookup(); err != nil {
 			reason = observe.ReasonDecrypt // the record does not hold it either
@@ -272,7 +272,7 @@ func (r *KeyRing) NeedsReprotect(ciphertext []byte) bool {
 
 // Close stops the background refresh and the watch of the store, and
 // waits for them. Every method that
-// returns an error fails with ErrRingClosed after Close (a second Close
+// returns an error fails with "protect: key ring closed" after Close (a second Close
 // returns nil). Close does not close the store, which may serve others.
 func (r *KeyRing) Close() error {
 	r.closeOnce.Do(func() {
@@ -304,7 +304,7 @@ func (r *KeyRing) withLock(ctx context.Context, fn func() error) error {
 
 func (r *KeyRing) checkOpen() error {
 	if r.closed.Load() {
-		return ErrRingClosed
+		return errRingClosed
 	}
 	return nil
 }
@@ -341,7 +341,7 @@ func (s *ringState) defaultKey(now time.Time, skew time.Duration) *dataKey {
 }
 
 // key finds the key a payload names: ErrKeyRevoked for a revoked one (its
-// entry may still be there), ErrKeyNotFound for one this state lacks.
+// entry may still be there), errKeyNotFound for one this state lacks.
 func (s *ringState) key(id keyID) (*dataKey, error) {
 	if s.revoked[id] != nil {
 		return nil, fmt.Errorf("%w: %s", ErrKeyRevoked, id)
@@ -349,5 +349,5 @@ func (s *ringState) key(id keyID) (*dataKey, error) {
 	if k := s.keys[id]; k != nil {
 		return k, nil
 	}
-	return nil, fmt.Errorf("%w: %s", ErrKeyNotFound, id)
+	return nil, fmt.Errorf("%w: %s", errKeyNotFound, id)
 }

@@ -86,14 +86,14 @@ type payloadHeader struct {
 func parsePayload(b []byte) (payloadHeader, error) {
 	var h payloadHeader
 	if len(b) < overhead {
-		return h, fmt.Errorf("%w: %d bytes is shorter than the %d-byte minimum", ErrNotProtected, len(b), overhead)
+		return h, fmt.Errorf("%w: %d bytes is shorter than the %d-byte minimum", errNotProtected, len(b), overhead)
 	}
 	if [magicLen]byte(b[:magicLen]) != magic {
-		return h, fmt.Errorf("%w: no protect header", ErrNotProtected)
+		return h, fmt.Errorf("%w: no protect header", errNotProtected)
 	}
 	h.suite = b[magicLen]
 	if h.suite != suiteAES256GCMHKDF {
-		return h, fmt.Errorf("%w: unknown suite %#02x", ErrNotProtected, h.suite)
+		return h, fmt.Errorf("%w: unknown suite %#02x", errNotProtected, h.suite)
 	}
 	copy(h.id[:], b[keyIDOff:])
 	copy(h.salt[:], b[saltOff:])
@@ -198,7 +198,7 @@ func sealPayload(k *dataKey, purpose string, plaintext, aad []byte) ([]byte, err
 const maxPlaintext = 1 << 40
 
 // openPayload decrypts b, which parsePayload accepted, under k. Every
-// authentication failure is the one ErrDecrypt, whatever went wrong. Salt
+// authentication failure is the one errDecrypt, whatever went wrong. Salt
 // and nonce are read from b rather than from the parsed header, whose
 // copies would escape to the heap.
 func openPayload(k *dataKey, purpose string, b, aad []byte) ([]byte, error) {
@@ -208,7 +208,7 @@ func openPayload(k *dataKey, purpose string, b, aad []byte) ([]byte, error) {
 	}
 	plain, err := aead.Open(nil, b[nonceOff:headerLen], b[headerLen:], payloadAAD(b[:headerLen], purpose, aad))
 	if err != nil {
-		return nil, ErrDecrypt
+		return nil, errDecrypt
 	}
 	if plain == nil {
 		plain = []byte{}

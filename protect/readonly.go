@@ -68,7 +68,7 @@ func init() { ringadmin.PayloadKeyID = payloadKeyID }
 // payloadKeyID is ringadmin.PayloadKeyID: the id of the key that sealed
 // payload, as KeyInfo.ID shows it, read without any key so that operators
 // can count blobs per key. Input that is not a payload of this package
-// fails with ErrNotProtected.
+// fails with errNotProtected.
 func payloadKeyID(payload []byte) (string, error) {
 	h, err := parsePayload(payload)
 	if err != nil {
