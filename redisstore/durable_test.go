@@ -288,7 +288,9 @@ func TestSaveDurableWaitsOnlyWhereAsked(t *testing.T) {
 func TestSaveDurableCluster(t *testing.T) {
 	t.Parallel()
 	cl := testserver.RedisCluster(t, 3)
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	// A ReadTimeout of 1 s bounds each WAIT (waitBudget) to 0.9 s, well
+	// inside the calls' deadlines below, however loaded the machine.
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), ReadTimeout: time.Second})
 	t.Cleanup(func() { cc.Close() })
 	bg := context.Background()
 	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
@@ -314,8 +316,9 @@ func TestSaveDurableCluster(t *testing.T) {
 		}
 		owner := cl.SlotOwner(t, int(slot))
 		before := waits(t, cl.Node(owner).Addr())
-		// A conflict returns before any WAIT: the deadline only has to
-		// cover the call on a loaded machine (4 parallel tests).
+		// The WAIT is pipelined after the compare-and-set, so a conflict
+		// waits too (the read timeout bounds it); the deadline leaves room
+		// for a loaded machine (4 parallel tests).
 		wctx, wcancel := context.WithTimeout(bg, 5*time.Second)
 		_, err = s1.SaveDurable(wctx, key, []byte("y"), driver.NoVersion, 0)
 		wcancel()
@@ -326,7 +329,7 @@ func TestSaveDurableCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wctx, wcancel = context.WithTimeout(bg, 500*time.Millisecond)
+		wctx, wcancel = context.WithTimeout(bg, 3*time.Second)
 		v, err := s1.SaveDurable(wctx, key, []byte("y"), cur, 0)
 		wcancel()
 		if !errors.Is(err, driver.ErrNotReplicated) || v == driver.NoVersion {
